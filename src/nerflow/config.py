@@ -1,0 +1,186 @@
+"""One typed, frozen pipeline config: YAML plus `key=value` overrides, resolved, flattened and hashed."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SplitConfig(_Section):
+    """How to cut validation/test out of the train file when they are not given as files."""
+
+    validation: float = Field(0.1, ge=0.0, lt=1.0)
+    test: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 13
+
+
+class DataConfig(_Section):
+    format: Literal["conll", "jsonl", "hf"] = "conll"
+    dir: Path = Path(".")                # relative file names below are resolved against this
+    train: str = "train.txt"
+    validation: str | None = None        # None: split off train (by document when there are documents)
+    test: str | None = None
+    hf_dataset: str | None = None        # a hub id, used when format == "hf"
+    tag_column: int = -1                 # CoNLL: which column holds the tag (default: the last)
+    scheme: Literal["iob2", "iob1", "bioes"] = "iob2"
+    invalid_iob2: Literal["repair", "fail"] = "repair"   # I-X after O / another type in IOB2 input
+    split: SplitConfig = SplitConfig()
+    min_tokens: PositiveInt = 1          # sentence-length bounds checked by validation
+    max_tokens: PositiveInt = 1000
+    limit_train: PositiveInt | None = None       # keep only the first N sentences (quick experiments)
+    limit_validation: PositiveInt | None = None
+    limit_test: PositiveInt | None = None
+
+
+class ModelConfig(_Section):
+    name_or_path: str = "all-MiniLM-L6-v2"   # hub id, local directory, or the offline PyPI MiniLM
+    revision: str | None = None
+
+
+class TokenizeConfig(_Section):
+    max_length: PositiveInt | None = 128     # sub-tokens per window incl. special tokens; None: the model's limit
+    stride: NonNegativeInt = 32              # sub-tokens shared by consecutive windows of a long sentence
+    label_all_subtokens: bool = False
+
+
+class TrainConfig(_Section):
+    epochs: PositiveInt = 3
+    lr: PositiveFloat | Literal["auto"] = "auto"   # auto: by model size, see nerflow.train.default_lr
+    batch_size: PositiveInt = 8
+    eval_batch_size: PositiveInt = 64
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    max_grad_norm: PositiveFloat = 1.0
+    early_stopping_patience: NonNegativeInt = 2    # epochs without a better validation F1; 0 = off
+    checkpoint_every: NonNegativeInt = 500         # steps; 0 = only at epoch ends
+    keep_checkpoints: PositiveInt = 2
+    log_every: PositiveInt = 20                    # steps between logged training-loss points
+    group_by_length: bool = True                   # batches of similar length: less padding, same epochs
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"   # auto: bf16 autocast on CUDA that supports it
+    num_threads: PositiveInt | None = None         # torch CPU threads; None: torch's default
+
+
+class EvaluateConfig(_Section):
+    batch_size: PositiveInt = 64
+
+
+class RegistryConfig(_Section):
+    model_name: str = "nerflow-ner"
+    alias: str = "challenger"
+
+
+class PipelineConfig(_Section):
+    task: Literal["token-classification"] = "token-classification"
+    experiment: str = "nerflow"
+    seed: int = 42
+    cache_dir: Path = Path(".cache/nerflow")   # stage outputs, keyed by content
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+
+def load_config(path: Path | str, overrides: list[str] = ()) -> PipelineConfig:
+    """Read YAML, apply `a.b=value` overrides (values parsed as YAML), validate. Errors name the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of config keys")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=1")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {key.strip()}: value {value!r} is not valid YAML: {e}") from None
+        _set_dotted(raw, key.strip(), parsed)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, path)) from None
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {'.'.join(parents[:i + 1])} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def _describe(err: ValidationError, path: Path) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(_field_path(e["loc"]))
+        if e["type"] == "extra_forbidden":
+            lines.append(f"config key {key!r} does not exist")
+        else:
+            lines.append(f"config key {key!r}: {e['msg']} (got {e.get('input')!r})")
+    return f"{path}: " + "; ".join(lines)
+
+
+def _field_path(loc: tuple) -> list[str]:
+    """The config key of an error location, without pydantic's union-member tags ('constrained-float', ...)."""
+    parts: list[str] = []
+    model: type[BaseModel] | None = PipelineConfig
+    for p in loc:
+        if model is None or not isinstance(p, str):
+            break
+        parts.append(p)          # a field, or the unknown key of an extra_forbidden error
+        field = model.model_fields.get(p)
+        ann = field.annotation if field else None
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return parts
+
+
+def resolved_dict(cfg: PipelineConfig) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")
+
+
+def flatten(cfg: PipelineConfig) -> dict[str, Any]:
+    """`{"train.epochs": 3, ...}`: what MLflow logs as params."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            out[prefix[:-1]] = node
+
+    walk("", resolved_dict(cfg))
+    return out
+
+
+def hash_json(value: Any) -> str:
+    """Stable sha256 of any JSON-able value (sorted keys)."""
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def config_hash(cfg: PipelineConfig) -> str:
+    return hash_json(resolved_dict(cfg))

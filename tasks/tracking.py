@@ -1,0 +1,121 @@
+"""MLflow at the edges: where the store is, the one run per pipeline run, and small logging helpers.
+
+Everything logs through `MlflowClient` with an explicit run id, so nothing depends on which thread holds an
+"active run".
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from nerflow.config import PipelineConfig, config_hash, flatten, resolved_dict
+
+STORE_DIR = Path("mlruns")
+LIBRARIES = ("torch", "transformers", "tokenizers", "datasets", "mlflow", "prefect", "great-expectations", "seqeval")
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the project's sqlite store `mlruns/mlflow.db`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def configure() -> MlflowClient:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    STORE_DIR.mkdir(exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_registry_uri(tracking_uri())
+    return MlflowClient()
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = None
+    if not os.environ.get("MLFLOW_TRACKING_URI"):  # local default: artifacts next to the database, in mlruns/
+        artifacts = (STORE_DIR / "artifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifacts)
+
+
+def git_state() -> dict[str, str]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower() if commit != "unknown" else "unknown"}
+
+
+def library_versions() -> dict[str, str]:
+    return {f"lib.{name}": importlib.metadata.version(name) for name in LIBRARIES}
+
+
+def start_run(client: MlflowClient, cfg: PipelineConfig, flow_run_id: str | None) -> str:
+    """The one MLflow run of this pipeline run: flattened config as params, resolved config as an artifact."""
+    tags = {"config_hash": config_hash(cfg), "task": cfg.task, "base_model": cfg.model.name_or_path,
+            "prefect_flow_run_id": flow_run_id or "", **git_state(), **library_versions()}
+    run = client.create_run(experiment_id(client, cfg.experiment), tags=tags,
+                            run_name=f"{cfg.model.name_or_path.split('/')[-1]}-{tags['config_hash'][:8]}")
+    run_id = run.info.run_id
+    params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i:i + 100])
+    client.log_text(run_id, yaml.safe_dump(resolved_dict(cfg), sort_keys=False), "config/resolved.yaml")
+    return run_id
+
+
+@contextlib.contextmanager
+def pipeline_run(client: MlflowClient, cfg: PipelineConfig, flow_run_id: str | None) -> Iterator[str]:
+    """Open the run; mark it FAILED (with the error as a tag) if any stage raises, FINISHED otherwise."""
+    run_id = start_run(client, cfg, flow_run_id)
+    try:
+        yield run_id
+    except BaseException as e:
+        client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])
+        client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+
+def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], step: int = 0) -> None:
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+    for i in range(0, len(metrics), 500):
+        client.log_batch(run_id, metrics=metrics[i:i + 500])
+
+
+def log_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_json(client: MlflowClient, run_id: str, value: dict, artifact_file: str) -> None:
+    client.log_text(run_id, json.dumps(value, indent=2, default=str), artifact_file)
+
+
+def log_dataset(client: MlflowClient, run_id: str, path: Path, name: str, context: str) -> None:
+    """Record a split as an MLflow dataset input (source path + content digest + row count)."""
+    import pandas as pd
+    from mlflow.entities import DatasetInput, InputTag
+
+    df = pd.read_json(path, lines=True)
+    dataset = mlflow.data.from_pandas(df[["tokens", "tags"]], source=str(path.resolve()), name=name)
+    client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(),
+                                            tags=[InputTag("mlflow.data.context", context)])])
+
+
+def log_folder(client: MlflowClient, run_id: str, folder: Path, artifact_path: str) -> None:
+    client.log_artifacts(run_id, str(folder), artifact_path)

@@ -1,0 +1,50 @@
+"""Fine-tuning stage: windows -> the best-on-validation weights, with loss/F1/throughput streamed to MLflow."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import task
+
+from nerflow import cache, data, tokenization, train
+from nerflow.config import PipelineConfig
+from nerflow.tasks import tracking
+from nerflow.tasks.stage import run_stage
+
+CODE = cache.code_fingerprint(["train", "predict", "tokenization", "evaluate", "schemes"], ["torch", "transformers"])
+
+
+@task(name="train")
+def train_task(cfg: PipelineConfig, validated: dict, tokenized: dict, run_id: str) -> dict:
+    client = tracking.configure()
+    parts = {"tokenized": tokenized["key"], "model": tokenized["model_hash"], "code": CODE, "seed": cfg.seed,
+             "settings": cfg.train.model_dump(mode="json", exclude={"log_every", "num_threads"})}
+
+    def compute(out: Path) -> None:
+        from transformers import AutoTokenizer
+
+        src, windows = Path(validated["path"]), Path(tokenized["path"])
+        labels = json.loads((src / "labels.json").read_text())
+        val_gold = [s.tags for s in data.read_split(src / "validation.jsonl")]
+        work = Path(cfg.cache_dir) / "train" / f"{cache.stage_key('train', parts)}.work"  # checkpoints live here
+        result = train.train(
+            tokenized["model_path"], AutoTokenizer.from_pretrained(tokenized["model_path"]), labels,
+            tokenization.load_windows(windows / "train"), tokenization.load_windows(windows / "validation"),
+            val_gold, cfg.train, cfg.seed, work,
+            meta={"labels": labels, "max_length": cfg.tokenize.max_length, "stride": cfg.tokenize.stride,
+                  "base_model": cfg.model.name_or_path},
+            on_metrics=lambda step, values: tracking.log_metrics(client, run_id, values, step))
+        shutil.move(str(result.best_dir), str(out / "model"))
+        summary = {k: v for k, v in asdict(result).items() if k != "best_dir"}
+        (out / "train.json").write_text(json.dumps(summary, indent=1))
+        shutil.rmtree(work, ignore_errors=True)  # done: its checkpoints are no longer needed for a resume
+
+    result = run_stage(client, run_id, cfg.cache_dir, "train", parts, compute)
+    summary = json.loads((Path(result["path"]) / "train.json").read_text())
+    tracking.log_metrics(client, run_id, {
+        "best_val_f1": summary["best_f1"], "best_epoch": summary["best_epoch"], "train_steps": summary["steps"],
+        "train_samples_per_s": summary["train_samples_per_s"], "train_tokens_per_s": summary["train_tokens_per_s"]})
+    tracking.log_tags(client, run_id, {"learning_rate": summary["lr"]})
+    return {**result, "model_dir": str(Path(result["path"]) / "model")}

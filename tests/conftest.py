@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny local models (random-init BERT + a WordPiece tokenizer trained here) and the data path."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")            # a test must never reach for the hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+# Research-use data is read from ../shared (never copied into the repo); point NERFLOW_DATA elsewhere if needed.
+SHARED_DATA = Path(os.environ.get("NERFLOW_DATA", ROOT.parent / "shared" / "data"))
+
+
+def build_tiny_model(target: Path, texts: list[str], hidden: int = 32, layers: int = 2, vocab_size: int = 400,
+                     max_positions: int = 128) -> Path:
+    """Random-init BERT with a WordPiece tokenizer trained on `texts`, saved like a hub checkpoint."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    wp = BertWordPieceTokenizer(lowercase=False)
+    wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, show_progress=False)
+    tokenizer = BertTokenizerFast(tokenizer_object=wp._tokenizer, model_max_length=max_positions,
+                                  unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
+                                  mask_token="[MASK]", do_lower_case=False)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=max_positions)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+TINY_TEXTS = [
+    "Maria Lopez works for Northwind Trading in New Salem .",
+    "John Smith visited Berlin and Paris with Acme Corp employees .",
+    "The Vortex 3000 was launched by Globex in Springfield on Monday .",
+    "Nobody said anything about it .",
+    "Anna Schmidt , a spokeswoman for Initech , said the deal was done .",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"), TINY_TEXTS * 20)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
