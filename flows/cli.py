@@ -94,7 +94,10 @@ def format_summary(result: dict, cfg) -> str:
 
 
 def tracking_uri_for_display() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
+    from nerflow.tasks import tracking
+
+    uri = tracking.tracking_uri()
+    return "sqlite:///mlruns/mlflow.db" if uri == tracking.default_uri() else uri
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 from mlflow.models import Model
 from prefect import task
 
@@ -21,13 +20,13 @@ log = logging.getLogger("nerflow.register")
 # What the served model needs, pinned to what it was trained and tested with.
 PIP_REQUIREMENTS = ["mlflow==3.17.2", "torch==2.13.0", "transformers==5.23.0", "tokenizers==0.23.3",
                     "numpy==2.4.6", "pandas==3.1.1", "pydantic==2.14.3", "pyyaml==6.0.3"]
-EXAMPLE = pd.DataFrame({"text": ["Maria Lopez flew from Berlin to New York to meet the board of Acme Corp ."]})
+EXAMPLE = ["Maria Lopez flew from Berlin to New York to meet the board of Acme Corp."]
 
 
 def log_servable_model(run_id: str, model_dir: str):
     from nerflow import serving
 
-    return Model.log(name="model", flavor=mlflow.pyfunc, run_id=run_id, python_model=serving.NerModel(),
+    return Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id, python_model=serving.NerModel(),
                      artifacts={serving.ARTIFACT: model_dir}, code_paths=[str(Path(nerflow.__file__).parent)],
                      pip_requirements=PIP_REQUIREMENTS, signature=serving.SIGNATURE, input_example=EXAMPLE)
 

@@ -25,27 +25,39 @@ STORE_DIR = Path("mlruns")
 LIBRARIES = ("torch", "transformers", "tokenizers", "datasets", "mlflow", "prefect", "great-expectations", "seqeval")
 
 
+def default_uri() -> str:
+    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+
+
 def tracking_uri() -> str:
     """`MLFLOW_TRACKING_URI` if set, else the project's sqlite store `mlruns/mlflow.db`."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
 def configure() -> MlflowClient:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    STORE_DIR.mkdir(exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_registry_uri(tracking_uri())
-    return MlflowClient()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = tracking_uri()
+    if uri == default_uri():
+        STORE_DIR.mkdir(exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(uri, uri)
+
+
+def artifact_root(uri: str) -> str | None:
+    """A sqlite store keeps its artifacts next to the database file (`mlruns/artifacts` by default); a tracking
+    server (http, PostgreSQL behind it) decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    artifacts = None
-    if not os.environ.get("MLFLOW_TRACKING_URI"):  # local default: artifacts next to the database, in mlruns/
-        artifacts = (STORE_DIR / "artifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifacts)
+    return client.create_experiment(name, artifact_location=artifact_root(client.tracking_uri))
 
 
 def git_state() -> dict[str, str]:

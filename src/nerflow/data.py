@@ -201,8 +201,8 @@ def hash_files(paths: list[Path]) -> str:
     """Content hash of input files: renaming or touching a file changes nothing, one changed byte changes it."""
     h = hashlib.sha256()
     for path in paths:
+        h.update(path.stat().st_size.to_bytes(8, "little"))  # length prefix: no two file lists hash alike
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        h.update(b"\0")
     return h.hexdigest()

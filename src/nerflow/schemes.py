@@ -21,7 +21,7 @@ def split_tag(tag: str) -> tuple[str, str]:
 
 def is_well_formed(tag: str, scheme: Scheme) -> bool:
     prefix, etype = split_tag(tag)
-    return prefix == "O" or (prefix in PREFIXES[scheme] and etype != "" and not etype.isspace())
+    return tag == "O" or (prefix in PREFIXES[scheme] and etype != "" and not etype.isspace())
 
 
 def invalid_iob2_positions(tags: list[str]) -> list[int]:

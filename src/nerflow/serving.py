@@ -17,7 +17,7 @@ from nerflow.predict import Predictor
 ARTIFACT = "hf_model"  # name of the Hugging Face folder (weights, tokenizer, nerflow.json) among the artifacts
 
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "text")]),
+    inputs=Schema([ColSpec("string")]),   # unnamed: a list of strings, or a one-column frame (e.g. "text")
     outputs=Schema([ColSpec(Array(Object([
         Property("type", "string"), Property("start", "long"), Property("end", "long"),
         Property("text", "string"), Property("score", "double")])))]),
@@ -26,7 +26,7 @@ SIGNATURE = ModelSignature(
 
 
 class NerModel(PythonModel):
-    """Input: a `text` column (or a list of strings). Output: per text, a list of
+    """Input: a list of strings (or a one-column frame of them). Output: per text, a list of
     {"type", "start", "end", "text", "score"} with `text == input[start:end]`."""
 
     def load_context(self, context) -> None:
@@ -34,7 +34,7 @@ class NerModel(PythonModel):
 
     def predict(self, context, model_input, params: dict | None = None) -> list[list[dict]]:
         if isinstance(model_input, pd.DataFrame):
-            texts = model_input["text"].astype(str).tolist()
+            texts = model_input.iloc[:, 0].astype(str).tolist()
         elif isinstance(model_input, str):
             texts = [model_input]
         else:

@@ -96,7 +96,10 @@ def _run_gx(frames_by_split: dict[str, dict[str, Any]], well_formed: set[str], t
     import great_expectations.expectations as gxe
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.expectations.row_conditions import Column
 
+    # this module pins its own logger to INFO at import ("Created temporary directory ..." on every context)
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(gx_logger.level)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in pipeline logs
     datasource = ctx.data_sources.add_pandas("nerflow")
@@ -108,7 +111,7 @@ def _run_gx(frames_by_split: dict[str, dict[str, Any]], well_formed: set[str], t
                                                 **rule("tokens_tags_aligned")),
             # empty sentences are already reported above; don't report them twice
             gxe.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=cfg.min_tokens, max_value=cfg.max_tokens,
-                                              row_condition="n_tokens > 0", condition_parser="pandas",
+                                              row_condition=Column("n_tokens") > 0,
                                               **rule("sentence_length")),
         ],
         "tokens": [
