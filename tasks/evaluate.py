@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefect import task
 
 from nerflow import cache, data, evaluate, predict, tokenization
 from nerflow.config import PipelineConfig
+from nerflow.plan import StagePlan
 from nerflow.tasks import tracking
-from nerflow.tasks.stage import run_stage
+from nerflow.tasks.stage import run_stage, stage_task
 
-CODE = cache.code_fingerprint(["evaluate", "predict", "tokenization", "schemes", "data"], ["seqeval", "torch"])
 EVAL_SPLITS = ("validation", "test")
 
 
@@ -31,11 +30,10 @@ def score_split(model, tokenizer, labels, sentences, windows_dir: Path, batch_si
     return scores.metrics(split)
 
 
-@task(name="evaluate")
-def evaluate_task(cfg: PipelineConfig, validated: dict, tokenized: dict, trained: dict, run_id: str) -> dict:
+@stage_task("evaluate")
+def evaluate_task(cfg: PipelineConfig, step: StagePlan, validated: dict, tokenized: dict, trained: dict,
+                  run_id: str) -> dict:
     client = tracking.configure()
-    parts = {"model": trained["key"], "data": validated["key"], "windows": tokenized["key"], "code": CODE,
-             "settings": cfg.evaluate.model_dump(mode="json")}
 
     def compute(out: Path) -> None:
         from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -50,7 +48,7 @@ def evaluate_task(cfg: PipelineConfig, validated: dict, tokenized: dict, trained
                                    cfg.evaluate.batch_size, out, split)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
-    result = run_stage(client, run_id, cfg.cache_dir, "evaluate", parts, compute)
+    result = run_stage(client, run_id, cfg.cache_dir, step, compute)
     out = Path(result["path"])
     metrics = json.loads((out / "metrics.json").read_text())
     tracking.log_metrics(client, run_id, metrics)

@@ -1,4 +1,4 @@
-"""Shared plumbing of a cached stage: look its key up, reuse or compute, and say which in the log and in MLflow."""
+"""Shared plumbing of a cached stage: reuse or compute by its planned key, and say which in the log and in MLflow."""
 from __future__ import annotations
 
 import logging
@@ -9,27 +9,40 @@ from typing import Callable
 from mlflow import MlflowClient
 
 from nerflow import cache
+from nerflow.plan import StagePlan
 from nerflow.tasks import tracking
 
 log = logging.getLogger("nerflow.stage")
 
 
-def run_stage(client: MlflowClient, run_id: str, root: Path, stage: str, parts: dict,
-              compute: Callable[[Path], None]) -> dict:
-    """Returns {"stage", "key", "path", "reused"}: what the next stage needs, small and JSON-able."""
-    key = cache.stage_key(stage, parts)
+def run_stage(client: MlflowClient, run_id: str, root: Path, step: StagePlan, compute: Callable[[Path], None]) -> dict:
+    """Returns {"stage", "key", "path", "reused"}: what the next stage needs, small and JSON-able.
+    `step.complete` was decided by the plan; a forced stage is recomputed even if an output exists."""
     started = time.perf_counter()
-    path = cache.lookup(root, stage, key)
-    reused = path is not None
+    reused = step.complete and cache.lookup(root, step.stage, step.key) is not None
     if reused:
-        log.info("%s: reusing %s (its inputs, settings and code are unchanged)", stage, path)
+        log.info("%s: reusing %s (inputs, settings and code unchanged)", step.stage, step.path)
     else:
-        log.info("%s: computing (key %s)", stage, key)
-        with cache.stage_output(root, stage, key, parts) as tmp:
-            compute(tmp)
-        path = root / stage / key
-    seconds = time.perf_counter() - started
-    tracking.log_tags(client, run_id, {f"stage.{stage}": "reused" if reused else "computed",
-                                       f"stage.{stage}.key": key})
-    tracking.log_metrics(client, run_id, {f"stage_{stage}_seconds": seconds})
-    return {"stage": stage, "key": key, "path": str(path), "reused": reused}
+        log.info("%s: computing (key %s)", step.stage, step.key)
+        try:
+            with cache.stage_output(root, step.stage, step.key, step.parts) as tmp:
+                compute(tmp)
+        except BaseException:
+            tracking.log_tags(client, run_id, {"failed_stage": step.stage})
+            raise
+    attempt = tracking.attempt_of(client, run_id)
+    tracking.log_tags(client, run_id, {f"stage.{step.stage}": "reused" if reused else "computed",
+                                       f"stage.{step.stage}.key": step.key})
+    tracking.log_metrics(client, run_id, {f"stage_{step.stage}_seconds": time.perf_counter() - started}, step=attempt)
+    return {"stage": step.stage, "key": step.key, "path": str(step.path), "reused": reused}
+
+
+def stage_task(name: str, **kwargs):
+    """A pipeline stage as a Prefect task: no Prefect result cache (the stage cache above decides reuse, and
+    verifies outputs Prefect cannot), retries with backoff only for transient faults (network, MLflow server)."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    options = {"name": name, "cache_policy": NO_CACHE, "retries": 2, "retry_delay_seconds": [2, 10],
+               "retry_condition_fn": tracking.retry_if_transient, **kwargs}
+    return task(**options)

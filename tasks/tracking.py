@@ -76,12 +76,34 @@ def library_versions() -> dict[str, str]:
     return {f"lib.{name}": importlib.metadata.version(name) for name in LIBRARIES}
 
 
-def start_run(client: MlflowClient, cfg: PipelineConfig, flow_run_id: str | None) -> str:
-    """The one MLflow run of this pipeline run: flattened config as params, resolved config as an artifact."""
+LOGICAL_RUN_TAG = "nerflow.logical_run"
+ATTEMPTS_TAG = "nerflow.attempts"
+
+
+def find_logical_run(client: MlflowClient, experiment: str, logical_run: str):
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{LOGICAL_RUN_TAG}` = '{logical_run}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_run_id: str | None) -> str:
+    """Continue the logical run's MLflow run if its last attempt did not finish; else start a new run with the
+    flattened config as params and the resolved config as an artifact."""
+    previous = find_logical_run(client, cfg.experiment, logical_run)
+    if previous is not None and previous.info.status != "FINISHED":
+        run_id = previous.info.run_id
+        attempt = int(previous.data.tags.get(ATTEMPTS_TAG, "1")) + 1
+        client.update_run(run_id, status="RUNNING")
+        log_tags(client, run_id, {ATTEMPTS_TAG: attempt, "prefect_flow_run_id": flow_run_id or "", "error": ""})
+        return run_id
     tags = {"config_hash": config_hash(cfg), "task": cfg.task, "base_model": cfg.model.name_or_path,
-            "prefect_flow_run_id": flow_run_id or "", **git_state(), **library_versions()}
+            "prefect_flow_run_id": flow_run_id or "", LOGICAL_RUN_TAG: logical_run, ATTEMPTS_TAG: "1",
+            **git_state(), **library_versions()}
     run = client.create_run(experiment_id(client, cfg.experiment), tags=tags,
-                            run_name=f"{cfg.model.name_or_path.split('/')[-1]}-{tags['config_hash'][:8]}")
+                            run_name=f"{cfg.model.name_or_path.split('/')[-1]}-{logical_run[:8]}")
     run_id = run.info.run_id
     params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
     for i in range(0, len(params), 100):
@@ -90,17 +112,48 @@ def start_run(client: MlflowClient, cfg: PipelineConfig, flow_run_id: str | None
     return run_id
 
 
+def attempt_of(client: MlflowClient, run_id: str) -> int:
+    return int(client.get_run(run_id).data.tags.get(ATTEMPTS_TAG, "1"))
+
+
 @contextlib.contextmanager
-def pipeline_run(client: MlflowClient, cfg: PipelineConfig, flow_run_id: str | None) -> Iterator[str]:
-    """Open the run; mark it FAILED (with the error as a tag) if any stage raises, FINISHED otherwise."""
-    run_id = start_run(client, cfg, flow_run_id)
+def pipeline_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_run_id: str | None) -> Iterator[str]:
+    """Open (or continue) the run; mark it FAILED with the error and failed stage as tags if a stage raises."""
+    run_id = open_run(client, cfg, logical_run, flow_run_id)
     try:
         yield run_id
     except BaseException as e:
-        client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])
+        log_tags(client, run_id, {"error": f"{type(e).__name__}: {e}"[:5000]})
         client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
+    log_tags(client, run_id, {"failed_stage": ""})
     client.set_terminated(run_id, "FINISHED")
+
+
+TRANSIENT_MARKERS = ("connection refused", "connection reset", "max retries exceeded", "temporarily unavailable",
+                     "timed out", "502", "503", "504", "database is locked")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Network trouble talking to MLflow or remote data: worth a retry. Bad data or config never is."""
+    from nerflow.config import ConfigError
+    from nerflow.data import DataError
+
+    if isinstance(exc, (ConfigError, DataError, ValueError, TypeError, KeyError)):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in TRANSIENT_MARKERS)
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Prefect retry condition: Prefect retries on any exception unless told otherwise."""
+    try:
+        state.result()
+    except BaseException as e:  # noqa: BLE001 - the state holds whatever the task raised
+        return is_transient(e)
+    return False
 
 
 def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], step: int = 0) -> None:

@@ -6,21 +6,18 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from prefect import task
 
-from nerflow import cache, data, tokenization, train
+from nerflow import data, tokenization, train
 from nerflow.config import PipelineConfig
+from nerflow.plan import StagePlan
 from nerflow.tasks import tracking
-from nerflow.tasks.stage import run_stage
-
-CODE = cache.code_fingerprint(["train", "predict", "tokenization", "evaluate", "schemes"], ["torch", "transformers"])
+from nerflow.tasks.stage import run_stage, stage_task
 
 
-@task(name="train")
-def train_task(cfg: PipelineConfig, validated: dict, tokenized: dict, run_id: str) -> dict:
+@stage_task("train")
+def train_task(cfg: PipelineConfig, step: StagePlan, model_path: str, validated: dict, tokenized: dict,
+               run_id: str) -> dict:
     client = tracking.configure()
-    parts = {"tokenized": tokenized["key"], "model": tokenized["model_hash"], "code": CODE, "seed": cfg.seed,
-             "settings": cfg.train.model_dump(mode="json", exclude={"log_every", "num_threads"})}
 
     def compute(out: Path) -> None:
         from transformers import AutoTokenizer
@@ -28,9 +25,9 @@ def train_task(cfg: PipelineConfig, validated: dict, tokenized: dict, run_id: st
         src, windows = Path(validated["path"]), Path(tokenized["path"])
         labels = json.loads((src / "labels.json").read_text())
         val_gold = [s.tags for s in data.read_split(src / "validation.jsonl")]
-        work = Path(cfg.cache_dir) / "train" / f"{cache.stage_key('train', parts)}.work"  # checkpoints live here
+        work = Path(cfg.cache_dir) / "train" / f"{step.key}.work"  # checkpoints live here, across attempts
         result = train.train(
-            tokenized["model_path"], AutoTokenizer.from_pretrained(tokenized["model_path"]), labels,
+            model_path, AutoTokenizer.from_pretrained(model_path), labels,
             tokenization.load_windows(windows / "train"), tokenization.load_windows(windows / "validation"),
             val_gold, cfg.train, cfg.seed, work,
             meta={"labels": labels, "max_length": cfg.tokenize.max_length, "stride": cfg.tokenize.stride,
@@ -41,7 +38,7 @@ def train_task(cfg: PipelineConfig, validated: dict, tokenized: dict, run_id: st
         (out / "train.json").write_text(json.dumps(summary, indent=1))
         shutil.rmtree(work, ignore_errors=True)  # done: its checkpoints are no longer needed for a resume
 
-    result = run_stage(client, run_id, cfg.cache_dir, "train", parts, compute)
+    result = run_stage(client, run_id, cfg.cache_dir, step, compute)
     summary = json.loads((Path(result["path"]) / "train.json").read_text())
     tracking.log_metrics(client, run_id, {
         "best_val_f1": summary["best_f1"], "best_epoch": summary["best_epoch"], "train_steps": summary["steps"],

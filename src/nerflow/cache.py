@@ -6,6 +6,7 @@ reads, the keys of the stages before it, and its code (the nerflow modules it ru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -66,3 +67,52 @@ def stage_output(root: Path, stage: str, key: str, parts: dict | None = None) ->
         tmp.rename(final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    stage: str
+    key: str
+    path: Path
+    bytes: int
+    modified: float
+    complete: bool        # False: a training work folder (checkpoints of an unfinished run)
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def list_entries(root: Path) -> list[Entry]:
+    """Every stage output (complete) and training work folder (partial) under the cache root, newest first."""
+    entries = []
+    for stage_dir in sorted(p for p in Path(root).iterdir() if p.is_dir() and p.name not in ("models", "locks")) \
+            if Path(root).is_dir() else []:
+        for folder in stage_dir.iterdir():
+            if not folder.is_dir() or folder.name.endswith(".tmp"):
+                continue
+            key = folder.name.removesuffix(".work")
+            entries.append(Entry(stage_dir.name, key, folder, folder_size(folder), folder.stat().st_mtime,
+                                 not folder.name.endswith(".work")))
+    return sorted(entries, key=lambda e: -e.modified)
+
+
+def select_prunable(entries: list[Entry], keep: int | None, older_than_s: float | None, protected: set[str],
+                    now: float | None = None) -> list[Entry]:
+    """Entries to delete: beyond the newest `keep` per stage and/or older than `older_than_s`, never a protected key."""
+    now = now or time.time()
+    doomed, seen = [], {}
+    for e in entries:  # newest first
+        seen[e.stage] = seen.get(e.stage, 0) + 1
+        too_many = keep is not None and seen[e.stage] > keep
+        too_old = older_than_s is not None and now - e.modified > older_than_s
+        if (too_many or too_old) and e.key not in protected:
+            doomed.append(e)
+    return doomed
+
+
+def remove(entry: Entry) -> None:
+    """Rename first, then delete: a half-deleted folder never looks like a complete entry."""
+    trash = entry.path.with_name(f".{entry.path.name}.{uuid.uuid4().hex[:6]}.tmp")
+    entry.path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)

@@ -21,6 +21,10 @@ RULES = ("sentence_not_empty", "token_not_blank", "tokens_tags_aligned", "tags_w
          "sentence_length", "entity_types_in_train")
 
 
+class ValidationFailed(ValueError):
+    """The suite failed; the message lists each problem as `file:line: [rule] message`."""
+
+
 @dataclass(frozen=True)
 class Failure:
     rule: str       # one of RULES

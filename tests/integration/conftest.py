@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import build_tiny_model
+from .corpus import LONG, SHORT, UNSEEN, write_conll
+
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server():
@@ -27,3 +30,26 @@ def mlflow_store(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("stage-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("corpus")
+    write_conll(d / "train.txt", ([LONG] + SHORT) * 4)
+    write_conll(d / "valid.txt", [LONG] + SHORT[:3] + UNSEEN)
+    write_conll(d / "test.txt", [LONG] + SHORT[2:] + UNSEEN[:2])
+    return d
+
+
+@pytest.fixture(scope="session")
+def corpus_model_dir(tmp_path_factory) -> Path:
+    """Random-init BERT whose tokenizer, trained here on the corpus, keeps every corpus word whole."""
+    texts = [" ".join(w for w, _ in s) for s in [LONG, *SHORT, *UNSEEN]] * 10
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert-corpus"), texts)
+
+
+@pytest.fixture(scope="session")
+def corpus_tokenizer(corpus_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(corpus_model_dir)

@@ -7,76 +7,12 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from nerflow.config import load_config
 from nerflow.data import read_conll
 from nerflow.evaluate import score
 from nerflow.schemes import entity_spans
 from nerflow.tokenization import Encoder
 
-from ..conftest import build_tiny_model
-
-# A long sentence: with tokenize.max_length=16 (14 words + [CLS] + [SEP]) it needs two windows, and
-# "Northwind Trading" straddles the first window's edge (asserted below, not assumed).
-LONG = [("Yesterday", "O"), ("in", "O"), ("the", "O"), ("morning", "O"), ("Maria", "B-PER"), ("Lopez", "I-PER"),
-        ("said", "O"), ("that", "O"), ("the", "O"), ("board", "O"), ("of", "O"), ("the", "O"), ("company", "O"),
-        ("Northwind", "B-ORG"),
-        ("Trading", "I-ORG"), ("would", "O"), ("meet", "O"), ("in", "O"), ("New", "B-LOC"), ("Salem", "I-LOC"),
-        ("on", "O"), ("Monday", "O"), (".", "O")]
-SHORT = [
-    [("John", "B-PER"), ("Smith", "I-PER"), ("visited", "O"), ("Berlin", "B-LOC"), (".", "O")],
-    [("Acme", "B-ORG"), ("Corp", "I-ORG"), ("hired", "O"), ("Anna", "B-PER"), ("Schmidt", "I-PER"), (".", "O")],
-    [("The", "O"), ("Vortex", "B-PRODUCT"), ("3000", "I-PRODUCT"), ("was", "O"), ("launched", "O"), ("by", "O"),
-     ("Globex", "B-ORG"), ("in", "O"), ("Springfield", "B-LOC"), (".", "O")],
-    [("Nobody", "O"), ("said", "O"), ("anything", "O"), (".", "O")],
-    [("Anna", "B-PER"), ("Schmidt", "I-PER"), ("works", "O"), ("for", "O"), ("Initech", "B-ORG"), ("in", "O"),
-     ("Paris", "B-LOC"), (".", "O")],
-]
-# Validation: seen sentences plus recombinations and new names (one labelled against its context), so its F1 is
-# a real number to reproduce, not a given 1.0.
-UNSEEN = [[("Maria", "B-PER"), ("Lopez", "I-PER"), ("visited", "O"), ("Paris", "B-LOC"), (".", "O")],
-          [("Pedro", "B-PER"), ("Alvarez", "I-PER"), ("visited", "O"), ("Madrid", "B-ORG"), (".", "O")],
-          [("Globex", "B-ORG"), ("hired", "O"), ("John", "B-PER"), ("Smith", "I-PER"), (".", "O")],
-          [("Initech", "B-ORG"), ("launched", "O"), ("the", "O"), ("Vortex", "B-PRODUCT"), ("3000", "I-PRODUCT"),
-           ("in", "O"), ("Berlin", "B-LOC"), (".", "O")]]
-
-
-def write_conll(path: Path, sentences) -> Path:
-    path.write_text("-DOCSTART- O\n\n" + "".join("".join(f"{w} {t}\n" for w, t in s) + "\n" for s in sentences))
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("corpus")
-    write_conll(d / "train.txt", ([LONG] + SHORT) * 4)
-    write_conll(d / "valid.txt", [LONG] + SHORT[:3] + UNSEEN)
-    write_conll(d / "test.txt", [LONG] + SHORT[2:] + UNSEEN[:2])
-    return d
-
-
-@pytest.fixture(scope="session")
-def corpus_model_dir(tmp_path_factory) -> Path:
-    """Random-init BERT whose tokenizer, trained here on the corpus, keeps every corpus word whole."""
-    texts = [" ".join(w for w, _ in s) for s in [LONG, *SHORT, *UNSEEN]] * 10
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert-corpus"), texts)
-
-
-@pytest.fixture(scope="session")
-def corpus_tokenizer(corpus_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(corpus_model_dir)
-
-
-def tiny_config(tmp_path: Path, corpus: Path, model_dir: Path, cache_dir: Path, *extra: str):
-    cfg_file = tmp_path / "tiny.yaml"
-    cfg_file.write_text("experiment: nerflow-test\n")
-    return load_config(cfg_file, [
-        f"data.dir={corpus}", "data.train=train.txt", "data.validation=valid.txt", "data.test=test.txt",
-        f"model.name_or_path={model_dir}", f"cache_dir={cache_dir}", "registry.model_name=tiny-ner",
-        "tokenize.max_length=16", "tokenize.stride=4", "train.epochs=25", "train.lr=0.003", "train.batch_size=4",
-        "train.early_stopping_patience=0", "train.checkpoint_every=0", "train.log_every=5", *extra])
-
+from .corpus import LONG, tiny_config
 
 @pytest.fixture(scope="session")
 def pipeline_result(tmp_path_factory, tiny_corpus, corpus_model_dir, mlflow_store, cache_dir):
@@ -145,10 +81,12 @@ def test_loaded_model_reproduces_logged_validation_f1(pipeline_result, tiny_corp
     assert f1 == pytest.approx(logged, abs=1e-9)
 
 
-def test_second_run_reuses_every_stage(pipeline_result, tmp_path):
+def test_second_run_reuses_every_stage_and_registers_nothing_new(pipeline_result):
     from nerflow.flows.pipeline import ner_pipeline
 
     cfg, first = pipeline_result
     again = ner_pipeline(cfg)
-    assert again["stages"] == {"validate": True, "tokenize": True, "train": True, "evaluate": True}
+    assert again["stages"] == {"validate": True, "tokenize": True, "train": True, "evaluate": True, "register": True}
     assert again["metrics"] == first["metrics"]
+    assert again["version"] == first["version"]
+    assert len(MlflowClient().search_model_versions("name='tiny-ner'")) == 1

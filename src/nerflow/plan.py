@@ -1,0 +1,131 @@
+"""What a pipeline run will do, decided from content hashes before anything heavy is imported.
+
+Each stage's key hashes exactly what determines its output (see docs/caching.md):
+
+    validate  = data content + data settings (not file names or places) + code
+    tokenize  = validate key + tokenizer files + tokenize settings + code
+    train     = tokenize key + base model files + train settings + seed + code
+    evaluate  = train key + validate key + tokenize key + evaluate settings + code
+    register  = evaluate key + registry settings + code
+
+"code" is the source of the nerflow modules the stage runs plus the versions of the libraries it uses, so editing
+`src/nerflow/train.py` recomputes training and everything after it, and nothing before.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nerflow import cache, data, models
+from nerflow.config import PipelineConfig, hash_json
+
+STAGES = ("validate", "tokenize", "train", "evaluate", "register")
+# nerflow modules and libraries each stage runs
+CODE = {
+    "validate": (["config", "data", "schemes", "validate"], ["great-expectations", "pandas"]),
+    "tokenize": (["data", "tokenization", "models"], ["tokenizers", "transformers", "datasets"]),
+    "train": (["train", "predict", "tokenization", "evaluate", "schemes"], ["torch", "transformers"]),
+    "evaluate": (["evaluate", "predict", "tokenization", "schemes", "data"], ["seqeval", "torch"]),
+    "register": (["serving", "predict", "tokenization", "schemes"], ["mlflow"]),
+}
+# Where the files are and what they are called does not change the result; their content does.
+DATA_LOCATION_KEYS = {"dir", "train", "validation", "test"}
+# Settings that change how a stage reports, not what it produces.
+TRAIN_REPORTING_KEYS = {"log_every", "num_threads"}
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stage: str
+    key: str
+    parts: dict
+    path: Path            # where its output lives once complete
+    complete: bool        # a verified output exists: the stage will be reused
+
+
+@dataclass(frozen=True)
+class Plan:
+    stages: dict[str, StagePlan]
+    data_hash: str
+    model_path: str
+    model_hash: str
+
+    @property
+    def logical_run(self) -> str:
+        """One id per (config, data, code): the last stage's key chains every other key."""
+        return self.stages["register"].key
+
+    def first_to_compute(self) -> str | None:
+        return next((s for s in STAGES if not self.stages[s].complete), None)
+
+
+def data_fingerprint(cfg: PipelineConfig) -> str:
+    if cfg.data.format == "hf":
+        return f"hf:{cfg.data.hf_dataset}"
+    files = data.input_files(cfg.data)
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise data.DataError(f"{missing[0]}: file not found")
+    return data.hash_files(list(files.values()))
+
+
+def make_plan(cfg: PipelineConfig, force_from: str | None = None) -> Plan:
+    """Keys of every stage; `force_from` marks that stage and all after it as to-compute."""
+    data_hash = data_fingerprint(cfg)
+    model_path = models.resolve_model(cfg.model.name_or_path, cfg.cache_dir)
+    model_hash = models.model_fingerprint(model_path, cfg.model.revision)
+    code = {stage: cache.code_fingerprint(*CODE[stage]) for stage in STAGES}
+    parts: dict[str, dict] = {}
+    keys: dict[str, str] = {}
+
+    def add(stage: str, stage_parts: dict) -> None:
+        parts[stage] = {**stage_parts, "code": code[stage]}
+        keys[stage] = cache.stage_key(stage, parts[stage])
+
+    dump = lambda section, exclude=(): section.model_dump(mode="json", exclude=set(exclude))  # noqa: E731
+    add("validate", {"data": data_hash, "settings": dump(cfg.data, DATA_LOCATION_KEYS)})
+    add("tokenize", {"validate": keys["validate"], "tokenizer": model_hash, "settings": dump(cfg.tokenize)})
+    add("train", {"tokenize": keys["tokenize"], "model": model_hash, "seed": cfg.seed,
+                  "settings": dump(cfg.train, TRAIN_REPORTING_KEYS)})
+    add("evaluate", {"train": keys["train"], "validate": keys["validate"], "tokenize": keys["tokenize"],
+                     "settings": dump(cfg.evaluate)})
+    add("register", {"evaluate": keys["evaluate"], "settings": dump(cfg.registry)})
+    forced = set(STAGES[STAGES.index(force_from):]) if force_from else set()
+    stages = {}
+    for stage in STAGES:
+        found = cache.lookup(cfg.cache_dir, stage, keys[stage])
+        stages[stage] = StagePlan(stage, keys[stage], parts[stage], Path(cfg.cache_dir) / stage / keys[stage],
+                                  found is not None and stage not in forced)
+    return Plan(stages, data_hash, model_path, model_hash)
+
+
+def explain(step: StagePlan, root: Path) -> str:
+    """Why a stage computes: which part of its key differs from the newest complete output of that stage."""
+    if step.complete:
+        return "reuse: inputs, settings and code unchanged"
+    previous = newest_manifest(root, step.stage)
+    if previous is None:
+        return "compute: no earlier output of this stage"
+    if previous.get("key") == step.key:
+        return "compute: forced"
+    old = previous.get("parts", {})
+    changed = [name for name in sorted(set(old) | set(step.parts)) if hash_json(old.get(name)) != hash_json(step.parts.get(name))]
+    detail = []
+    for name in changed:
+        if name == "settings" and isinstance(old.get(name), dict):
+            keys = sorted(k for k in set(old[name]) | set(step.parts[name]) if old[name].get(k) != step.parts[name].get(k))
+            detail.append("settings (" + ", ".join(keys) + ")")
+        else:
+            detail.append(name)
+    return "compute: changed " + ", ".join(detail) if detail else "compute: output missing or incomplete"
+
+
+def newest_manifest(root: Path, stage: str) -> dict | None:
+    manifests = sorted((Path(root) / stage).glob(f"*/{cache.MANIFEST}"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(manifests):
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return None
