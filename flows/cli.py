@@ -22,7 +22,8 @@ def _setup_env() -> None:
     defaults = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
                 "PREFECT_LOGGING_EXTRA_LOGGERS": "nerflow", "TOKENIZERS_PARALLELISM": "false",
                 "HF_HUB_DISABLE_PROGRESS_BARS": "1",            # per-file "Loading weights" bars: noise
-                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                "TRANSFORMERS_VERBOSITY": "error"}             # e.g. the per-weight load report of a new head
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -49,9 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(cfg, force_from: str | None, dry_run: bool) -> int:
+    from nerflow import tasks
     from nerflow.plan import STAGES, explain, make_plan
 
-    plan = make_plan(cfg, force_from)
+    plan = make_plan(cfg, force_from, tasks.sources())
     if dry_run:
         for stage in STAGES:
             print(f"{stage:<9} {explain(plan.stages[stage], cfg.cache_dir)}")
@@ -117,7 +119,9 @@ def find_run(client, run_or_flow_id: str):
     except MlflowException:
         pass
     for exp in client.search_experiments():
-        runs = client.search_runs([exp.experiment_id], f"tags.prefect_flow_run_id = '{run_or_flow_id}'", max_results=1)
+        # every attempt's Prefect flow-run id is kept (a continued run has several)
+        runs = client.search_runs([exp.experiment_id], f"tags.prefect_flow_run_ids LIKE '%{run_or_flow_id}%'",
+                                  max_results=1)
         if runs:
             return runs[0]
     raise ConfigError(f"no pipeline run with MLflow run id or Prefect flow-run id {run_or_flow_id!r}")

@@ -12,6 +12,7 @@ from prefect.runtime import flow_run
 from nerflow.config import PipelineConfig
 from nerflow.locks import run_lock
 from nerflow.plan import STAGES, make_plan
+from nerflow import tasks
 from nerflow.tasks import tracking
 from nerflow.tasks.evaluate import evaluate_task
 from nerflow.tasks.register import register_task
@@ -22,7 +23,7 @@ from nerflow.tasks.validate import validate_task
 
 @flow(name="ner-pipeline", validate_parameters=False)
 def ner_pipeline(cfg: PipelineConfig, force_from: str | None = None) -> dict:
-    plan = make_plan(cfg, force_from)
+    plan = make_plan(cfg, force_from, tasks.sources())
     steps, keys = plan.stages, {s: plan.stages[s].key for s in STAGES}
     client = tracking.configure()
     flow_run_id = str(flow_run.get_id() or "")

@@ -45,9 +45,11 @@ def log_servable_model(run_id: str, model_dir: str):
                          signature=serving.SIGNATURE, input_example=EXAMPLE)
 
 
-def find_version(client: MlflowClient, name: str, key: str):
+def find_version(client: MlflowClient, name: str, key: str, run_id: str | None = None):
+    """The newest version registered under this register key (and, if given, by this MLflow run)."""
+    query = f"name = '{name}' and tag.`{KEY_TAG}` = '{key}'" + (f" and run_id = '{run_id}'" if run_id else "")
     try:
-        found = client.search_model_versions(f"name = '{name}' and tag.`{KEY_TAG}` = '{key}'")
+        found = client.search_model_versions(query)
     except MlflowException:
         return None
     return max(found, key=lambda v: int(v.version)) if found else None
@@ -86,10 +88,11 @@ def register_task(cfg: PipelineConfig, step: StagePlan, keys: dict, validated: d
     client = tracking.configure()
     name, alias = cfg.registry.model_name, cfg.registry.alias
     if step.complete and not still_registered(client, step):  # someone deleted the version: register again
-        step = dataclasses.replace(step, complete=False)
+        step = dataclasses.replace(step, complete=False, forced=True)
 
     def compute(out: Path) -> None:
-        existing = find_version(client, name, step.key)
+        # Forced (--force-register, rerun --from) means a new version: only one this MLflow run made counts.
+        existing = find_version(client, name, step.key, run_id if step.forced else None)
         if existing is not None:  # made by an attempt that died before recording it
             version = existing.version
             client.set_registered_model_alias(name, alias, version)

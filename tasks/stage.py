@@ -17,11 +17,15 @@ log = logging.getLogger("nerflow.stage")
 
 def run_stage(client: MlflowClient, run_id: str, root: Path, step: StagePlan, compute: Callable[[Path], None]) -> dict:
     """Returns {"stage", "key", "path", "reused"}: what the next stage needs, small and JSON-able.
-    `step.complete` was decided by the plan; a forced stage is recomputed even if an output exists."""
+    `step.complete` was decided by the plan; a forced stage is recomputed even if an output exists. A retry of a
+    stage whose output was completed by the failed try (the fault came after it) does not compute it again."""
     started = time.perf_counter()
-    reused = step.complete and cache.lookup(root, step.stage, step.key) is not None
+    found = cache.lookup(root, step.stage, step.key) is not None
+    reused = step.complete and found
     if reused:
         log.info("%s: reusing %s (inputs, settings and code unchanged)", step.stage, step.path)
+    elif found and not step.forced:  # written by an earlier try of this task (a Prefect retry): not again
+        log.info("%s: output completed since the plan was made (by an earlier try): %s", step.stage, step.path)
     else:
         log.info("%s: computing (key %s)", step.stage, step.key)
         try:

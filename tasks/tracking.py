@@ -97,10 +97,13 @@ def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_r
         run_id = previous.info.run_id
         attempt = int(previous.data.tags.get(ATTEMPTS_TAG, "1")) + 1
         client.update_run(run_id, status="RUNNING")
-        log_tags(client, run_id, {ATTEMPTS_TAG: attempt, "prefect_flow_run_id": flow_run_id or "", "error": ""})
+        flow_runs = ",".join(filter(None, [previous.data.tags.get("prefect_flow_run_ids", ""), flow_run_id]))
+        log_tags(client, run_id, {ATTEMPTS_TAG: attempt, "prefect_flow_run_id": flow_run_id or "",
+                                  "prefect_flow_run_ids": flow_runs, "error": ""})
         return run_id
     tags = {"config_hash": config_hash(cfg), "task": cfg.task, "base_model": cfg.model.name_or_path,
-            "prefect_flow_run_id": flow_run_id or "", LOGICAL_RUN_TAG: logical_run, ATTEMPTS_TAG: "1",
+            "prefect_flow_run_id": flow_run_id or "", "prefect_flow_run_ids": flow_run_id or "",
+            LOGICAL_RUN_TAG: logical_run, ATTEMPTS_TAG: "1",
             **git_state(), **library_versions()}
     run = client.create_run(experiment_id(client, cfg.experiment), tags=tags,
                             run_name=f"{cfg.model.name_or_path.split('/')[-1]}-{logical_run[:8]}")
@@ -124,14 +127,17 @@ def pipeline_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, fl
         yield run_id
     except BaseException as e:
         log_tags(client, run_id, {"error": f"{type(e).__name__}: {e}"[:5000]})
-        client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        # pre-empted (SIGTERM -> nerflow.train.TrainingInterrupted) or stopped by hand: not broken
+        stopped = isinstance(e, KeyboardInterrupt) or type(e).__name__ == "TrainingInterrupted"
+        client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
         raise
     log_tags(client, run_id, {"failed_stage": ""})
     client.set_terminated(run_id, "FINISHED")
 
 
-TRANSIENT_MARKERS = ("connection refused", "connection reset", "max retries exceeded", "temporarily unavailable",
-                     "timed out", "502", "503", "504", "database is locked")
+TRANSIENT_MARKERS = ("connection refused", "connection reset", "connection aborted", "max retries exceeded",
+                     "temporarily unavailable", "timed out", "service unavailable", "bad gateway", "gateway timeout",
+                     "too many 50", "database is locked")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -139,6 +145,8 @@ def is_transient(exc: BaseException) -> bool:
     from nerflow.config import ConfigError
     from nerflow.data import DataError
 
+    if type(exc).__name__ == "TrainingInterrupted":  # checked by name: no torch import on this path
+        return False
     if isinstance(exc, (ConfigError, DataError, ValueError, TypeError, KeyError)):
         return False
     if isinstance(exc, (ConnectionError, TimeoutError)):

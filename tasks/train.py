@@ -33,7 +33,7 @@ def train_task(cfg: PipelineConfig, step: StagePlan, model_path: str, validated:
             meta={"labels": labels, "max_length": cfg.tokenize.max_length, "stride": cfg.tokenize.stride,
                   "base_model": cfg.model.name_or_path},
             on_metrics=lambda step, values: tracking.log_metrics(client, run_id, values, step))
-        shutil.move(str(result.best_dir), str(out / "model"))
+        shutil.copytree(result.best_dir, out / "model")   # work/ stays resumable until the rmtree below
         summary = {k: v for k, v in asdict(result).items() if k != "best_dir"}
         (out / "train.json").write_text(json.dumps(summary, indent=1))
         shutil.rmtree(work, ignore_errors=True)  # done: its checkpoints are no longer needed for a resume

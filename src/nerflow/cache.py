@@ -22,12 +22,16 @@ MANIFEST = "manifest.json"
 SRC = Path(__file__).parent
 
 
-def code_fingerprint(modules: list[str], packages: list[str]) -> str:
-    """The source of the nerflow modules a stage runs plus the versions of the libraries it uses."""
+def code_fingerprint(modules: list[str], packages: list[str], files: list[Path] = ()) -> str:
+    """The source of the nerflow modules a stage runs (and any further `files`, e.g. its task) plus the versions
+    of the libraries it uses."""
     h = hashlib.sha256()
     for name in sorted(modules):
         h.update(name.encode())
         h.update((SRC / f"{name}.py").read_bytes())
+    for path in sorted(files):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     for pkg in sorted(packages):
         h.update(f"{pkg}=={importlib.metadata.version(pkg)}".encode())
     return h.hexdigest()

@@ -116,9 +116,13 @@ def load_config(path: Path | str, overrides: list[str] = ()) -> PipelineConfig:
             raise ConfigError(f"override {key.strip()}: value {value!r} is not valid YAML: {e}") from None
         _set_dotted(raw, key.strip(), parsed)
     try:
-        return PipelineConfig.model_validate(raw)
+        cfg = PipelineConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_describe(e, path)) from None
+    # Absolute paths: the resolved config logged with a run must mean the same from any working directory
+    # (`nerflow rerun`). Locations are not part of any cache key, so this changes no stage's key.
+    return cfg.model_copy(update={"cache_dir": cfg.cache_dir.resolve(),
+                                  "data": cfg.data.model_copy(update={"dir": cfg.data.dir.resolve()})})
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:

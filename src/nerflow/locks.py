@@ -1,7 +1,10 @@
-"""One process per logical run: a lock file created atomically, recognised as stale when its process is dead."""
+"""One process per logical run, with an OS file lock (flock): the kernel releases it when its process dies, so a
+lock left by a killed run is free again at once, with no race between two processes taking over a stale lock.
+The file's content (pid, host, start time, stage keys) is for messages and for cache pruning."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -17,20 +20,11 @@ class RunLockedError(RuntimeError):
     """Another live process is running the same logical run."""
 
 
-def _alive(pid: int) -> bool:
+def _read(f) -> dict | None:
+    f.seek(0)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # exists, owned by someone else
-        return True
-    return True
-
-
-def _holder(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return json.loads(f.read() or "null")
+    except ValueError:
         return None
 
 
@@ -39,37 +33,40 @@ def run_lock(root: Path, logical_run: str, keys: dict[str, str] | None = None) -
     """`keys`: the stage keys this run uses, recorded so cache pruning leaves them alone while it runs."""
     path = Path(root) / "locks" / f"{logical_run}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "keys": keys or {}}
-    for _ in range(3):
+    with open(path, "a+") as f:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            holder = _holder(path)
-            if holder and holder.get("host") == me["host"] and _alive(int(holder.get("pid", -1))):
-                raise RunLockedError(f"this run ({logical_run[:12]}) is already running in process {holder['pid']} "
-                                     f"since {time.ctime(holder['started'])}; wait for it or stop it") from None
-            if holder and holder.get("host") != me["host"]:
-                raise RunLockedError(f"this run ({logical_run[:12]}) is locked by {holder.get('host')} pid "
-                                     f"{holder.get('pid')}; if that machine is gone, delete {path}") from None
-            log.warning("taking over a stale lock of a dead process (%s)", holder)
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
-    else:
-        raise RunLockedError(f"could not take the lock {path}")
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read(f) or {}
+            raise RunLockedError(f"this run ({logical_run[:12]}) is already running in process {holder.get('pid')} "
+                                 f"on {holder.get('host')} since {time.ctime(holder.get('started', 0))}; wait for it "
+                                 "or stop it") from None
+        previous = _read(f)
+        if previous:  # its process died without releasing: a killed run, whose MLflow run is continued now
+            log.warning("taking over from a dead run (pid %s on %s, started %s)", previous.get("pid"),
+                        previous.get("host"), time.ctime(previous.get("started", 0)))
+        f.seek(0)
+        f.truncate()
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "keys": keys or {}}, f)
+        f.flush()
+        try:
+            yield path
+        finally:
+            f.seek(0)
+            f.truncate()   # empty = released cleanly; the file stays so no one locks a replaced inode
+            f.flush()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def held_locks(root: Path) -> list[dict]:
-    """Live locks, for cache pruning: what a running run depends on must stay."""
+    """Locks held by live processes (on this host), for cache pruning: what a running run uses must stay."""
     out = []
     for path in (Path(root) / "locks").glob("*.lock"):
-        holder = _holder(path)
-        if holder and _alive(int(holder.get("pid", -1))):
-            out.append({**holder, "logical_run": path.stem})
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                out.append({**(_read(f) or {}), "logical_run": path.stem})
+                continue
+            fcntl.flock(f, fcntl.LOCK_UN)
     return out

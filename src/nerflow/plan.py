@@ -42,6 +42,7 @@ class StagePlan:
     parts: dict
     path: Path            # where its output lives once complete
     complete: bool        # a verified output exists: the stage will be reused
+    forced: bool = False  # recomputed on request (`force_from`), whether or not an output exists
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,14 @@ def data_fingerprint(cfg: PipelineConfig) -> str:
     return data.hash_files(list(files.values()))
 
 
-def make_plan(cfg: PipelineConfig, force_from: str | None = None) -> Plan:
-    """Keys of every stage; `force_from` marks that stage and all after it as to-compute."""
+def make_plan(cfg: PipelineConfig, force_from: str | None = None, extra_code: dict[str, list[Path]] | None = None
+              ) -> Plan:
+    """Keys of every stage; `force_from` marks that stage and all after it as to-compute. `extra_code`: more
+    source files per stage (the orchestration layer passes each stage's task file)."""
     data_hash = data_fingerprint(cfg)
     model_path = models.resolve_model(cfg.model.name_or_path, cfg.cache_dir)
     model_hash = models.model_fingerprint(model_path, cfg.model.revision)
-    code = {stage: cache.code_fingerprint(*CODE[stage]) for stage in STAGES}
+    code = {stage: cache.code_fingerprint(*CODE[stage], (extra_code or {}).get(stage, [])) for stage in STAGES}
     parts: dict[str, dict] = {}
     keys: dict[str, str] = {}
 
@@ -96,7 +99,7 @@ def make_plan(cfg: PipelineConfig, force_from: str | None = None) -> Plan:
     for stage in STAGES:
         found = cache.lookup(cfg.cache_dir, stage, keys[stage])
         stages[stage] = StagePlan(stage, keys[stage], parts[stage], Path(cfg.cache_dir) / stage / keys[stage],
-                                  found is not None and stage not in forced)
+                                  found is not None and stage not in forced, stage in forced)
     return Plan(stages, data_hash, model_path, model_hash)
 
 
@@ -104,11 +107,13 @@ def explain(step: StagePlan, root: Path) -> str:
     """Why a stage computes: which part of its key differs from the newest complete output of that stage."""
     if step.complete:
         return "reuse: inputs, settings and code unchanged"
+    if step.forced:
+        return "compute: forced"
     previous = newest_manifest(root, step.stage)
     if previous is None:
         return "compute: no earlier output of this stage"
     if previous.get("key") == step.key:
-        return "compute: forced"
+        return "compute: output missing or incomplete"
     old = previous.get("parts", {})
     changed = [name for name in sorted(set(old) | set(step.parts)) if hash_json(old.get(name)) != hash_json(step.parts.get(name))]
     detail = []

@@ -2,17 +2,27 @@
 
 The whole step is in `train`'s inner loop. Tracking is a callback (`on_metrics(step, values)`): this module never
 imports a tracker. The weights kept in `out_dir/best` are those of the epoch with the best validation F1.
+
+Resumable: `out_dir/checkpoints` gets a checkpoint every `checkpoint_every` steps and at each epoch end (model,
+optimizer, schedule, RNG states, the loop's bookkeeping). `train` called again on the same `out_dir` continues from
+the newest readable one, mid-epoch included, and on CPU ends with exactly the weights of an uninterrupted run.
+SIGTERM (a pre-emption notice) writes a checkpoint at the next step boundary and raises `TrainingInterrupted`.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
+import re
 import shutil
+import signal
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -25,16 +35,27 @@ from nerflow.tokenization import Window
 
 log = logging.getLogger(__name__)
 MetricsCallback = Callable[[int, dict[str, float]], None]
+CHECKPOINT_NAME = re.compile(r"step-\d{8}")
+DELIVERED_FILE = "metrics-delivered"   # in checkpoints/: how many metric points on_metrics has received
 
 
-def default_lr(n_params: int) -> float:
-    """Learning rate by model size. Small models on small data need far more than the Trainer's 5e-5: with it,
-    MiniLM (22M) predicts only `O` after one epoch on 300 CoNLL sentences; 3e-4 reaches F1 ~0.3 there."""
-    if n_params < 60_000_000:
-        return 3e-4   # MiniLM, DistilBERT-small, tiny test models
-    if n_params < 200_000_000:
-        return 5e-5   # BERT-base, RoBERTa-base
-    return 2e-5       # large models
+class TrainingInterrupted(Exception):
+    """SIGTERM arrived: a checkpoint was written at the next step boundary and training stopped there.
+    `train` called again with the same `out_dir` continues from it."""
+
+
+def default_lr(n_params: int, total_steps: int) -> float:
+    """Learning rate by model size and schedule length (measurements in docs/benchmarks.md).
+
+    Small models on small data need far more than the Trainer recipe's 5e-5: with it MiniLM (22M) predicts only
+    `O` after one epoch on 300 CoNLL sentences (38 steps), while 3e-4 reaches F1 ~0.3. On long schedules the same
+    3e-4 forgets too much of the pretrained model (CoNLL-2003, 3 epochs, 5,268 steps: test F1 0.850 against the
+    recipe's 0.873), so runs of 2,000+ steps get 1e-4."""
+    if n_params < 60_000_000:   # MiniLM, DistilBERT-small, tiny test models
+        return 3e-4 if total_steps < 2_000 else 1e-4
+    if n_params < 200_000_000:  # BERT-base, RoBERTa-base
+        return 5e-5
+    return 2e-5                 # large models
 
 
 def select_device(cfg: TrainConfig) -> tuple[str, torch.dtype | None]:
@@ -96,15 +117,40 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class LoopState:
+    """The loop's bookkeeping: with weights, optimizer, schedule and RNG states, everything a resume restores."""
+
+    step: int = 0
+    epoch: int = 1                  # the epoch in progress; an epoch-end checkpoint already points at the next one
+    batches_done: int = 0           # of `epoch`, in `epoch_batches` order
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    stale: int = 0                  # epochs without a better validation F1
+    stopped: bool = False           # by early stopping
+    history: list[dict] = field(default_factory=list)
+    seen_samples: int = 0
+    seen_tokens: int = 0
+    train_seconds: float = 0.0      # time spent in training steps (not validation, not checkpoints)
+    recent_losses: list[float] = field(default_factory=list)     # since the last train_loss point
+    metrics: list[tuple[int, int, dict]] = field(default_factory=list)   # (index, step, values) not yet flushed
+    metrics_emitted: int = 0
+
+    def emit(self, values: dict[str, float]) -> None:
+        self.metrics.append((self.metrics_emitted, self.step, values))
+        self.metrics_emitted += 1
+
+
 class Progress:
     """tqdm bar with loss and throughput on a terminal; plain log lines otherwise (CI, files, Prefect workers)."""
 
-    def __init__(self, total: int, every: int):
-        self.every, self.bar = every, None
+    def __init__(self, total: int, every: int, initial: int = 0):
+        # log lines: every `every` steps, but no more than ~50 over the run (a CoNLL run has 5,000+ steps)
+        self.every, self.bar = max(every, total // 50), None
         if sys.stderr.isatty():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
     def update(self, step: int, total: int, loss: float, samples_per_s: float) -> None:
         if self.bar is not None:
@@ -121,6 +167,14 @@ class Progress:
 def train(model_path: str, tokenizer, labels: list[str], train_windows: list[Window], val_windows: list[Window],
           val_gold: list[list[str]], cfg: TrainConfig, seed: int, out_dir: Path, meta: dict,
           on_metrics: MetricsCallback | None = None) -> TrainResult:
+    """Fine-tune, or continue from the newest checkpoint in `out_dir/checkpoints` (see the module docstring).
+
+    Metric points reach `on_metrics` only once a checkpoint covers them: each checkpoint is followed by a flush.
+    A resume recomputes everything after its checkpoint, so points handed out as they came would reach the tracker
+    twice after a crash; the price is that the tracker shows them at checkpoint granularity, not live (lower
+    `checkpoint_every` for a livelier chart). Points are numbered along the run and the count delivered is kept next
+    to the checkpoints, so a crash during a flush, or a resume from an older checkpoint than the newest, neither
+    loses nor repeats one."""
     from transformers import AutoModelForTokenClassification
 
     on_metrics = on_metrics or (lambda step, values: None)
@@ -131,63 +185,164 @@ def train(model_path: str, tokenizer, labels: list[str], train_windows: list[Win
     model = AutoModelForTokenClassification.from_pretrained(
         model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={t: i for i, t in enumerate(labels)}, ignore_mismatched_sizes=True).to(device)
-    lr = default_lr(model.num_parameters()) if cfg.lr == "auto" else float(cfg.lr)
     steps_per_epoch = math.ceil(len(train_windows) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
+    lr = default_lr(model.num_parameters(), total_steps) if cfg.lr == "auto" else float(cfg.lr)
     optimizer, scheduler = build_optimizer(model, cfg, lr, total_steps)
     pad_id = tokenizer.pad_token_id or 0
     lengths = [len(w.input_ids) for w in train_windows]
-    best_dir = out_dir / "best"
-    best_f1, best_epoch, stale, step, history = -1.0, 0, 0, 0, []
-    seen_samples = seen_tokens = 0
-    train_seconds = 0.0
+    best_dir, ckpt_dir = out_dir / "best", out_dir / "checkpoints"
+    run_id = {"seed": seed, "train_windows": len(train_windows), "batch_size": cfg.batch_size, "epochs": cfg.epochs,
+              "labels": labels}   # checkpoints of another run must not be resumed
+    s = resume(ckpt_dir, run_id, best_dir, model, optimizer, scheduler) or LoopState()
+    flush_metrics(s, ckpt_dir, on_metrics)   # points the checkpoint covers that a crash kept from on_metrics
     log.info("training on %s: %d windows, %d steps/epoch, lr %.2e", device, len(train_windows), steps_per_epoch, lr)
-    progress = Progress(total_steps, cfg.log_every)
-    epoch = 0
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        recent_losses, t_epoch = [], time.perf_counter()
-        for n, batch_ids in enumerate(epoch_batches(lengths, cfg.batch_size, seed, epoch, cfg.group_by_length), 1):
-            batch = {k: v.to(device) for k, v in collate([train_windows[i] for i in batch_ids], pad_id).items()}
-            with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            recent_losses.append(loss.item())
-            seen_samples += len(batch_ids)
-            seen_tokens += int(batch["attention_mask"].sum())
-            elapsed = train_seconds + time.perf_counter() - t_epoch
-            progress.update(step, total_steps, loss.item(), seen_samples / elapsed)
-            if step % cfg.log_every == 0:
-                on_metrics(step, {"train_loss": sum(recent_losses) / len(recent_losses), "lr": scheduler.get_last_lr()[0]})
-                recent_losses.clear()
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                save_checkpoint(out_dir / "checkpoints", step, model, optimizer, scheduler, cfg.keep_checkpoints,
-                                {"epoch": epoch, "batches_done": n})
-        train_seconds += time.perf_counter() - t_epoch
-        save_checkpoint(out_dir / "checkpoints", step, model, optimizer, scheduler, cfg.keep_checkpoints,
-                        {"epoch": epoch, "batches_done": n})
-        tags, _ = predict_windows(model, val_windows, [len(g) for g in val_gold], dict(enumerate(labels)), pad_id,
-                                  cfg.eval_batch_size, device, autocast_dtype)
-        val = score(val_gold, tags)
-        history.append({"epoch": epoch, "step": step, "val_f1": val.f1})
-        on_metrics(step, {"val_f1": val.f1, "val_precision": val.precision, "val_recall": val.recall, "epoch": epoch})
-        log.info("epoch %d: validation F1 %.4f (best %.4f)", epoch, val.f1, max(best_f1, val.f1))
-        if val.f1 > best_f1:
-            best_f1, best_epoch, stale = val.f1, epoch, 0
-            save_model(model, tokenizer, best_dir, meta)
-        else:
-            stale += 1
-            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
-                log.info("early stopping: no better validation F1 for %d epochs", stale)
-                break
-    progress.close()
-    return TrainResult(best_dir, best_f1, best_epoch, epoch, step, lr, seen_samples / max(train_seconds, 1e-9),
-                       seen_tokens / max(train_seconds, 1e-9), history)
+
+    def checkpoint(stop) -> None:
+        path = save_checkpoint(ckpt_dir, s.step, model, optimizer, scheduler, cfg.keep_checkpoints,
+                               {"run": run_id, "loop": asdict(s)})
+        flush_metrics(s, ckpt_dir, on_metrics)
+        if stop.requested:
+            raise TrainingInterrupted(f"SIGTERM: stopped at step {s.step} (epoch {s.epoch}, batch {s.batches_done}) "
+                                      f"after writing checkpoint {path.name}; train again on the same out_dir to continue")
+
+    with sigterm_requests_stop() as stop, contextlib.closing(Progress(total_steps, cfg.log_every, s.step)) as progress:
+        while s.epoch <= cfg.epochs and not s.stopped:
+            model.train()
+            batches = epoch_batches(lengths, cfg.batch_size, seed, s.epoch, cfg.group_by_length)
+            for batch_ids in batches[s.batches_done:]:   # a resumed epoch skips the batches already done
+                started = time.perf_counter()
+                batch = {k: v.to(device) for k, v in collate([train_windows[i] for i in batch_ids], pad_id).items()}
+                with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    loss = model(**batch).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                s.step, s.batches_done = s.step + 1, s.batches_done + 1
+                s.recent_losses.append(loss.item())
+                s.seen_samples += len(batch_ids)
+                s.seen_tokens += int(batch["attention_mask"].sum())
+                s.train_seconds += time.perf_counter() - started
+                progress.update(s.step, total_steps, s.recent_losses[-1], s.seen_samples / s.train_seconds)
+                if s.step % cfg.log_every == 0:
+                    mean_loss = sum(s.recent_losses) / len(s.recent_losses)
+                    s.emit({"train_loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
+                    s.recent_losses.clear()
+                if stop.requested or (cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0):
+                    checkpoint(stop)
+            tags, _ = predict_windows(model, val_windows, [len(g) for g in val_gold], dict(enumerate(labels)), pad_id,
+                                      cfg.eval_batch_size, device, autocast_dtype)
+            val = score(val_gold, tags)
+            s.history.append({"epoch": s.epoch, "step": s.step, "val_f1": val.f1})
+            s.emit({"val_f1": val.f1, "val_precision": val.precision, "val_recall": val.recall, "epoch": s.epoch})
+            log.info("epoch %d: validation F1 %.4f (best %.4f)", s.epoch, val.f1, max(s.best_f1, val.f1))
+            if val.f1 > s.best_f1:
+                s.best_f1, s.best_epoch, s.stale = val.f1, s.epoch, 0
+                save_model(model, tokenizer, best_dir, meta)
+            else:
+                s.stale += 1
+                if cfg.early_stopping_patience and s.stale >= cfg.early_stopping_patience:
+                    log.info("early stopping: no better validation F1 for %d epochs", s.stale)
+                    s.stopped = True
+            s.epoch, s.batches_done, s.recent_losses = s.epoch + 1, 0, []
+            checkpoint(stop)   # after validation and the best model: a resume from here starts the next epoch
+    seconds = max(s.train_seconds, 1e-9)
+    return TrainResult(best_dir, s.best_f1, s.best_epoch, s.epoch - 1, s.step, lr, s.seen_samples / seconds,
+                       s.seen_tokens / seconds, s.history)
+
+
+@contextlib.contextmanager
+def sigterm_requests_stop():
+    """While training, SIGTERM only sets `stop.requested`: the loop checkpoints at the next step boundary, then
+    raises TrainingInterrupted. The previous handler is back afterwards. Handlers can only be installed in the main
+    thread; elsewhere (a Prefect worker thread) SIGTERM keeps its usual effect."""
+    stop = SimpleNamespace(requested=False)
+    if threading.current_thread() is not threading.main_thread():
+        log.debug("train() runs outside the main thread: no SIGTERM handler, a pre-emption will not checkpoint")
+        yield stop
+        return
+
+    def request_stop(signum, frame):
+        stop.requested = True
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def resume(root: Path, run_id: dict, best_dir: Path, model, optimizer, scheduler) -> LoopState | None:
+    """Load the newest readable checkpoint into model, optimizer, scheduler and the RNGs; its loop state.
+    None when there is none (or it cannot be used): train from the start."""
+    state = load_newest_checkpoint(root)
+    if state is None:
+        return None
+    if state["run"] != run_id:
+        raise ValueError(f"{root} holds checkpoints of another training run ({state['run']}, not {run_id}); "
+                         f"delete the folder to start over")
+    s = LoopState(**state["loop"])
+    if s.best_epoch and not best_dir.is_dir():
+        log.warning("checkpoint step %d needs the best model of epoch %d, but %s is missing: training from the start",
+                    s.step, s.best_epoch, best_dir)
+        for path in list_checkpoints(root):
+            path.unlink()
+        return None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng = state["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    log.info("resuming from checkpoint step %d (epoch %d, batch %d): %s", s.step, s.epoch, s.batches_done,
+             root / f"step-{s.step:08d}")
+    return s
+
+
+def load_newest_checkpoint(root: Path) -> dict | None:
+    """The newest checkpoint that loads. One that does not (truncated, ...) is renamed `*.corrupt`, with a warning,
+    and the one before it is tried."""
+    for tmp in root.glob(".step-*.tmp"):   # a save cut short
+        tmp.unlink()
+    for path in reversed(list_checkpoints(root)):
+        try:
+            # weights_only=False: the state holds RNG states (tuples, numpy arrays), not only tensors
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            missing = {"model", "optimizer", "scheduler", "rng", "run", "loop"} - state.keys()
+            if missing:
+                raise ValueError(f"no {', '.join(sorted(missing))} (an older format?)")
+        except Exception as e:  # noqa: BLE001 - whatever is wrong with it, the previous checkpoint may do
+            log.warning("checkpoint %s is unusable (%s: %s); setting it aside as %s.corrupt, trying the previous one",
+                        path, type(e).__name__, e, path.name)
+            path.replace(path.with_name(path.name + ".corrupt"))
+            continue
+        return state
+    return None
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Oldest first (the 8-digit step in the name sorts)."""
+    return sorted(p for p in root.glob("step-*") if CHECKPOINT_NAME.fullmatch(p.name))
+
+
+def flush_metrics(s: LoopState, root: Path, on_metrics: MetricsCallback) -> None:
+    """Hand the buffered points to `on_metrics`, skipping those an earlier attempt already delivered (the sequence
+    of points is the same in every attempt); the count delivered is kept in `root/metrics-delivered`."""
+    marker = root / DELIVERED_FILE
+    delivered = int(marker.read_text()) if marker.is_file() else 0
+    for index, step, values in s.metrics:
+        if index >= delivered:
+            on_metrics(step, values)
+            delivered = index + 1
+            tmp = marker.with_name(marker.name + ".tmp")
+            tmp.write_text(str(delivered))
+            tmp.replace(marker)
+    s.metrics.clear()
 
 
 def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, keep: int, position: dict) -> Path:
@@ -202,7 +357,7 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, keep: in
              "step": step, **position}
     torch.save(state, tmp)
     tmp.replace(target)
-    for old in sorted(root.glob("step-*"))[:-keep]:
+    for old in list_checkpoints(root)[:-keep]:
         old.unlink()
     return target
 

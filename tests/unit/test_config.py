@@ -36,7 +36,12 @@ def test_yaml_values_are_read_and_the_rest_defaults(cfg_file):
 def test_empty_yaml_file_gives_all_defaults(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("# nothing here\n", encoding="utf-8")
-    assert load_config(path) == PipelineConfig()
+    cfg = load_config(path)
+    defaults = PipelineConfig()
+    assert cfg.train == defaults.train and cfg.model == defaults.model and cfg.registry == defaults.registry
+    # locations come back absolute, so a logged config means the same from any working directory
+    assert cfg.data.dir == Path(".").resolve() and cfg.cache_dir == Path(".cache/nerflow").resolve()
+    assert cfg.data.model_copy(update={"dir": Path(".")}) == defaults.data
 
 
 @pytest.mark.parametrize("override, getter, expected", [
@@ -157,7 +162,7 @@ def test_flatten_gives_dotted_keys_with_json_values(cfg_file):
     assert flat["data.split.seed"] == 7
     assert flat["experiment"] == "demo"
     assert flat["data.validation"] is None
-    assert flat["data.dir"] == "."                    # Path rendered as a string
+    assert flat["data.dir"] == str(Path(".").resolve())   # Path rendered as a string, made absolute
     assert all(not isinstance(v, dict) for v in flat.values())
     assert not any(k.endswith(".") or k.startswith(".") for k in flat)
     assert {"data.split.validation", "tokenize.stride", "registry.alias"} <= flat.keys()

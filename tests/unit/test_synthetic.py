@@ -140,6 +140,6 @@ def test_quickstart_config_validates():
     assert cfg.experiment == "nerflow-quickstart"
     assert cfg.registry.model_name == "nerflow-quickstart"
     assert cfg.model.name_or_path == "all-MiniLM-L6-v2"
-    assert (cfg.data.format, str(cfg.data.dir)) == ("conll", "data/generated/quickstart")
+    assert (cfg.data.format, cfg.data.dir) == ("conll", Path("data/generated/quickstart").resolve())
     assert (cfg.data.train, cfg.data.validation, cfg.data.test) == tuple(FILES.values())
     assert cfg.train.lr == "auto"

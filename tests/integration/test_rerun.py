@@ -1,0 +1,286 @@
+"""Rerunning after a failure: the failed stage and those after it run again, nothing before it, inside the same
+MLflow run, and the registered model equals that of a run that never failed. Only transient faults are retried;
+a finished run is not redone; `nerflow rerun` and `nerflow runs` work from MLflow run ids."""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from nerflow.config import resolved_dict
+from nerflow.flows import cli
+from nerflow.plan import STAGES
+from nerflow.validate import ValidationFailed
+
+from .corpus import tiny_config
+
+EXPERIMENT = "nerflow-rerun"
+# The library function each stage runs, patched where the task looks it up.
+STAGE_FUNCTIONS = {
+    "validate": ("nerflow.validate", "validate_corpus"),
+    "tokenize": ("nerflow.tokenization", "tokenize_corpus"),
+    "train": ("nerflow.train", "train"),
+    "evaluate": ("nerflow.evaluate", "score"),
+    "register": ("nerflow.tasks.register", "create_version"),
+}
+
+
+def rerun_config(tmp_path: Path, corpus: Path, model_dir: Path, cache_dir: Path, model_name: str):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return tiny_config(tmp_path, corpus, model_dir, cache_dir, f"experiment={EXPERIMENT}",
+                       f"registry.model_name={model_name}", "train.epochs=6")
+
+
+class Spies:
+    """Counts calls of every stage's library function; `fail_once` makes a stage raise a deterministic error once."""
+
+    def __init__(self, monkeypatch):
+        self.calls: Counter[str] = Counter()
+        self.fail_once: set[str] = set()
+        for stage, (module_name, attr) in STAGE_FUNCTIONS.items():
+            module = importlib.import_module(module_name)
+            monkeypatch.setattr(module, attr, self._wrap(stage, getattr(module, attr)))
+
+    def _wrap(self, stage, original):
+        @functools.wraps(original)
+        def spy(*args, **kwargs):
+            self.calls[stage] += 1
+            if stage in self.fail_once:
+                self.fail_once.discard(stage)
+                raise RuntimeError(f"injected failure in {stage}")
+            return original(*args, **kwargs)
+
+        return spy
+
+    def ran(self) -> dict[str, bool]:
+        return {stage: self.calls[stage] > 0 for stage in STAGES}
+
+
+@pytest.fixture
+def spies(monkeypatch) -> Spies:
+    return Spies(monkeypatch)
+
+
+def runs_of(model_name: str) -> list:
+    """Every MLflow run of the pipeline configured to register `model_name`, newest first."""
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([exp.experiment_id], f"params.`registry.model_name` = '{model_name}'",
+                              order_by=["attributes.start_time DESC"])
+
+
+def versions_of(model_name: str) -> list[int]:
+    return sorted(int(v.version) for v in MlflowClient().search_model_versions(f"name='{model_name}'"))
+
+
+def registered_weights(model_name: str, version: int, dst: Path) -> bytes:
+    dst.mkdir(parents=True, exist_ok=True)
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=str(dst)))
+    (weights,) = folder.glob("artifacts/*/model.safetensors")      # the Hugging Face folder served by the pyfunc
+    return weights.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_corpus, corpus_model_dir, mlflow_store):
+    """A run that never failed: its own cache and model name, the same settings as every run below."""
+    from nerflow.flows.pipeline import ner_pipeline
+
+    cfg = rerun_config(tmp_path_factory.mktemp("reference"), tiny_corpus, corpus_model_dir,
+                       tmp_path_factory.mktemp("reference-cache"), "rerun-reference")
+    return cfg, ner_pipeline(cfg)
+
+
+@pytest.fixture(scope="module")
+def reference_weights(reference, tmp_path_factory) -> bytes:
+    cfg, result = reference
+    return registered_weights(cfg.registry.model_name, result["version"], tmp_path_factory.mktemp("reference-model"))
+
+
+@pytest.mark.parametrize("failing", STAGES)
+def test_rerun_after_a_failure_redoes_only_the_failed_stage_and_later(failing, spies, reference, reference_weights,
+                                                                       tmp_path, tiny_corpus, corpus_model_dir):
+    from nerflow.flows.pipeline import ner_pipeline
+
+    name = f"rerun-{failing}-ner"
+    cfg = rerun_config(tmp_path / "cfg", tiny_corpus, corpus_model_dir, tmp_path / "cache", name)
+    spies.fail_once.add(failing)
+    with pytest.raises(RuntimeError, match=f"injected failure in {failing}"):
+        ner_pipeline(cfg)
+    after = STAGES.index(failing)
+    assert spies.ran() == {stage: i <= after for i, stage in enumerate(STAGES)}
+    assert spies.calls[failing] == 1                      # a deterministic error is not retried
+    (failed,) = runs_of(name)
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["failed_stage"] == failing
+
+    spies.calls.clear()
+    result = ner_pipeline(cfg)                            # the same command again
+    assert spies.ran() == {stage: i >= after for i, stage in enumerate(STAGES)}
+    assert result["stages"] == {stage: i < after for i, stage in enumerate(STAGES)}   # reused?
+
+    (run,) = runs_of(name)                                # the logical run continued: still one MLflow run
+    assert run.info.run_id == failed.info.run_id == result["run_id"]
+    assert run.data.tags["nerflow.attempts"] == "2"
+    assert run.info.status == "FINISHED"
+    assert not run.data.tags.get("failed_stage")
+
+    _, ref = reference
+    assert result["metrics"] == ref["metrics"]
+    assert versions_of(name) == [result["version"]]
+    assert registered_weights(name, result["version"], tmp_path / "model") == reference_weights
+
+
+def test_transient_tracking_error_is_retried_and_the_run_finishes(monkeypatch, reference):
+    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.tasks import tracking
+
+    original, calls = tracking.log_dataset, []
+
+    def flaky(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise ConnectionError("connection refused")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tracking, "log_dataset", flaky)
+    cfg, first = reference
+    result = ner_pipeline(cfg)
+    assert len(calls) > 1                                 # called again after the failed call: retried
+    assert MlflowClient().get_run(result["run_id"]).info.status == "FINISHED"
+    assert result["version"] == first["version"]
+
+
+def test_a_retry_after_a_transient_fault_does_not_redo_a_finished_stage(monkeypatch, spies, reference,
+                                                                       reference_weights, tmp_path, tiny_corpus,
+                                                                       corpus_model_dir):
+    """Training finished, then the tracking server hiccuped: Prefect retries the task, which keeps the trained
+    model instead of training again."""
+    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.tasks import tracking
+
+    original, faults = tracking.log_tags, []
+
+    def flaky(*args, **kwargs):
+        if spies.calls["train"] and not faults:            # the first tracking call after training
+            faults.append(args)
+            raise ConnectionError("connection refused")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tracking, "log_tags", flaky)
+    name = "rerun-retry-ner"
+    cfg = rerun_config(tmp_path / "cfg", tiny_corpus, corpus_model_dir, tmp_path / "cache", name)
+    result = ner_pipeline(cfg)
+    assert faults and spies.calls["train"] == 1
+    assert spies.ran() == {stage: True for stage in STAGES}
+    assert MlflowClient().get_run(result["run_id"]).info.status == "FINISHED"
+    assert result["metrics"] == reference[1]["metrics"]
+    assert registered_weights(name, result["version"], tmp_path / "model") == reference_weights
+
+
+@pytest.fixture(scope="module")
+def bad_data_run(tmp_path_factory, tiny_corpus, corpus_model_dir, mlflow_store):
+    """A run whose train file has a broken tag: (the validation function's call count, the failed MLflow run)."""
+    from nerflow.flows.pipeline import ner_pipeline
+
+    corpus = tmp_path_factory.mktemp("bad-corpus")
+    for f in tiny_corpus.iterdir():
+        (corpus / f.name).write_bytes(f.read_bytes())
+    train = corpus / "train.txt"
+    assert "Berlin B-LOC" in train.read_text()
+    train.write_text(train.read_text().replace("Berlin B-LOC", "Berlin LOCATION", 1))
+    cfg = rerun_config(tmp_path_factory.mktemp("bad"), corpus, corpus_model_dir,
+                       tmp_path_factory.mktemp("bad-cache"), "rerun-bad-data")
+    with pytest.MonkeyPatch.context() as mp:
+        spies = Spies(mp)
+        with pytest.raises(ValidationFailed, match="train.txt"):
+            ner_pipeline(cfg)
+    (run,) = runs_of("rerun-bad-data")
+    return spies.calls, run
+
+
+def test_bad_data_fails_once_without_retry(bad_data_run):
+    calls, run = bad_data_run
+    assert calls["validate"] == 1
+    assert calls["tokenize"] == 0
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failed_stage"] == "validate"
+    assert versions_of("rerun-bad-data") == []
+
+
+def test_same_config_after_success_registers_nothing_new(reference, spies):
+    from nerflow.flows.pipeline import ner_pipeline
+
+    cfg, first = reference
+    again = ner_pipeline(cfg)
+    assert again["stages"] == {stage: True for stage in STAGES}
+    assert not any(spies.ran().values())
+    assert again["version"] == first["version"]
+    assert again["metrics"] == first["metrics"]
+    assert versions_of(cfg.registry.model_name) == [first["version"]]
+
+
+def test_cli_says_already_registered_without_starting_prefect_or_torch(reference, tmp_path, mlflow_store):
+    cfg, first = reference
+    cfg_path = tmp_path / "resolved.yaml"
+    cfg_path.write_text(yaml.safe_dump(resolved_dict(cfg)))
+    script = ("import sys\nfrom nerflow.flows import cli\nrc = cli.main(['run', sys.argv[1]])\n"
+              "print('loaded:', {m: m in sys.modules for m in ('prefect', 'torch', 'transformers')})\nsys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(cfg_path)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"already registered: {cfg.registry.model_name} version {first['version']}" in proc.stdout
+    assert "loaded: {'prefect': False, 'torch': False, 'transformers': False}" in proc.stdout
+    assert versions_of(cfg.registry.model_name) == [first["version"]]
+
+
+@pytest.fixture(scope="module")
+def finished(reference, tmp_path_factory, tiny_corpus, corpus_model_dir):
+    """A finished run of its own (own model name) on the reference's cache: only its registration was computed."""
+    from nerflow.flows.pipeline import ner_pipeline
+
+    ref_cfg, _ = reference
+    cfg = rerun_config(tmp_path_factory.mktemp("finished"), tiny_corpus, corpus_model_dir, ref_cfg.cache_dir,
+                       "rerun-cli-ner")
+    return cfg, ner_pipeline(cfg)
+
+
+def test_rerun_from_evaluate_reuses_training_and_registers_a_new_version(finished, spies, tmp_path, monkeypatch,
+                                                                         capsys):
+    cfg, first = finished
+    monkeypatch.chdir(tmp_path)                           # the config comes from the run, not from here
+    assert cli.main(["rerun", first["run_id"], "--from", "evaluate"]) == 0
+    out = capsys.readouterr().out
+    assert spies.ran() == {"validate": False, "tokenize": False, "train": False, "evaluate": True, "register": True}
+    assert versions_of(cfg.registry.model_name) == [first["version"], first["version"] + 1]
+    assert f"registered: {cfg.registry.model_name} version {first['version'] + 1}" in out
+    client = MlflowClient()
+    alias = client.get_model_version_by_alias(cfg.registry.model_name, cfg.registry.alias)
+    assert int(alias.version) == first["version"] + 1
+    new, old = runs_of(cfg.registry.model_name)
+    assert old.info.run_id == first["run_id"] and new.info.status == "FINISHED"
+    assert new.data.params == old.data.params             # exactly the run's resolved config
+    assert new.data.tags["config_hash"] == old.data.tags["config_hash"]
+    assert {s: new.data.tags[f"stage.{s}"] for s in STAGES} == {
+        "validate": "reused", "tokenize": "reused", "train": "reused", "evaluate": "computed", "register": "computed"}
+    assert new.data.metrics["test_f1"] == first["metrics"]["test_f1"]
+
+
+def test_runs_lists_status_and_the_failed_stage(bad_data_run, reference, capsys):
+    _, failed = bad_data_run
+    _, ok = reference
+    assert cli.main(["runs", "--limit", "200"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "failed stage" in lines[0] and "status" in lines[0]
+    (failed_line,) = [line for line in lines if failed.info.run_id in line]
+    assert failed_line.split()[2:5] == ["FAILED", "1", "validate"]
+    (ok_line,) = [line for line in lines if ok["run_id"] in line]
+    assert ok_line.split()[2:5] == ["FINISHED", "1", "-"]

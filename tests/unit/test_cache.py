@@ -1,0 +1,157 @@
+"""The stage cache: atomic outputs, lookups that trust only what their manifest vouches for, listing and pruning
+(from Python and from `nerflow cache ls / prune`)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from nerflow import cache
+from nerflow.flows import cli
+from nerflow.locks import run_lock
+
+DAY = 86400
+
+
+def write_entry(root: Path, stage: str, key: str, files: dict[str, str] | None = None, age_days: float = 0) -> Path:
+    with cache.stage_output(root, stage, key, {"settings": {"x": 1}}) as out:
+        for name, text in (files or {"out.txt": f"{stage} {key}"}).items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text(text)
+    folder = root / stage / key
+    stamp = time.time() - age_days * DAY
+    os.utime(folder, (stamp, stamp))
+    return folder
+
+
+def test_stage_output_appears_whole_and_is_found(tmp_path):
+    folder = write_entry(tmp_path, "tokenize", "k1", {"train/data.arrow": "abc", "stats.json": "{}"})
+    assert cache.lookup(tmp_path, "tokenize", "k1") == folder
+    assert (folder / "train" / "data.arrow").read_text() == "abc"
+    assert [p.name for p in (tmp_path / "tokenize").iterdir()] == ["k1"]          # no temp folder left
+    assert cache.lookup(tmp_path, "tokenize", "other") is None
+    assert cache.lookup(tmp_path, "train", "k1") is None
+
+
+def test_an_exception_inside_leaves_nothing_behind(tmp_path):
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        with cache.stage_output(tmp_path, "train", "k1") as out:
+            (out / "half-written.bin").write_bytes(b"\0" * 1000)
+            raise RuntimeError("disk on fire")
+    assert list((tmp_path / "train").iterdir()) == []
+    assert cache.lookup(tmp_path, "train", "k1") is None
+
+
+def test_a_failed_rewrite_keeps_the_previous_output(tmp_path):
+    folder = write_entry(tmp_path, "evaluate", "k1", {"metrics.json": '{"f1": 0.5}'})
+    with pytest.raises(KeyboardInterrupt):
+        with cache.stage_output(tmp_path, "evaluate", "k1") as out:
+            (out / "metrics.json").write_text('{"f1": 0.9}')
+            raise KeyboardInterrupt
+    assert cache.lookup(tmp_path, "evaluate", "k1") == folder
+    assert (folder / "metrics.json").read_text() == '{"f1": 0.5}'
+    assert [p.name for p in (tmp_path / "evaluate").iterdir()] == ["k1"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "add", "manifest"])
+def test_lookup_rejects_an_entry_that_no_longer_matches_its_manifest(tmp_path, damage):
+    folder = write_entry(tmp_path, "train", "k1", {"model/model.safetensors": "weights" * 100, "train.json": "{}"})
+    weights = folder / "model" / "model.safetensors"
+    if damage == "truncate":
+        with weights.open("r+b") as f:
+            f.truncate(10)
+    elif damage == "delete":
+        weights.unlink()
+    elif damage == "add":
+        (folder / "model" / "stray.bin").write_bytes(b"x")
+    else:
+        (folder / cache.MANIFEST).write_text("{not json")
+    assert cache.lookup(tmp_path, "train", "k1") is None
+
+
+@pytest.fixture
+def populated(tmp_path) -> Path:
+    """Three train outputs (0, 10 and 40 days old), one validate output, a partial training folder, a temp folder."""
+    root = tmp_path / "cache"
+    for key, age in [("t-new", 0), ("t-mid", 10), ("t-old", 40)]:
+        write_entry(root, "train", key, age_days=age)
+    write_entry(root, "validate", "v-old", age_days=50)
+    work = root / "train" / "t-run.work" / "checkpoints"
+    work.mkdir(parents=True)
+    (work / "step-00000010").write_bytes(b"\0" * 2000)
+    stamp = time.time() - 5 * DAY
+    os.utime(root / "train" / "t-run.work", (stamp, stamp))
+    (root / "train" / ".t-x.1234.tmp").mkdir()                         # a write in progress
+    (root / "locks").mkdir()
+    (root / "models" / "all-MiniLM-L6-v2").mkdir(parents=True)        # unpacked base models are not stage outputs
+    return root
+
+
+def test_list_entries_newest_first_with_partial_training_folders(populated):
+    entries = cache.list_entries(populated)
+    assert [(e.stage, e.key, e.complete) for e in entries] == [
+        ("train", "t-new", True), ("train", "t-run", False), ("train", "t-mid", True), ("train", "t-old", True),
+        ("validate", "v-old", True)]
+    assert next(e for e in entries if e.key == "t-run").bytes == 2000
+    assert cache.list_entries(populated / "nothing-here") == []
+
+
+def test_select_prunable_keeps_the_newest_per_stage_and_never_protected_keys(populated):
+    entries = cache.list_entries(populated)
+    pick = lambda *args: [(e.stage, e.key) for e in cache.select_prunable(entries, *args)]  # noqa: E731
+    assert pick(1, None, set()) == [("train", "t-run"), ("train", "t-mid"), ("train", "t-old")]
+    assert pick(1, None, {"t-mid"}) == [("train", "t-run"), ("train", "t-old")]
+    assert pick(None, 30 * DAY, set()) == [("train", "t-old"), ("validate", "v-old")]
+    assert pick(None, 30 * DAY, {"v-old"}) == [("train", "t-old")]
+    assert pick(3, 7 * DAY, set()) == [("train", "t-mid"), ("train", "t-old"), ("validate", "v-old")]
+    assert pick(10, None, set()) == []
+
+
+def test_remove_deletes_the_whole_entry(populated):
+    (old,) = [e for e in cache.list_entries(populated) if e.key == "t-old"]
+    cache.remove(old)
+    assert not old.path.exists()
+    assert cache.lookup(populated, "train", "t-old") is None
+    assert sorted(p.name for p in (populated / "train").iterdir()) == [".t-x.1234.tmp", "t-mid", "t-new", "t-run.work"]
+
+
+def test_cli_cache_ls(populated, capsys):
+    assert cli.main(["cache", "ls", "--cache-dir", str(populated)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[:-1]] == [
+        ["train", "t-new"], ["train", "t-run"], ["train", "t-mid"], ["train", "t-old"], ["validate", "v-old"]]
+    assert "partial" in lines[1] and "partial" not in lines[0]
+    assert lines[-1].startswith("5 entries")
+
+
+@pytest.fixture
+def empty_mlflow(tmp_path, monkeypatch) -> str:
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    (tmp_path / "mlflow").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def test_cli_cache_prune(populated, empty_mlflow, capsys):
+    before = sorted(p.name for p in (populated / "train").iterdir())
+    assert cli.main(["cache", "prune", "--keep", "1", "--dry-run", "--cache-dir", str(populated)]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[:3] for line in out.splitlines()[:-1]] == [
+        ["would", "remove", "train/t-run.work"], ["would", "remove", "train/t-mid"], ["would", "remove", "train/t-old"]]
+    assert out.splitlines()[-1].startswith("3 entries")
+    assert sorted(p.name for p in (populated / "train").iterdir()) == before       # a dry run removes nothing
+
+    # a live run's keys are protected: its lock lists them
+    with run_lock(populated, "some-logical-run", {"train": "t-mid", "validate": "v-old"}):
+        assert cli.main(["cache", "prune", "--keep", "1", "--cache-dir", str(populated)]) == 0
+    out = capsys.readouterr().out
+    assert "removing train/t-old" in out and "removing train/t-run.work" in out and "t-mid" not in out
+    assert [(e.stage, e.key) for e in cache.list_entries(populated)] == [
+        ("train", "t-new"), ("train", "t-mid"), ("validate", "v-old")]
+
+
+def test_cli_cache_prune_needs_a_rule(populated, capsys):
+    assert cli.main(["cache", "prune", "--cache-dir", str(populated)]) == cli.EXIT_BAD_INPUT
+    assert "--keep" in capsys.readouterr().err
