@@ -34,6 +34,9 @@ KEY_TAG = "nerflow.register_key"
 def log_servable_model(run_id: str, model_dir: str):
     from nerflow import serving
 
+    # MLflow files the logged model under the *active* experiment, not the run's (default: experiment 0, whose
+    # artifacts go to ./mlruns of whatever the working directory is): point it at the run's experiment.
+    mlflow.set_experiment(experiment_id=MlflowClient().get_run(run_id).info.experiment_id)
     # MLflow nags about type hints (we give an explicit signature) and about cloudpickle (the model pickles by
     # reference to nerflow.serving, which travels with it in code_paths).
     with warnings.catch_warnings():

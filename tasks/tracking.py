@@ -164,8 +164,9 @@ def retry_if_transient(task, task_run, state) -> bool:
     return False
 
 
-def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], step: int = 0) -> None:
-    now = int(time.time() * 1000)
+def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], step: int = 0,
+                timestamp_ms: int | None = None) -> None:
+    now = timestamp_ms or int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
     for i in range(0, len(metrics), 500):
         client.log_batch(run_id, metrics=metrics[i:i + 500])

@@ -32,7 +32,7 @@ def train_task(cfg: PipelineConfig, step: StagePlan, model_path: str, validated:
             val_gold, cfg.train, cfg.seed, work,
             meta={"labels": labels, "max_length": cfg.tokenize.max_length, "stride": cfg.tokenize.stride,
                   "base_model": cfg.model.name_or_path},
-            on_metrics=lambda step, values: tracking.log_metrics(client, run_id, values, step))
+            on_metrics=lambda step, values, ms: tracking.log_metrics(client, run_id, values, step, ms))
         shutil.copytree(result.best_dir, out / "model")   # work/ stays resumable until the rmtree below
         summary = {k: v for k, v in asdict(result).items() if k != "best_dir"}
         (out / "train.json").write_text(json.dumps(summary, indent=1))

@@ -34,7 +34,7 @@ from nerflow.predict import collate, predict_windows, write_meta
 from nerflow.tokenization import Window
 
 log = logging.getLogger(__name__)
-MetricsCallback = Callable[[int, dict[str, float]], None]
+MetricsCallback = Callable[[int, dict[str, float], int], None]   # (step, values, timestamp in ms)
 CHECKPOINT_NAME = re.compile(r"step-\d{8}")
 DELIVERED_FILE = "metrics-delivered"   # in checkpoints/: how many metric points on_metrics has received
 
@@ -133,11 +133,13 @@ class LoopState:
     seen_tokens: int = 0
     train_seconds: float = 0.0      # time spent in training steps (not validation, not checkpoints)
     recent_losses: list[float] = field(default_factory=list)     # since the last train_loss point
-    metrics: list[tuple[int, int, dict]] = field(default_factory=list)   # (index, step, values) not yet flushed
+    metrics: list[tuple[int, int, dict, int]] = field(default_factory=list)  # (index, step, values, ms) not flushed
     metrics_emitted: int = 0
 
     def emit(self, values: dict[str, float]) -> None:
-        self.metrics.append((self.metrics_emitted, self.step, values))
+        # the emission time travels with the point: re-sending it after a crash mid-flush is then an exact
+        # duplicate (same key, step, value and timestamp), which the tracker stores once
+        self.metrics.append((self.metrics_emitted, self.step, values, int(time.time() * 1000)))
         self.metrics_emitted += 1
 
 
@@ -177,7 +179,7 @@ def train(model_path: str, tokenizer, labels: list[str], train_windows: list[Win
     loses nor repeats one."""
     from transformers import AutoModelForTokenClassification
 
-    on_metrics = on_metrics or (lambda step, values: None)
+    on_metrics = on_metrics or (lambda step, values, timestamp_ms: None)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(seed)
@@ -335,9 +337,9 @@ def flush_metrics(s: LoopState, root: Path, on_metrics: MetricsCallback) -> None
     of points is the same in every attempt); the count delivered is kept in `root/metrics-delivered`."""
     marker = root / DELIVERED_FILE
     delivered = int(marker.read_text()) if marker.is_file() else 0
-    for index, step, values in s.metrics:
+    for index, step, values, timestamp_ms in s.metrics:
         if index >= delivered:
-            on_metrics(step, values)
+            on_metrics(step, values, timestamp_ms)
             delivered = index + 1
             tmp = marker.with_name(marker.name + ".tmp")
             tmp.write_text(str(delivered))

@@ -40,7 +40,7 @@ from nerflow.train import train
 job = pickle.loads(Path(sys.argv[1]).read_bytes())
 ready, go, calls = Path(job["ready"]), Path(job["go"]), Path(job["calls"])
 
-def on_metrics(step, values):
+def on_metrics(step, values, timestamp_ms):
     if not ready.exists():
         ready.write_text("")
         deadline = time.monotonic() + 60
@@ -80,7 +80,7 @@ def data(tiny_model_dir, tiny_tokenizer):
 
 
 def run(data, tokenizer, out_dir: Path, calls: list | None = None, windows=None, cfg: TrainConfig = CFG, seed=SEED):
-    record = (lambda step, values: calls.append([step, dict(values)])) if calls is not None else None
+    record = (lambda step, values, timestamp_ms: calls.append([step, dict(values)])) if calls is not None else None
     return train(data["model_dir"], tokenizer, LABELS, windows if windows is not None else data["train"],
                  data["val"], data["gold"], cfg, seed, out_dir, META, on_metrics=record)
 
