@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from nerflow import cache, data, evaluate, predict, tokenization
 from nerflow.config import PipelineConfig
 from nerflow.plan import StagePlan

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-
 
 from nerflow import data, tokenization
 from nerflow.config import PipelineConfig
 from nerflow.plan import StagePlan
 from nerflow.tasks import tracking
 from nerflow.tasks.stage import run_stage, stage_task
+
+log = logging.getLogger("nerflow.tokenize")
 
 
 @stage_task("tokenize")
@@ -29,5 +31,8 @@ def tokenize_task(cfg: PipelineConfig, step: StagePlan, model_path: str, validat
 
     result = run_stage(client, run_id, cfg.cache_dir, step, compute)
     stats = stats or json.loads((Path(result["path"]) / "stats.json").read_text())
+    if not result["reused"]:
+        log.info("tokenized at %.0f sentences/s (%d extra windows for long training sentences)",
+                 stats["sentences_per_s"], stats.get("extra_windows_train", 0))
     tracking.log_metrics(client, run_id, {f"tokenize_{k}": v for k, v in stats.items()})
     return result

@@ -1,11 +1,11 @@
-"""Fine-tuning stage: windows -> the best-on-validation weights, with loss/F1/throughput streamed to MLflow."""
+"""Fine-tuning stage: windows -> the best-on-validation weights; loss and validation F1 reach MLflow as checkpoints
+cover them (see nerflow.train), throughput at the end."""
 from __future__ import annotations
 
 import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-
 
 from nerflow import data, tokenization, train
 from nerflow.config import PipelineConfig
