@@ -189,7 +189,3 @@ def log_dataset(client: MlflowClient, run_id: str, path: Path, name: str, contex
     dataset = mlflow.data.from_pandas(df[["tokens", "tags"]], source=str(path.resolve()), name=name)
     client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(),
                                             tags=[InputTag("mlflow.data.context", context)])])
-
-
-def log_folder(client: MlflowClient, run_id: str, folder: Path, artifact_path: str) -> None:
-    client.log_artifacts(run_id, str(folder), artifact_path)
