@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--limit-train", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", type=Path, default=Path("bench/out/recipe.json"))
     args = ap.parse_args()
 
@@ -69,7 +70,7 @@ def main() -> None:
     test = encode(tokenizer, splits["test"], label_to_id)
     targs = TrainingArguments(output_dir=str(args.out.parent / "recipe-trainer"), learning_rate=5e-5,
                               per_device_train_batch_size=8, per_device_eval_batch_size=8,
-                              num_train_epochs=args.epochs, seed=42, save_strategy="no", logging_steps=200,
+                              num_train_epochs=args.epochs, seed=args.seed, save_strategy="no", logging_steps=200,
                               report_to=[])
     trainer = Trainer(model=model, args=targs, train_dataset=train, processing_class=tokenizer,
                       data_collator=DataCollatorForTokenClassification(tokenizer))
@@ -82,7 +83,8 @@ def main() -> None:
     f1 = f1_score(gold, preds, mode="strict", scheme=IOB2)
     result = {"system": "hf-trainer-recipe", "model": args.model, "test_f1": round(float(f1), 4),
               "train_seconds": round(train_s, 1), "wall_seconds": round(time.time() - started, 1),
-              "epochs": args.epochs, "train_sentences": len(splits["train"]), "torch_threads": torch.get_num_threads()}
+              "epochs": args.epochs, "seed": args.seed, "train_sentences": len(splits["train"]),
+              "torch_threads": torch.get_num_threads()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
