@@ -10,17 +10,17 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from nerflow import data, evaluate, predict, tokenization
+from nerflow import cache, data, evaluate, predict, tokenization
 
 
-def newest_entry(cache: Path, stage: str) -> Path:
-    entries = [p for p in (cache / stage).iterdir() if (p / "manifest.json").is_file()]
-    if not entries:
-        raise SystemExit(f"no complete {stage} stage output under {cache / stage}")
-    return max(entries, key=lambda p: p.stat().st_mtime)
+def newest_entry(root: Path, stage: str) -> Path:
+    """The newest complete output of `stage` in the stage cache (nerflow.cache.list_entries is newest first)."""
+    for entry in cache.list_entries(root):
+        if entry.stage == stage and entry.complete and cache.lookup(root, stage, entry.key):
+            return entry.path
+    raise SystemExit(f"no complete {stage} stage output under {root / stage}")
 
 
 def main() -> None:
@@ -38,7 +38,6 @@ def main() -> None:
         gold = [s.tags for s in data.read_split(validated / f"{split}.jsonl")]
         windows = tokenization.load_windows(tokenized / split)
         for decode in result:
-            torch.manual_seed(0)
             tags, _ = predict.predict_windows(model, windows, [len(g) for g in gold], dict(enumerate(labels)),
                                               pad_id, 64, "cpu", None, decode=decode)
             result[decode][f"{split}_f1"] = round(evaluate.score(gold, tags).f1, 4)

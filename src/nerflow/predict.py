@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nerflow.schemes import entity_spans, split_tag
+from nerflow.schemes import entity_spans, invalid_iob2_positions
 from nerflow.tokenization import Encoder, Window, merge_windows
 
 META_FILE = "nerflow.json"   # saved next to the weights: labels and window settings the predictor needs
@@ -53,6 +53,8 @@ def predict_windows(model, windows: list[Window], n_words: list[int], id2label: 
 
     `decode`: "viterbi" (the most probable valid IOB2 sequence; what nerflow uses everywhere) or "argmax" (each
     word's most probable tag; kept to measure what the sequence decoder is worth)."""
+    if decode not in ("viterbi", "argmax"):
+        raise ValueError(f"decode must be 'viterbi' or 'argmax', not {decode!r}")
     model.eval()
     order = sorted(range(len(windows)), key=lambda k: len(windows[k].input_ids))  # less padding
     word_scores: list[dict[int, torch.Tensor]] = [{} for _ in windows]
@@ -78,16 +80,11 @@ def predict_windows(model, windows: list[Window], n_words: list[int], id2label: 
 
 
 def iob2_transitions(labels: list[str]) -> np.ndarray:
-    """allowed[i, j]: tag j may follow tag i in valid IOB2; the last row is the sentence start.
-    Only `I-X` is ever forbidden: it must follow `B-X` or `I-X`."""
-    n = len(labels)
-    allowed = np.ones((n + 1, n), dtype=bool)
-    for j, tag in enumerate(labels):
-        prefix, etype = split_tag(tag)
-        if prefix == "I":
-            allowed[:n, j] = [split_tag(prev)[0] in ("B", "I") and split_tag(prev)[1] == etype for prev in labels]
-            allowed[n, j] = False
-    return allowed
+    """allowed[i, j]: tag j may follow tag i in valid IOB2; the last row is the sentence start. Read off
+    `invalid_iob2_positions`, so decoding and data validation share one definition of valid IOB2."""
+    follows = [[1 not in invalid_iob2_positions([prev, tag]) for tag in labels] for prev in labels]
+    starts = [not invalid_iob2_positions([tag]) for tag in labels]
+    return np.array([*follows, starts], dtype=bool)
 
 
 def decode_iob2(probs: np.ndarray, allowed: np.ndarray) -> list[int]:

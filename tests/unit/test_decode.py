@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from nerflow.predict import decode_iob2, iob2_transitions
+from nerflow.predict import decode_iob2, iob2_transitions, predict_windows
 from nerflow.schemes import invalid_iob2_positions
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -79,4 +79,10 @@ def test_viterbi_equals_brute_force_over_valid_sequences(seed):
     best = max(valid, key=lambda seq: sum(np.log(p[t, i]) for t, i in enumerate(seq)))
     got = decode_iob2(p, ALLOWED)
     assert not invalid_iob2_positions([LABELS[i] for i in got])
-    assert np.isclose(sum(np.log(p[t, i]) for t, i in enumerate(got)), sum(np.log(p[t, i]) for t, i in enumerate(best)))
+    log_score = lambda seq: sum(np.log(p[t, i]) for t, i in enumerate(seq))  # noqa: E731
+    assert np.isclose(log_score(got), log_score(best))
+
+
+def test_unknown_decoder_is_an_error_not_a_silent_argmax():
+    with pytest.raises(ValueError, match="decode must be 'viterbi' or 'argmax'"):
+        predict_windows(None, [], [], {0: "O"}, 0, decode="beam")
