@@ -41,11 +41,13 @@ def main() -> None:
     exp = client.get_experiment_by_name("nerflow-conll2003")
     run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
     m = run.data.metrics
-    result = {"system": "nerflow", "command": " ".join(cmd[1:]), "test_f1": round(m["test_f1"], 4),
-              "validation_f1": round(m["validation_f1"], 4), "best_epoch": m.get("best_epoch"),
-              "train_seconds": round(m["stage_train_seconds"], 1), "wall_seconds": round(wall, 1),
-              "train_samples_per_s": round(m["train_samples_per_s"], 1),
-              "per_type_test_f1": {k.removeprefix("test_f1_"): round(v, 4) for k, v in m.items() if k.startswith("test_f1_")}}
+    types = [k.removeprefix("test/support_") for k in m if k.startswith("test/support_")]   # docs/metrics.md
+    # the result file keeps its own (older) field names: docs/benchmarks.md compares results across sessions
+    result = {"system": "nerflow", "command": " ".join(cmd[1:]), "test_f1": round(m["test/f1"], 4),
+              "validation_f1": round(m["val/best_f1"], 4), "best_epoch": m.get("train/best_epoch"),
+              "train_seconds": round(m["stage/train_seconds"], 1), "wall_seconds": round(wall, 1),
+              "train_samples_per_s": round(m["train/samples_per_s"], 1),
+              "per_type_test_f1": {t: round(m[f"test/f1_{t}"], 4) for t in sorted(types)}}
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

@@ -1,4 +1,4 @@
-"""The NER pipeline flow: validate -> tokenize -> fine-tune -> evaluate -> register, in one MLflow run.
+"""The pipeline flow (`nerflow-pipeline`): validate -> tokenize -> fine-tune -> evaluate -> register, in one MLflow run.
 
 Stages hand each other small dicts of paths and content keys (never DataFrames or models). The plan decides each
 stage's key up front (nerflow.plan); a stage whose key is complete is reused, so running the same command after a
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Cancelled
 
 from nerflow.config import PipelineConfig
 from nerflow.locks import run_lock
 from nerflow.plan import STAGES, make_plan
 from nerflow import tasks
-from nerflow.tasks import tracking
+from nerflow.tasks import run_record, tracking
 from nerflow.tasks.evaluate import evaluate_task
 from nerflow.tasks.register import register_task
 from nerflow.tasks.tokenize import tokenize_task
@@ -21,18 +22,32 @@ from nerflow.tasks.train import train_task
 from nerflow.tasks.validate import validate_task
 
 
-@flow(name="ner-pipeline", validate_parameters=False)
-def ner_pipeline(cfg: PipelineConfig, force_from: str | None = None) -> dict:
+@flow(name="nerflow-pipeline", validate_parameters=False)
+def ner_pipeline(cfg: PipelineConfig, force_from: str | None = None, force_register: bool = False,
+                 continue_run_id: str | None = None) -> dict:
+    """`force_register`: a new version even if one has these weights; `continue_run_id`: the MLflow run this
+    attempt continues (nerflow rerun), whatever its status. An interrupt (Ctrl-C, SIGTERM) ends the flow run
+    Cancelled, with the MLflow run KILLED and training checkpointed: the same command continues it."""
     plan = make_plan(cfg, force_from, tasks.sources())
     steps, keys = plan.stages, {s: plan.stages[s].key for s in STAGES}
     client = tracking.configure()
     flow_run_id = str(flow_run.get_id() or "")
-    with run_lock(cfg.cache_dir, plan.logical_run, keys), \
-            tracking.pipeline_run(client, cfg, plan.logical_run, flow_run_id) as run_id:
-        validated = validate_task(cfg, steps["validate"], run_id)
-        tokenized = tokenize_task(cfg, steps["tokenize"], plan.model_path, validated, run_id)
-        trained = train_task(cfg, steps["train"], plan.model_path, validated, tokenized, run_id)
-        evaluated = evaluate_task(cfg, steps["evaluate"], validated, tokenized, trained, run_id)
-        registered = register_task(cfg, steps["register"], keys, validated, trained, run_id, flow_run_id)
+    try:
+        with run_lock(cfg.cache_dir, plan.logical_run, keys), \
+                tracking.pipeline_run(client, cfg, plan.logical_run, flow_run_id, continue_run_id) as run_id, \
+                run_record.run_log(client, run_id), run_record.system_metrics(run_id):
+            validated = validate_task(cfg, steps["validate"], run_id)
+            tokenized = tokenize_task(cfg, steps["tokenize"], plan.model_path, validated, run_id)
+            trained = train_task(cfg, steps["train"], plan.model_path, validated, tokenized, run_id)
+            evaluated = evaluate_task(cfg, steps["evaluate"], validated, tokenized, trained, run_id)
+            registered = register_task(cfg, steps["register"], keys, validated, trained, run_id, flow_run_id,
+                                       force_register=force_register)
+            run_record.describe_run(client, run_id, cfg, registered)   # scores and version are known now
+    except KeyboardInterrupt as e:
+        return Cancelled(message=f"interrupted ({e or 'SIGINT'}); nothing registered")
+    except Exception as e:  # noqa: BLE001 - only the interrupt is a cancel; anything else fails the flow run
+        if type(e).__name__ != "TrainingInterrupted":
+            raise
+        return Cancelled(message=f"interrupted: {str(e).split('; train again')[0]}; nothing registered")
     return {"run_id": run_id, "flow_run_id": flow_run_id, "metrics": evaluated["metrics"], **registered,
             "stages": {s["stage"]: s["reused"] for s in (validated, tokenized, trained, evaluated, registered)}}

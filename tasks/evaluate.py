@@ -12,6 +12,9 @@ from nerflow.tasks import tracking
 from nerflow.tasks.stage import run_stage, stage_task
 
 EVAL_SPLITS = ("validation", "test")
+# metric names per split (docs/metrics.md): `val/f1` etc. are the per-epoch history the training loop logs, so the
+# registered (best) weights' validation scores are `val/best_*`; per type only F1 there, the full set on test
+METRIC_NAMES = {"validation": ("val/best_", ("f1",)), "test": ("test/", ("f1", "precision", "recall", "support"))}
 
 
 def score_split(model, tokenizer, labels, sentences, windows_dir: Path, batch_size: int, out: Path, split: str) -> dict:
@@ -26,7 +29,8 @@ def score_split(model, tokenizer, labels, sentences, windows_dir: Path, batch_si
     (out / f"{split}_report.json").write_text(json.dumps(scores.report, indent=1))
     evaluate.write_predictions_conll(sentences, tags, out / f"{split}_predictions.conll")
     evaluate.plot_type_confusion(*evaluate.type_confusion(gold, tags), out / f"{split}_confusion.png")
-    return scores.metrics(split)
+    prefix, per_type = METRIC_NAMES[split]
+    return scores.metrics(prefix, per_type)
 
 
 @stage_task("evaluate")

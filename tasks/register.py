@@ -2,15 +2,18 @@
 
 Idempotent: a version is found by its `nerflow.register_key` tag before a new one is made, and a complete stage
 output (registered.json) whose version still exists means "already registered", nothing new.
-All or nothing: if anything fails after the version exists, the version is deleted again.
+All or nothing: the version is created with its tags and description in one registry call; if anything after
+it fails (the alias, the stage output, the run's tags), the version is deleted and the alias put back where it was.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import mlflow
 from mlflow import MlflowClient
@@ -18,7 +21,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
 import nerflow
+from nerflow import cache
 from nerflow.config import PipelineConfig, config_hash
+from nerflow.models import weights_sha256
 from nerflow.plan import StagePlan
 from nerflow.tasks import tracking
 from nerflow.tasks.stage import run_stage, stage_task
@@ -29,6 +34,8 @@ PIP_REQUIREMENTS = ["mlflow==3.17.2", "torch==2.13.0", "transformers==5.23.0", "
                     "numpy==2.4.6", "pandas==3.1.1", "pydantic==2.14.3", "pyyaml==6.0.3"]
 EXAMPLE = ["Maria Lopez flew from Berlin to New York to meet the board of Acme Corp."]
 KEY_TAG = "nerflow.register_key"
+WEIGHTS_TAG = "nerflow.weights_sha256"
+ATTEMPT_TAG = "nerflow.attempt"
 
 
 def log_servable_model(run_id: str, model_dir: str):
@@ -48,32 +55,97 @@ def log_servable_model(run_id: str, model_dir: str):
                          signature=serving.SIGNATURE, input_example=EXAMPLE)
 
 
-def find_version(client: MlflowClient, name: str, key: str, run_id: str | None = None):
-    """The newest version registered under this register key (and, if given, by this MLflow run)."""
-    query = f"name = '{name}' and tag.`{KEY_TAG}` = '{key}'" + (f" and run_id = '{run_id}'" if run_id else "")
+def _not_found(e: MlflowException) -> bool:
+    return e.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def newest_version(client: MlflowClient, name: str, tags: dict[str, str], run_id: str | None = None):
+    """The newest live version of `name` with these tag values (and, if given, made by this MLflow run), or None.
+    Registry errors propagate: answering "none" on a failed search would register a duplicate."""
+    query = " and ".join([f"name = '{name}'", *(f"tag.`{k}` = '{v}'" for k, v in tags.items()),
+                          *([f"run_id = '{run_id}'"] if run_id else [])])
     try:
         found = client.search_model_versions(query)
-    except MlflowException:
-        return None
+    except MlflowException as e:
+        if _not_found(e):
+            return None
+        raise
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
-def create_version(client: MlflowClient, name: str, alias: str, run_id: str, model_dir: str, tags: dict) -> str:
-    """Log + register + alias, deleting the version again if anything after its creation fails."""
+def find_version(client: MlflowClient, name: str, key: str, run_id: str | None = None, attempt: int | None = None):
+    """The newest version registered under this register key (and, if given, by this attempt of this MLflow run:
+    a rerun continues its MLflow run, so the run id alone would find the version an earlier attempt made)."""
+    return newest_version(client, name, {KEY_TAG: key, **({ATTEMPT_TAG: str(attempt)} if attempt else {})}, run_id)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        version = client.get_registered_model(name).aliases.get(alias)    # an int from some stores
+    except MlflowException as e:
+        if _not_found(e):
+            return None
+        raise
+    return None if version is None else str(version)
+
+
+class Undo:
+    """What this registration changed in the registry, to put back if a later step fails."""
+
+    def __init__(self, client: MlflowClient, name: str):
+        self.client, self.name = client, name
+        self.created: str | None = None
+        self.alias: tuple[str, str | None] | None = None    # (alias, the version it pointed at before, or None)
+
+    def move_alias(self, alias: str, version: str) -> None:
+        # remember first: a move that half-happened is put back as well
+        self.alias = (alias, alias_version(self.client, self.name, alias))
+        self.client.set_registered_model_alias(self.name, alias, version)
+
+    def rollback(self) -> None:
+        if self.alias is not None:
+            alias, previous = self.alias
+            current = alias_version(self.client, self.name, alias)
+            if previous is None and current is not None:
+                self.client.delete_registered_model_alias(self.name, alias)
+            elif previous is not None and current != previous:
+                self.client.set_registered_model_alias(self.name, alias, previous)
+        if self.created is not None:
+            self.client.delete_model_version(self.name, self.created)
+
+
+@contextlib.contextmanager
+def all_or_nothing(client: MlflowClient, name: str) -> Iterator[Undo]:
+    """On any failure inside, undo what was changed and re-raise the first error, not a cleanup's."""
+    undo = Undo(client, name)
+    try:
+        yield undo
+    except BaseException:
+        if undo.created is not None or undo.alias is not None:
+            log.error("registration failed after changing the registry (%s version %s): undoing it", name,
+                      undo.created or "-")
+            try:
+                undo.rollback()
+            except Exception as cleanup:  # noqa: BLE001 - the first error is the one to report
+                log.warning("could not undo the registration of %s version %s (%s: %s); check the registry",
+                            name, undo.created, type(cleanup).__name__, cleanup)
+        raise
+
+
+def create_version(client: MlflowClient, undo: Undo, name: str, run_id: str, model_dir: str, tags: dict,
+                   description: str) -> str:
+    """Log + register with tags and description in one call (a version never exists half-tagged)."""
     info = log_servable_model(run_id, model_dir)
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as e:
+        if not _not_found(e):
+            raise
         client.create_registered_model(name, description="NER model fine-tuned and registered by nerflow")
     version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
-                                          model_id=info.model_id).version
-    try:
-        client.set_registered_model_alias(name, alias, version)
-    except BaseException:
-        log.error("registration failed after creating %s version %s: deleting that version", name, version)
-        client.delete_model_version(name, version)
-        raise
-    return version
+                                          model_id=info.model_id, description=description).version
+    undo.created = str(version)
+    return str(version)
 
 
 def still_registered(client: MlflowClient, step: StagePlan) -> bool:
@@ -81,39 +153,67 @@ def still_registered(client: MlflowClient, step: StagePlan) -> bool:
         done = json.loads((step.path / "registered.json").read_text())
         client.get_model_version(done["model_name"], str(done["version"]))
         return True
-    except (OSError, ValueError, KeyError, MlflowException):
+    except (OSError, ValueError, KeyError):
         return False
+    except MlflowException as e:   # only "gone" means gone: an unreachable registry must not re-register
+        if _not_found(e):
+            return False
+        raise
 
 
 @stage_task("register")
 def register_task(cfg: PipelineConfig, step: StagePlan, keys: dict, validated: dict, trained: dict, run_id: str,
-                  flow_run_id: str | None) -> dict:
+                  flow_run_id: str | None, force_register: bool = False) -> dict:
+    """`force_register`: a new version even when one with the same weights exists. Without it, a forced stage
+    (`rerun --from`) whose weights equal an existing version's reuses that version and leaves the alias alone."""
     client = tracking.configure()
     name, alias = cfg.registry.model_name, cfg.registry.alias
+    same_weights_rule = step.forced and not force_register
     if step.complete and not still_registered(client, step):  # someone deleted the version: register again
         step = dataclasses.replace(step, complete=False, forced=True)
+    if step.forced and cache.lookup(cfg.cache_dir, step.stage, step.key) is not None:
+        # registered.json is only read by this stage, under the run lock: the new record replaces the old one
+        # (a complete entry is otherwise kept as it is, and a stale record would re-register on every run)
+        cache.discard(step.path)
+    done: dict = {}      # what this call registered: the stage output may be an existing entry of the same key
 
-    def compute(out: Path) -> None:
-        # Forced (--force-register, rerun --from) means a new version: only one this MLflow run made counts.
-        existing = find_version(client, name, step.key, run_id if step.forced else None)
-        if existing is not None:  # made by an attempt that died before recording it
-            version = existing.version
-            client.set_registered_model_alias(name, alias, version)
-        else:
-            tags = {"data_hash": validated["data_hash"], "config_hash": config_hash(cfg),
-                    "git_commit": tracking.git_state()["git_commit"], "base_model": cfg.model.name_or_path,
-                    "prefect_flow_run_id": flow_run_id or "", "mlflow_run_id": run_id, KEY_TAG: step.key,
-                    **{f"nerflow.{stage}_key": key for stage, key in keys.items()}}
-            version = create_version(client, name, alias, run_id, trained["model_dir"], tags)
-        (out / "registered.json").write_text(json.dumps({"model_name": name, "version": int(version),
-                                                         "alias": alias, "registered_by_run": run_id}))
+    attempt = tracking.attempt_of(client, run_id)
+    with all_or_nothing(client, name) as undo:
+        def compute(out: Path) -> None:
+            weights = weights_sha256(trained["model_dir"])
+            # Forced (--force-register, rerun --from) means a new version: only one this attempt made counts.
+            existing = find_version(client, name, step.key, *((run_id, attempt) if step.forced else ()))
+            same = newest_version(client, name, {WEIGHTS_TAG: weights}) if same_weights_rule else None
+            if existing is not None:  # made by an attempt that died before recording it
+                version, new, by = existing.version, False, existing.run_id
+                undo.move_alias(alias, version)
+            elif same is not None:
+                version, new, by = same.version, False, same.run_id
+                log.info("weights identical to %s version %s: no new version registered (use --force-register "
+                         "for one)", name, version)
+            else:
+                tags = {"data_hash": validated["data_hash"], "config_hash": config_hash(cfg),
+                        "git_commit": tracking.git_state()["git_commit"], "base_model": cfg.model.name_or_path,
+                        "prefect_flow_run_id": flow_run_id or "", "mlflow_run_id": run_id, KEY_TAG: step.key,
+                        "nerflow.task": cfg.task, WEIGHTS_TAG: weights, ATTEMPT_TAG: str(attempt),
+                        **{f"nerflow.{stage}_key": key for stage, key in keys.items()}}
+                description = (f"{cfg.task} fine-tuned from {cfg.model.name_or_path} on data "
+                               f"{validated['data_hash'][:12]} by MLflow run {run_id}")
+                version, new, by = create_version(client, undo, name, run_id, trained["model_dir"], tags,
+                                                  description), True, run_id
+                undo.move_alias(alias, version)
+            done.update({"model_name": name, "version": int(version), "alias": alias, "registered_by_run": by,
+                         "new_version": new})
+            (out / "registered.json").write_text(json.dumps(done))
 
-    result = run_stage(client, run_id, cfg.cache_dir, step, compute)
-    done = json.loads((Path(result["path"]) / "registered.json").read_text())
-    if result["reused"]:
-        log.info("already registered: %s version %s (run %s); nothing new to register", name, done["version"],
-                 done["registered_by_run"])
-    else:
-        log.info("registered %s version %s with alias @%s", name, done["version"], alias)
-    tracking.log_tags(client, run_id, {"registered_model": name, "registered_version": done["version"]})
+        result = run_stage(client, run_id, cfg.cache_dir, step, compute)
+        if not done:
+            done = json.loads((Path(result["path"]) / "registered.json").read_text())
+            done["new_version"] = False
+        if result["reused"]:
+            log.info("already registered: %s version %s (run %s); nothing new to register", name,
+                     done["version"], done["registered_by_run"])
+        elif done["new_version"]:
+            log.info("registered %s version %s with alias @%s", name, done["version"], alias)
+        tracking.log_tags(client, run_id, {"registered_model": name, "registered_version": done["version"]})
     return {**result, **done, "uri": f"models:/{name}@{alias}"}

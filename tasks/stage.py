@@ -8,7 +8,7 @@ from typing import Callable
 
 from mlflow import MlflowClient
 
-from nerflow import cache
+from nerflow import cache, locks
 from nerflow.plan import StagePlan
 from nerflow.tasks import tracking
 
@@ -18,7 +18,9 @@ log = logging.getLogger("nerflow.stage")
 def run_stage(client: MlflowClient, run_id: str, root: Path, step: StagePlan, compute: Callable[[Path], None]) -> dict:
     """Returns {"stage", "key", "path", "reused"}: what the next stage needs, small and JSON-able.
     `step.complete` was decided by the plan; a forced stage is recomputed even if an output exists. A retry of a
-    stage whose output was completed by the failed try (the fault came after it) does not compute it again."""
+    stage whose output was completed by the failed try (the fault came after it) does not compute it again.
+    One process computes a key at a time (locks.stage_lock): another run that needs the same key (it differs only
+    in later settings) waits for it and reuses its output."""
     started = time.perf_counter()
     found = cache.lookup(root, step.stage, step.key) is not None
     reused = step.complete and found
@@ -27,6 +29,25 @@ def run_stage(client: MlflowClient, run_id: str, root: Path, step: StagePlan, co
     elif found and not step.forced:  # written by an earlier try of this task (a Prefect retry): not again
         log.info("%s: output completed since the plan was made (by an earlier try): %s", step.stage, step.path)
     else:
+        reused = compute_once(client, run_id, root, step, compute, found)
+    attempt = tracking.attempt_of(client, run_id)
+    tracking.log_tags(client, run_id, {f"stage.{step.stage}": "reused" if reused else "computed",
+                                       f"stage.{step.stage}.key": step.key})
+    tracking.log_metrics(client, run_id, {f"stage/{step.stage}_seconds": time.perf_counter() - started}, step=attempt)
+    return {"stage": step.stage, "key": step.key, "path": str(step.path), "reused": reused}
+
+
+def compute_once(client: MlflowClient, run_id: str, root: Path, step: StagePlan, compute: Callable[[Path], None],
+                 found_before: bool) -> bool:
+    """Compute under the stage key's lock; True when a concurrent run completed it while this one waited."""
+    logical_run = client.get_run(run_id).data.tags.get(tracking.LOGICAL_RUN_TAG, "")
+    with locks.stage_lock(root, step.stage, step.key, logical_run) as waited:
+        # A forced stage whose output existed before the wait must still be computed: what is there now is that
+        # old output, not the other run's.
+        if waited is not None and not (step.forced and found_before) \
+                and cache.lookup(root, step.stage, step.key) is not None:
+            log.info("%s: reusing %s, computed by a concurrent run", step.stage, step.path)
+            return True
         log.info("%s: computing (key %s)", step.stage, step.key)
         try:
             with cache.stage_output(root, step.stage, step.key, step.parts) as tmp:
@@ -34,11 +55,7 @@ def run_stage(client: MlflowClient, run_id: str, root: Path, step: StagePlan, co
         except BaseException:
             tracking.log_tags(client, run_id, {"failed_stage": step.stage})
             raise
-    attempt = tracking.attempt_of(client, run_id)
-    tracking.log_tags(client, run_id, {f"stage.{step.stage}": "reused" if reused else "computed",
-                                       f"stage.{step.stage}.key": step.key})
-    tracking.log_metrics(client, run_id, {f"stage_{step.stage}_seconds": time.perf_counter() - started}, step=attempt)
-    return {"stage": step.stage, "key": step.key, "path": str(step.path), "reused": reused}
+    return False
 
 
 def stage_task(name: str, **kwargs):

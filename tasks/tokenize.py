@@ -20,8 +20,11 @@ def tokenize_task(cfg: PipelineConfig, step: StagePlan, model_path: str, validat
     stats: dict[str, float] = {}
 
     def compute(out: Path) -> None:
+        import datasets
         from transformers import AutoTokenizer
 
+        # "Saving the dataset (1/1 shards)" bars for a write that takes milliseconds: noise in any log
+        datasets.disable_progress_bars()
         tokenizer = AutoTokenizer.from_pretrained(model_path, revision=cfg.model.revision)
         src = Path(validated["path"])
         corpus = {split: data.read_split(src / f"{split}.jsonl") for split in data.SPLITS}
@@ -34,5 +37,5 @@ def tokenize_task(cfg: PipelineConfig, step: StagePlan, model_path: str, validat
     if not result["reused"]:
         log.info("tokenized at %.0f sentences/s (%d extra windows for long training sentences)",
                  stats["sentences_per_s"], stats.get("extra_windows_train", 0))
-    tracking.log_metrics(client, run_id, {f"tokenize_{k}": v for k, v in stats.items()})
+    tracking.log_metrics(client, run_id, {f"tokenize/{k}": v for k, v in stats.items()})
     return result

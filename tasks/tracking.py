@@ -9,6 +9,7 @@ import contextlib
 import importlib.metadata
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -57,7 +58,12 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root(client.tracking_uri))
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root(client.tracking_uri))
+    except mlflow.exceptions.MlflowException as e:   # two first runs at once: the other one created it
+        if e.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(e):
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def git_state() -> dict[str, str]:
@@ -78,6 +84,7 @@ def library_versions() -> dict[str, str]:
 
 LOGICAL_RUN_TAG = "nerflow.logical_run"
 ATTEMPTS_TAG = "nerflow.attempts"
+PID_TAG, HOST_TAG, PID_STARTED_TAG = "nerflow.pid", "nerflow.host", "nerflow.pid_started"
 
 
 def find_logical_run(client: MlflowClient, experiment: str, logical_run: str):
@@ -89,22 +96,36 @@ def find_logical_run(client: MlflowClient, experiment: str, logical_run: str):
     return runs[0] if runs else None
 
 
-def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_run_id: str | None) -> str:
-    """Continue the logical run's MLflow run if its last attempt did not finish; else start a new run with the
-    flattened config as params and the resolved config as an artifact."""
-    previous = find_logical_run(client, cfg.experiment, logical_run)
-    if previous is not None and previous.info.status != "FINISHED":
+def process_tags() -> dict[str, str]:
+    """Who runs the attempt: a later command on this host marks the run KILLED once this process is gone."""
+    import psutil
+
+    me = psutil.Process()
+    return {PID_TAG: str(me.pid), HOST_TAG: socket.gethostname(), PID_STARTED_TAG: f"{me.create_time():.2f}"}
+
+
+def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_run_id: str | None,
+             continue_run_id: str | None = None) -> str:
+    """Continue the logical run's MLflow run if its last attempt did not finish (or `continue_run_id`, whatever its
+    status: `nerflow rerun`); else start a new run with the flattened config as params and the resolved config as
+    an artifact."""
+    from nerflow.tasks import run_record   # it imports this module
+
+    previous = client.get_run(continue_run_id) if continue_run_id else \
+        find_logical_run(client, cfg.experiment, logical_run)
+    if previous is not None and (continue_run_id or previous.info.status != "FINISHED"):
         run_id = previous.info.run_id
         attempt = int(previous.data.tags.get(ATTEMPTS_TAG, "1")) + 1
         client.update_run(run_id, status="RUNNING")
         flow_runs = ",".join(filter(None, [previous.data.tags.get("prefect_flow_run_ids", ""), flow_run_id]))
         log_tags(client, run_id, {ATTEMPTS_TAG: attempt, "prefect_flow_run_id": flow_run_id or "",
-                                  "prefect_flow_run_ids": flow_runs, "error": ""})
+                                  "prefect_flow_run_ids": flow_runs, "error": "", "failed_stage": "",
+                                  LOGICAL_RUN_TAG: logical_run, **process_tags()})
         return run_id
     tags = {"config_hash": config_hash(cfg), "task": cfg.task, "base_model": cfg.model.name_or_path,
             "prefect_flow_run_id": flow_run_id or "", "prefect_flow_run_ids": flow_run_id or "",
-            LOGICAL_RUN_TAG: logical_run, ATTEMPTS_TAG: "1",
-            **git_state(), **library_versions()}
+            LOGICAL_RUN_TAG: logical_run, ATTEMPTS_TAG: "1", **process_tags(),
+            **git_state(), **library_versions(), **run_record.opening_tags(cfg)}
     run = client.create_run(experiment_id(client, cfg.experiment), tags=tags,
                             run_name=f"{cfg.model.name_or_path.split('/')[-1]}-{logical_run[:8]}")
     run_id = run.info.run_id
@@ -115,14 +136,39 @@ def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_r
     return run_id
 
 
+def reap_dead_runs(client: MlflowClient) -> list[str]:
+    """Mark KILLED every RUNNING pipeline run whose process on this host is gone (kill -9, a lost terminal): the
+    run lock died with it, and without this the run would show RUNNING forever. Returns their run ids."""
+    import psutil
+
+    host, reaped = socket.gethostname(), []
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return reaped
+    for run in client.search_runs(experiments, f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"):
+        tags = run.data.tags
+        try:
+            alive = f"{psutil.Process(int(tags[PID_TAG])).create_time():.2f}" == tags.get(PID_STARTED_TAG)
+        except (psutil.NoSuchProcess, KeyError, ValueError):
+            alive = False
+        if not alive:
+            log_tags(client, run.info.run_id, {"error": f"process {tags.get(PID_TAG)} on {host} ended without closing "
+                                                        "the run (killed); found by a later nerflow command"})
+            client.set_terminated(run.info.run_id, "KILLED")
+            reaped.append(run.info.run_id)
+    return reaped
+
+
 def attempt_of(client: MlflowClient, run_id: str) -> int:
     return int(client.get_run(run_id).data.tags.get(ATTEMPTS_TAG, "1"))
 
 
 @contextlib.contextmanager
-def pipeline_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_run_id: str | None) -> Iterator[str]:
-    """Open (or continue) the run; mark it FAILED with the error and failed stage as tags if a stage raises."""
-    run_id = open_run(client, cfg, logical_run, flow_run_id)
+def pipeline_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_run_id: str | None,
+                 continue_run_id: str | None = None) -> Iterator[str]:
+    """Open (or continue) the run; mark it FAILED with the error and failed stage as tags if a stage raises, KILLED
+    if it was interrupted."""
+    run_id = open_run(client, cfg, logical_run, flow_run_id, continue_run_id)
     try:
         yield run_id
     except BaseException as e:
@@ -189,3 +235,4 @@ def log_dataset(client: MlflowClient, run_id: str, path: Path, name: str, contex
     dataset = mlflow.data.from_pandas(df[["tokens", "tags"]], source=str(path.resolve()), name=name)
     client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(),
                                             tags=[InputTag("mlflow.data.context", context)])])
+

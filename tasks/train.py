@@ -40,8 +40,16 @@ def train_task(cfg: PipelineConfig, step: StagePlan, model_path: str, validated:
 
     result = run_stage(client, run_id, cfg.cache_dir, step, compute)
     summary = json.loads((Path(result["path"]) / "train.json").read_text())
-    tracking.log_metrics(client, run_id, {
-        "best_val_f1": summary["best_f1"], "best_epoch": summary["best_epoch"], "train_steps": summary["steps"],
-        "train_samples_per_s": summary["train_samples_per_s"], "train_tokens_per_s": summary["train_tokens_per_s"]})
+    tracking.log_metrics(client, run_id, train_summary_metrics(summary))
     tracking.log_tags(client, run_id, {"learning_rate": summary["lr"]})
     return {**result, "model_dir": str(Path(result["path"]) / "model")}
+
+
+def train_summary_metrics(summary: dict) -> dict[str, float]:
+    """The train stage's step-0 metrics (docs/metrics.md). The best epoch's validation F1 is not among them: the
+    evaluate stage logs the registered weights' scores as `val/best_*`, one name per number."""
+    return {"train/best_epoch": summary["best_epoch"], "train/steps": summary["steps"],
+            "train/samples_per_s": summary["train_samples_per_s"], "train/tokens_per_s": summary["train_tokens_per_s"],
+            # a summary cached before these existed has none: 0 reads as "not measured"
+            "train/checkpoint_seconds": summary.get("checkpoint_seconds", 0.0),
+            "train/checkpoint_bytes": summary.get("checkpoint_bytes", 0)}

@@ -58,7 +58,11 @@ def lookup(root: Path, stage: str, key: str) -> Path | None:
 
 @contextlib.contextmanager
 def stage_output(root: Path, stage: str, key: str, parts: dict | None = None) -> Iterator[Path]:
-    """Yield a temp folder to write into; on success add the manifest and move it into place in one rename."""
+    """Yield a temp folder to write into; on success add the manifest and move it into place in one rename.
+
+    A complete entry already under this key is never replaced: another process (or this stage's forced
+    recompute) may be reading it, and a folder vanishing under a reader is worse than keeping an output of the
+    same key. The new output is discarded then. Only an incomplete, untrustworthy folder is moved aside."""
     final = root / stage / key
     tmp = root / stage / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir(parents=True)
@@ -66,11 +70,29 @@ def stage_output(root: Path, stage: str, key: str, parts: dict | None = None) ->
         yield tmp
         (tmp / MANIFEST).write_text(json.dumps({"stage": stage, "key": key, "created": time.time(),
                                                 "parts": parts or {}, "files": _file_list(tmp)}, indent=1))
-        if final.exists():  # an incomplete or stale folder under the same key: replace it
-            shutil.rmtree(final)
-        tmp.rename(final)
+        if lookup(root, stage, key) is not None:
+            return                                   # keep the existing complete entry; the finally drops tmp
+        if final.exists() or final.is_symlink():
+            discard(final)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if lookup(root, stage, key) is None:
+                raise
+            # another writer (not holding the stage lock) put a complete entry there meanwhile: keep that one
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def discard(path: Path) -> None:
+    """Rename first, then delete: a half-deleted folder never sits under a key's name looking complete. For an
+    entry no reader can be using (its own stage's record, replaced under the run lock)."""
+    trash = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
+    path.rename(trash)
+    if trash.is_dir() and not trash.is_symlink():
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        trash.unlink(missing_ok=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +139,4 @@ def select_prunable(entries: list[Entry], keep: int | None, older_than_s: float 
 
 def remove(entry: Entry) -> None:
     """Rename first, then delete: a half-deleted folder never looks like a complete entry."""
-    trash = entry.path.with_name(f".{entry.path.name}.{uuid.uuid4().hex[:6]}.tmp")
-    entry.path.rename(trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    discard(entry.path)

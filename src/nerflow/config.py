@@ -1,6 +1,7 @@
 """One typed, frozen pipeline config: YAML plus `key=value` overrides, resolved, flattened and hashed."""
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -82,6 +83,17 @@ class RegistryConfig(_Section):
     alias: str = "challenger"
 
 
+class PromoteConfig(_Section):
+    """The evidence gate that moves `alias` (default `champion`) to a newly registered version (nerflow.promotion)."""
+
+    auto: bool = True                           # false: stop at the evidence, a person promotes
+    alias: str = "champion"
+    min_delta: float = Field(0.0, ge=0.0)       # test F1 must beat the champion's by more than this (a tie keeps it)
+    min_f1: float = Field(0.1, ge=0.0, le=1.0)  # a floor: a model that predicts only `O` (F1 0) never passes
+    min_support: NonNegativeInt = 20            # entity types with fewer test entities never reject ...
+    max_type_drop: float = Field(0.02, ge=0.0)  # ... others may lose at most this much F1
+
+
 class PipelineConfig(_Section):
     task: Literal["token-classification"] = "token-classification"
     experiment: str = "nerflow"
@@ -93,17 +105,28 @@ class PipelineConfig(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
+    promote: PromoteConfig = PromoteConfig()
 
 
 def load_config(path: Path | str, overrides: list[str] = ()) -> PipelineConfig:
-    """Read YAML, apply `a.b=value` overrides (values parsed as YAML), validate. Errors name the key."""
+    """Read YAML, apply `a.b=value` overrides (values parsed as YAML), validate. An error names where the bad key
+    came from (the override, or the file and its line) and suggests the closest valid key."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    blob = path.read_bytes()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = blob[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{blob[e.start]:02x}); save the file as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+        origins = {key: f"{path}:{line}" for key, line in _key_lines(text).items()}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of config keys")
     for item in overrides:
@@ -115,14 +138,30 @@ def load_config(path: Path | str, overrides: list[str] = ()) -> PipelineConfig:
         except yaml.YAMLError as e:
             raise ConfigError(f"override {key.strip()}: value {value!r} is not valid YAML: {e}") from None
         _set_dotted(raw, key.strip(), parsed)
+        origins[key.strip()] = f"override {item}"
     try:
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_describe(e, path)) from None
+        raise ConfigError(_describe(e, path, origins)) from None
     # Absolute paths: the resolved config logged with a run must mean the same from any working directory
     # (`nerflow rerun`). Locations are not part of any cache key, so this changes no stage's key.
     return cfg.model_copy(update={"cache_dir": cfg.cache_dir.resolve(),
                                   "data": cfg.data.model_copy(update={"dir": cfg.data.dir.resolve()})})
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """`{"train.epochs": 31, ...}`: the 1-based line of every key in a YAML mapping, nested ones dotted."""
+    lines: dict[str, int] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{prefix}{key_node.value}"
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key + ".")
+
+    walk(yaml.compose(text), "")
+    return lines
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
@@ -136,15 +175,44 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _describe(err: ValidationError, path: Path) -> str:
-    lines = []
+def _describe(err: ValidationError, path: Path, origins: dict[str, str]) -> str:
+    problems: dict[str, list[str]] = {}   # per key: a union type gives one error per member, said as one
     for e in err.errors():
-        key = ".".join(_field_path(e["loc"]))
+        parts = _field_path(e["loc"])
+        key = ".".join(parts)
         if e["type"] == "extra_forbidden":
-            lines.append(f"config key {key!r} does not exist")
+            close = difflib.get_close_matches(parts[-1], _section_fields(parts[:-1]), n=1, cutoff=0.6)
+            hint = f" (did you mean {'.'.join([*parts[:-1], close[0]])!r}?)" if close else ""
+            problems.setdefault(key, []).append(f"does not exist{hint}")
         else:
-            lines.append(f"config key {key!r}: {e['msg']} (got {e.get('input')!r})")
-    return f"{path}: " + "; ".join(lines)
+            problems.setdefault(key, []).append(f"{e['msg'][0].lower()}{e['msg'][1:]} (got {e.get('input')!r})")
+    return "; ".join(f"{_origin(key, path, origins)}: config key {key!r} {' or '.join(msgs)}" if msgs[0].startswith("does not")
+                     else f"{_origin(key, path, origins)}: config key {key!r}: {' or '.join(msgs)}"
+                     for key, msgs in problems.items())
+
+
+def _origin(key: str, path: Path, origins: dict[str, str]) -> str:
+    """Where a key was set: its override or file line; else the first key set under it; else its section's."""
+    if key in origins:
+        return origins[key]
+    below = [where for k, where in origins.items() if k.startswith(key + ".")]
+    if below:
+        return below[0]
+    parts = key.split(".")
+    return next((origins[".".join(parts[:n])] for n in range(len(parts) - 1, 0, -1)
+                 if ".".join(parts[:n]) in origins), str(path))
+
+
+def _section_fields(section: list[str]) -> list[str]:
+    """The valid keys of a config section, e.g. ["train"] -> ["epochs", "lr", ...]."""
+    model: type[BaseModel] = PipelineConfig
+    for part in section:
+        field = model.model_fields.get(part)
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
 
 
 def _field_path(loc: tuple) -> list[str]:

@@ -129,7 +129,14 @@ def read_hf(dataset_id: str, split: str) -> list[Sentence]:
     """A hub dataset with `tokens` and `ner_tags` (ClassLabel ids or strings). Needs the hub (not reachable here)."""
     import datasets  # heavy and only needed for this path
 
-    ds = datasets.load_dataset(dataset_id, split=split)
+    try:
+        ds = datasets.load_dataset(dataset_id, split=split)
+    except (FileNotFoundError, ValueError) as e:   # no such dataset or split
+        raise DataError(f"{dataset_id}[{split}]: cannot load it: {str(e).splitlines()[0]}") from None
+    missing = [c for c in ("tokens", "ner_tags") if c not in ds.column_names]
+    if missing:
+        raise DataError(f"{dataset_id}[{split}]: no column {', '.join(map(repr, missing))} (it has "
+                        f"{', '.join(ds.column_names)}); nerflow reads 'tokens' and 'ner_tags'")
     feature = ds.features["ner_tags"].feature
     names = getattr(feature, "names", None)
     return [Sentence(list(row["tokens"]), [names[t] if names else str(t) for t in row["ner_tags"]],

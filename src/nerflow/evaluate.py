@@ -34,16 +34,18 @@ class EntityScores:
     report_text: str  # seqeval classification_report, digits=4
     report: dict  # the same, JSON-ready (plain floats/ints)
 
-    def metrics(self, prefix: str) -> dict[str, float]:
-        """Flat MLflow-ready metrics: `{prefix}_f1`, `{prefix}_macro_f1`, ..., and `{prefix}_f1_{TYPE}` per type."""
-        out = {
-            f"{prefix}_precision": self.precision, f"{prefix}_recall": self.recall, f"{prefix}_f1": self.f1,
-            f"{prefix}_macro_precision": self.macro_precision, f"{prefix}_macro_recall": self.macro_recall,
-            f"{prefix}_macro_f1": self.macro_f1,
-        }
+    def metrics(self, prefix: str, per_type: tuple[str, ...] = ("f1", "precision", "recall", "support")
+                ) -> dict[str, float]:
+        """Flat MLflow-ready metrics (names in docs/metrics.md): `{prefix}f1`, `{prefix}precision`,
+        `{prefix}recall` (micro), `{prefix}f1_macro`, and `{prefix}{field}_{TYPE}` for each of `per_type`'s fields.
+        The prefix carries its own separator, e.g. `test/` -> `test/f1`, `test/f1_PER`."""
+        out = {f"{prefix}f1": self.f1, f"{prefix}precision": self.precision, f"{prefix}recall": self.recall,
+               f"{prefix}f1_macro": self.macro_f1}
         for etype, row in self.per_type.items():
             # MLflow rejects metric names with characters outside this set; entity types come from user data.
-            out[f"{prefix}_f1_{re.sub(r'[^A-Za-z0-9_./ -]', '_', etype)}"] = row["f1"]
+            name = re.sub(r"[^A-Za-z0-9_./ -]", "_", etype)
+            for field in per_type:
+                out[f"{prefix}{field}_{name}"] = float(row[field])
         return out
 
 

@@ -1,6 +1,7 @@
-"""One process per logical run, with an OS file lock (flock): the kernel releases it when its process dies, so a
-lock left by a killed run is free again at once, with no race between two processes taking over a stale lock.
-The file's content (pid, host, start time, stage keys) is for messages and for cache pruning."""
+"""One process per logical run, and one process per stage key, with OS file locks (flock): the kernel releases a
+lock when its process dies, so a lock left by a killed run is free again at once, with no race between two
+processes taking over a stale lock. The file's content (pid, host, start time, stage keys) is for messages and for
+cache pruning."""
 from __future__ import annotations
 
 import contextlib
@@ -58,6 +59,47 @@ def run_lock(root: Path, logical_run: str, keys: dict[str, str] | None = None) -
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _holder_line(holder: dict) -> str:
+    run = str(holder.get("logical_run") or "?")[:12]
+    return f"process {holder.get('pid')} on {holder.get('host')} (run {run})"
+
+
+@contextlib.contextmanager
+def stage_lock(root: Path, stage: str, key: str, logical_run: str = "", poll_s: float = 0.2) -> Iterator[dict | None]:
+    """Held while this process computes (stage, key). If another live process holds it, say so once and wait.
+    Yields the holder waited for (None: no wait), so the caller re-checks the cache: the other process may have
+    completed the very output this one was about to compute.
+
+    Waits by polling a non-blocking flock rather than one blocking call, so a signal handler that only sets a flag
+    (graceful stop) is not stuck behind another run's training."""
+    path = Path(root) / "locks" / f"stage-{stage}-{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        waited = None
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if waited is None:
+                    waited = _read(f) or {}
+                    log.info("%s: waiting for %s which is computing key %s", stage, _holder_line(waited), key)
+                time.sleep(poll_s)
+        f.seek(0)
+        f.truncate()
+        # "keys" in the run lock's shape, so cache pruning protects what is being computed
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "stage": stage,
+                   "key": key, "logical_run": logical_run, "keys": {stage: key}}, f)
+        f.flush()
+        try:
+            yield waited
+        finally:
+            f.seek(0)
+            f.truncate()
+            f.flush()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def held_locks(root: Path) -> list[dict]:
     """Locks held by live processes (on this host), for cache pruning: what a running run uses must stay."""
     out = []
@@ -66,7 +108,9 @@ def held_locks(root: Path) -> list[dict]:
             try:
                 fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                out.append({**(_read(f) or {}), "logical_run": path.stem})
+                held = _read(f) or {}
+                # a run lock is named by its logical run; a stage lock records the run it computes for
+                out.append({**held, "logical_run": held.get("logical_run") or path.stem})
                 continue
             fcntl.flock(f, fcntl.LOCK_UN)
     return out

@@ -55,3 +55,22 @@ def model_fingerprint(resolved: str, revision: str | None = None) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def weights_sha256(model_dir: Path | str) -> str:
+    """sha256 over a saved model's weight files (names and content, in name order), not its config or tokenizer
+    files: two versions with the same value hold the same parameters, whatever else was saved beside them."""
+    folder = Path(model_dir)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{folder}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(folder)).encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

@@ -6,7 +6,8 @@ imports a tracker. The weights kept in `out_dir/best` are those of the epoch wit
 Resumable: `out_dir/checkpoints` gets a checkpoint every `checkpoint_every` steps and at each epoch end (model,
 optimizer, schedule, RNG states, the loop's bookkeeping). `train` called again on the same `out_dir` continues from
 the newest readable one, mid-epoch included, and on CPU ends with exactly the weights of an uninterrupted run.
-SIGTERM (a pre-emption notice) writes a checkpoint at the next step boundary and raises `TrainingInterrupted`.
+SIGTERM (a pre-emption notice) or SIGINT (Ctrl-C) writes a checkpoint at the next step boundary and raises
+`TrainingInterrupted`.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ DELIVERED_FILE = "metrics-delivered"   # in checkpoints/: how many metric points
 
 
 class TrainingInterrupted(Exception):
-    """SIGTERM arrived: a checkpoint was written at the next step boundary and training stopped there.
+    """SIGTERM or SIGINT arrived: a checkpoint was written at the next step boundary and training stopped there.
     `train` called again with the same `out_dir` continues from it."""
 
 
@@ -115,6 +116,8 @@ class TrainResult:
     train_samples_per_s: float
     train_tokens_per_s: float
     history: list[dict] = field(default_factory=list)
+    checkpoint_seconds: float = 0.0     # spent writing checkpoints (all attempts but a crashed one's last write)
+    checkpoint_bytes: int = 0           # the size of one checkpoint (weights + optimizer state + RNG states)
 
 
 @dataclass
@@ -132,6 +135,8 @@ class LoopState:
     seen_samples: int = 0
     seen_tokens: int = 0
     train_seconds: float = 0.0      # time spent in training steps (not validation, not checkpoints)
+    checkpoint_seconds: float = 0.0  # time spent writing checkpoints: reported only, never decides anything
+    checkpoint_bytes: int = 0       # size of the newest checkpoint file
     recent_losses: list[float] = field(default_factory=list)     # since the last train_loss point
     metrics: list[tuple[int, int, dict, int]] = field(default_factory=list)  # (index, step, values, ms) not flushed
     metrics_emitted: int = 0
@@ -201,14 +206,18 @@ def train(model_path: str, tokenizer, labels: list[str], train_windows: list[Win
     log.info("training on %s: %d windows, %d steps/epoch, lr %.2e", device, len(train_windows), steps_per_epoch, lr)
 
     def checkpoint(stop) -> None:
+        started = time.perf_counter()
         path = save_checkpoint(ckpt_dir, s.step, model, optimizer, scheduler, cfg.keep_checkpoints,
                                {"run": run_id, "loop": asdict(s)})
+        # the cost of checkpointing is reported (train/checkpoint_*), so `checkpoint_every` can be chosen knowingly
+        s.checkpoint_seconds += time.perf_counter() - started
+        s.checkpoint_bytes = path.stat().st_size
         flush_metrics(s, ckpt_dir, on_metrics)
         if stop.requested:
-            raise TrainingInterrupted(f"SIGTERM: stopped at step {s.step} (epoch {s.epoch}, batch {s.batches_done}) "
+            raise TrainingInterrupted(f"{stop.signal}: stopped at step {s.step} (epoch {s.epoch}, batch {s.batches_done}) "
                                       f"after writing checkpoint {path.name}; train again on the same out_dir to continue")
 
-    with sigterm_requests_stop() as stop, contextlib.closing(Progress(total_steps, cfg.log_every, s.step)) as progress:
+    with stop_requests() as stop, contextlib.closing(Progress(total_steps, cfg.log_every, s.step)) as progress:
         while s.epoch <= cfg.epochs and not s.stopped:
             model.train()
             batches = epoch_batches(lengths, cfg.batch_size, seed, s.epoch, cfg.group_by_length)
@@ -230,7 +239,7 @@ def train(model_path: str, tokenizer, labels: list[str], train_windows: list[Win
                 progress.update(s.step, total_steps, s.recent_losses[-1], s.seen_samples / s.train_seconds)
                 if s.step % cfg.log_every == 0:
                     mean_loss = sum(s.recent_losses) / len(s.recent_losses)
-                    s.emit({"train_loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
+                    s.emit({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]})
                     s.recent_losses.clear()
                 if stop.requested or (cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0):
                     checkpoint(stop)
@@ -238,7 +247,8 @@ def train(model_path: str, tokenizer, labels: list[str], train_windows: list[Win
                                       cfg.eval_batch_size, device, autocast_dtype)
             val = score(val_gold, tags)
             s.history.append({"epoch": s.epoch, "step": s.step, "val_f1": val.f1})
-            s.emit({"val_f1": val.f1, "val_precision": val.precision, "val_recall": val.recall, "epoch": s.epoch})
+            s.emit({"val/f1": val.f1, "val/precision": val.precision, "val/recall": val.recall,
+                    "train/epoch": s.epoch})   # names: docs/metrics.md
             log.info("epoch %d: validation F1 %.4f (best %.4f)", s.epoch, val.f1, max(s.best_f1, val.f1))
             if val.f1 > s.best_f1:
                 s.best_f1, s.best_epoch, s.stale = val.f1, s.epoch, 0
@@ -250,30 +260,48 @@ def train(model_path: str, tokenizer, labels: list[str], train_windows: list[Win
                     s.stopped = True
             s.epoch, s.batches_done, s.recent_losses = s.epoch + 1, 0, []
             checkpoint(stop)   # after validation and the best model: a resume from here starts the next epoch
+        if stop.requested:     # arrived after the last checkpoint: that one is complete, the stop still holds
+            raise TrainingInterrupted(f"{stop.signal}: stopped after the last step ({s.step}); the checkpoint is "
+                                      "complete, train again on the same out_dir to finish")
     seconds = max(s.train_seconds, 1e-9)
     return TrainResult(best_dir, s.best_f1, s.best_epoch, s.epoch - 1, s.step, lr, s.seen_samples / seconds,
-                       s.seen_tokens / seconds, s.history)
+                       s.seen_tokens / seconds, s.history, s.checkpoint_seconds, s.checkpoint_bytes)
 
 
 @contextlib.contextmanager
-def sigterm_requests_stop():
-    """While training, SIGTERM only sets `stop.requested`: the loop checkpoints at the next step boundary, then
-    raises TrainingInterrupted. The previous handler is back afterwards. Handlers can only be installed in the main
-    thread; elsewhere (a Prefect worker thread) SIGTERM keeps its usual effect."""
-    stop = SimpleNamespace(requested=False)
+def stop_requests():
+    """While training, the first SIGTERM or SIGINT (Ctrl-C) only sets `stop.requested` (and `stop.signal`): the loop
+    checkpoints at the next step boundary, then raises TrainingInterrupted. A second signal goes to the handler that
+    was there before (a command line exits at once: no waiting for the checkpoint). The previous handlers are back
+    afterwards. Handlers can only be installed in the main thread; elsewhere signals keep their usual effect."""
+    stop = SimpleNamespace(requested=False, signal="")
     if threading.current_thread() is not threading.main_thread():
-        log.debug("train() runs outside the main thread: no SIGTERM handler, a pre-emption will not checkpoint")
+        log.debug("train() runs outside the main thread: no signal handler, a pre-emption will not checkpoint")
         yield stop
         return
+    watched = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in watched}
 
     def request_stop(signum, frame):
-        stop.requested = True
+        if stop.requested:   # the second one: hand it to whoever handled it before
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.signal(signum, signal.SIG_DFL)
+                signal.raise_signal(signum)
+            return
+        stop.requested, stop.signal = True, signal.Signals(signum).name
+        log.warning("%s: stopping at the next step boundary after a checkpoint (again to stop at once)",
+                    stop.signal)
 
-    previous = signal.signal(signal.SIGTERM, request_stop)
+    for s in watched:
+        signal.signal(s, request_stop)
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
 def resume(root: Path, run_id: dict, best_dir: Path, model, optimizer, scheduler) -> LoopState | None:
@@ -308,7 +336,8 @@ def resume(root: Path, run_id: dict, best_dir: Path, model, optimizer, scheduler
 
 def load_newest_checkpoint(root: Path) -> dict | None:
     """The newest checkpoint that loads. One that does not (truncated, ...) is renamed `*.corrupt`, with a warning,
-    and the one before it is tried."""
+    and the one before it is tried; only the newest `.corrupt` is kept (evidence, not an archive: each is a
+    full checkpoint)."""
     for tmp in root.glob(".step-*.tmp"):   # a save cut short
         tmp.unlink()
     for path in reversed(list_checkpoints(root)):
@@ -321,6 +350,8 @@ def load_newest_checkpoint(root: Path) -> dict | None:
         except Exception as e:  # noqa: BLE001 - whatever is wrong with it, the previous checkpoint may do
             log.warning("checkpoint %s is unusable (%s: %s); setting it aside as %s.corrupt, trying the previous one",
                         path, type(e).__name__, e, path.name)
+            for older in root.glob("step-*.corrupt"):
+                older.unlink()
             path.replace(path.with_name(path.name + ".corrupt"))
             continue
         return state
@@ -357,8 +388,13 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, keep: in
              "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
              "step": step, **position}
-    torch.save(state, tmp)
+    try:
+        torch.save(state, tmp)
+    except BaseException:   # disk full, Ctrl-C mid-write: no partial file left to count against the disk
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(target)
+    # disk use: at most `keep` checkpoints, plus the one being written while it is written
     for old in list_checkpoints(root)[:-keep]:
         old.unlink()
     return target

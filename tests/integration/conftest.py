@@ -1,8 +1,8 @@
 """Real Prefect (one temporary test server for the whole session) and a real MLflow on a temporary sqlite store."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -19,12 +19,14 @@ def prefect_server():
 
 
 @pytest.fixture(scope="session")
-def mlflow_store(tmp_path_factory) -> str:
-    """One sqlite store for the session; artifacts land next to it (see tracking.artifact_root)."""
+def mlflow_store(tmp_path_factory) -> Iterator[str]:
+    """One sqlite store for the session; artifacts land next to it (see tracking.artifact_root). The environment
+    variable is put back as it was afterwards, so nothing after these tests writes into a deleted store."""
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    return uri
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +55,14 @@ def corpus_tokenizer(corpus_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(corpus_model_dir)
+
+
+@pytest.fixture(scope="session")
+def pipeline_result(tmp_path_factory, tiny_corpus, corpus_model_dir, mlflow_store, cache_dir):
+    """The tiny corpus through the whole flow once: model `tiny-ner` version 1 @challenger."""
+    from nerflow.flows.pipeline import ner_pipeline
+
+    from .corpus import tiny_config
+
+    cfg = tiny_config(tmp_path_factory.mktemp("cfg"), tiny_corpus, corpus_model_dir, cache_dir)
+    return cfg, ner_pipeline(cfg)

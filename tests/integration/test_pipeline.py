@@ -14,13 +14,7 @@ from nerflow.tokenization import Encoder
 
 from .corpus import LONG, tiny_config
 
-@pytest.fixture(scope="session")
-def pipeline_result(tmp_path_factory, tiny_corpus, corpus_model_dir, mlflow_store, cache_dir):
-    from nerflow.flows.pipeline import ner_pipeline
-
-    cfg = tiny_config(tmp_path_factory.mktemp("cfg"), tiny_corpus, corpus_model_dir, cache_dir)
-    return cfg, ner_pipeline(cfg)
-
+METRICS_DOC = Path(__file__).parents[2] / "docs" / "metrics.md"
 
 def test_flow_registers_a_challenger_version_with_lineage_tags(pipeline_result):
     cfg, result = pipeline_result
@@ -33,8 +27,8 @@ def test_flow_registers_a_challenger_version_with_lineage_tags(pipeline_result):
     run = client.get_run(result["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["train.epochs"] == "25"
-    assert {"test_f1", "validation_f1", "train_samples_per_s", "stage_train_seconds"} <= set(run.data.metrics)
-    assert len(client.get_metric_history(result["run_id"], "train_loss")) >= 5
+    assert {"test/f1", "val/best_f1", "train/samples_per_s", "stage/train_seconds"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(result["run_id"], "train/loss")) >= 5
     artifacts = {a.path for d in ("config", "validation", "evaluation") for a in client.list_artifacts(result["run_id"], d)}
     assert {"config/resolved.yaml", "validation/report.json", "validation/report.html",
             "evaluation/test_report.json", "evaluation/test_confusion.png",
@@ -76,7 +70,7 @@ def test_loaded_model_reproduces_logged_validation_f1(pipeline_result, tiny_corp
             tags[first + 1:last + 1] = [f"I-{span['type']}"] * (last - first)
         pred_tags.append(tags)
     f1 = score([s.tags for s in sentences], pred_tags).f1
-    logged = MlflowClient().get_run(result["run_id"]).data.metrics["validation_f1"]
+    logged = MlflowClient().get_run(result["run_id"]).data.metrics["val/best_f1"]
     assert 0 < logged < 1          # the validation split holds unseen combinations: not a trivial 1.0
     assert f1 == pytest.approx(logged, abs=1e-9)
 
@@ -90,3 +84,52 @@ def test_second_run_reuses_every_stage_and_registers_nothing_new(pipeline_result
     assert again["metrics"] == first["metrics"]
     assert again["version"] == first["version"]
     assert len(MlflowClient().search_model_versions("name='tiny-ner'")) == 1
+
+
+def catalogue(types: set[str], splits: set[str], stages: set[str]) -> set[str]:
+    """docs/metrics.md's table, each `<TYPE>` / `<split>` / `<stage>` expanded: the keys a full run must log."""
+    keys: set[str] = set()
+    table = METRICS_DOC.read_text().split("\n## ")[0]   # the catalogue; later sections have tables of their own
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            names = {line.split("`")[1]}
+            for placeholder, values in (("<TYPE>", types), ("<split>", splits), ("<stage>", stages)):
+                names = {n.replace(placeholder, v) for n in names for v in values} if any(
+                    placeholder in n for n in names) else names
+            keys |= names
+    return keys
+
+
+def test_run_logs_exactly_the_documented_metrics(pipeline_result):
+    from nerflow.plan import STAGES
+
+    _, result = pipeline_result
+    client = MlflowClient()
+    run = client.get_run(result["run_id"])
+    logged = {k for k in run.data.metrics if not k.startswith("system/")}   # MLflow's own: docs/metrics.md
+    expected = catalogue({"PER", "ORG", "LOC", "PRODUCT"}, {"train", "validation", "test"}, set(STAGES))
+    assert logged == expected, (sorted(logged - expected), sorted(expected - logged))
+    # one prefix per section, and each step-0 metric is one point: nothing logged twice under one name
+    assert {k.split("/")[0] for k in logged} == {"train", "val", "test", "data", "tokenize", "stage"}
+    loop = {"train/loss", "train/lr", "train/epoch", "val/f1", "val/precision", "val/recall"}
+    for key in sorted(logged - loop - {f"stage/{s}_seconds" for s in STAGES}):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0], key
+    epochs = client.get_metric_history(run.info.run_id, "train/epoch")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/f1")] == [m.step for m in epochs]
+    best_epoch = int(run.data.metrics["train/best_epoch"])
+    (best_step,) = [m.step for m in epochs if m.value == best_epoch]
+    val_f1 = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/f1")}
+    assert val_f1[best_step] == pytest.approx(run.data.metrics["val/best_f1"], abs=1e-9)   # CPU: the same weights
+
+
+def test_run_page_has_source_description_and_log(pipeline_result):
+    _, result = pipeline_result
+    client = MlflowClient()
+    tags = client.get_run(result["run_id"]).data.tags
+    assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
+    note = tags["mlflow.note.content"]
+    assert "fine-tuned on" in note and f"version {result['version']}" in note and "test F1" in note
+    (log,) = client.list_artifacts(result["run_id"], "logs")
+    assert log.path == "logs/1.log"
+    text = Path(mlflow.artifacts.download_artifacts(run_id=result["run_id"], artifact_path=log.path)).read_text()
+    assert "train: computing" in text and "registered tiny-ner version" in text

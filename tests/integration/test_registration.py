@@ -1,26 +1,175 @@
-"""Registration is all or nothing: a failure after the version exists deletes that version again."""
+"""Registration is all or nothing: with the alias already on an older version, a real failure at each step of the
+register stage (injected in the registry's own database or in the file system, not by mocking MLflow's client)
+leaves no new version and the alias where it was, marks the run FAILED and reports the injected error.
+And a forced rerun with identical weights registers nothing new unless asked to."""
 from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 from mlflow import MlflowClient
 
+from nerflow import tasks
+from nerflow.models import weights_sha256
+from nerflow.plan import make_plan
+from nerflow.tasks import tracking
+
 from .corpus import tiny_config
 
+NAME = "rollback-ner"
 
-def test_failure_after_version_creation_leaves_no_version(monkeypatch, tmp_path, tiny_corpus, corpus_model_dir,
-                                                          cache_dir, mlflow_store):
+
+@contextlib.contextmanager
+def log_lines(logger: str) -> Iterator[list[str]]:
+    """The messages `logger` emits, caught at the logger itself: Prefect may stop its records from propagating to
+    the root logger, where caplog listens."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    target = logging.getLogger(logger)
+    level = target.level
+    target.addHandler(handler)
+    target.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        target.removeHandler(handler)
+        target.setLevel(level)
+
+
+def aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    return {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}
+
+
+@contextlib.contextmanager
+def db_fault(mlflow_store: str, table: str, event: str, when: str, message: str = "injected fault"):
+    """A trigger that makes the registry's database refuse one write: a real failure of that step."""
+    name = f"fault_{table}_{event}".lower()
+    con = sqlite3.connect(mlflow_store.removeprefix("sqlite:///"))
+    con.execute(f"CREATE TRIGGER {name} BEFORE {event} ON {table} WHEN {when} "
+                f"BEGIN SELECT RAISE(ABORT, '{message}'); END")
+    con.commit()
+    try:
+        yield
+    finally:
+        con.execute(f"DROP TRIGGER IF EXISTS {name}")
+        con.commit()
+        con.close()
+
+
+@contextlib.contextmanager
+def immovable_leftover(cfg):
+    """An incomplete folder under the register key that cannot be moved aside (immutable, which binds root too):
+    writing the stage output fails after the version exists."""
+    final = make_plan(cfg, None, tasks.sources()).stages["register"].path
+    final.mkdir(parents=True)
+    (final / "half-written.json").write_text("{")
+    if subprocess.run(["chattr", "+i", str(final)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(final)], check=True)
+
+
+# step -> (extra config, fault, error it must raise). Each case differs in `evaluate.batch_size`, so it is a new
+# registration of the same model (training reused), made while @challenger is on version 1.
+FAULTS = {
+    # tags and description are written in the version's own creation transaction: a refused tag means no version
+    "version tags": ([], lambda store, cfg: db_fault(store, "model_version_tags", "INSERT",
+                                                   f"NEW.name = '{NAME}' AND NEW.key = 'nerflow.weights_sha256'"),
+                     "Model Version creation error"),    # MLflow's message after retrying the refused insert
+    "alias move": ([], lambda store, cfg: db_fault(store, "registered_model_aliases", "UPDATE",
+                                                 f"NEW.name = '{NAME}'"), "injected fault"),
+    "reserved alias": (["registry.alias=v1"], lambda store, cfg: contextlib.nullcontext(), "reserved"),
+    "stage output": ([], lambda store, cfg: immovable_leftover(cfg), "Operation not permitted"),
+    # the stage's own record in the MLflow run, after the output is in place (its duration metric)
+    "run record": ([], lambda store, cfg: db_fault(store, "metrics", "INSERT",
+                                                 "NEW.key LIKE 'stage%register%seconds'"), "injected fault"),
+}
+
+
+@pytest.fixture(scope="module")
+def first_version(tmp_path_factory, tiny_corpus, corpus_model_dir, cache_dir, mlflow_store) -> str:
     from nerflow.flows.pipeline import ner_pipeline
 
-    def broken_alias(self, name, alias, version):
-        assert self.get_model_version(name, version)            # the version did exist when this ran
-        raise ConnectionError("registry went away while setting the alias")
+    cfg = tiny_config(tmp_path_factory.mktemp("rollback"), tiny_corpus, corpus_model_dir, cache_dir,
+                      f"registry.model_name={NAME}")
+    result = ner_pipeline(cfg)
+    assert result["new_version"] is True
+    assert aliases(MlflowClient(), NAME) == {"challenger": str(result["version"])}
+    return str(result["version"])
 
-    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", broken_alias)
-    cfg = tiny_config(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, "registry.model_name=rollback-ner")
-    with pytest.raises(ConnectionError):
+
+@pytest.mark.parametrize("step", list(FAULTS))
+def test_a_failure_at_any_step_after_the_version_exists_leaves_the_registry_as_it_was(
+        step, first_version, tmp_path, tiny_corpus, corpus_model_dir, cache_dir, mlflow_store):
+    from nerflow.flows.pipeline import ner_pipeline
+
+    extra, fault, error = FAULTS[step]
+    cfg = tiny_config(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, f"registry.model_name={NAME}",
+                      f"evaluate.batch_size={3 + list(FAULTS).index(step)}", *extra)
+    with fault(mlflow_store, cfg), pytest.raises(Exception, match=error):
         ner_pipeline(cfg)
+
     client = MlflowClient()
-    assert client.search_model_versions("name='rollback-ner'") == []
-    run = client.search_runs([client.get_experiment_by_name("nerflow-test").experiment_id],
-                             order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert [str(v.version) for v in client.search_model_versions(f"name='{NAME}'")] == [first_version]
+    assert aliases(client, NAME) == {"challenger": first_version}
+    run = tracking.find_logical_run(client, cfg.experiment, make_plan(cfg, None, tasks.sources()).logical_run)
     assert run.info.status == "FAILED"
+    assert error in run.data.tags["error"]
+
+
+def test_a_forced_rerun_with_the_same_weights_registers_no_new_version(tmp_path, tiny_corpus, corpus_model_dir,
+                                                                       cache_dir, mlflow_store):
+    from nerflow.flows.pipeline import ner_pipeline
+
+    name = "same-weights-ner"
+    cfg = tiny_config(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, f"registry.model_name={name}")
+    first = ner_pipeline(cfg)
+    client = MlflowClient()
+    (version,) = client.search_model_versions(f"name='{name}'")
+    assert version.tags["nerflow.task"] == cfg.task
+    weights = Path(cache_dir) / "train" / version.tags["nerflow.train_key"] / "model"
+    assert version.tags["nerflow.weights_sha256"] == weights_sha256(weights)
+
+    with log_lines("nerflow.register") as lines:
+        again = ner_pipeline(cfg, force_from="train")          # training recomputed: the same weights
+    assert again["new_version"] is False and again["version"] == first["version"]
+    assert f"weights identical to {name} version {first['version']}: no new version registered " \
+           "(use --force-register for one)" in lines
+    assert [str(v.version) for v in client.search_model_versions(f"name='{name}'")] == [str(version.version)]
+
+    forced = ner_pipeline(cfg, force_from="register", force_register=True)
+    assert forced["new_version"] is True and forced["version"] == first["version"] + 1
+    assert aliases(client, name) == {"challenger": str(forced["version"])}
+    record = make_plan(cfg, None, tasks.sources()).stages["register"].path / "registered.json"
+    assert json.loads(record.read_text())["version"] == forced["version"]     # the stage's record is the new one
+
+
+def test_a_failing_clean_up_is_one_warning_and_the_first_error_is_raised(
+        first_version, tmp_path, tiny_corpus, corpus_model_dir, cache_dir, mlflow_store):
+    from nerflow.flows.pipeline import ner_pipeline
+
+    cfg = tiny_config(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, f"registry.model_name={NAME}",
+                      "evaluate.batch_size=11")
+    # the alias move fails, and so does deleting the version (a soft delete: an UPDATE of its row)
+    with log_lines("nerflow.register") as lines, db_fault(mlflow_store, "registered_model_aliases", "UPDATE", f"NEW.name = '{NAME}'", "alias refused"), \
+            db_fault(mlflow_store, "model_versions", "UPDATE",
+                     f"NEW.name = '{NAME}' AND NEW.current_stage = 'Deleted_Internal'", "delete refused"), \
+            pytest.raises(Exception, match="alias refused"):
+        ner_pipeline(cfg)
+    (warning,) = [line for line in lines if "could not undo" in line]
+    assert "delete refused" in warning
+    client = MlflowClient()
+    assert aliases(client, NAME) == {"challenger": first_version}
+    leftover = [v for v in client.search_model_versions(f"name='{NAME}'") if str(v.version) != first_version]
+    for v in leftover:                  # what the failed clean-up left, so later tests see the registry as before
+        client.delete_model_version(NAME, v.version)
+    assert len(leftover) == 1

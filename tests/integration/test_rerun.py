@@ -253,25 +253,34 @@ def finished(reference, tmp_path_factory, tiny_corpus, corpus_model_dir):
     return cfg, ner_pipeline(cfg)
 
 
-def test_rerun_from_evaluate_reuses_training_and_registers_a_new_version(finished, spies, tmp_path, monkeypatch,
-                                                                         capsys):
+def test_rerun_from_evaluate_continues_the_run_and_registers_only_new_weights(finished, spies, tmp_path,
+                                                                             monkeypatch, capsys):
+    """`rerun RUN --from evaluate`: a new attempt of the same MLflow run; the weights are the same, so no new
+    version (and the output says so) unless --force-register asks for one."""
     cfg, first = finished
+    name = cfg.registry.model_name
     monkeypatch.chdir(tmp_path)                           # the config comes from the run, not from here
     assert cli.main(["rerun", first["run_id"], "--from", "evaluate"]) == 0
     out = capsys.readouterr().out
-    assert spies.ran() == {"validate": False, "tokenize": False, "train": False, "evaluate": True, "register": True}
-    assert versions_of(cfg.registry.model_name) == [first["version"], first["version"] + 1]
-    assert f"registered: {cfg.registry.model_name} version {first['version'] + 1}" in out
-    client = MlflowClient()
-    alias = client.get_model_version_by_alias(cfg.registry.model_name, cfg.registry.alias)
-    assert int(alias.version) == first["version"] + 1
-    new, old = runs_of(cfg.registry.model_name)
-    assert old.info.run_id == first["run_id"] and new.info.status == "FINISHED"
-    assert new.data.params == old.data.params             # exactly the run's resolved config
-    assert new.data.tags["config_hash"] == old.data.tags["config_hash"]
-    assert {s: new.data.tags[f"stage.{s}"] for s in STAGES} == {
+    # the register stage ran (tag below) but created no version: create_version, its spied function, was not called
+    assert spies.ran() == {"validate": False, "tokenize": False, "train": False, "evaluate": True, "register": False}
+    assert f"weights identical to {name} version {first['version']}: no new version registered" in out
+    assert versions_of(name) == [first["version"]]
+    (run,) = runs_of(name)                                # the same MLflow run, one attempt more
+    assert run.info.run_id == first["run_id"] and run.info.status == "FINISHED"
+    assert run.data.tags["nerflow.attempts"] == "2"
+    assert {s: run.data.tags[f"stage.{s}"] for s in STAGES} == {
         "validate": "reused", "tokenize": "reused", "train": "reused", "evaluate": "computed", "register": "computed"}
-    assert new.data.metrics["test_f1"] == first["metrics"]["test_f1"]
+    assert run.data.metrics["test/f1"] == first["metrics"]["test/f1"]
+
+    assert cli.main(["rerun", first["run_id"], "--from", "register", "--force-register"]) == 0
+    out = capsys.readouterr().out
+    assert versions_of(name) == [first["version"], first["version"] + 1]
+    assert f"registered: {name} version {first['version'] + 1}" in out
+    alias = MlflowClient().get_model_version_by_alias(name, cfg.registry.alias)
+    assert int(alias.version) == first["version"] + 1
+    (run,) = runs_of(name)
+    assert run.info.run_id == first["run_id"] and run.data.tags["nerflow.attempts"] == "3"
 
 
 def test_runs_lists_status_and_the_failed_stage(bad_data_run, reference, capsys):
@@ -280,7 +289,8 @@ def test_runs_lists_status_and_the_failed_stage(bad_data_run, reference, capsys)
     assert cli.main(["runs", "--limit", "200"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "failed stage" in lines[0] and "status" in lines[0]
-    (failed_line,) = [line for line in lines if failed.info.run_id in line]
+    (failed_line, continue_line) = [line for line in lines if failed.info.run_id in line]
     assert failed_line.split()[2:5] == ["FAILED", "1", "validate"]
+    assert continue_line.split() == ["continue:", "nerflow", "rerun", failed.info.run_id]
     (ok_line,) = [line for line in lines if ok["run_id"] in line]
     assert ok_line.split()[2:5] == ["FINISHED", "1", "-"]

@@ -33,7 +33,7 @@ REPEATS = 20                     # ([LONG] + SHORT) * 20: 140 windows of max_len
 BATCH, CHECKPOINT_EVERY, EPOCHS, LOG_EVERY = 4, 10, 4, 2
 TRAIN = [f"train.epochs={EPOCHS}", f"train.batch_size={BATCH}", f"train.checkpoint_every={CHECKPOINT_EVERY}",
          f"train.log_every={LOG_EVERY}", "train.num_threads=1", "train.device=cpu", "train.precision=fp32"]
-STEP_METRICS = ("train_loss", "lr", "val_f1", "val_precision", "val_recall", "epoch")
+STEP_METRICS = ("train/loss", "train/lr", "val/f1", "val/precision", "val/recall", "train/epoch")   # docs/metrics.md
 RESUMED = re.compile(r"resuming from checkpoint step (\d+) \(epoch (\d+), batch (\d+)\)")
 
 
@@ -113,7 +113,7 @@ def start_pipeline(cfg_path: Path, cwd: Path, mlflow_store: str) -> tuple[subpro
 
 
 def points_covered(step: int, steps_per_epoch: int) -> int:
-    """Metric points emitted up to `step`: a train_loss/lr point every LOG_EVERY steps, a validation point per epoch."""
+    """Metric points emitted up to `step`: a train/loss+lr point every LOG_EVERY steps, a validation point per epoch."""
     return step // LOG_EVERY + step // steps_per_epoch
 
 
@@ -167,7 +167,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_equals_the_uninterrupted_run(
     assert killed.data.tags["nerflow.logical_run"] == plan.logical_run
     assert killed.data.tags["nerflow.attempts"] == "1"
     delivered = {key: metric_history(client, run_id, key) for key in STEP_METRICS}
-    assert len(delivered["train_loss"]) >= checkpointed // LOG_EVERY   # what the checkpoint covers reached MLflow
+    assert len(delivered["train/loss"]) >= checkpointed // LOG_EVERY   # what the checkpoint covers reached MLflow
 
     final = []
     caplog.set_level(logging.INFO, logger="nerflow.train")

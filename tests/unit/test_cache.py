@@ -55,6 +55,58 @@ def test_a_failed_rewrite_keeps_the_previous_output(tmp_path):
     assert [p.name for p in (tmp_path / "evaluate").iterdir()] == ["k1"]
 
 
+def test_a_complete_entry_is_never_replaced_under_a_reader(tmp_path):
+    """Another process may be reading the folder: a second output of the same key is dropped, the first stays."""
+    folder = write_entry(tmp_path, "train", "k1", {"model/weights.bin": "first"})
+    reader = (folder / "model" / "weights.bin").open()
+    inode = folder.stat().st_ino
+    with cache.stage_output(tmp_path, "train", "k1") as out:
+        (out / "model").mkdir()
+        (out / "model" / "weights.bin").write_text("second")
+    assert folder.stat().st_ino == inode and reader.read() == "first"
+    assert (folder / "model" / "weights.bin").read_text() == "first"
+    assert cache.lookup(tmp_path, "train", "k1") == folder
+    assert [p.name for p in (tmp_path / "train").iterdir()] == ["k1"]             # the new output is gone
+    reader.close()
+
+
+@pytest.mark.parametrize("leftover", ["no manifest", "damaged", "a file"])
+def test_an_incomplete_folder_under_the_key_is_replaced(tmp_path, leftover):
+    final = tmp_path / "train" / "k1"
+    if leftover == "a file":
+        final.parent.mkdir(parents=True)
+        final.write_text("stray")
+    elif leftover == "damaged":
+        write_entry(tmp_path, "train", "k1", {"w.bin": "old weights"})
+        (final / "w.bin").write_text("torn")
+    else:
+        (final / "model").mkdir(parents=True)
+        (final / "model" / "half.bin").write_text("half")
+    with cache.stage_output(tmp_path, "train", "k1") as out:
+        (out / "w.bin").write_text("new weights")
+    assert cache.lookup(tmp_path, "train", "k1") == final
+    assert (final / "w.bin").read_text() == "new weights"
+    assert [p.name for p in (tmp_path / "train").iterdir()] == ["k1"]             # the old one moved aside, deleted
+
+
+def test_weights_hash_covers_weights_only(tmp_path):
+    from nerflow.models import weights_sha256
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"\1\2\3" * 1000)
+        (d / "config.json").write_text("{}")
+    (b / "config.json").write_text('{"other": 1}')                                 # not weights: same hash
+    assert weights_sha256(a) == weights_sha256(b)
+    assert len(weights_sha256(a)) == 64
+    (b / "model.safetensors").write_bytes(b"\1\2\4" + b"\1\2\3" * 999)         # one byte: another hash
+    assert weights_sha256(a) != weights_sha256(b)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no weight files"):
+        weights_sha256(tmp_path / "empty")
+
+
 @pytest.mark.parametrize("damage", ["truncate", "delete", "add", "manifest"])
 def test_lookup_rejects_an_entry_that_no_longer_matches_its_manifest(tmp_path, damage):
     folder = write_entry(tmp_path, "train", "k1", {"model/model.safetensors": "weights" * 100, "train.json": "{}"})

@@ -89,7 +89,41 @@ def test_unknown_key_fails_naming_it(cfg_file, override, key):
 def test_unknown_key_in_the_file_fails_naming_it(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  epocs: 3\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"c\.yaml: config key 'train\.epocs' does not exist"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:2: config key 'train\.epocs' does not exist "
+                                          r"\(did you mean 'train\.epochs'\?\)$"):
+        load_config(path)
+
+
+def test_unknown_key_from_an_override_blames_the_override_not_the_file(cfg_file):
+    with pytest.raises(ConfigError, match=r"^override train\.epocs=1: config key 'train\.epocs' does not exist "
+                                          r"\(did you mean 'train\.epochs'\?\)$"):
+        load_config(cfg_file, ["train.epocs=1"])
+
+
+def test_unknown_section_suggests_the_closest_and_far_misses_suggest_nothing(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("experiment: x\ndatta:\n  dir: .\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c\.yaml:2: config key 'datta' does not exist \(did you mean 'data'\?\)"):
+        load_config(path)
+    far = tmp_path / "far.yaml"
+    far.write_text("train:\n  zzzz: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"far\.yaml:2: config key 'train\.zzzz' does not exist$"):
+        load_config(far)
+
+
+def test_a_value_of_a_union_type_is_one_message_with_its_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 1\ntrain:\n  epochs: 2\n  lr: fast\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).count("config key 'train.lr'") == 1
+    assert str(err.value).startswith(f"{path}:4: config key 'train.lr': ") and "or input should be 'auto'" in str(err.value)
+
+
+def test_config_file_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"experiment: x\nregistry:\n  model_name: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:3: not UTF-8 \(byte 0xe9\)"):
         load_config(path)
 
 
@@ -146,7 +180,7 @@ def test_config_path_that_is_a_directory(tmp_path):
 def test_invalid_yaml_file(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError, match=rf"bad\.yaml: {message}"):
+    with pytest.raises(ConfigError, match=rf"bad\.yaml(:\d+)?: {message}"):
         load_config(path)
 
 

@@ -116,13 +116,21 @@ def test_per_type_numbers(mixed):
                                                                            approx(2 / 3))
 
 
-def test_metrics_are_flat_and_prefixed(mixed):
-    assert mixed.metrics("test") == {
-        "test_precision": approx(2 / 3), "test_recall": approx(2 / 3), "test_f1": approx(2 / 3),
-        "test_macro_precision": approx(0.75), "test_macro_recall": approx(0.75), "test_macro_f1": approx(2 / 3),
-        "test_f1_LOC": approx(2 / 3), "test_f1_PER": approx(2 / 3),
+def test_metrics_are_flat_and_named_as_in_the_catalogue(mixed):
+    # docs/metrics.md: micro P/R/F1, macro F1, then the per-type fields asked for
+    assert mixed.metrics("test/") == {
+        "test/precision": approx(2 / 3), "test/recall": approx(2 / 3), "test/f1": approx(2 / 3),
+        "test/f1_macro": approx(2 / 3),
+        "test/f1_LOC": approx(2 / 3), "test/precision_LOC": approx(0.5), "test/recall_LOC": approx(1.0),
+        "test/support_LOC": 1.0,
+        "test/f1_PER": approx(2 / 3), "test/precision_PER": approx(1.0), "test/recall_PER": approx(0.5),
+        "test/support_PER": 2.0,
     }
-    assert all(type(v) is float for v in mixed.metrics("x").values())
+    assert mixed.metrics("val/best_", per_type=("f1",)) == {
+        "val/best_precision": approx(2 / 3), "val/best_recall": approx(2 / 3), "val/best_f1": approx(2 / 3),
+        "val/best_f1_macro": approx(2 / 3), "val/best_f1_LOC": approx(2 / 3), "val/best_f1_PER": approx(2 / 3),
+    }
+    assert all(type(v) is float for v in mixed.metrics("x/").values())
 
 
 def test_report_is_json_ready_and_text_has_four_digits(mixed):
@@ -136,7 +144,7 @@ def test_report_is_json_ready_and_text_has_four_digits(mixed):
 def test_hyphenated_type_and_metric_name():
     s = score([["B-WORK-OF-ART", "I-WORK-OF-ART"]], [["B-WORK-OF-ART", "I-WORK-OF-ART"]])
     assert s.per_type["WORK-OF-ART"]["f1"] == 1.0
-    assert s.metrics("val")["val_f1_WORK-OF-ART"] == 1.0
+    assert s.metrics("val/best_")["val/best_f1_WORK-OF-ART"] == 1.0
 
 
 # the last case has tags but no strict entity on either side (stray I-X only)
@@ -145,7 +153,7 @@ def test_no_entities_at_all_gives_zeros(gold, pred):
     s = score(gold, pred)
     assert (s.precision, s.recall, s.f1, s.macro_precision, s.macro_recall, s.macro_f1) == (0, 0, 0, 0, 0, 0)
     assert s.per_type == {}
-    assert s.metrics("test")["test_f1"] == 0.0
+    assert s.metrics("test/")["test/f1"] == 0.0
     json.dumps(s.report)
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
-from nerflow.data import read_hf
+import pytest
+
+from nerflow.data import DataError, read_hf
 
 NAMES = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -23,3 +25,9 @@ def test_read_hf_keeps_string_tags(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"tokens": ["Anna", "said"], "ner_tags": ["B-PER", "O"]}\n')
     (sentence,) = read_hf(str(tmp_path), "train")
     assert sentence.tags == ["B-PER", "O"]
+
+
+def test_read_hf_without_the_tag_column_names_it(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"tokens": ["Anna", "said"], "labels": ["B-PER", "O"]}\n')
+    with pytest.raises(DataError, match=r"\[train\]: no column 'ner_tags' \(it has tokens, labels\)"):
+        read_hf(str(tmp_path), "train")

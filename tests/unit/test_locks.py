@@ -91,3 +91,115 @@ def test_held_locks_lists_only_live_ones(tmp_path, dead_pid):
         assert held["pid"] == os.getpid()
     assert held_locks(tmp_path) == []
     assert held_locks(tmp_path / "no-cache-yet") == []
+
+
+# ------------------------------------------------------------------------------------------------ stage-key locks
+HOLDER = """import sys, time
+from pathlib import Path
+from nerflow import cache
+from nerflow.locks import stage_lock
+root = Path(sys.argv[1])
+with stage_lock(root, "train", "k1", "run-of-the-other-process"):
+    print("held", flush=True)
+    if sys.stdin.readline().strip() == "complete":
+        with cache.stage_output(root, "train", "k1") as out:
+            (out / "model.bin").write_text("weights")
+"""
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """Another live process holding the stage lock of (train, k1); tell it 'complete' or 'quit' on stdin."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def release_later(proc, answer: str, after_s: float = 0.5) -> None:
+    import threading
+
+    def go():
+        time.sleep(after_s)
+        proc.stdin.write(answer + "\n")
+        proc.stdin.flush()
+
+    threading.Thread(target=go, daemon=True).start()
+
+
+def test_a_stage_key_held_by_another_process_is_waited_for_with_one_line(tmp_path, holder, caplog):
+    from nerflow import cache
+    from nerflow.locks import stage_lock
+
+    (held,) = held_locks(tmp_path)     # what cache pruning sees: the key being computed is protected
+    assert held["pid"] == holder.pid and held["keys"] == {"train": "k1"}
+    assert held["logical_run"] == "run-of-the-other-process"
+    release_later(holder, "complete")
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="nerflow.locks"):
+        with stage_lock(tmp_path, "train", "k1", "my-run", poll_s=0.05) as waited:
+            assert time.monotonic() - started >= 0.4                      # it really waited for the release
+            assert waited["pid"] == holder.pid
+            assert cache.lookup(tmp_path, "train", "k1") is not None      # what the caller reuses
+            (mine,) = held_locks(tmp_path)
+            assert mine["pid"] == os.getpid() and mine["logical_run"] == "my-run"
+    (line,) = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    assert line == (f"train: waiting for process {holder.pid} on {socket.gethostname()} "
+                    "(run run-of-the-o) which is computing key k1")
+    assert held_locks(tmp_path) == []
+
+
+def test_a_free_stage_key_is_not_waited_for_and_a_killed_holder_frees_it(tmp_path, holder):
+    from nerflow.locks import stage_lock
+
+    with stage_lock(tmp_path, "train", "other-key") as waited:          # another key: no wait
+        assert waited is None
+    holder.kill()
+    holder.wait()
+    with stage_lock(tmp_path, "train", "k1", poll_s=0.05) as waited:    # the kernel released the dead one's lock
+        assert waited is None
+
+
+class FakeClient:
+    """Stands in for MlflowClient in run_stage: records the tags it logs."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.tags: dict[str, str] = {}
+        self.run = SimpleNamespace(data=SimpleNamespace(tags={"nerflow.logical_run": "my-logical-run"}))
+
+    def get_run(self, run_id):
+        return self.run
+
+    def log_batch(self, run_id, metrics=(), tags=(), params=()):
+        self.tags.update({t.key: t.value for t in tags})
+
+
+def test_run_stage_reuses_what_a_concurrent_run_computed_while_it_waited(tmp_path, holder, caplog):
+    from nerflow.plan import StagePlan
+    from nerflow.tasks.stage import run_stage
+
+    step = StagePlan("train", "k1", {}, tmp_path / "train" / "k1", complete=False)
+    computed = []
+    release_later(holder, "complete")
+    client = FakeClient()
+    with caplog.at_level(logging.INFO):
+        result = run_stage(client, "run-id", tmp_path, step, computed.append)
+    assert computed == [] and result["reused"] is True
+    assert client.tags["stage.train"] == "reused"
+    assert f"train: reusing {step.path}, computed by a concurrent run" in caplog.text
+
+
+def test_run_stage_computes_when_the_holder_gave_up(tmp_path, holder):
+    from nerflow.plan import StagePlan
+    from nerflow.tasks.stage import run_stage
+
+    step = StagePlan("train", "k1", {}, tmp_path / "train" / "k1", complete=False)
+    release_later(holder, "quit")                   # released without completing (failed, or stopped)
+    client = FakeClient()
+    result = run_stage(client, "run-id", tmp_path, step, lambda out: (out / "model.bin").write_text("mine"))
+    assert result["reused"] is False and client.tags["stage.train"] == "computed"
+    assert (step.path / "model.bin").read_text() == "mine"

@@ -120,12 +120,17 @@ def test_moving_and_renaming_the_data_files_changes_nothing(project):
 
 
 @pytest.fixture
-def library_copy(tmp_path, monkeypatch) -> Path:
-    """A copy of src/nerflow that the plan fingerprints instead of the real one."""
+def library_copy(tmp_path) -> Path:
+    """A copy of src/nerflow; `fingerprint_copy` makes the plan hash it instead of the real one, so a test compares
+    the real library (before) with an edited copy (after), never one library with itself."""
     copy = tmp_path / "src-copy" / "nerflow"
     shutil.copytree(cache.SRC, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(cache, "SRC", copy)
     return copy
+
+
+def fingerprint_copy(monkeypatch, copy: Path) -> None:
+    assert cache.SRC != copy
+    monkeypatch.setattr(cache, "SRC", copy)
 
 
 def edit_a_function(module: Path) -> None:
@@ -140,9 +145,13 @@ def edit_a_function(module: Path) -> None:
     compile(module.read_text(), str(module), "exec")    # still valid Python
 
 
-def test_a_copy_of_the_library_changes_nothing(project, library_copy):
-    complete_cache(make_plan(config(project)))          # under the real library
-    assert make_plan(config(project)).first_to_compute() is None
+def test_a_copy_of_the_library_changes_nothing(project, library_copy, monkeypatch):
+    real = make_plan(config(project))                   # under the real library
+    complete_cache(real)
+    fingerprint_copy(monkeypatch, library_copy)
+    copied = make_plan(config(project))
+    assert keys(copied) == keys(real)
+    assert copied.first_to_compute() is None
 
 
 @pytest.mark.parametrize("module,first_changed", [
@@ -152,10 +161,13 @@ def test_a_copy_of_the_library_changes_nothing(project, library_copy):
     ("serving", "register"),
     ("synthetic", None),                     # no stage runs it
 ])
-def test_editing_library_code_changes_the_stages_that_run_it(project, library_copy, module, first_changed):
-    before = make_plan(config(project))
+def test_editing_library_code_changes_the_stages_that_run_it(project, library_copy, monkeypatch, module,
+                                                             first_changed):
+    before = make_plan(config(project))                 # the real library
     complete_cache(before)
     edit_a_function(library_copy / f"{module}.py")
+    assert (library_copy / f"{module}.py").read_bytes() != (cache.SRC / f"{module}.py").read_bytes()
+    fingerprint_copy(monkeypatch, library_copy)
     plan = make_plan(config(project))
     expected = list(STAGES[STAGES.index(first_changed):]) if first_changed else []
     assert changed(keys(before), keys(plan)) == expected

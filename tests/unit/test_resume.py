@@ -244,3 +244,49 @@ def test_outside_the_main_thread_no_handler_is_installed(data, tiny_tokenizer, t
     assert "error" not in outcome, outcome.get("error")
     assert outcome["result"].steps == 10
     assert signal.getsignal(signal.SIGTERM) is handler_before
+
+
+def checkpoint_files(root: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in root.iterdir() if p.name != "metrics-delivered"}
+
+
+@pytest.mark.parametrize("keep", [1, 2])
+def test_disk_use_stays_bounded_over_many_saves_crashes_and_corruptions(keep, tmp_path):
+    """`keep_checkpoints` bounds the folder: at most `keep` checkpoints, no `.tmp` left by a failed write, and at most
+    one `.corrupt` however many torn checkpoints were set aside."""
+    from nerflow.train import load_newest_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(64, 64)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    model(torch.randn(2, 64)).sum().backward()
+    optimizer.step()   # AdamW state exists: a checkpoint is ~3x the weights
+    position = {"run": {}, "loop": {}}
+    one = save_checkpoint(tmp_path, 0, model, optimizer, scheduler, keep, position).stat().st_size
+    assert one > 3 * 64 * 65 * 4   # weights + two AdamW moments, fp32
+    for step in range(1, 41):
+        save_checkpoint(tmp_path, step, model, optimizer, scheduler, keep, position)
+        if step % 10 == 0:   # a torn newest checkpoint, found by the next resume
+            newest = list_checkpoints(tmp_path)[-1]
+            newest.write_bytes(newest.read_bytes()[:100])
+            assert load_newest_checkpoint(tmp_path) is not None or keep == 1
+        if step % 7 == 0:    # a write that fails half-way (disk full): no partial file stays behind
+            with pytest.MonkeyPatch.context() as mp:
+                def torn_save(state, path):
+                    Path(path).write_bytes(b"partial")
+                    raise OSError("No space left on device")
+                mp.setattr(torch, "save", torn_save)
+                with pytest.raises(OSError):
+                    save_checkpoint(tmp_path, 1000 + step, model, optimizer, scheduler, keep, position)
+        files = checkpoint_files(tmp_path)
+        assert len([n for n in files if not n.endswith(".corrupt")]) <= keep, files
+        assert len([n for n in files if n.endswith(".corrupt")]) <= 1, files
+        assert not [n for n in files if n.endswith(".tmp")], files
+        assert sum(files.values()) <= (keep + 1) * one * 1.01, files
+
+
+def test_checkpoint_cost_is_reported(reference):
+    result = reference["result"]
+    newest = list_checkpoints(reference["out"] / "checkpoints")[-1]
+    assert result.checkpoint_bytes == newest.stat().st_size
+    assert result.checkpoint_seconds > 0

@@ -1,0 +1,71 @@
+"""`nerflow cache ls | prune`: the stage cache, never pruning what an aliased model or a live run depends on."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from nerflow.config import ConfigError
+
+
+def cmd_cache_ls(args: argparse.Namespace) -> int:
+    from nerflow import cache
+
+    entries = cache.list_entries(args.cache_dir)
+    total = 0
+    for e in entries:
+        total += e.bytes
+        print(f"{e.stage:<9} {e.key}  {e.bytes / 1e6:>9.1f} MB  {time.strftime('%Y-%m-%d %H:%M', time.localtime(e.modified))}"
+              f"{'' if e.complete else '  (partial: checkpoints of an unfinished run)'}")
+    print(f"{len(entries)} entries, {total / 1e6:.1f} MB in {args.cache_dir}")
+    return 0
+
+
+def protected_keys(cache_dir: Path) -> set[str]:
+    """Stage keys that a model with an alias or a live run depends on."""
+    from mlflow import MlflowClient
+
+    from nerflow.locks import held_locks
+    from nerflow.tasks import tracking
+
+    tracking.configure()
+    client = MlflowClient()
+    keys: set[str] = set()
+    for model in client.search_registered_models():
+        for version in {str(v) for v in (model.aliases or {}).values()}:
+            tags = client.get_model_version(model.name, version).tags
+            keys |= {v for k, v in tags.items() if k.startswith("nerflow.") and k.endswith("_key")}
+    for lock in held_locks(cache_dir):
+        keys |= set(lock.get("keys", {}).values())
+    return keys
+
+
+def cmd_cache_prune(args: argparse.Namespace) -> int:
+    from nerflow import cache
+
+    if args.keep is None and args.older_than is None:
+        raise ConfigError("nerflow cache prune needs --keep N and/or --older-than DAYS")
+    protected = protected_keys(args.cache_dir)
+    doomed = cache.select_prunable(cache.list_entries(args.cache_dir), args.keep,
+                                   args.older_than * 86400 if args.older_than is not None else None, protected)
+    for e in doomed:
+        print(f"{'would remove' if args.dry_run else 'removing'} {e.stage}/{e.path.name} ({e.bytes / 1e6:.1f} MB)")
+        if not args.dry_run:
+            cache.remove(e)
+    print(f"{len(doomed)} entries, {sum(e.bytes for e in doomed) / 1e6:.1f} MB"
+          f"{' would be' if args.dry_run else ''} freed; {len(protected)} keys protected (aliased models, live runs)")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    cache_p = sub.add_parser("cache", help="stage cache: list or prune")
+    cache_sub = cache_p.add_subparsers(dest="cache_command", required=True)
+    ls = cache_sub.add_parser("ls", help="entries and sizes")
+    ls.add_argument("--cache-dir", type=Path, default=Path(".cache/nerflow"))
+    ls.set_defaults(func=cmd_cache_ls)
+    prune = cache_sub.add_parser("prune", help="remove old entries (never those of aliased models or live runs)")
+    prune.add_argument("--cache-dir", type=Path, default=Path(".cache/nerflow"))
+    prune.add_argument("--keep", type=int, help="keep the newest N entries of each stage")
+    prune.add_argument("--older-than", type=float, metavar="DAYS", help="remove entries older than DAYS")
+    prune.add_argument("--dry-run", action="store_true")
+    prune.set_defaults(func=cmd_cache_prune)

@@ -1,0 +1,39 @@
+"""`nerflow validate` (the data checks alone: no training, no tracking) and `nerflow make-sample`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from nerflow.config import load_config
+    from nerflow.data import load_corpus
+    from nerflow.validate import ValidationFailed, validate_corpus
+
+    cfg = load_config(args.config, args.overrides)
+    corpus = load_corpus(cfg.data)
+    report = validate_corpus(corpus, cfg.data)
+    if not report.passed:
+        raise ValidationFailed(report.summary())
+    print(report.summary())
+    print("data OK: " + ", ".join(f"{split} {len(s)} sentences" for split, s in corpus.items()))
+    return 0
+
+
+def cmd_make_sample(args: argparse.Namespace) -> int:
+    from nerflow.synthetic import generate_corpus
+
+    paths = generate_corpus(Path(args.out_dir), seed=args.seed)
+    print(f"synthetic corpus in {Path(args.out_dir)}: " + ", ".join(p.name for p in paths.values()))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    val = sub.add_parser("validate", help="run only the data checks")
+    val.add_argument("config", type=Path)
+    val.add_argument("overrides", nargs="*")
+    val.set_defaults(func=cmd_validate)
+    sample = sub.add_parser("make-sample", help="write the seeded synthetic quickstart corpus")
+    sample.add_argument("out_dir", nargs="?", default="data/generated/quickstart")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(func=cmd_make_sample)

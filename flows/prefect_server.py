@@ -1,0 +1,159 @@
+"""The temporary Prefect server of one nerflow command, which no terminal signal reaches and no death orphans.
+
+Without `PREFECT_API_URL` Prefect starts a temporary server as a child in the command's process group, so a Ctrl-C
+at the terminal stops the server first and the flow then floods the terminal with "Error logging to API" while
+training goes on. nerflow starts that server itself instead:
+- in its own session (`start_new_session`): the terminal's SIGINT reaches nerflow, which stops the server last;
+- with `PR_SET_PDEATHSIG` (Linux): the kernel sends it SIGTERM when nerflow dies, kill -9 included;
+- with a pid file under `<prefect home>/servers/`: the next nerflow command stops any server whose owner is gone
+  (the fallback where the death signal does not exist).
+With `PREFECT_API_URL` set (a real server), nothing is started.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger("nerflow.prefect")
+PR_SET_PDEATHSIG = 1
+
+
+class ServiceUnavailable(RuntimeError):
+    """A server nerflow needs (MLflow, Prefect) cannot be reached or started."""
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def servers_dir() -> Path:
+    """`<prefect home>/servers`, found as Prefect finds its home (environment, ./prefect.toml, ~/.prefect) but
+    without importing Prefect: the "nothing to do" path must stay light."""
+    import tomllib
+
+    home = os.environ.get("PREFECT_HOME")
+    if not home and Path("prefect.toml").is_file():
+        with contextlib.suppress(OSError, tomllib.TOMLDecodeError):
+            home = tomllib.loads(Path("prefect.toml").read_text()).get("home")
+    return Path(home or Path.home() / ".prefect").expanduser() / "servers"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_orphans() -> list[int]:
+    """Stop temporary servers whose nerflow process is gone (killed before it could stop them)."""
+    stopped = []
+    for pidfile in servers_dir().glob("*.json") if servers_dir().is_dir() else []:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            info = json.loads(pidfile.read_text())
+            if _alive(info["owner"]):
+                continue
+            if _alive(info["pid"]):
+                os.kill(info["pid"], signal.SIGTERM)
+                stopped.append(info["pid"])
+                log.info("stopped an orphaned temporary Prefect server (pid %s, port %s) of dead process %s",
+                         info["pid"], info["port"], info["owner"])
+            pidfile.unlink()
+    return stopped
+
+
+def _start(port: int) -> subprocess.Popen:
+    import prefect
+    from prefect.settings import get_current_settings
+
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+           **get_current_settings().to_environment_variables(exclude_unset=True)}
+    env.pop("PREFECT_API_URL", None)
+    args = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+            "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "error", "--lifespan", "on"]
+    return subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=_die_with_parent,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+                raise ServiceUnavailable(f"the temporary Prefect server exited with code {proc.returncode}: {err}")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"{url}/health").status_code == 200:
+                    return
+            time.sleep(0.1)
+    raise ServiceUnavailable(f"the temporary Prefect server did not answer on {url} within {timeout:.0f} s "
+                             "(raise server.ephemeral.startup_timeout_seconds in prefect.toml, or set "
+                             "PREFECT_API_URL to a running server)")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[str]:
+    """The API URL flows report to: `PREFECT_API_URL` when set, else a temporary server started for this command
+    and stopped when the block ends (last, after the flow has recorded its final state)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield configured
+        return
+    stop_orphans()
+    port = free_port()
+    proc = _start(port)
+    pidfile = servers_dir() / f"{proc.pid}.json"
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(json.dumps({"pid": proc.pid, "owner": os.getpid(), "port": port, "started": time.time()}))
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        log.info("starting a temporary Prefect server on %s (set PREFECT_API_URL to use a running one)", url)
+        _wait_healthy(proc, url, float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        _drain_logs()   # log lines still queued for the API go out while it is up
+        stop(proc)
+        pidfile.unlink(missing_ok=True)
+
+
+def _drain_logs() -> None:
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(Exception):
+        APILogWorker.drain_all(timeout=5)

@@ -1,0 +1,133 @@
+"""What a pipeline run's MLflow page shows besides params and metrics: who started it and how ("Created by",
+"Source"), a description, system metrics while it runs, and its log file per attempt.
+
+Context managers and helpers that `flows/pipeline.py` wraps around the stages; each is independent of the others.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from mlflow import MlflowClient
+
+from nerflow.config import PipelineConfig
+from nerflow.tasks.tracking import attempt_of, git_state, log_tags, tracking_uri
+
+log = logging.getLogger("nerflow.tracking")
+NOTE_TAG = "mlflow.note.content"   # the run page's "Description"
+SYSTEM_METRICS_INTERVAL_S = 10.0
+
+
+def opening_tags(cfg: PipelineConfig) -> dict[str, str]:
+    """Tags of a new run: its source, and a description that the end of the run completes."""
+    return {**source_tags(), NOTE_TAG: run_description(cfg, {}, None)}
+
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's reserved tags behind the run page's "Created by" and "Source": the OS user, the command, LOCAL for
+    a command at a terminal or JOB for a flow run a Prefect worker started (it sets PREFECT__FLOW_RUN_ID), and
+    the git commit."""
+    import getpass
+    import shlex
+    import sys
+
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):   # no user name for this uid (some containers)
+        user = str(os.getuid())
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program in ("nerflow", "cli.py", "__main__.py"):   # the console script or `python -m nerflow.flows.cli`
+        program = "nerflow"
+    tags = {MLFLOW_USER: user, MLFLOW_SOURCE_NAME: shlex.join([program, *sys.argv[1:]])[:500],
+            MLFLOW_SOURCE_TYPE: "JOB" if os.environ.get("PREFECT__FLOW_RUN_ID") else "LOCAL"}
+    commit = git_state()["git_commit"]
+    return {**tags, MLFLOW_GIT_COMMIT: commit} if commit != "unknown" else tags
+
+
+def run_description(cfg: PipelineConfig, metrics: dict[str, float], registered: dict | None) -> str:
+    """The run's description (Markdown): data, base model, and once known the scores and registered version."""
+    data = cfg.data.hf_dataset if cfg.data.format == "hf" and cfg.data.hf_dataset else cfg.data.dir
+    sizes = "/".join(f"{int(metrics[f'data/sentences_{s}']):,}" for s in ("train", "validation", "test")
+                     if f"data/sentences_{s}" in metrics)
+    lines = [f"{cfg.task}: `{cfg.model.name_or_path}` fine-tuned on `{data}`"
+             + (f" ({sizes} sentences train/validation/test)" if sizes.count("/") == 2 else "") + "."]
+    if "test/f1" in metrics:
+        best = f" (epoch {int(metrics['train/best_epoch'])})" if "train/best_epoch" in metrics else ""
+        lines.append(f"Validation F1 {metrics.get('val/best_f1', float('nan')):.4f}{best}, "
+                     f"test F1 {metrics['test/f1']:.4f} (micro, strict IOB2).")
+    if registered:
+        what = "registered" if registered.get("new_version", True) else "same as"
+        lines.append(f"{what.capitalize()} `{registered['model_name']}` version {registered['version']}"
+                     + (f" (@{registered['alias']})." if registered.get("alias") else "."))
+    return "\n\n".join(lines)
+
+
+def describe_run(client: MlflowClient, run_id: str, cfg: PipelineConfig, registered: dict | None) -> None:
+    """Set the description from what the run has logged so far (called at the end, when scores are known)."""
+    log_tags(client, run_id, {NOTE_TAG: run_description(cfg, client.get_run(run_id).data.metrics, registered)})
+
+
+@contextlib.contextmanager
+def system_metrics(run_id: str, interval_s: float = SYSTEM_METRICS_INTERVAL_S) -> Iterator[None]:
+    """MLflow's `system/*` metrics (CPU, memory, disk, network; GPU when pynvml finds one) sampled every
+    `interval_s` while the block runs. A continued run's samples go on from its last step. The sampler is a daemon
+    thread and stopping it waits at most 10 s, so neither Ctrl-C nor an unreachable server holds the process."""
+    import threading
+
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    try:
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=True,
+                                       tracking_uri=tracking_uri())
+        monitor.start()
+    except Exception as e:  # noqa: BLE001 - monitoring is a nicety: never the reason a run fails
+        log.warning("no system metrics for this run: %s", e)
+        monitor = None
+    try:
+        yield
+    finally:
+        if monitor is not None:
+            stopper = threading.Thread(target=monitor.finish, name="stop-system-metrics", daemon=True)
+            stopper.start()
+            stopper.join(timeout=10)
+
+
+@contextlib.contextmanager
+def run_log(client: MlflowClient, run_id: str) -> Iterator[Path]:
+    """Everything logged while the block runs (root logger, INFO and up) goes to a file that becomes the run's
+    artifact `logs/<attempt>.log` when the block ends, failed or not: one file per attempt of a continued run.
+    nerflow's own loggers log INFO for the block even where the host program (a test, a notebook) left them at
+    WARNING: the file is the record of the run, whatever the console shows."""
+    import tempfile
+
+    attempt = attempt_of(client, run_id)
+    folder = Path(tempfile.mkdtemp(prefix="nerflow-log-"))
+    path = folder / f"{attempt}.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    # the console's format with the date: a log file outlives the day it was written
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root, ours = logging.getLogger(), logging.getLogger("nerflow")
+    level = ours.level
+    if ours.getEffectiveLevel() > logging.INFO:
+        ours.setLevel(logging.INFO)
+    root.addHandler(handler)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        ours.setLevel(level)
+        handler.close()
+        try:
+            client.log_artifact(run_id, str(path), "logs")
+        except Exception as e:  # noqa: BLE001 - losing the log must not hide the run's own outcome
+            log.warning("could not upload the run log %s: %s", path, e)
+        else:
+            path.unlink(missing_ok=True)
+            folder.rmdir()
