@@ -25,10 +25,6 @@ UNREACHABLE_MARKERS = ("max retries exceeded", "connection refused", "failed to 
 BAD_INPUT_MLFLOW_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 
 
-class Refused(RuntimeError):
-    """An action a rule does not allow (exit code 4)."""
-
-
 class Interrupted(Exception):
     """The user stopped the command (first Ctrl-C or SIGTERM outside training)."""
 
@@ -46,6 +42,7 @@ def classify(exc: BaseException) -> int:
     from nerflow.config import ConfigError
     from nerflow.data import DataError
     from nerflow.locks import RunLockedError
+    from nerflow.promotion import Refused
     from nerflow.validate import ValidationFailed
 
     from nerflow.flows.prefect_server import ServiceUnavailable

@@ -1,4 +1,5 @@
-"""The pipeline flow (`nerflow-pipeline`): validate -> tokenize -> fine-tune -> evaluate -> register, in one MLflow run.
+"""The pipeline flow (`nerflow-pipeline`): validate -> tokenize -> fine-tune -> evaluate -> register -> promote, in
+one MLflow run.
 
 Stages hand each other small dicts of paths and content keys (never DataFrames or models). The plan decides each
 stage's key up front (nerflow.plan); a stage whose key is complete is reused, so running the same command after a
@@ -16,6 +17,7 @@ from nerflow.plan import STAGES, make_plan
 from nerflow import tasks
 from nerflow.tasks import run_record, tracking
 from nerflow.tasks.evaluate import evaluate_task
+from nerflow.tasks.promote import promote_task
 from nerflow.tasks.register import register_task
 from nerflow.tasks.tokenize import tokenize_task
 from nerflow.tasks.train import train_task
@@ -42,12 +44,15 @@ def ner_pipeline(cfg: PipelineConfig, force_from: str | None = None, force_regis
             evaluated = evaluate_task(cfg, steps["evaluate"], validated, tokenized, trained, run_id)
             registered = register_task(cfg, steps["register"], keys, validated, trained, run_id, flow_run_id,
                                        force_register=force_register)
+            promoted = promote_task(cfg, steps["promote"], validated, evaluated, registered, run_id, flow_run_id)
             run_record.describe_run(client, run_id, cfg, registered)   # scores and version are known now
     except KeyboardInterrupt as e:
-        return Cancelled(message=f"interrupted ({e or 'SIGINT'}); nothing registered")
+        return Cancelled(message=f"interrupted ({e or 'SIGINT'})")
     except Exception as e:  # noqa: BLE001 - only the interrupt is a cancel; anything else fails the flow run
         if type(e).__name__ != "TrainingInterrupted":
             raise
         return Cancelled(message=f"interrupted: {str(e).split('; train again')[0]}; nothing registered")
     return {"run_id": run_id, "flow_run_id": flow_run_id, "metrics": evaluated["metrics"], **registered,
-            "stages": {s["stage"]: s["reused"] for s in (validated, tokenized, trained, evaluated, registered)}}
+            "promotion": promoted["promotion"],
+            "stages": {s["stage"]: s["reused"] for s in (validated, tokenized, trained, evaluated, registered,
+                                                          promoted)}}

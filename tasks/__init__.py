@@ -8,5 +8,7 @@ _HERE = Path(__file__).parent
 
 def sources() -> dict[str, list[Path]]:
     """Each stage's task file plus the shared plumbing: code too, hashed into the stage's cache key."""
-    return {stage: [_HERE / f"{stage}.py", _HERE / "stage.py"]
-            for stage in ("validate", "tokenize", "train", "evaluate", "register")}
+    files = {stage: [_HERE / f"{stage}.py", _HERE / "stage.py"]
+             for stage in ("validate", "tokenize", "train", "evaluate", "register", "promote")}
+    files["promote"] += [_HERE / "champion.py", _HERE / "score_served.py"]
+    return files

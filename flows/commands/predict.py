@@ -1,10 +1,23 @@
-"""`nerflow predict MODEL_URI TEXT ...`: entity spans from a registered (or logged) model, one JSON line per text."""
+"""`nerflow predict MODEL_URI [TEXT ...] [--input FILE|-] [--output FILE]`: entity spans, one JSON line per document.
+
+MODEL_URI is `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/RUN_ID/model` (any MLflow model URI), or a local
+folder: an MLflow model (it has an `MLmodel` file) or a Hugging Face checkpoint nerflow trained (it has
+`nerflow.json`; loaded with nerflow's predictor directly, no MLflow). Reading and writing documents lives in
+nerflow.documents; `--flow` runs the same as the Prefect flow `nerflow-predict`, tracked in MLflow
+(flows/predict_flow.py). docs/cli.md, "predict", has the formats.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
 
 from nerflow.config import ConfigError
+
+URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")   # models:/..., runs:/..., file:///..., s3://...
 
 
 def load_model(uri: str):
@@ -22,18 +35,89 @@ def load_model(uri: str):
         raise ConfigError(f"{uri}: not an MLflow model ({e.strerror or e})") from None
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def open_model(uri: str) -> Callable[[list[str]], list[list[dict]]]:
+    """texts -> entity spans per text, for any MODEL_URI form."""
+    from nerflow.predict import META_FILE
+
+    if not URI_SCHEME.match(uri):                       # a local folder
+        path = Path(uri)
+        if not path.is_dir():
+            raise ConfigError(f"{uri}: no such model folder (or give models:/NAME@ALIAS, models:/NAME/VERSION, "
+                              "runs:/RUN_ID/model)")
+        if (path / META_FILE).is_file():                # a checkpoint nerflow trained: no MLflow needed
+            from nerflow.predict import Predictor
+
+            predictor = Predictor.load(path)
+            return lambda texts: predictor.predict_text(texts)
+        if not (path / "MLmodel").is_file():
+            raise ConfigError(f"{uri}: neither an MLflow model folder (no MLmodel file) nor a nerflow checkpoint "
+                              f"(no {META_FILE})")
     from nerflow.tasks import tracking
 
     tracking.configure()
-    model = load_model(args.model_uri)
-    for text, spans in zip(args.texts, model.predict(list(args.texts))):
-        print(json.dumps({"text": text, "entities": spans}, ensure_ascii=False))
+    model = load_model(uri)
+    return lambda texts: model.predict(list(texts))
+
+
+def documents(args: argparse.Namespace) -> list[dict]:
+    from nerflow.documents import read_documents
+
+    if args.input is not None and args.texts:
+        raise ConfigError("give TEXT arguments or --input FILE, not both")
+    if args.input is None and not args.texts:
+        raise ConfigError("nothing to predict: give TEXT arguments, or --input FILE (`-` for standard input)")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, not {args.batch_size}")
+    return read_documents(args.input) if args.input is not None else [{"text": t} for t in args.texts]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from nerflow.documents import dumps, predict_documents, write_jsonl
+
+    docs = documents(args)                 # bad input fails before any model is loaded
+    if args.flow:
+        from nerflow.flows.predict_flow import run_flow
+
+        stats = run_flow(args.model_uri, docs, args.input, args.output, args.batch_size)
+    else:
+        predict = open_model(args.model_uri)
+        stats: dict = {}
+        records = predict_documents(predict, docs, args.batch_size, progress=sys.stderr.isatty(), stats=stats)
+        if args.output is not None:
+            write_jsonl(args.output, records)
+        else:
+            for record in records:
+                sys.stdout.write(dumps(record) + "\n")
+            sys.stdout.flush()
+    report(stats, args)
     return 0
 
 
+def report(stats: dict, args: argparse.Namespace) -> None:
+    """One line on stderr; with --json one JSON object instead, on stdout when the predictions went to a file."""
+    from nerflow.documents import summary
+
+    if not args.json:
+        print(summary(stats), file=sys.stderr)
+        return
+    record = {"model_uri": args.model_uri, "input": args.input, "output": args.output,
+              **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()}}
+    print(json.dumps(record), file=sys.stdout if args.output is not None else sys.stderr)
+
+
 def add_parsers(sub) -> None:
-    pred = sub.add_parser("predict", help="entity spans from a model URI, e.g. models:/nerflow-quickstart@challenger")
-    pred.add_argument("model_uri")
-    pred.add_argument("texts", nargs="+")
+    pred = sub.add_parser("predict", help="entity spans from a model URI or folder, one JSON line per document",
+                          description="entity spans, one JSON line per document: "
+                                      '{...input fields, "text", "entities": [{type, start, end, text, score}]}')
+    pred.add_argument("model_uri", metavar="MODEL_URI",
+                      help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, or a local folder "
+                           "(MLflow model, or a checkpoint nerflow trained)")
+    pred.add_argument("texts", nargs="*", metavar="TEXT", help="documents to predict on (or use --input)")
+    pred.add_argument("--input", "-i", metavar="FILE",
+                      help="plain text, one document per line, or JSON lines with a `text` field; - for stdin")
+    pred.add_argument("--output", "-o", metavar="FILE", help="write the JSON lines here (atomically), not stdout")
+    pred.add_argument("--batch-size", type=int, default=64, metavar="N", help="documents per model call (64)")
+    pred.add_argument("--flow", action="store_true",
+                      help="run as the Prefect flow nerflow-predict, tracked in the MLflow experiment nerflow-predict")
+    pred.add_argument("--json", action="store_true", help="the closing summary as one JSON object")
     pred.set_defaults(func=cmd_predict)

@@ -94,8 +94,9 @@ def already_done(plan) -> dict | None:
             raise
         return None  # deleted from the registry since: let the flow register again
     metrics = json.loads((plan.stages["evaluate"].path / "metrics.json").read_text())
+    promotion = json.loads((plan.stages["promote"].path / "comparison.json").read_text())
     log.info("nothing to do: every stage's inputs, settings and code are unchanged")
-    return {"metrics": metrics, **registered, "run_id": registered["registered_by_run"],
+    return {"metrics": metrics, **registered, "promotion": promotion, "run_id": registered["registered_by_run"],
             "uri": f"models:/{registered['model_name']}@{registered['alias']}",
             "stages": {stage: True for stage in plan.stages}, "already_registered": True}
 
@@ -187,6 +188,11 @@ def format_summary(result: dict) -> str:
                       "registered (use --force-register for one)"]
     else:
         lines += ["", f"registered: {result['model_name']} version {result['version']} (alias @{result['alias']})"]
+    promotion = result.get("promotion")
+    if promotion:
+        lines.append(f"promotion:  {promotion['decision']} for @{promotion['alias']}"
+                     f"{'' if promotion['moved'] or not promotion['accepted'] else ' (promote.auto is false: not moved)'}"
+                     f": {promotion['reason']}")
     lines += [f"load it:    mlflow.pyfunc.load_model('models:/{result['model_name']}/{result['version']}')",
               f"MLflow run: {result['run_id']}" + (f" (reused from cache: {', '.join(reused)})" if reused else ""),
               f"browse:     mlflow ui --backend-store-uri {tracking_uri_for_display()}"]

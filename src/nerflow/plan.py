@@ -7,6 +7,7 @@ Each stage's key hashes exactly what determines its output (see docs/caching.md)
     train     = tokenize key + base model files + train settings + seed + code
     evaluate  = train key + validate key + tokenize key + evaluate settings + code
     register  = evaluate key + registry settings + code
+    promote   = register key + promote settings + code
 
 "code" is the source of the nerflow modules the stage runs plus the versions of the libraries it uses, so editing
 `src/nerflow/train.py` recomputes training and everything after it, and nothing before.
@@ -20,14 +21,15 @@ from pathlib import Path
 from nerflow import cache, data, models
 from nerflow.config import PipelineConfig, hash_json
 
-STAGES = ("validate", "tokenize", "train", "evaluate", "register")
+STAGES = ("validate", "tokenize", "train", "evaluate", "register", "promote")
 # nerflow modules and libraries each stage runs
 CODE = {
     "validate": (["config", "data", "schemes", "validate"], ["great-expectations", "pandas"]),
     "tokenize": (["data", "tokenization", "models"], ["tokenizers", "transformers", "datasets"]),
-    "train": (["train", "predict", "tokenization", "evaluate", "schemes"], ["torch", "transformers"]),
+    "train": (["train", "checkpoints", "predict", "tokenization", "evaluate", "schemes"], ["torch", "transformers"]),
     "evaluate": (["evaluate", "predict", "tokenization", "schemes", "data"], ["seqeval", "torch"]),
     "register": (["serving", "predict", "tokenization", "schemes"], ["mlflow"]),
+    "promote": (["promotion", "history", "evaluate", "schemes", "data"], ["mlflow", "seqeval"]),
 }
 # Where the files are and what they are called does not change the result; their content does.
 DATA_LOCATION_KEYS = {"dir", "train", "validation", "test"}
@@ -55,7 +57,7 @@ class Plan:
     @property
     def logical_run(self) -> str:
         """One id per (config, data, code): the last stage's key chains every other key."""
-        return self.stages["register"].key
+        return self.stages[STAGES[-1]].key
 
     def first_to_compute(self) -> str | None:
         return next((s for s in STAGES if not self.stages[s].complete), None)
@@ -94,6 +96,9 @@ def make_plan(cfg: PipelineConfig, force_from: str | None = None, extra_code: di
     add("evaluate", {"train": keys["train"], "validate": keys["validate"], "tokenize": keys["tokenize"],
                      "settings": dump(cfg.evaluate)})
     add("register", {"evaluate": keys["evaluate"], "settings": dump(cfg.registry)})
+    # the gate's outcome also depends on the champion of the moment, which no key can hold: a rerun of a complete
+    # promote stage reuses its recorded decision; `nerflow promote` asks the gate again
+    add("promote", {"register": keys["register"], "settings": dump(cfg.promote)})
     forced = set(STAGES[STAGES.index(force_from):]) if force_from else set()
     stages = {}
     for stage in STAGES:

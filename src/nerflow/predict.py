@@ -72,7 +72,8 @@ def predict_windows(model, windows: list[Window], n_words: list[int], id2label: 
     fallback = np.eye(len(labels))[labels.index("O") if "O" in labels else 0]
     tags, confidences = [], []
     for sentence in merge_windows(windows, word_scores, n_words):
-        probs = np.array([p.numpy() if p is not None else fallback for p in sentence]).reshape(len(sentence), -1)
+        probs = np.array([p.numpy() if p is not None else fallback for p in sentence])
+        probs = probs.reshape(len(sentence), len(labels))   # an empty text: shape (0, labels), no entities
         ids = decode_iob2(probs, allowed) if decode == "viterbi" else [int(i) for i in probs.argmax(-1)]
         tags.append([labels[i] for i in ids])
         confidences.append([float(probs[t, i]) for t, i in enumerate(ids)])

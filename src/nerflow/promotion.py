@@ -21,6 +21,10 @@ FLAG_LOW_SUPPORT = "low_support_drop"  # dropped as much, but too few test entit
 FLAG_NOT_SHARED = "not_shared"  # only one model knows this type: shown, not compared
 
 
+class Refused(RuntimeError):
+    """A move a rule does not allow (a rejected promotion, a rollback with nothing before it): exit code 4."""
+
+
 @dataclass(frozen=True)
 class GateRules:
     min_delta: float = 0.0  # challenger F1 must beat champion F1 by MORE than this (a tie keeps the champion)

@@ -4,10 +4,10 @@ The whole step is in `train`'s inner loop. Tracking is a callback (`on_metrics(s
 imports a tracker. The weights kept in `out_dir/best` are those of the epoch with the best validation F1.
 
 Resumable: `out_dir/checkpoints` gets a checkpoint every `checkpoint_every` steps and at each epoch end (model,
-optimizer, schedule, RNG states, the loop's bookkeeping). `train` called again on the same `out_dir` continues from
-the newest readable one, mid-epoch included, and on CPU ends with exactly the weights of an uninterrupted run.
-SIGTERM (a pre-emption notice) or SIGINT (Ctrl-C) writes a checkpoint at the next step boundary and raises
-`TrainingInterrupted`.
+optimizer, schedule, RNG states, the loop's bookkeeping; writing, loading and metric delivery are in
+`nerflow.checkpoints`). `train` called again on the same `out_dir` continues from the newest readable one,
+mid-epoch included, and on CPU ends with exactly the weights of an uninterrupted run. SIGTERM (a pre-emption
+notice) or SIGINT (Ctrl-C) writes a checkpoint at the next step boundary and raises `TrainingInterrupted`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import contextlib
 import logging
 import math
 import random
-import re
 import shutil
 import signal
 import sys
@@ -24,20 +23,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import numpy as np
 import torch
 
+from nerflow.checkpoints import MetricsCallback, flush_metrics, resume, save_checkpoint
 from nerflow.config import TrainConfig
 from nerflow.evaluate import score
 from nerflow.predict import collate, predict_windows, write_meta
 from nerflow.tokenization import Window
 
 log = logging.getLogger(__name__)
-MetricsCallback = Callable[[int, dict[str, float], int], None]   # (step, values, timestamp in ms)
-CHECKPOINT_NAME = re.compile(r"step-\d{8}")
-DELIVERED_FILE = "metrics-delivered"   # in checkpoints/: how many metric points on_metrics has received
 
 
 class TrainingInterrupted(Exception):
@@ -201,8 +197,9 @@ def train(model_path: str, tokenizer, labels: list[str], train_windows: list[Win
     best_dir, ckpt_dir = out_dir / "best", out_dir / "checkpoints"
     run_id = {"seed": seed, "train_windows": len(train_windows), "batch_size": cfg.batch_size, "epochs": cfg.epochs,
               "labels": labels}   # checkpoints of another run must not be resumed
-    s = resume(ckpt_dir, run_id, best_dir, model, optimizer, scheduler) or LoopState()
-    flush_metrics(s, ckpt_dir, on_metrics)   # points the checkpoint covers that a crash kept from on_metrics
+    loop = resume(ckpt_dir, run_id, best_dir, model, optimizer, scheduler)
+    s = LoopState(**loop) if loop is not None else LoopState()
+    flush_metrics(s.metrics, ckpt_dir, on_metrics)   # points the checkpoint covers that a crash kept from on_metrics
     log.info("training on %s: %d windows, %d steps/epoch, lr %.2e", device, len(train_windows), steps_per_epoch, lr)
 
     def checkpoint(stop) -> None:
@@ -212,7 +209,7 @@ def train(model_path: str, tokenizer, labels: list[str], train_windows: list[Win
         # the cost of checkpointing is reported (train/checkpoint_*), so `checkpoint_every` can be chosen knowingly
         s.checkpoint_seconds += time.perf_counter() - started
         s.checkpoint_bytes = path.stat().st_size
-        flush_metrics(s, ckpt_dir, on_metrics)
+        flush_metrics(s.metrics, ckpt_dir, on_metrics)
         if stop.requested:
             raise TrainingInterrupted(f"{stop.signal}: stopped at step {s.step} (epoch {s.epoch}, batch {s.batches_done}) "
                                       f"after writing checkpoint {path.name}; train again on the same out_dir to continue")
@@ -302,102 +299,6 @@ def stop_requests():
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-
-
-def resume(root: Path, run_id: dict, best_dir: Path, model, optimizer, scheduler) -> LoopState | None:
-    """Load the newest readable checkpoint into model, optimizer, scheduler and the RNGs; its loop state.
-    None when there is none (or it cannot be used): train from the start."""
-    state = load_newest_checkpoint(root)
-    if state is None:
-        return None
-    if state["run"] != run_id:
-        raise ValueError(f"{root} holds checkpoints of another training run ({state['run']}, not {run_id}); "
-                         f"delete the folder to start over")
-    s = LoopState(**state["loop"])
-    if s.best_epoch and not best_dir.is_dir():
-        log.warning("checkpoint step %d needs the best model of epoch %d, but %s is missing: training from the start",
-                    s.step, s.best_epoch, best_dir)
-        for path in list_checkpoints(root):
-            path.unlink()
-        return None
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"]
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    log.info("resuming from checkpoint step %d (epoch %d, batch %d): %s", s.step, s.epoch, s.batches_done,
-             root / f"step-{s.step:08d}")
-    return s
-
-
-def load_newest_checkpoint(root: Path) -> dict | None:
-    """The newest checkpoint that loads. One that does not (truncated, ...) is renamed `*.corrupt`, with a warning,
-    and the one before it is tried; only the newest `.corrupt` is kept (evidence, not an archive: each is a
-    full checkpoint)."""
-    for tmp in root.glob(".step-*.tmp"):   # a save cut short
-        tmp.unlink()
-    for path in reversed(list_checkpoints(root)):
-        try:
-            # weights_only=False: the state holds RNG states (tuples, numpy arrays), not only tensors
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            missing = {"model", "optimizer", "scheduler", "rng", "run", "loop"} - state.keys()
-            if missing:
-                raise ValueError(f"no {', '.join(sorted(missing))} (an older format?)")
-        except Exception as e:  # noqa: BLE001 - whatever is wrong with it, the previous checkpoint may do
-            log.warning("checkpoint %s is unusable (%s: %s); setting it aside as %s.corrupt, trying the previous one",
-                        path, type(e).__name__, e, path.name)
-            for older in root.glob("step-*.corrupt"):
-                older.unlink()
-            path.replace(path.with_name(path.name + ".corrupt"))
-            continue
-        return state
-    return None
-
-
-def list_checkpoints(root: Path) -> list[Path]:
-    """Oldest first (the 8-digit step in the name sorts)."""
-    return sorted(p for p in root.glob("step-*") if CHECKPOINT_NAME.fullmatch(p.name))
-
-
-def flush_metrics(s: LoopState, root: Path, on_metrics: MetricsCallback) -> None:
-    """Hand the buffered points to `on_metrics`, skipping those an earlier attempt already delivered (the sequence
-    of points is the same in every attempt); the count delivered is kept in `root/metrics-delivered`."""
-    marker = root / DELIVERED_FILE
-    delivered = int(marker.read_text()) if marker.is_file() else 0
-    for index, step, values, timestamp_ms in s.metrics:
-        if index >= delivered:
-            on_metrics(step, values, timestamp_ms)
-            delivered = index + 1
-            tmp = marker.with_name(marker.name + ".tmp")
-            tmp.write_text(str(delivered))
-            tmp.replace(marker)
-    s.metrics.clear()
-
-
-def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, keep: int, position: dict) -> Path:
-    """Everything a resume needs (weights, optimizer, schedule, RNG states, place in the data order), written
-    atomically; only the newest `keep` are kept."""
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"step-{step:08d}"
-    tmp = root / f".step-{step:08d}.tmp"
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-             "step": step, **position}
-    try:
-        torch.save(state, tmp)
-    except BaseException:   # disk full, Ctrl-C mid-write: no partial file left to count against the disk
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(target)
-    # disk use: at most `keep` checkpoints, plus the one being written while it is written
-    for old in list_checkpoints(root)[:-keep]:
-        old.unlink()
-    return target
 
 
 def save_model(model, tokenizer, target: Path, meta: dict) -> None:

@@ -80,7 +80,8 @@ def test_second_run_reuses_every_stage_and_registers_nothing_new(pipeline_result
 
     cfg, first = pipeline_result
     again = ner_pipeline(cfg)
-    assert again["stages"] == {"validate": True, "tokenize": True, "train": True, "evaluate": True, "register": True}
+    assert again["stages"] == {"validate": True, "tokenize": True, "train": True, "evaluate": True, "register": True,
+                               "promote": True}
     assert again["metrics"] == first["metrics"]
     assert again["version"] == first["version"]
     assert len(MlflowClient().search_model_versions("name='tiny-ner'")) == 1

@@ -103,7 +103,7 @@ def first_version(tmp_path_factory, tiny_corpus, corpus_model_dir, cache_dir, ml
                       f"registry.model_name={NAME}")
     result = ner_pipeline(cfg)
     assert result["new_version"] is True
-    assert aliases(MlflowClient(), NAME) == {"challenger": str(result["version"])}
+    assert aliases(MlflowClient(), NAME) == {"challenger": str(result["version"]), "champion": str(result["version"])}
     return str(result["version"])
 
 
@@ -120,7 +120,7 @@ def test_a_failure_at_any_step_after_the_version_exists_leaves_the_registry_as_i
 
     client = MlflowClient()
     assert [str(v.version) for v in client.search_model_versions(f"name='{NAME}'")] == [first_version]
-    assert aliases(client, NAME) == {"challenger": first_version}
+    assert aliases(client, NAME) == {"challenger": first_version, "champion": first_version}
     run = tracking.find_logical_run(client, cfg.experiment, make_plan(cfg, None, tasks.sources()).logical_run)
     assert run.info.status == "FAILED"
     assert error in run.data.tags["error"]
@@ -148,7 +148,7 @@ def test_a_forced_rerun_with_the_same_weights_registers_no_new_version(tmp_path,
 
     forced = ner_pipeline(cfg, force_from="register", force_register=True)
     assert forced["new_version"] is True and forced["version"] == first["version"] + 1
-    assert aliases(client, name) == {"challenger": str(forced["version"])}
+    assert aliases(client, name)["challenger"] == str(forced["version"])
     record = make_plan(cfg, None, tasks.sources()).stages["register"].path / "registered.json"
     assert json.loads(record.read_text())["version"] == forced["version"]     # the stage's record is the new one
 
@@ -168,7 +168,7 @@ def test_a_failing_clean_up_is_one_warning_and_the_first_error_is_raised(
     (warning,) = [line for line in lines if "could not undo" in line]
     assert "delete refused" in warning
     client = MlflowClient()
-    assert aliases(client, NAME) == {"challenger": first_version}
+    assert aliases(client, NAME) == {"challenger": first_version, "champion": first_version}
     leftover = [v for v in client.search_model_versions(f"name='{NAME}'") if str(v.version) != first_version]
     for v in leftover:                  # what the failed clean-up left, so later tests see the registry as before
         client.delete_model_version(NAME, v.version)

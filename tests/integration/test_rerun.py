@@ -31,6 +31,7 @@ STAGE_FUNCTIONS = {
     "train": ("nerflow.train", "train"),
     "evaluate": ("nerflow.evaluate", "score"),
     "register": ("nerflow.tasks.register", "create_version"),
+    "promote": ("nerflow.promotion", "decide"),
 }
 
 
@@ -263,14 +264,16 @@ def test_rerun_from_evaluate_continues_the_run_and_registers_only_new_weights(fi
     assert cli.main(["rerun", first["run_id"], "--from", "evaluate"]) == 0
     out = capsys.readouterr().out
     # the register stage ran (tag below) but created no version: create_version, its spied function, was not called
-    assert spies.ran() == {"validate": False, "tokenize": False, "train": False, "evaluate": True, "register": False}
+    assert spies.ran() == {"validate": False, "tokenize": False, "train": False, "evaluate": True, "register": False,
+                           "promote": False}   # promote: version 1 is @champion already, the gate had nothing to decide
     assert f"weights identical to {name} version {first['version']}: no new version registered" in out
     assert versions_of(name) == [first["version"]]
     (run,) = runs_of(name)                                # the same MLflow run, one attempt more
     assert run.info.run_id == first["run_id"] and run.info.status == "FINISHED"
     assert run.data.tags["nerflow.attempts"] == "2"
     assert {s: run.data.tags[f"stage.{s}"] for s in STAGES} == {
-        "validate": "reused", "tokenize": "reused", "train": "reused", "evaluate": "computed", "register": "computed"}
+        "validate": "reused", "tokenize": "reused", "train": "reused", "evaluate": "computed", "register": "computed",
+        "promote": "computed"}
     assert run.data.metrics["test/f1"] == first["metrics"]["test/f1"]
 
     assert cli.main(["rerun", first["run_id"], "--from", "register", "--force-register"]) == 0

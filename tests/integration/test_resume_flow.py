@@ -67,13 +67,14 @@ def final_weights_of_training(into: list):
     """Keeps the weights after the last training step: the newest checkpoint when `train` returns (the stage
     deletes the checkpoints afterwards and keeps only the best epoch's model)."""
     from nerflow import train as train_module
+    from nerflow.checkpoints import list_checkpoints
 
     original = train_module.train
 
     def spy(*args, **kwargs):
         result = original(*args, **kwargs)
         out_dir = Path(inspect.signature(original).bind(*args, **kwargs).arguments["out_dir"])
-        newest = train_module.list_checkpoints(out_dir / "checkpoints")[-1]
+        newest = list_checkpoints(out_dir / "checkpoints")[-1]
         into.append((newest.name, torch.load(newest, map_location="cpu", weights_only=False)["model"]))
         return result
 
@@ -170,7 +171,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_equals_the_uninterrupted_run(
     assert len(delivered["train/loss"]) >= checkpointed // LOG_EVERY   # what the checkpoint covers reached MLflow
 
     final = []
-    caplog.set_level(logging.INFO, logger="nerflow.train")
+    caplog.set_level(logging.INFO, logger="nerflow")
     with final_weights_of_training(final):
         result = ner_pipeline(cfg)                           # the same run again, in this process
 

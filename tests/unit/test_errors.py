@@ -9,6 +9,7 @@ from nerflow.config import ConfigError
 from nerflow.data import DataError
 from nerflow.flows import errors
 from nerflow.locks import RunLockedError
+from nerflow.promotion import Refused
 from nerflow.validate import ValidationFailed
 
 
@@ -22,7 +23,7 @@ from nerflow.validate import ValidationFailed
                      "exceeded (Caused by NewConnectionError: Connection refused)"), errors.EXIT_UNAVAILABLE),
     (ConnectionRefusedError(111, "Connection refused"), errors.EXIT_UNAVAILABLE),
     (RunLockedError("this run is already running in process 12"), errors.EXIT_REFUSED),
-    (errors.Refused("the gate said no"), errors.EXIT_REFUSED),
+    (Refused("the gate said no"), errors.EXIT_REFUSED),
     (KeyboardInterrupt("SIGINT"), errors.EXIT_INTERRUPTED),
     (KeyError("a bug"), errors.EXIT_BUG),
     (MlflowException("something internal", error_code=INTERNAL_ERROR), errors.EXIT_BUG),

@@ -57,7 +57,7 @@ def changed(before: dict, after: dict) -> list[str]:
 
 def test_changing_nothing_changes_nothing(project):
     first = make_plan(config(project))
-    assert [s.complete for s in first.stages.values()] == [False] * 5
+    assert [s.complete for s in first.stages.values()] == [False] * len(STAGES)
     complete_cache(first)
     again = make_plan(config(project))
     assert keys(again) == keys(first)
@@ -69,6 +69,7 @@ def test_changing_nothing_changes_nothing(project):
 @pytest.mark.parametrize("override,first_changed", [
     ("evaluate.batch_size=7", "evaluate"),
     ("registry.model_name=another-ner", "register"),
+    ("promote.min_delta=0.01", "promote"),   # the gate's rules: a new decision, the same model version
     ("train.lr=0.01", "train"),
     ("seed=1", "train"),
     ("tokenize.stride=8", "tokenize"),
@@ -87,7 +88,7 @@ def test_evaluation_setting_reuses_training_and_explains_why(project):
     complete_cache(make_plan(config(project)))
     plan = make_plan(config(project, "evaluate.batch_size=7"))
     assert {s: step.complete for s, step in plan.stages.items()} == {
-        "validate": True, "tokenize": True, "train": True, "evaluate": False, "register": False}
+        "validate": True, "tokenize": True, "train": True, "evaluate": False, "register": False, "promote": False}
     assert plan.first_to_compute() == "evaluate"
     root = project / "cache"
     assert "settings (batch_size)" in explain(plan.stages["evaluate"], root)
@@ -182,7 +183,7 @@ def test_force_from_recomputes_that_stage_and_later_with_the_same_keys(project):
     forced = make_plan(config(project), force_from="train")
     assert keys(forced) == keys(first)
     assert {s: step.complete for s, step in forced.stages.items()} == {
-        "validate": True, "tokenize": True, "train": False, "evaluate": False, "register": False}
+        "validate": True, "tokenize": True, "train": False, "evaluate": False, "register": False, "promote": False}
     assert forced.first_to_compute() == "train"
     assert explain(forced.stages["train"], project / "cache") == "compute: forced"
     assert make_plan(config(project)).first_to_compute() is None      # forcing deleted nothing

@@ -19,7 +19,8 @@ import torch
 
 from nerflow.config import TrainConfig
 from nerflow.tokenization import Encoder
-from nerflow.train import TrainingInterrupted, list_checkpoints, train
+from nerflow.checkpoints import list_checkpoints
+from nerflow.train import TrainingInterrupted, train
 from tests.conftest import TINY_TEXTS
 
 LABELS = ["O", "B-ENT", "I-ENT"]
@@ -130,7 +131,7 @@ def test_crash_mid_epoch_then_resume_equals_uninterrupted(data, tiny_tokenizer, 
         run(data, tiny_tokenizer, tmp_path, calls, windows=CrashingWindows(data["train"], steps_ok=8))
     assert signal.getsignal(signal.SIGTERM) is handler_before
     assert [c[0] for c in calls] == [2, 4, 6]   # only what a checkpoint covers
-    caplog.set_level(logging.INFO, logger="nerflow.train")
+    caplog.set_level(logging.INFO, logger="nerflow")
     result = run(data, tiny_tokenizer, tmp_path, calls)
     assert "resuming from checkpoint step 6 (epoch 1, batch 6)" in caplog.text
     assert signal.getsignal(signal.SIGTERM) is handler_before
@@ -167,7 +168,7 @@ def test_sigkill_after_a_checkpoint_resumes_not_restarts(data, tiny_tokenizer, r
     assert proc.returncode == -signal.SIGKILL
     calls = child_calls(job)
     assert calls == []
-    caplog.set_level(logging.INFO, logger="nerflow.train")
+    caplog.set_level(logging.INFO, logger="nerflow")
     result = run(data, tiny_tokenizer, Path(job["out_dir"]), calls)
     assert "resuming from checkpoint step 3 (epoch 1, batch 3)" in caplog.text
     assert_same_run(Path(job["out_dir"]), result, calls, reference)
@@ -183,7 +184,7 @@ def test_sigterm_checkpoints_and_raises_training_interrupted(data, tiny_tokenize
     assert (Path(job["out_dir"]) / "checkpoints" / "step-00000003").is_file()
     calls = child_calls(job)
     assert [c[0] for c in calls] == [2]
-    caplog.set_level(logging.INFO, logger="nerflow.train")
+    caplog.set_level(logging.INFO, logger="nerflow")
     result = run(data, tiny_tokenizer, Path(job["out_dir"]), calls)
     assert "resuming from checkpoint step 3 (epoch 1, batch 3)" in caplog.text
     assert_same_run(Path(job["out_dir"]), result, calls, reference)
@@ -195,7 +196,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(data, tiny_tokenizer, 
         run(data, tiny_tokenizer, tmp_path, calls, windows=CrashingWindows(data["train"], steps_ok=8))
     newest = tmp_path / "checkpoints" / "step-00000006"
     newest.write_bytes(newest.read_bytes()[:1000])   # truncated
-    caplog.set_level(logging.INFO, logger="nerflow.train")
+    caplog.set_level(logging.INFO, logger="nerflow")
     result = run(data, tiny_tokenizer, tmp_path, calls)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(str(newest) in w for w in warnings), warnings
@@ -209,7 +210,7 @@ def test_keeps_newest_checkpoints_and_refuses_another_runs(data, tiny_tokenizer,
     assert [p.name for p in list_checkpoints(out)] == ["step-00000027", "step-00000030"]
     assert sorted(p.name for p in out.iterdir()) == ["metrics-delivered", "step-00000027", "step-00000030"]
     calls: list = []
-    caplog.set_level(logging.INFO, logger="nerflow.train")
+    caplog.set_level(logging.INFO, logger="nerflow")
     result = run(data, tiny_tokenizer, reference["out"], calls)   # finished: resumes at the end, trains nothing
     assert "resuming from checkpoint step 30 (epoch 4, batch 0)" in caplog.text
     assert calls == [] and result.steps == 30 and result.history == reference["result"].history
@@ -223,7 +224,7 @@ def test_missing_best_model_trains_from_the_start_without_repeating_metrics(data
     shutil.copytree(reference["out"], out)
     shutil.rmtree(out / "best")   # e.g. moved out by the caller, which then crashed before cleaning up
     calls = list(reference["calls"])   # all delivered by the finished run
-    caplog.set_level(logging.INFO, logger="nerflow.train")
+    caplog.set_level(logging.INFO, logger="nerflow")
     result = run(data, tiny_tokenizer, out, calls)
     assert "is missing: training from the start" in caplog.text and "resuming" not in caplog.text
     assert_same_run(out, result, calls, reference)
@@ -254,7 +255,7 @@ def checkpoint_files(root: Path) -> dict[str, int]:
 def test_disk_use_stays_bounded_over_many_saves_crashes_and_corruptions(keep, tmp_path):
     """`keep_checkpoints` bounds the folder: at most `keep` checkpoints, no `.tmp` left by a failed write, and at most
     one `.corrupt` however many torn checkpoints were set aside."""
-    from nerflow.train import load_newest_checkpoint, save_checkpoint
+    from nerflow.checkpoints import load_newest_checkpoint, save_checkpoint
 
     model = torch.nn.Linear(64, 64)
     optimizer = torch.optim.AdamW(model.parameters())

@@ -1,0 +1,247 @@
+"""Moving `champion`: score versions as they are served, decide with the gate, record every move in the registry.
+
+The decision is nerflow.promotion's (pure); the history's encoding and stack are nerflow.history's. This module is
+the MLflow edge: it scores each version in a fresh process (tasks/score_served.py), reads and writes registry tags
+and aliases, and serialises every move of one alias with a lock (`promotion_lock`) that holds across processes:
+- a local sqlite store: an flock next to the database file (released by the kernel if its holder dies);
+- a tracking server with a Prefect server (PREFECT_API_URL): a Prefect global concurrency limit of 1, which every
+  host that talks to that Prefect server shares (MLflow itself offers no lock or compare-and-set);
+- a tracking server without one: an flock on this host only, and a warning that says so.
+Under the lock the alias is re-read right before it moves; if it moved since the gate scored it (someone used the
+MLflow UI), the gate scores against the new champion before deciding.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from nerflow import history, promotion
+from nerflow.config import ConfigError
+from nerflow.evaluate import score
+from nerflow.promotion import Refused
+from nerflow.schemes import entity_types
+from nerflow.tasks import tracking
+
+log = logging.getLogger("nerflow.promote")
+SCORER = Path(__file__).with_name("score_served.py")
+TASK_TAG, DECISION_TAG, REASON_TAG, ROLLED_BACK_TAG = "nerflow.task", "nerflow.promotion", "nerflow.reason", \
+    "nerflow.rolled_back"
+MAX_RESCORES = 3   # the alias moved under us this often in a row: give up rather than loop
+
+
+def actor_name(explicit: str | None = None) -> str:
+    """`--actor`, else the MLflow user name when the server has authentication, else the OS user."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+
+
+def check_version(client: MlflowClient, name: str, version: str, task: str = "token-classification"):
+    try:
+        found = client.get_model_version(name, str(version))
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        known = _exists(client, name)
+        raise ConfigError(f"{name} version {version}: no such version" if known else
+                          f"{name}: no registered model of that name (see `nerflow models`)") from None
+    if found.tags.get(TASK_TAG, task) != task:
+        raise ConfigError(f"{name} version {version} is a {found.tags[TASK_TAG]} model, not {task}")
+    return found
+
+
+def _exists(client: MlflowClient, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+        return True
+    except MlflowException:
+        return False
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    version = client.get_registered_model(name).aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def read_history(client: MlflowClient, name: str, alias: str) -> list[history.Entry]:
+    return history.decode_all(client.get_registered_model(name).tags, alias)
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+def score_versions(name: str, versions: list[str], split: Path) -> dict[str, dict]:
+    """{version: {"labels", "pred"}}: each version served-as-registered in its own fresh process, all at once."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(), "PYTHONWARNINGS": "ignore",
+           "TRANSFORMERS_VERBOSITY": "error", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+    source = SCORER.read_text()
+    with tempfile.TemporaryDirectory(prefix="nerflow-score-") as tmp:
+        procs = {}
+        for v in dict.fromkeys(versions):
+            out = Path(tmp) / f"{v}.json"
+            procs[v] = (subprocess.Popen([sys.executable, "-c", source, f"models:/{name}/{v}", str(split), str(out)],
+                                         cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True), out)
+        results = {}
+        for v, (proc, out) in procs.items():
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"scoring {name} version {v} as served failed:\n{err[-3000:]}")
+            results[v] = json.loads(out.read_text())
+    return results
+
+
+def tables(gold: list[list[str]], scored: dict, versions: tuple[str, str | None]) -> tuple[dict, dict | None, tuple | None]:
+    """Full score tables of (challenger, champion), and restricted ones when their label sets differ."""
+    challenger, champion = versions
+    full = {v: _table(score(gold, scored[v]["pred"])) for v in versions if v is not None}
+    restricted = None
+    if champion is not None:
+        types = {v: entity_types(scored[v]["labels"]) for v in versions}
+        if types[challenger] != types[champion]:
+            keep = types[challenger] & types[champion]
+            restricted = tuple(promotion.score_restricted(gold, scored[v]["pred"], keep) for v in versions)
+    return full[challenger], full.get(champion) if champion else None, restricted
+
+
+def _table(s) -> dict:
+    return {"f1": float(s.f1), "per_type": s.per_type}
+
+
+# ------------------------------------------------------------------------------------------------ the lock
+@contextlib.contextmanager
+def promotion_lock(name: str, alias: str) -> Iterator[None]:
+    uri = tracking.tracking_uri()
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{name}-{alias}")
+    if uri.startswith("sqlite:///") or os.environ.get("PREFECT_API_URL") is None:
+        if not uri.startswith("sqlite:///"):
+            log.warning("the promotion lock holds on this host only: set PREFECT_API_URL to a Prefect server for "
+                        "a lock every host shares")
+        root = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else \
+            Path(tempfile.gettempdir())
+        path = root / "locks" / f"promote-{slug}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another promotion of %s @%s to finish", name, alias)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+
+    limit = f"nerflow-promote-{slug}"
+    with get_client(sync_client=True) as client:
+        with contextlib.suppress(Exception):   # exists already
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
+    with concurrency(limit, occupy=1, strict=True, timeout_seconds=900):
+        yield
+
+
+# ------------------------------------------------------------------------------------------------ moves
+def record(client: MlflowClient, name: str, alias: str, entries: list[history.Entry], **fields) -> history.Entry:
+    entry = history.new_entry(entries, **fields)
+    client.set_registered_model_tag(name, history.entry_tag(alias, entry.seq), history.encode(entry))
+    entries.append(entry)
+    return entry
+
+
+def note_external_move(client: MlflowClient, name: str, alias: str, entries: list[history.Entry]) -> str | None:
+    """The alias's version now; a move made outside nerflow (the MLflow UI) is recorded first, as such."""
+    current = alias_version(client, name, alias)
+    if history.external_move(entries, current):
+        top = history.stack(entries)[-1] if history.stack(entries) else None
+        log.warning("@%s of %s was moved outside nerflow (to %s): recorded as an external move", alias, name, current)
+        record(client, name, alias, entries, action="external", actor="unknown (outside nerflow)", from_version=top,
+               to_version=current, reason="the alias was moved outside nerflow")
+    return current
+
+
+def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promotion.GateRules, split: Path,
+         gold: list[list[str]], data_passed: bool, auto: bool, actor: str, evidence: dict) -> promotion.Decision:
+    """Score the challenger and the current champion as served, decide, and (when `auto` and accepted) move the
+    alias and record the move. The decision goes on the version as tags whatever it is."""
+    version = str(version)
+    check_version(client, name, version)
+    with promotion_lock(name, alias):
+        entries = read_history(client, name, alias)
+        champion = note_external_move(client, name, alias, entries)
+        for _ in range(MAX_RESCORES):
+            decision = _decide(client, name, version, champion, rules, split, gold, data_passed, entries)
+            now = alias_version(client, name, alias)
+            if now == champion:
+                break
+            log.info("@%s moved from %s to %s while scoring: scoring against the new champion", alias, champion, now)
+            champion = note_external_move(client, name, alias, entries)
+        else:
+            raise RuntimeError(f"@{alias} of {name} kept moving while it was being scored; try again")
+        verdict = "accepted" if decision.accepted else "rejected"
+        client.set_model_version_tag(name, version, DECISION_TAG, verdict)
+        client.set_model_version_tag(name, version, REASON_TAG, decision.reason[:4900])
+        if decision.accepted and auto and champion != version:
+            client.set_registered_model_alias(name, alias, version)
+            record(client, name, alias, entries, action="promote", actor=actor, from_version=champion,
+                   to_version=version, reason=decision.reason, evidence=history.Evidence(
+                       challenger_f1=decision.challenger_f1, champion_f1=decision.champion_f1, **evidence))
+        log.info("%s version %s: %s for @%s: %s%s", name, version, verdict, alias, decision.reason,
+                 "" if auto or not decision.accepted else " (promote.auto is false: nothing moved)")
+    return decision
+
+
+def _decide(client, name, version, champion, rules, split, gold, data_passed, entries) -> promotion.Decision:
+    if champion == version:
+        return promotion.Decision(True, f"version {version} is already @champion", 0.0, None, None, ())
+    if version in history.rolled_back_versions(entries):   # refused whatever the scores: do not compute them
+        return promotion.decide({"f1": 0.0, "per_type": {}}, None, rules, data_passed, challenger_rolled_back=True)
+    scored = score_versions(name, [v for v in (version, champion) if v], split)
+    challenger_table, champion_table, restricted = tables(gold, scored, (version, champion))
+    return promotion.decide(challenger_table, champion_table, rules, data_passed,
+                            challenger_rolled_back=version in history.rolled_back_versions(entries),
+                            restricted=restricted)
+
+
+def force(client: MlflowClient, name: str, version: str, alias: str, actor: str, reason: str) -> history.Entry:
+    version = str(version)
+    check_version(client, name, version)
+    with promotion_lock(name, alias):
+        entries = read_history(client, name, alias)
+        champion = note_external_move(client, name, alias, entries)
+        if champion == version:
+            raise Refused(f"{name} version {version} is @{alias} already")
+        client.set_registered_model_alias(name, alias, version)
+        client.set_model_version_tag(name, version, DECISION_TAG, "forced")
+        client.set_model_version_tag(name, version, REASON_TAG, reason[:4900])
+        return record(client, name, alias, entries, action="force", actor=actor, from_version=champion,
+                      to_version=version, reason=reason)
+
+
+def rollback(client: MlflowClient, name: str, alias: str, actor: str, reason: str | None = None) -> history.Entry:
+    if not _exists(client, name):
+        raise ConfigError(f"{name}: no registered model of that name (see `nerflow models`)")
+    with promotion_lock(name, alias):
+        entries = read_history(client, name, alias)
+        note_external_move(client, name, alias, entries)
+        target = history.rollback_target(entries)
+        if target is None:
+            raise Refused(f"{name} @{alias}: nothing to roll back to (no earlier champion in its history)")
+        current, previous = target
+        client.set_registered_model_alias(name, alias, previous)
+        client.set_model_version_tag(name, current, ROLLED_BACK_TAG, "true")
+        return record(client, name, alias, entries, action="rollback", actor=actor, from_version=current,
+                      to_version=previous, reason=reason or f"rolled back from version {current}")
+

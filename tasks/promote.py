@@ -1,0 +1,79 @@
+"""Promotion stage: the model card on the new version, then the evidence gate for `promote.alias` (champion).
+
+Both the challenger and the current champion are scored on this run's test split, each loaded from the registry
+exactly as it is served (tasks/champion.py); the decision, both models' per-type scores and the reason go to the
+MLflow run (promotion/comparison.json and .md) and onto the version (tags `nerflow.promotion`, `nerflow.reason`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from nerflow import data, promotion
+from nerflow.config import PipelineConfig, resolved_dict
+from nerflow.plan import StagePlan
+from nerflow.tasks import champion, tracking
+from nerflow.tasks.stage import run_stage, stage_task
+
+log = logging.getLogger("nerflow.promote")
+
+
+def rules_of(cfg: PipelineConfig) -> promotion.GateRules:
+    p = cfg.promote
+    return promotion.GateRules(min_delta=p.min_delta, min_f1=p.min_f1, min_support=p.min_support,
+                               max_type_drop=p.max_type_drop)
+
+
+def model_card(cfg: PipelineConfig, metrics: dict, validated: dict, registered: dict, run_id: str) -> str:
+    """The version's description (Markdown, shown on its MLflow page)."""
+    types = sorted(k.removeprefix("test/support_") for k in metrics if k.startswith("test/support_"))
+    sizes = {s: len(data.read_split(Path(validated["path"]) / f"{s}.jsonl")) for s in data.SPLITS}
+    labels = json.loads((Path(validated["path"]) / "labels.json").read_text())
+    rows = [f"| {t} | {int(metrics[f'test/support_{t}'])} | {metrics.get(f'val/best_f1_{t}', 0):.4f} | "
+            f"{metrics[f'test/f1_{t}']:.4f} |" for t in types]
+    return "\n".join([
+        f"# {registered['model_name']} version {registered['version']}", "",
+        f"- task: {cfg.task}; base model: `{cfg.model.name_or_path}`",
+        f"- data: hash `{validated['data_hash'][:16]}`, {sizes['train']:,} / {sizes['validation']:,} / "
+        f"{sizes['test']:,} sentences (train / validation / test), from `{cfg.data.dir}`",
+        f"- labels: {', '.join(labels)}",
+        f"- scores: validation F1 {metrics['val/best_f1']:.4f}, test F1 {metrics['test/f1']:.4f} (micro, strict "
+        "IOB2)", "",
+        "| type | test entities | val F1 | test F1 |", "|---|---|---|---|", *rows, "",
+        f"Trained by MLflow run `{run_id}`. Reproduce: `nerflow rerun {run_id}` (exactly its resolved config, "
+        "below), or save the config and `nerflow run CONFIG`.", "",
+        "```yaml", yaml.safe_dump(resolved_dict(cfg), sort_keys=False).strip(), "```"])[:19000]
+
+
+@stage_task("promote")
+def promote_task(cfg: PipelineConfig, step: StagePlan, validated: dict, evaluated: dict, registered: dict,
+                 run_id: str, flow_run_id: str | None) -> dict:
+    client = tracking.configure()
+    name, version, alias = registered["model_name"], str(registered["version"]), cfg.promote.alias
+
+    def compute(out: Path) -> None:
+        if registered.get("new_version", True):
+            client.update_model_version(name, version,
+                                        description=model_card(cfg, evaluated["metrics"], validated, registered, run_id))
+        split = Path(validated["path"]) / "test.jsonl"
+        gold = [s.tags for s in data.read_split(split)]
+        decision = champion.gate(
+            client, name, version, alias, rules_of(cfg), split, gold, data_passed=True, auto=cfg.promote.auto,
+            actor=champion.actor_name(), evidence={"test_data_hash": validated["data_hash"], "mlflow_run_id": run_id,
+                                                   "prefect_flow_run_id": flow_run_id})
+        moved = decision.accepted and cfg.promote.auto and champion.alias_version(client, name, alias) == version
+        outcome = {**promotion.decision_json(decision), "version": version, "alias": alias, "moved": moved,
+                   "auto": cfg.promote.auto}
+        (out / "comparison.json").write_text(json.dumps(outcome, indent=1))
+        (out / "comparison.md").write_text(promotion.comparison_markdown(decision))
+
+    result = run_stage(client, run_id, cfg.cache_dir, step, compute)
+    out = Path(result["path"])
+    for name_ in ("comparison.json", "comparison.md"):
+        client.log_artifact(run_id, str(out / name_), "promotion")
+    outcome = json.loads((out / "comparison.json").read_text())
+    tracking.log_tags(client, run_id, {"promotion": outcome["decision"], "promotion_reason": outcome["reason"][:4900]})
+    return {**result, "promotion": outcome}

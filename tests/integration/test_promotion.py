@@ -1,0 +1,181 @@
+"""The champion gate on a real sqlite registry with tiny local models: every move scored as served, recorded in the
+registry's history, reversible, and serialised across processes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from nerflow import history
+from nerflow.flows import cli
+from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_REFUSED
+
+from .corpus import tiny_config
+from .processes import nerflow_env
+
+WEAK = ["train.epochs=2"]             # far from the corpus: F1 well below STRONG's
+STRONG = ["train.epochs=25"]
+GATE = ["promote.min_f1=0.0", "promote.min_support=1"]   # a tiny test split: every type counts, no floor
+
+
+def pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name: str, *extra: str) -> dict:
+    from nerflow.flows.pipeline import ner_pipeline
+
+    cfg_dir = tmp_path / f"cfg-{len(list(tmp_path.glob('cfg-*')))}"
+    cfg_dir.mkdir()
+    cfg = tiny_config(cfg_dir, tiny_corpus, corpus_model_dir, cache_dir, f"registry.model_name={name}",
+                      "experiment=nerflow-promotion", *GATE, *extra)
+    return ner_pipeline(cfg)
+
+
+def champion_of(name: str) -> str | None:
+    return MlflowClient().get_registered_model(name).aliases.get("champion")
+
+
+def entries(name: str) -> list[history.Entry]:
+    return history.decode_all(MlflowClient().get_registered_model(name).tags, "champion")
+
+
+def test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(tmp_path, tiny_corpus, corpus_model_dir,
+                                                                       cache_dir, mlflow_store):
+    name = "gate-a"
+    first = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *WEAK)
+    assert first["promotion"]["decision"] == "accepted" and "no champion yet" in first["promotion"]["reason"]
+    assert str(champion_of(name)) == "1"
+    better = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *STRONG)
+    assert better["promotion"]["accepted"] and better["promotion"]["moved"]
+    assert better["promotion"]["challenger_f1"] > better["promotion"]["champion_f1"]
+    assert str(champion_of(name)) == "2"
+    worse = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, "train.epochs=3")
+    assert not worse["promotion"]["accepted"] and str(champion_of(name)) == "2"
+
+    client = MlflowClient()
+    rejected = client.get_model_version(name, "3")
+    assert rejected.tags["nerflow.promotion"] == "rejected"
+    assert rejected.tags["nerflow.reason"] == worse["promotion"]["reason"] and "champion F1" in rejected.tags["nerflow.reason"]
+    assert client.get_model_version(name, "2").tags["nerflow.promotion"] == "accepted"
+    assert [(e.action, e.from_version, e.to_version) for e in entries(name)] == [("promote", None, "1"),
+                                                                                ("promote", "1", "2")]
+    evidence = entries(name)[1].evidence
+    assert evidence.mlflow_run_id == better["run_id"] and evidence.test_data_hash and evidence.champion_f1 is not None
+    # the evidence is on the run too, and the version carries its model card
+    artifacts = {a.path for a in client.list_artifacts(worse["run_id"], "promotion")}
+    assert artifacts == {"promotion/comparison.json", "promotion/comparison.md"}
+    card = client.get_model_version(name, "2").description
+    assert card.startswith(f"# {name} version 2") and "| PER |" in card and f"nerflow rerun {better['run_id']}" in card
+
+
+def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, corpus_model_dir, cache_dir,
+                                                        mlflow_store, capsys):
+    name = "gate-b"
+    pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *WEAK)
+    held = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *STRONG, "promote.auto=false")
+    assert held["promotion"]["accepted"] and not held["promotion"]["moved"]
+    assert str(champion_of(name)) == "1"                              # the evidence, but no move
+
+    assert cli.main(["promote", name, "2", "--actor", "bob"]) == 0      # by hand, through the same gate
+    assert str(champion_of(name)) == "2"
+    assert cli.main(["promote", name, "1", "--actor", "carol"]) == EXIT_REFUSED     # the gate says no
+    assert str(champion_of(name)) == "2"
+    assert cli.main(["promote", name, "1", "--force"]) == EXIT_BAD_INPUT           # no reason given
+    assert cli.main(["promote", name, "9"]) == EXIT_BAD_INPUT                      # no such version
+    assert cli.main(["promote", "no-such-model", "1"]) == EXIT_BAD_INPUT
+    assert cli.main(["rollback", "no-such-model"]) == EXIT_BAD_INPUT
+    assert cli.main(["promote", name, "1", "--force", "--reason", "hotfix for ticket 7", "--actor", "alice"]) == 0
+    assert str(champion_of(name)) == "1"
+    forced = entries(name)[-1]
+    assert (forced.action, forced.actor, forced.reason, forced.from_version) == ("force", "alice",
+                                                                                 "hotfix for ticket 7", "2")
+
+    assert cli.main(["rollback", name]) == 0 and str(champion_of(name)) == "2"      # undoes the forced move
+    assert cli.main(["rollback", name]) == 0 and str(champion_of(name)) == "1"      # twice: two back
+    capsys.readouterr()
+    assert cli.main(["rollback", name]) == EXIT_REFUSED and str(champion_of(name)) == "1"
+    assert "nothing to roll back to" in capsys.readouterr().err
+    assert MlflowClient().get_model_version(name, "2").tags["nerflow.rolled_back"] == "true"
+    assert [(e.action, e.from_version, e.to_version) for e in entries(name)] == [
+        ("promote", None, "1"), ("promote", "1", "2"), ("force", "2", "1"), ("rollback", "1", "2"),
+        ("rollback", "2", "1")]
+    # the gate never re-promotes a rolled-back version on its own
+    assert cli.main(["promote", name, "2"]) == EXIT_REFUSED
+    assert "rolled back" in capsys.readouterr().err
+
+    assert cli.main(["models", "history", name, "--json"]) == 0
+    assert [r["action"] for r in json.loads(capsys.readouterr().out)][-1] == "rollback"
+    assert cli.main(["compare", name, "1", "2", "--json"]) == 0
+    compared = json.loads(capsys.readouterr().out)
+    assert compared["f1"]["2"] > compared["f1"]["1"]
+    assert {r["type"] for r in compared["rows"]} >= {"PER", "ORG", "LOC"}
+    assert compared["only_found_by"]["2"] > 0 and compared["gold_entities"] > 0
+
+
+RACER = textwrap.dedent("""
+    import contextlib, sys, time
+    from pathlib import Path
+    from nerflow.tasks import champion
+    barrier, me, lock = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "on"
+    if not lock:
+        champion.promotion_lock = lambda name, alias: contextlib.nullcontext()
+    score = champion.score_versions
+    def scored_then_wait(*args, **kwargs):
+        result = score(*args, **kwargs)
+        (barrier / me).touch()             # both must be here at once: with the lock, the other cannot be
+        deadline = time.monotonic() + 4
+        while len(list(barrier.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return result
+    champion.score_versions = scored_then_wait
+    from nerflow.flows.cli import main
+    raise SystemExit(main(["promote", sys.argv[4], sys.argv[5], "--actor", me]))
+""")
+
+
+def race(tmp_path: Path, name: str, mlflow_store: str, lock: bool) -> list[history.Entry]:
+    """@champion on a weak version 1; versions 2 and 3 are both better; two processes promote them at once."""
+    client = MlflowClient()
+    sources = {str(v.version): v for v in client.search_model_versions("name='gate-a'")}   # weak 1, strong 2
+    client.create_registered_model(name)
+    for src in (sources["1"], sources["2"], sources["2"]):
+        client.create_model_version(name, src.source, run_id=src.run_id, tags={"nerflow.task": "token-classification"})
+    assert cli.main(["promote", name, "1", "--force", "--reason", "start the race from a weak champion"]) == 0
+    barrier = tmp_path / f"barrier-{lock}"
+    barrier.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(barrier), f"racer{v}", "on" if lock else "off",
+                               name, v], cwd=tmp_path, env=nerflow_env(mlflow_store), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for v in ("2", "3")]
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    assert len(list(barrier.iterdir())) == 2, outputs       # both got to the move
+    for v in ("2", "3"):                                      # both decisions recorded
+        assert client.get_model_version(name, v).tags.get("nerflow.promotion") in ("accepted", "rejected"), outputs
+    return entries(name)
+
+
+def consistent(found: list[history.Entry], name: str) -> bool:
+    """Each move names the champion it replaced, the alias is where the last move put it, and every accepted
+    decision that moved the alias has its entry (two writers without the lock pick the same entry number)."""
+    client = MlflowClient()
+    accepted = [v for v in ("2", "3") if client.get_model_version(name, v).tags["nerflow.promotion"] == "accepted"]
+    return all(e.from_version == p.to_version for p, e in zip(found, found[1:])) and \
+        found[-1].to_version == str(champion_of(name)) and \
+        [e.action for e in found].count("promote") == len(accepted)
+
+
+@pytest.mark.parametrize("lock", [True, False], ids=["lock", "no-lock"])
+def test_two_promotions_racing_in_separate_processes(lock, tmp_path, mlflow_store, tiny_corpus, corpus_model_dir,
+                                                     cache_dir):
+    if not MlflowClient().search_model_versions("name='gate-a'"):
+        test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(tmp_path, tiny_corpus, corpus_model_dir,
+                                                                           cache_dir, mlflow_store)
+    name = f"gate-race-{'lock' if lock else 'nolock'}"
+    found = race(tmp_path, name, mlflow_store, lock)
+    if lock:    # one winner; the other scored against it (equal weights: a tie keeps the champion)
+        assert consistent(found, name), found
+        assert [e.action for e in found].count("promote") == 1
+    else:       # the same check fails with the lock switched off: both decided against version 1
+        assert not consistent(found, name), found
