@@ -179,3 +179,36 @@ def test_two_promotions_racing_in_separate_processes(lock, tmp_path, mlflow_stor
         assert [e.action for e in found].count("promote") == 1
     else:       # the same check fails with the lock switched off: both decided against version 1
         assert not consistent(found, name), found
+
+
+def blind_to(tmp_path: Path, tiny_corpus: Path, etype: str, keep) -> Path:
+    """The tiny corpus with `etype` unlabelled in train except in one sentence (so it stays in the label set)."""
+    from .corpus import LONG, SHORT, write_conll
+
+    d = tmp_path / f"blind-{etype}"
+    d.mkdir()
+    unlabelled = [[(w, "O" if t.endswith(f"-{etype}") else t) for w, t in s] for s in [LONG, *SHORT]]
+    write_conll(d / "train.txt", unlabelled * 4 + [keep])
+    for split in ("valid.txt", "test.txt"):
+        (d / split).write_bytes((tiny_corpus / split).read_bytes())
+    return d
+
+
+def test_a_per_type_regression_is_rejected_although_overall_f1_is_higher(tmp_path, tiny_corpus, corpus_model_dir,
+                                                                          cache_dir, mlflow_store):
+    """The champion hardly knows PER but finds the PRODUCT entity; the challenger finds every PER but not the
+    PRODUCT (each learnt its blind type from one sentence): better overall, worse on one type."""
+    from .corpus import SHORT, UNSEEN
+
+    name = "gate-type-drop"
+    champion = pipeline(tmp_path, blind_to(tmp_path, tiny_corpus, "PER", UNSEEN[1]), corpus_model_dir, cache_dir,
+                        name, *STRONG)
+    assert champion["promotion"]["moved"]
+    challenger = pipeline(tmp_path, blind_to(tmp_path, tiny_corpus, "PRODUCT", UNSEEN[3]), corpus_model_dir,
+                          cache_dir, name, *STRONG)
+    outcome = challenger["promotion"]
+    rows = {r["type"]: r for r in outcome["rows"]}
+    assert outcome["challenger_f1"] > outcome["champion_f1"], rows
+    assert not outcome["accepted"] and "PRODUCT" in outcome["reason"], rows
+    assert rows["PRODUCT"]["flag"] == "type_drop" and rows["PRODUCT"]["delta_f1"] < -0.02
+    assert str(champion_of(name)) == str(champion["version"])
