@@ -25,10 +25,6 @@ UNREACHABLE_MARKERS = ("max retries exceeded", "connection refused", "failed to 
 BAD_INPUT_MLFLOW_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 
 
-class Interrupted(Exception):
-    """The user stopped the command (first Ctrl-C or SIGTERM outside training)."""
-
-
 def _chain(exc: BaseException):
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -47,7 +43,7 @@ def classify(exc: BaseException) -> int:
 
     from nerflow.flows.prefect_server import ServiceUnavailable
 
-    if isinstance(exc, (KeyboardInterrupt, Interrupted)) or type(exc).__name__ == "TrainingInterrupted":
+    if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TrainingInterrupted":
         return EXIT_INTERRUPTED
     if isinstance(exc, (ConfigError, DataError, ValidationFailed, UnicodeDecodeError)):
         return EXIT_BAD_INPUT

@@ -53,7 +53,7 @@ def check_version(client: MlflowClient, name: str, version: str, task: str = "to
     except MlflowException as e:
         if e.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        known = _exists(client, name)
+        known = model_exists(client, name)
         raise ConfigError(f"{name} version {version}: no such version" if known else
                           f"{name}: no registered model of that name (see `nerflow models`)") from None
     if found.tags.get(TASK_TAG, task) != task:
@@ -61,7 +61,7 @@ def check_version(client: MlflowClient, name: str, version: str, task: str = "to
     return found
 
 
-def _exists(client: MlflowClient, name: str) -> bool:
+def model_exists(client: MlflowClient, name: str) -> bool:
     try:
         client.get_registered_model(name)
         return True
@@ -231,7 +231,7 @@ def force(client: MlflowClient, name: str, version: str, alias: str, actor: str,
 
 
 def rollback(client: MlflowClient, name: str, alias: str, actor: str, reason: str | None = None) -> history.Entry:
-    if not _exists(client, name):
+    if not model_exists(client, name):
         raise ConfigError(f"{name}: no registered model of that name (see `nerflow models`)")
     with promotion_lock(name, alias):
         entries = read_history(client, name, alias)

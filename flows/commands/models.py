@@ -51,7 +51,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def versions(client, name: str, as_json: bool) -> int:
     from nerflow.tasks import champion
 
-    if not champion._exists(client, name):
+    if not champion.model_exists(client, name):
         raise ConfigError(f"{name}: no registered model of that name (see `nerflow models`)")
     aliases = {}
     for alias, v in (client.get_registered_model(name).aliases or {}).items():
@@ -78,7 +78,7 @@ def history(client, name: str, alias: str, as_json: bool) -> int:
 
     from nerflow.tasks import champion
 
-    if not champion._exists(client, name):
+    if not champion.model_exists(client, name):
         raise ConfigError(f"{name}: no registered model of that name (see `nerflow models`)")
     entries = champion.read_history(client, name, alias)
     rows = [asdict(e) for e in entries]

@@ -33,16 +33,20 @@ class Sentence:
 Corpus = dict[str, list[Sentence]]
 
 
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    raw = path.read_bytes()
+def decode_utf8(raw: bytes, where: str) -> str:
+    """UTF-8 text without a BOM; otherwise a DataError `where:LINE: not UTF-8 (...)`."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = len(_NEWLINE.split(raw[: e.start].decode("utf-8")))
-        raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-    text = text.lstrip("\ufeff")
+        raise DataError(f"{where}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+    return text.lstrip("\ufeff")
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    text = decode_utf8(path.read_bytes(), str(path))
     if not text.strip():
         raise DataError(f"{path}: file is empty")
     return text

@@ -10,31 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from nerflow.data import DataError
+from nerflow.data import DataError, decode_utf8
+from nerflow.data import _lines as split_lines   # \n, \r\n and \r only, as the corpus readers split
 
 STDIN = "-"
-_NEWLINE = re.compile(r"\r\n|\r|\n")   # as nerflow.data: not str.splitlines(), which also splits at U+2028, ...
 
 
-def decode(raw: bytes, name: str) -> str:
-    """UTF-8 text (a BOM dropped); otherwise `name:LINE: not UTF-8 (...)`."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = len(_NEWLINE.split(raw[: e.start].decode("utf-8")))
-        raise DataError(f"{name}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-    return text.removeprefix("\ufeff")
+decode = decode_utf8   # UTF-8 without a BOM, or `name:LINE: not UTF-8 (...)`: the corpus readers' rule
 
 
 def lines_of(text: str) -> list[str]:
-    lines = _NEWLINE.split(text)
+    lines = split_lines(text)
     return lines[:-1] if lines and lines[-1] == "" else lines   # a final newline adds no document
 
 

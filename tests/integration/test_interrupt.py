@@ -50,6 +50,15 @@ def checkpoints(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "cache" / "train").glob("*.work/checkpoints/step-*"))
 
 
+def run_until_training(tmp_path: Path, corpus_model_dir: Path, mlflow_store: str, prefect_home: Path, name: str):
+    """`nerflow run` of a fresh config in its own process group, returned once training is under way:
+    (config path, environment, process, log path, the temporary server it started)."""
+    cfg = write_config(tmp_path, corpus_model_dir, name)
+    env = nerflow_env(mlflow_store, prefect_home)
+    proc, log = start(["run", str(cfg)], tmp_path, env)
+    return cfg, env, proc, log, started_training(tmp_path, prefect_home, proc, log)
+
+
 def started_training(tmp_path: Path, prefect_home: Path, proc, log: Path) -> dict:
     """Waits for a first checkpoint (training is under way); returns the temporary server the command started."""
     wait_for(lambda: checkpoints(tmp_path), 180, "a first checkpoint", proc, log)
@@ -66,10 +75,8 @@ def only_run(experiment: str):
 
 def test_ctrl_c_during_training_stops_cleanly_and_the_same_command_resumes(tmp_path, corpus_model_dir, mlflow_store,
                                                                            prefect_home):
-    cfg = write_config(tmp_path, corpus_model_dir, "interrupt-sigint")
-    env = nerflow_env(mlflow_store, prefect_home)
-    proc, log = start(["run", str(cfg)], tmp_path, env)
-    server = started_training(tmp_path, prefect_home, proc, log)
+    cfg, env, proc, log, server = run_until_training(tmp_path, corpus_model_dir, mlflow_store, prefect_home,
+                                                     "interrupt-sigint")
 
     os.killpg(proc.pid, signal.SIGINT)                 # Ctrl-C: the whole foreground group
     signalled = time.monotonic()
@@ -103,10 +110,8 @@ def test_ctrl_c_during_training_stops_cleanly_and_the_same_command_resumes(tmp_p
 
 def test_kill_9_leaves_no_server_and_the_next_command_shows_the_run_killed(tmp_path, corpus_model_dir, mlflow_store,
                                                                            prefect_home):
-    cfg = write_config(tmp_path, corpus_model_dir, "interrupt-sigkill")
-    env = nerflow_env(mlflow_store, prefect_home)
-    proc, log = start(["run", str(cfg)], tmp_path, env)
-    server = started_training(tmp_path, prefect_home, proc, log)
+    cfg, env, proc, log, server = run_until_training(tmp_path, corpus_model_dir, mlflow_store, prefect_home,
+                                                     "interrupt-sigkill")
 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
