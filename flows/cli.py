@@ -13,19 +13,19 @@ import os
 import sys
 
 from nerflow.flows import errors, interrupts
-from nerflow.flows.commands import cache, data, models, predict, run
+from nerflow.flows.commands import cache, data, models, predict, run, schedule
 from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED  # noqa: F401 - the table, re-exported
 
 log = logging.getLogger("nerflow.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nerflow", description="run, rerun and inspect pipeline runs, check data, manage the stage cache, predict",
+    parser = argparse.ArgumentParser(prog="nerflow", description="run, rerun and inspect pipeline runs, schedule them, check data, manage the stage cache, predict",
                                      epilog="exit codes: 0 done, 1 bug, 2 bad input, 3 service unreachable, "
                                             "4 refused, 130 interrupted (docs/cli.md)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (run, models, cache, data, predict):
+    for group in (run, models, cache, data, predict, schedule):
         group.add_parsers(sub)
     return parser
 

@@ -73,6 +73,15 @@ def filter_known_warnings() -> None:
         py_warnings.addFilter(KnownWarningRecords())
 
 
+def quiet_libraries() -> None:
+    """The library noise filters alone, for a process whose logging Prefect set up: a flow run started by a worker
+    or by `nerflow serve`."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    filter_known_warnings()
+
+
 def configure_output() -> None:
     """Call once, first thing in a command, before the heavy libraries are imported (some read their settings from
     the environment at import). Values already in the environment win."""
@@ -83,12 +92,9 @@ def configure_output() -> None:
         # or a CI log each becomes one long garbled line. On a terminal a long load still shows its progress.
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # "Retrying (Retry(total=1, ...)) after connection broken by ...": MLflow's bounded HTTP retries; when they run
-    # out, the command reports the unreachable server once itself (flows/errors.py)
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    filter_known_warnings()
+    # urllib3's "Retrying (Retry(total=1, ...)) after connection broken by ...": MLflow's bounded HTTP retries;
+    # when they run out, the command reports the unreachable server once itself (flows/errors.py)
+    quiet_libraries()
 
 
 class _NoFailureReports(logging.Filter):

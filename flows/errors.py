@@ -68,15 +68,20 @@ def message(exc: BaseException, code: int) -> str:
     """The one line (plus at most a short hint) printed for a user-caused error."""
     text = str(exc).strip() or type(exc).__name__
     if code == EXIT_UNAVAILABLE:
-        uri = _service_uri(exc)
+        from nerflow.flows.prefect_server import ServiceUnavailable
+
+        if isinstance(exc, ServiceUnavailable):   # nerflow's own sentence: it already names the server and the fix
+            return f"error: {text}"
+        uri, prefect = _service_uri(exc)
         lowered = text.lower()
         reason = next((said for marker, said in (("connection refused", "connection refused"),
                                                  ("timed out", "timed out"), ("name or service not known",
                                                                               "unknown host"))
                        if marker in lowered), text.splitlines()[0][:200])
-        return (f"error: cannot reach {uri}: {reason}\n"
-                "hint: start the server, or unset MLFLOW_TRACKING_URI / PREFECT_API_URL to use the local store "
-                "and a temporary Prefect server")
+        hint = ("start the Prefect server (`make team-up`), or unset PREFECT_API_URL: `nerflow run` then starts a "
+                "temporary one" if prefect else
+                "start the MLflow server (`make team-up`), or unset MLFLOW_TRACKING_URI to use the local sqlite store")
+        return f"error: cannot reach {uri}: {reason}\nhint: {hint}"
     if type(exc).__name__ in ("MlflowException", "RestException"):
         text = text.splitlines()[0]
     lines = text.splitlines()
@@ -90,14 +95,15 @@ def message(exc: BaseException, code: int) -> str:
     return f"error: {lines[0] if lines else text}"
 
 
-def _service_uri(exc: BaseException) -> str:
-    """Which server: Prefect's client speaks httpx, MLflow's requests."""
+def _service_uri(exc: BaseException) -> tuple[str, bool]:
+    """Which server, and whether it is Prefect's: Prefect's client speaks httpx, MLflow's requests."""
     import os
 
     prefect = any(type(e).__module__.split(".")[0] in ("httpx", "httpcore", "prefect") for e in _chain(exc))
     if prefect:
-        return os.environ.get("PREFECT_API_URL") or "the Prefect API"
-    return os.environ.get("MLFLOW_TRACKING_URI") or "the MLflow tracking store"
+        return f"the Prefect server at {os.environ.get('PREFECT_API_URL') or 'the Prefect API'}", True
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return (f"the MLflow tracking server at {uri}" if uri else "the MLflow tracking store"), False
 
 
 def format_bug(exc: BaseException) -> str:

@@ -34,6 +34,7 @@ from nerflow.evaluate import score
 from nerflow.promotion import Refused
 from nerflow.schemes import entity_types
 from nerflow.tasks import tracking
+from nerflow.tasks.global_locks import global_lock, limit_name, team_prefect_api
 
 log = logging.getLogger("nerflow.promote")
 SCORER = Path(__file__).with_name("score_served.py")
@@ -122,7 +123,7 @@ def _table(s) -> dict:
 def promotion_lock(name: str, alias: str) -> Iterator[None]:
     uri = tracking.tracking_uri()
     slug = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{name}-{alias}")
-    if uri.startswith("sqlite:///") or os.environ.get("PREFECT_API_URL") is None:
+    if uri.startswith("sqlite:///") or team_prefect_api() is None:
         if not uri.startswith("sqlite:///"):
             log.warning("the promotion lock holds on this host only: set PREFECT_API_URL to a Prefect server for "
                         "a lock every host shares")
@@ -141,15 +142,7 @@ def promotion_lock(name: str, alias: str) -> Iterator[None]:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
         return
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.concurrency.sync import concurrency
-
-    limit = f"nerflow-promote-{slug}"
-    with get_client(sync_client=True) as client:
-        with contextlib.suppress(Exception):   # exists already
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
-    with concurrency(limit, occupy=1, strict=True, timeout_seconds=900):
+    with global_lock(limit_name("promote", slug), timeout_s=900, what=f"another promotion of {name} @{alias}"):
         yield
 
 

@@ -46,6 +46,10 @@ def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: boo
         return 0
     reap_dead_runs()
     done = already_done(plan)
+    if done is None and force_from is None and continue_run_id is None and shared_registry():
+        from nerflow.tasks import registered, tracking
+
+        done = registered.find_registered(tracking.configure(), cfg, plan)   # another host's cache built it
     if done is not None:
         print(format_summary(done))
         return 0
@@ -63,6 +67,11 @@ def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: boo
         result = state.result()   # raises what the flow raised
     print(format_summary(result))
     return 0
+
+
+def shared_registry() -> bool:
+    """A tracking server (a team setup): the registry, not this host's cache, knows what is done."""
+    return os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://", "databricks"))
 
 
 def reap_dead_runs() -> None:

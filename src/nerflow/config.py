@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,6 +109,9 @@ class PipelineConfig(_Section):
     promote: PromoteConfig = PromoteConfig()
 
 
+CACHE_DIR_ENV = "NERFLOW_CACHE_DIR"   # the default cache_dir when the config does not set one
+
+
 def load_config(path: Path | str, overrides: list[str] = ()) -> PipelineConfig:
     """Read YAML, apply `a.b=value` overrides (values parsed as YAML), validate. An error names where the bad key
     came from (the override, or the file and its line) and suggests the closest valid key."""
@@ -139,6 +143,10 @@ def load_config(path: Path | str, overrides: list[str] = ()) -> PipelineConfig:
             raise ConfigError(f"override {key.strip()}: value {value!r} is not valid YAML: {e}") from None
         _set_dotted(raw, key.strip(), parsed)
         origins[key.strip()] = f"override {item}"
+    if "cache_dir" not in raw and os.environ.get(CACHE_DIR_ENV):
+        # per machine, not per config: a worker keeps its stage cache on its own disk (docs/team.md)
+        raw["cache_dir"] = os.environ[CACHE_DIR_ENV]
+        origins["cache_dir"] = f"environment {CACHE_DIR_ENV}"
     try:
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as e:

@@ -149,7 +149,7 @@ def test_unreachable_tracking_server_fails_fast_with_exit_3(corpus, tmp_path, ca
         started = time.monotonic()
         result = run(args, tmp_path, env)
         assert time.monotonic() - started < UNREACHABLE_BOUND_S
-        one_error(result, EXIT_UNAVAILABLE, rf"^error: cannot reach {re.escape(uri)}")
+        one_error(result, EXIT_UNAVAILABLE, rf"^error: cannot reach the MLflow tracking server at {re.escape(uri)}")
 
 
 def test_a_real_bug_still_prints_its_traceback(corpus, tmp_path, cache_dir, mlflow_store):

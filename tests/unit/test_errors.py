@@ -58,4 +58,4 @@ def test_unreachable_names_the_server_and_the_reason(monkeypatch):
     exc = MlflowException("API request to http://127.0.0.1:9/api/2.0/x failed with exception HTTPConnectionPool: "
                           "Max retries exceeded ([Errno 111] Connection refused)")
     assert errors.message(exc, errors.EXIT_UNAVAILABLE).splitlines()[0] == \
-        "error: cannot reach http://127.0.0.1:9: connection refused"
+        "error: cannot reach the MLflow tracking server at http://127.0.0.1:9: connection refused"

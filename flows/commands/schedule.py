@@ -1,0 +1,138 @@
+"""`nerflow schedule` (create, replace, list, pause, resume, delete schedules) and `nerflow serve` (run them).
+
+    nerflow schedule CONFIG [key=value ...] (--cron EXPR [--timezone TZ] | --interval SECONDS) [--name NAME] [--pool P]
+    nerflow schedule ls [--json]
+    nerflow schedule pause|resume|delete NAME
+    nerflow serve [NAME ...]
+
+Schedules live on the Prefect server named by PREFECT_API_URL (flows/deployments.py); without one every command
+here fails at once with the commands that start one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ACTIONS = ("ls", "pause", "resume", "delete")
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from nerflow.config import ConfigError
+    from nerflow.flows import deployments
+
+    deployments.require_server()
+    if args.config in ACTIONS:
+        return schedule_action(args.config, args.overrides, args.json)
+    if args.cron is None and args.interval is None:
+        raise ConfigError("a schedule needs --cron EXPR or --interval SECONDS")
+    if args.timezone and not args.cron and args.interval is None:
+        raise ConfigError("--timezone goes with --cron")
+    cadence = deployments.Cadence(cron=args.cron, interval_s=args.interval, timezone=args.timezone)
+    check_cadence(cadence)
+    config = Path(args.config)
+    from nerflow.config import load_config
+
+    load_config(config, args.overrides)   # bad config or override: refused now, not at 3 a.m.
+    name = args.name or re.sub(r"[^A-Za-z0-9_-]", "-", config.stem)
+    workdir = str(Path(args.workdir).resolve()) if args.workdir else str(Path.cwd())
+    deployment_id, created = deployments.apply(name, str(config), args.overrides, workdir, cadence, args.pool,
+                                               args.collision)
+    row = next(r for r in deployments.rows() if r["name"] == name)
+    if args.json:
+        print(json.dumps({**row, "created": created}, indent=1))
+        return 0
+    runs_on = f"`prefect worker start --pool {args.pool}` (from {workdir})" if args.pool else \
+        f"`nerflow serve {name}` (from {workdir})"
+    print(f"{'created' if created else 'updated'} schedule {name} ({deployment_id}): {row['schedule']}, "
+          f"next run {row['next_run'] or '(being scheduled)'}\n"
+          f"runs execute on {runs_on}; runs never overlap (a run due while one trains is "
+          f"{'queued' if args.collision == 'enqueue' else 'cancelled'})")
+    return 0
+
+
+def check_cadence(cadence) -> None:
+    from nerflow.config import ConfigError
+
+    if cadence.interval_s is not None and cadence.interval_s <= 0:
+        raise ConfigError(f"--interval {cadence.interval_s:g}: must be a positive number of seconds")
+    try:
+        cadence.schedule()
+    except ValueError as e:
+        what = f"--cron {cadence.cron!r}" if cadence.cron else f"--timezone {cadence.timezone!r}"
+        raise ConfigError(f"{what}: {str(e).splitlines()[-1]}") from None
+
+
+def schedule_action(action: str, names: list[str], as_json: bool) -> int:
+    from nerflow.config import ConfigError
+    from nerflow.flows import deployments
+
+    if action == "ls":
+        rows = deployments.rows()
+        if as_json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        if not rows:
+            print("no schedules (create one: nerflow schedule CONFIG --interval SECONDS)")
+        for r in rows:
+            state = "paused" if not r["active"] else "active"
+            last = r["last_run"]
+            print(f"{r['name']:<20} {state:<7} {r['schedule'] or '-':<28} runs on {r['runs_on']}\n"
+                  f"{'':<20} config {r['config']} {' '.join(r['overrides'])}\n"
+                  f"{'':<20} next {r['next_run'] or '-'}; last "
+                  f"{(last['state'] + ': ' + (last['message'] or '')) if last else '-'}")
+        return 0
+    if len(names) != 1:
+        raise ConfigError(f"nerflow schedule {action} takes one schedule name (see `nerflow schedule ls`)")
+    if action == "delete":
+        deployments.delete(names[0])
+        print(f"deleted schedule {names[0]} (its registered models and MLflow runs stay)")
+    else:
+        deployments.set_paused(names[0], action == "pause")
+        print(f"{action}d schedule {names[0]}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from nerflow.flows import deployments
+
+    deployments.require_server()
+    try:
+        deployments.serve(args.names, limit=args.limit)
+    except KeyboardInterrupt:
+        print("stopped serving; the schedules stay active: `nerflow serve` again, or a worker, runs what comes due",
+              file=sys.stderr)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    schedule = sub.add_parser(
+        "schedule", help="create or replace a schedule of the pipeline; ls, pause, resume, delete",
+        usage="nerflow schedule CONFIG [key=value ...] (--cron EXPR [--timezone TZ] | --interval SECONDS) "
+              "[--name NAME] [--pool POOL]\n       nerflow schedule ls [--json]\n"
+              "       nerflow schedule pause|resume|delete NAME",
+        description="Schedules live on the Prefect server of PREFECT_API_URL. A scheduled run retrains only when "
+                    "the configured data files, the config or the code changed; otherwise it ends in seconds as "
+                    "'nothing to do'. Scheduling a name again replaces its schedule.")
+    schedule.add_argument("config", help="the pipeline config (YAML), or ls / pause / resume / delete")
+    schedule.add_argument("overrides", nargs="*", help="key=value overrides; for pause/resume/delete: the NAME")
+    when = schedule.add_mutually_exclusive_group()
+    when.add_argument("--cron", help="cron expression, e.g. '0 3 * * *' (03:00 every day)")
+    when.add_argument("--interval", type=float, help="seconds between runs (with the cheap 'nothing changed' "
+                                                     "check: the way to retrain when data lands)")
+    schedule.add_argument("--timezone", help="IANA time zone of --cron (default UTC)")
+    schedule.add_argument("--name", help="schedule name (default: the config file's stem)")
+    schedule.add_argument("--pool", help="a process work pool whose workers run it (created if missing); "
+                                         "default: `nerflow serve` runs it")
+    schedule.add_argument("--workdir", help="the checkout runs read relative paths from (default: here)")
+    schedule.add_argument("--collision", choices=("cancel_new", "enqueue"), default="cancel_new",
+                          help="a run due while the previous one still runs: cancelled (default) or queued")
+    schedule.add_argument("--json", action="store_true", help="machine-readable output, for scripts")
+    schedule.set_defaults(func=cmd_schedule)
+    serve = sub.add_parser("serve", help="run the scheduled runs of these schedules (all served ones by default) "
+                                         "until stopped; their schedules stay active when it stops")
+    serve.add_argument("names", nargs="*")
+    serve.add_argument("--limit", type=int, help="at most this many runs at once (default: no limit)")
+    serve.set_defaults(func=cmd_serve)

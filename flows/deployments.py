@@ -1,0 +1,240 @@
+"""Schedules of the pipeline as Prefect deployments of `nerflow-scheduled` (flows/scheduled.py), and `serve`.
+
+Prefect keeps them: a deployment holds the parameters (config path, overrides, working directory: visible and
+editable in the Prefect UI), one schedule, and a concurrency limit of 1 so runs of one deployment never overlap.
+Collision strategy CANCEL_NEW: a run that comes due while the previous one still trains is cancelled ("Deployment
+concurrency limit reached.") instead of queued, so a short interval builds no backlog; the next due run picks up
+whatever changed. Prefect 3.8.8 also cancels such runs when they turn Late (rule EnforceDeploymentConcurrencyOnLate,
+the fix for #21060 / #16984); `--collision enqueue` queues them instead.
+
+Scheduling the same name again updates the deployment and its one schedule in place (same schedule id): Prefect's
+upsert deletes and recreates schedules with new ids, which is how redeploys produced duplicate runs (#17538,
+#18894); runs the scheduler creates are keyed by schedule id and time, so a kept id cannot be scheduled twice.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nerflow.flows.prefect_server import ServiceUnavailable
+
+log = logging.getLogger("nerflow.schedule")
+FLOW_NAME = "nerflow-scheduled"
+START_ONE = ("start one with `make team-up && source .team/team.env` (PostgreSQL, MLflow and Prefect servers on "
+             "this machine), or `prefect server start` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`")
+
+
+@dataclass(frozen=True)
+class Cadence:
+    cron: str | None = None
+    interval_s: float | None = None
+    timezone: str | None = None
+
+    def schedule(self):
+        from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+
+        if self.cron:
+            return CronSchedule(cron=self.cron, timezone=self.timezone or "UTC")
+        return IntervalSchedule(interval=dt.timedelta(seconds=self.interval_s), timezone=self.timezone)
+
+
+def require_server() -> str:
+    """The configured Prefect server's API URL, answering; else one error that says how to get one."""
+    import httpx
+
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        raise ServiceUnavailable("schedules need a Prefect server and PREFECT_API_URL is not set: " + START_ONE)
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as e:
+        raise ServiceUnavailable(f"the Prefect server at {url} (PREFECT_API_URL) does not answer ({e}): start it, "
+                                 "or unset PREFECT_API_URL and use `nerflow run`, which needs no server") from None
+    return url
+
+
+def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: Cadence, pool: str | None,
+          collision: str = "cancel_new") -> tuple[str, bool]:
+    """Create the deployment `nerflow-scheduled/NAME`, or update it in place. Returns (id, created)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy, ConcurrencyOptions
+    from prefect.deployments.runner import EntrypointType
+
+    from nerflow.flows.scheduled import scheduled_pipeline
+
+    parameters = {"config": config, "overrides": list(overrides), "workdir": workdir}
+    strategy = ConcurrencyLimitStrategy(collision.upper())
+    description = (f"nerflow pipeline of {config} {' '.join(overrides)}: retrains when its data, config or code "
+                   "changed; otherwise ends as 'nothing to do'")
+    with get_client(sync_client=True) as client:
+        if pool:
+            ensure_pool(client, pool)
+        existing = find(client, name)
+        if existing is None:
+            deployment = scheduled_pipeline.to_deployment(
+                name=name, parameters=parameters, schedule=None, concurrency_limit=ConcurrencyLimitConfig(
+                    limit=1, collision_strategy=strategy), description=description, tags=["nerflow"],
+                work_pool_name=pool, job_variables=job_variables(pool), entrypoint_type=EntrypointType.MODULE_PATH)
+            deployment_id = deployment.apply()
+            client.create_deployment_schedules(deployment_id, [(cadence.schedule(), True)])
+            return str(deployment_id), True
+        client.update_deployment(existing.id, DeploymentUpdate(
+            parameters=parameters, description=description, concurrency_limit=1, paused=False,
+            concurrency_options=ConcurrencyOptions(collision_strategy=strategy), work_pool_name=pool,
+            job_variables=job_variables(pool),
+            tags=sorted({*existing.tags, "nerflow"})))
+        schedules = client.read_deployment_schedules(existing.id)
+        if schedules:
+            client.update_deployment_schedule(existing.id, schedules[0].id, active=True, schedule=cadence.schedule())
+            for extra in schedules[1:]:
+                client.delete_deployment_schedule(existing.id, extra.id)
+        else:
+            client.create_deployment_schedules(existing.id, [(cadence.schedule(), True)])
+        return str(existing.id), False
+
+
+def job_variables(pool: str | None) -> dict:
+    """A worker's flow runs get nerflow's environment defaults (our log lines in the Prefect UI, library noise
+    off), as a `nerflow` command sets them for itself and for the runs `nerflow serve` starts."""
+    from nerflow.flows.console import ENV_DEFAULTS
+
+    return {"env": dict(ENV_DEFAULTS)} if pool else {}
+
+
+def ensure_pool(client, pool: str) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    try:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        log.info("created the process work pool %s", pool)
+    except ObjectAlreadyExists:
+        pass
+
+
+def find(client, name: str):
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_deployment_by_name(f"{FLOW_NAME}/{name}")
+    except ObjectNotFound:
+        return None
+
+
+def get(client, name: str):
+    from nerflow.config import ConfigError
+
+    found = find(client, name)
+    if found is None:
+        known = ", ".join(d.name for d in list_all(client)) or "none"
+        raise ConfigError(f"no schedule named {name!r} (schedules: {known}; see `nerflow schedule ls`)")
+    return found
+
+
+def list_all(client) -> list:
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    return client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])))
+
+
+def rows() -> list[dict]:
+    """One row per schedule: what `nerflow schedule ls` prints."""
+    from prefect.client.orchestration import get_client
+
+    out = []
+    with get_client(sync_client=True) as client:
+        for d in sorted(list_all(client), key=lambda d: d.name):
+            schedules = client.read_deployment_schedules(d.id)
+            nxt = next_run(client, d.id)
+            last = last_run(client, d.id)
+            out.append({"name": d.name, "id": str(d.id), "paused": bool(d.paused),
+                        "schedule": describe(schedules[0].schedule) if schedules else None,
+                        "active": bool(schedules and schedules[0].active and not d.paused),
+                        "runs_on": f"work pool {d.work_pool_name}" if d.work_pool_name else "nerflow serve",
+                        "config": d.parameters.get("config"), "overrides": d.parameters.get("overrides") or [],
+                        "next_run": nxt.isoformat() if nxt else None,
+                        "last_run": last})
+    return out
+
+
+def describe(schedule) -> str:
+    if getattr(schedule, "cron", None):
+        return f"cron {schedule.cron} ({schedule.timezone or 'UTC'})"
+    return f"every {schedule.interval.total_seconds():g} s"
+
+
+def next_run(client, deployment_id):
+    runs = _runs(client, deployment_id, ["SCHEDULED"], "EXPECTED_START_TIME_ASC", 1)
+    return runs[0].next_scheduled_start_time if runs else None
+
+
+def last_run(client, deployment_id) -> dict | None:
+    runs = _runs(client, deployment_id, ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"], "END_TIME_DESC", 1)
+    if not runs:
+        return None
+    state = runs[0].state
+    return {"state": state.name, "message": state.message, "flow_run_id": str(runs[0].id),
+            "ended": runs[0].end_time.isoformat() if runs[0].end_time else None}
+
+
+def _runs(client, deployment_id, state_types: list[str], sort: str, limit: int) -> list:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, \
+        FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    state = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(t) for t in state_types]))
+    return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                                 flow_run_filter=FlowRunFilter(state=state), sort=FlowRunSort(sort), limit=limit)
+
+
+def set_paused(name: str, paused: bool) -> None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment = get(client, name)
+        (client.pause_deployment if paused else client.resume_deployment)(deployment.id)
+
+
+def delete(name: str) -> None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.delete_deployment(get(client, name).id)
+
+
+def serve(names: list[str], limit: int | None = None) -> None:
+    """Execute the scheduled runs of these deployments (all served ones when none are named) until stopped.
+    A Prefect Runner that watches existing deployments: it neither re-applies them (a re-apply recreates their
+    schedules) nor pauses them when it stops (`pause_on_shutdown=False`), so the schedule stays active while no
+    process serves it, and the next `nerflow serve` or a restart picks up the due runs."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.runner import Runner
+
+    with get_client(sync_client=True) as client:
+        deployments = [get(client, n) for n in names] if names else \
+            [d for d in list_all(client) if not d.work_pool_name]
+    from nerflow.config import ConfigError
+
+    if not deployments:
+        raise ConfigError("no schedules to serve: create one with `nerflow schedule CONFIG --interval SECONDS` "
+                          "(schedules of a work pool run on `prefect worker start --pool POOL`)")
+    pooled = [d.name for d in deployments if d.work_pool_name]
+    if pooled:
+        raise ConfigError(f"{', '.join(pooled)} run on a work pool: start `prefect worker start --pool "
+                          f"{deployments[0].work_pool_name}` instead, or reschedule without --pool")
+    runner = Runner(name=f"nerflow-serve-{os.getpid()}", pause_on_shutdown=False, limit=limit)
+    for d in deployments:
+        # Runner.add_deployment would apply the deployment again; registering the id only is what serving an
+        # existing deployment needs (Prefect 3.8.8's registry; covered by tests/team/test_schedules.py)
+        runner._deployment_registry.register_deployment(d.id, d.name)
+    log.info("serving %s (Ctrl-C stops; the schedules stay active)", ", ".join(d.name for d in deployments))
+    print(f"serving {', '.join(d.name for d in deployments)} from {Path.cwd()}; Ctrl-C stops serving, the "
+          "schedules stay active", flush=True)
+    asyncio.run(runner.start())

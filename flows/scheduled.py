@@ -1,0 +1,68 @@
+"""The entry flow of every schedule (`nerflow-scheduled`): decide cheaply whether anything changed, then run the
+pipeline as a child flow run only if something did.
+
+Deployments point here, not at the pipeline, so that a run whose plan matches a logical run already registered
+ends in seconds: this module imports Prefect and the planning code only (no torch, no transformers), hashes the
+configured data files, model files and code, and asks the registry (tasks/registered.py). The pipeline, and with it
+torch, is imported only when there is work to do. What counts as a change: the content of the configured data
+files (`data.dir` + train/validation/test names), the base model's files, the config and nerflow's code. A new
+file beside the configured ones is not read, so it changes nothing.
+"""
+from __future__ import annotations
+
+import os
+
+from prefect import flow
+
+from nerflow.flows.errors import MLFLOW_HTTP_BOUNDS
+from prefect.runtime import deployment, flow_run
+from prefect.states import Cancelled, Completed
+
+
+@flow(name="nerflow-scheduled", log_prints=False)
+def scheduled_pipeline(config: str, overrides: list[str] | None = None, workdir: str | None = None):
+    """Retrain `config` (with `overrides`, key=value) when its data, settings or code changed since the version
+    registered for them; `workdir`: the project checkout relative paths are read from (default: where the worker
+    or `nerflow serve` runs)."""
+    from nerflow import tasks
+    from nerflow.config import load_config
+    from nerflow.flows.console import quiet_libraries
+    from nerflow.plan import make_plan
+    from nerflow.tasks import registered, tracking
+
+    quiet_libraries()
+    for key, value in MLFLOW_HTTP_BOUNDS.items():   # an unreachable MLflow server fails the run in seconds
+        os.environ.setdefault(key, value)
+    if workdir:
+        os.chdir(workdir)
+    cfg = load_config(config, list(overrides or []))
+    plan = make_plan(cfg, None, tasks.sources())
+    client = tracking.configure()
+    done = registered.find_registered(client, cfg, plan)
+    if done is not None:
+        who = f"Prefect flow run {flow_run.get_id()} of deployment {deployment.get_name() or '-'}"
+        registered.note_unchanged(client, done["run_id"], who)
+        return Completed(message=nothing_to_do(done))
+    from nerflow.flows.pipeline import ner_pipeline   # torch from here on
+
+    state = ner_pipeline(cfg, return_state=True)
+    if state.is_cancelled():
+        return Cancelled(message=state.message)
+    result = state.result()   # raises what the pipeline raised: this flow run fails with it
+    if result.get("already_registered"):   # another worker registered it while this one waited for the run lock
+        return Completed(message=nothing_to_do(result))
+    return Completed(message=finished(result))
+
+
+def nothing_to_do(done: dict) -> str:
+    return (f"nothing to do: {done['model_name']} version {done['version']} was registered from this data, config "
+            f"and code (MLflow run {done['run_id']})")
+
+
+def finished(result: dict) -> str:
+    promotion = result.get("promotion") or {}
+    verdict = f"; promotion: {promotion['decision']} ({promotion.get('reason', '')})" if promotion else ""
+    made = "already registered:" if result["stages"].get("register") else \
+        "registered" if result.get("new_version", True) else "weights identical to"
+    return (f"{made} {result['model_name']} version {result['version']}, test F1 {result['metrics']['test/f1']:.4f}"
+            f"{verdict} (MLflow run {result['run_id']})")

@@ -1,0 +1,156 @@
+"""The team servers infra/team.py starts are real: MLflow on PostgreSQL with proxied artifacts, Prefect on
+PostgreSQL, both on 127.0.0.1 only; MLflow survives a kill and restart; `down` leaves no process and no port."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import mlflow
+import psutil
+import psycopg2
+import pytest
+
+from .conftest import ROOT, TeamServers, team_module
+
+TEAM_PY = ROOT / "infra" / "team.py"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def server_processes(state: dict) -> list[psutil.Process]:
+    """mlflow, prefect and the postmaster with all their children, read while they run."""
+    pids = list(state["pids"].values())
+    pids.append(int((Path(state["pg_root"]) / "data" / "postmaster.pid").read_text().split()[0]))
+    procs = [psutil.Process(pid) for pid in pids]
+    return procs + [child for p in procs for child in p.children(recursive=True)]
+
+
+def still_running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """PID 1 on some machines never reaps orphans: a zombie has stopped all the same."""
+    return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_mlflow_experiment_model_and_proxied_artifact(team, tmp_path):
+    client = mlflow.MlflowClient(team.mlflow_uri)
+    exp_id = client.create_experiment(unique("team-exp"))
+    model = client.create_registered_model(unique("team-model"))
+    assert client.get_registered_model(model.name).name == model.name
+
+    run = client.create_run(exp_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:"), "artifacts must go through the server's proxy"
+    (tmp_path / "note.txt").write_text("proxied\n")
+    client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
+    back = client.download_artifacts(run.info.run_id, "note.txt", str(tmp_path / "back"))
+    assert Path(back).read_text() == "proxied\n"
+    assert [p.read_text() for p in (team.dir / "artifacts").rglob("note.txt")] == ["proxied\n"]
+
+
+def test_prefect_health_and_a_flow_over_rest_stored_in_postgresql(team):
+    with httpx.Client(base_url=team.prefect_api_url, timeout=30) as http:
+        assert http.get("/health").json() is True
+        created = http.post("/flows/", json={"name": unique("team-flow")})
+        assert created.status_code in (200, 201), created.text
+        read = http.get(f"/flows/{created.json()['id']}")
+        assert read.status_code == 200 and read.json()["name"] == created.json()["name"]
+    with psycopg2.connect(f"{team.postgres_url}/prefect") as conn, conn.cursor() as cur:
+        cur.execute("SELECT name FROM flow WHERE id = %s", (created.json()["id"],))
+        assert cur.fetchall() == [(created.json()["name"],)]
+
+
+def test_prefect_runs_fast_service_loops(team):
+    """fast_services=True: the scheduler looks for due runs every 2 s (or as the environment says), not 60 s."""
+    wanted = float(os.environ.get("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", 2))
+    settings = httpx.get(f"{team.prefect_api_url}/admin/settings", timeout=30).json()
+    assert settings["server"]["services"]["scheduler"]["loop_seconds"] == wanted
+    assert settings["server"]["ui"]["enabled"] is False
+
+
+def test_every_server_listens_on_loopback_only(team):
+    ports = team.state["ports"]
+    listening = [c for c in psutil.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port in ports.values()]
+    assert {c.laddr.port for c in listening} == set(ports.values())
+    assert {c.laddr.ip for c in listening} == {"127.0.0.1"}
+    others = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+              if a.family == socket.AF_INET and not a.address.startswith("127.")]
+    for address in others:
+        for port in ports.values():
+            with socket.socket() as s:
+                s.settimeout(1)
+                assert s.connect_ex((address, port)) != 0, f"port {port} answers on {address}"
+
+
+def test_mlflow_store_is_postgresql(team):
+    name = unique("in-postgres")
+    mlflow.MlflowClient(team.mlflow_uri).create_experiment(name)
+    with psycopg2.connect(f"{team.postgres_url}/mlflow") as conn, conn.cursor() as cur:
+        cur.execute("SELECT name FROM experiments WHERE name = %s", (name,))
+        assert cur.fetchall() == [(name,)]
+
+
+def test_mlflow_killed_and_restarted_keeps_port_and_data(team):
+    uri, name = team.mlflow_uri, unique("survives")
+    exp_id = mlflow.MlflowClient(uri).create_experiment(name)
+    team.stop_mlflow(kill=True)
+    assert not team_module.port_open(team.host, team.state["ports"]["mlflow"])
+    team.start_mlflow()
+    assert team.mlflow_uri == uri
+    assert mlflow.MlflowClient(uri).get_experiment(exp_id).name == name
+
+
+def test_state_files(team):
+    state_json = team.dir / "state.json"
+    assert stat.S_IMODE(state_json.stat().st_mode) == 0o600, "state.json holds the database password"
+    assert json.loads(state_json.read_text())["ports"] == team.state["ports"]
+    exports = (team.dir / "team.env").read_text()
+    assert exports == "".join(f"export {k}={v}\n" for k, v in team.env.items())
+    assert team.state["pg_password"] not in exports
+
+
+def test_cli_up_then_down_from_another_process_leaves_nothing(tmp_path):
+    """The CLI route (make team-up / team-down): `down` runs in a new process and works from state.json alone."""
+    state_dir = tmp_path / "cli-team"
+    cli = [sys.executable, str(TEAM_PY)]
+    up = subprocess.run([*cli, "up", "--state-dir", str(state_dir), "--no-ui"], capture_output=True, text=True,
+                        timeout=600)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        state = json.loads((state_dir / "state.json").read_text())
+        procs = server_processes(state)
+        env = subprocess.run([*cli, "env", "--state-dir", str(state_dir)], capture_output=True, text=True)
+        assert env.stdout == (state_dir / "team.env").read_text()
+        assert f"MLFLOW_TRACKING_URI=http://127.0.0.1:{state['ports']['mlflow']}" in env.stdout
+    finally:
+        down = subprocess.run([*cli, "down", "--state-dir", str(state_dir)], capture_output=True, text=True,
+                              timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert still_running(procs) == []
+    assert not any(team_module.port_open("127.0.0.1", port) for port in state["ports"].values())
+    assert not Path(state["pg_root"]).exists() and not (state_dir / "team.env").exists()
+    again = subprocess.run([*cli, "down", "--state-dir", str(state_dir)], capture_output=True, text=True)
+    assert again.returncode == 0, "down is idempotent"
+
+
+def test_a_server_dying_at_start_up_raises_with_its_log_and_leaves_nothing(tmp_path, monkeypatch):
+    made = []  # spy on where the cluster goes, to see it removed
+    mkdtemp = team_module.tempfile.mkdtemp
+    monkeypatch.setattr(team_module.tempfile, "mkdtemp", lambda **kw: made.append(mkdtemp(**kw)) or made[-1])
+    fake_python = tmp_path / "fake-python"
+    fake_python.write_text("#!/bin/sh\necho 'boom: no server today' >&2\nexit 3\n")
+    fake_python.chmod(0o755)
+    servers = TeamServers(tmp_path / "broken", python=str(fake_python), ui=False)
+    with pytest.raises(RuntimeError, match="boom: no server today"):
+        servers.up()
+    assert not team_module.port_open("127.0.0.1", servers.state["ports"]["postgres"])
+    assert "pg_root" not in servers.state and not servers.state["pids"]
+    assert len(made) == 1 and not Path(made[0]).exists()
+    assert "ready to accept connections" in (servers.dir / "logs" / "postgres.log").read_text()
