@@ -30,6 +30,9 @@ ENV_DEFAULTS = {
     # MLflow configures its own loggers when imported, at INFO unless told: "Creating initial MLflow database
     # tables..." (first use of a sqlite store) in another format than ours
     "MLFLOW_LOGGING_LEVEL": "WARNING",
+    # "🏃 View run ... at: http://..." on stdout at every run end against a tracking server (twice per run); the
+    # summary prints the run id and the UI's address once
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 # loggers whose INFO lines are plumbing (HTTP requests, schema migrations, file locks); their warnings still show
@@ -79,6 +82,9 @@ def quiet_libraries() -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    # system metrics are best effort: with the tracking server gone their sampler warns "Failed to get mlflow run"
+    # with the whole exception, a repeat of what the command reports once itself
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
     filter_known_warnings()
 
 

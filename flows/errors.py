@@ -22,6 +22,8 @@ MLFLOW_HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUE
 UNREACHABLE_MARKERS = ("max retries exceeded", "connection refused", "failed to establish a new connection",
                        "name or service not known", "all connection attempts failed", "connecterror",
                        "cannot connect to", "failed to reach api")
+REASONS = (("connection refused", "connection refused"), ("all connection attempts failed", "connection refused"),
+           ("timed out", "timed out"), ("name or service not known", "unknown host"))
 BAD_INPUT_MLFLOW_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 
 
@@ -73,11 +75,9 @@ def message(exc: BaseException, code: int) -> str:
         if isinstance(exc, ServiceUnavailable):   # nerflow's own sentence: it already names the server and the fix
             return f"error: {text}"
         uri, prefect = _service_uri(exc)
-        lowered = text.lower()
-        reason = next((said for marker, said in (("connection refused", "connection refused"),
-                                                 ("timed out", "timed out"), ("name or service not known",
-                                                                              "unknown host"))
-                       if marker in lowered), text.splitlines()[0][:200])
+        # the reason may sit deeper in the chain than the outermost message (Prefect: "Failed to reach API at ...")
+        lowered = " ".join(f"{type(e).__name__}: {e}" for e in _chain(exc)).lower()
+        reason = next((said for marker, said in REASONS if marker in lowered), text.splitlines()[0][:200])
         hint = ("start the Prefect server (`make team-up`), or unset PREFECT_API_URL: `nerflow run` then starts a "
                 "temporary one" if prefect else
                 "start the MLflow server (`make team-up`), or unset MLFLOW_TRACKING_URI to use the local sqlite store")

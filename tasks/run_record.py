@@ -127,7 +127,8 @@ def run_log(client: MlflowClient, run_id: str) -> Iterator[Path]:
         try:
             client.log_artifact(run_id, str(path), "logs")
         except Exception as e:  # noqa: BLE001 - losing the log must not hide the run's own outcome
-            log.warning("could not upload the run log %s: %s", path, e)
+            # one line: when the server is gone the command reports that once, in full, itself
+            log.warning("could not upload the run log (it stays at %s): %s", path, str(e).splitlines()[0][:160])
         else:
             path.unlink(missing_ok=True)
             folder.rmdir()

@@ -82,8 +82,9 @@ def reap_dead_runs() -> None:
 
     stop_orphans()
     for run_id in tracking.reap_dead_runs(tracking.configure()):
-        log.warning("run %s was left RUNNING by a process that died: marked KILLED (continue it with "
-                    "`nerflow rerun %s`)", run_id, run_id)
+        log.warning("run %s was left RUNNING by a process on this host that ended without closing it (killed, or "
+                    "the tracking server was unreachable): marked KILLED; the same command, or `nerflow rerun %s`, "
+                    "continues it", run_id, run_id)
 
 
 def already_done(plan) -> dict | None:
@@ -204,8 +205,14 @@ def format_summary(result: dict) -> str:
                      f": {promotion['reason']}")
     lines += [f"load it:    mlflow.pyfunc.load_model('models:/{result['model_name']}/{result['version']}')",
               f"MLflow run: {result['run_id']}" + (f" (reused from cache: {', '.join(reused)})" if reused else ""),
-              f"browse:     mlflow ui --backend-store-uri {tracking_uri_for_display()}"]
+              f"browse:     {browse_hint()}"]
     return "\n".join(lines)
+
+
+def browse_hint() -> str:
+    uri = tracking_uri_for_display()
+    return f"{uri} (the MLflow UI)" if uri.startswith(("http://", "https://")) else \
+        f"mlflow ui --backend-store-uri {uri}"
 
 
 def tracking_uri_for_display() -> str:

@@ -23,8 +23,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from nerflow.config import ConfigError
     from nerflow.flows import deployments
 
-    deployments.require_server()
     if args.config in ACTIONS:
+        deployments.require_server()
         return schedule_action(args.config, args.overrides, args.json)
     if args.cron is None and args.interval is None:
         raise ConfigError("a schedule needs --cron EXPR or --interval SECONDS")
@@ -36,6 +36,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from nerflow.config import load_config
 
     load_config(config, args.overrides)   # bad config or override: refused now, not at 3 a.m.
+    deployments.require_server()
     name = args.name or re.sub(r"[^A-Za-z0-9_-]", "-", config.stem)
     workdir = str(Path(args.workdir).resolve()) if args.workdir else str(Path.cwd())
     deployment_id, created = deployments.apply(name, str(config), args.overrides, workdir, cadence, args.pool,
@@ -54,15 +55,19 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def check_cadence(cadence) -> None:
+    from pydantic import ValidationError
+
     from nerflow.config import ConfigError
 
     if cadence.interval_s is not None and cadence.interval_s <= 0:
         raise ConfigError(f"--interval {cadence.interval_s:g}: must be a positive number of seconds")
     try:
         cadence.schedule()
-    except ValueError as e:
-        what = f"--cron {cadence.cron!r}" if cadence.cron else f"--timezone {cadence.timezone!r}"
-        raise ConfigError(f"{what}: {str(e).splitlines()[-1]}") from None
+    except ValidationError as e:
+        problem = e.errors()[0]
+        option = "timezone" if "timezone" in problem["loc"] or "timezone" in problem["msg"].lower() else "cron"
+        value = cadence.timezone if option == "timezone" else cadence.cron
+        raise ConfigError(f"--{option} {value!r}: {problem['msg'].removeprefix('Value error, ')}") from None
 
 
 def schedule_action(action: str, names: list[str], as_json: bool) -> int:
