@@ -207,7 +207,7 @@ def test_a_cancel_from_the_prefect_ui_stops_training_cleanly(team, team_env, tmp
     try:
         flow_run_id = trigger(api, "cancel-me")
         work = tmp_path / "cache" / "train"
-        wait_for(lambda: any(work.glob("*.work/*")), FULL_RUN_S, "training to write its first checkpoint", server)
+        wait_for(lambda: any(work.glob("*.work/checkpoints/step-*")), FULL_RUN_S, "training to write its first checkpoint", server)
         httpx.post(f"{api}/flow_runs/{flow_run_id}/set_state",
                    json={"state": {"type": "CANCELLING", "message": "cancelled from the UI"}}).raise_for_status()
         ended = wait_for(lambda: flow_run(api, flow_run_id)["state"]["type"] in ("CANCELLED", "COMPLETED", "FAILED",
@@ -219,7 +219,7 @@ def test_a_cancel_from_the_prefect_ui_stops_training_cleanly(team, team_env, tmp
         server.stop()
     assert ended["state"]["type"] == "CANCELLED", ended["state"]
     assert [r["info"]["status"] for r in runs] == ["KILLED"], runs
-    assert any(work.glob("*.work/*")), "no checkpoint left to resume from"
+    assert any(work.glob("*.work/checkpoints/step-*")), "no checkpoint left to resume from"
     assert versions(mlflow_uri, model) == []
 
 

@@ -9,7 +9,7 @@ import sys
 
 import httpx
 
-HOLD_S = 3.0
+HOLD_S = 2.0
 CRITICAL_SECTION = f"""
 import json, sys, time
 from nerflow.tasks.champion import promotion_lock
