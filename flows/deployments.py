@@ -164,7 +164,9 @@ def rows() -> list[dict]:
 def describe(schedule) -> str:
     if getattr(schedule, "cron", None):
         return f"cron {schedule.cron} ({schedule.timezone or 'UTC'})"
-    return f"every {schedule.interval.total_seconds():g} s"
+    if getattr(schedule, "interval", None):
+        return f"every {schedule.interval.total_seconds():g} s"
+    return f"rrule {getattr(schedule, 'rrule', schedule)}"   # set in the Prefect UI
 
 
 def next_run(client, deployment_id):
