@@ -9,13 +9,16 @@ the fix for #21060 / #16984); `--collision enqueue` queues them instead.
 
 Scheduling the same name again updates the deployment and its one schedule in place (same schedule id): Prefect's
 upsert deletes and recreates schedules with new ids, which is how redeploys produced duplicate runs (#17538,
-#18894); runs the scheduler creates are keyed by schedule id and time, so a kept id cannot be scheduled twice.
+#18894); runs the scheduler creates are keyed by schedule id and time, so a kept id cannot be scheduled twice. The
+update pauses the deployment first and deletes the old schedule's runs after a scheduler pass has had time to end:
+a pass under way during the update otherwise still inserts runs of the old cadence (seen in CI).
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from nerflow.flows.prefect_server import ServiceUnavailable
 
 log = logging.getLogger("nerflow.schedule")
 FLOW_NAME = "nerflow-scheduled"
+SCHEDULER_SETTLE_S = 2.0   # longer than one pass of Prefect's scheduler service takes to insert its runs
 START_ONE = ("start one with `make team-up && source .team/team.env` (PostgreSQL, MLflow and Prefect servers on "
              "this machine), or `prefect server start` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`")
 
@@ -82,11 +86,14 @@ def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: C
             deployment_id = deployment.apply()
             client.create_deployment_schedules(deployment_id, [(cadence.schedule(), True)])
             return str(deployment_id), True
-        client.update_deployment(existing.id, DeploymentUpdate(
-            parameters=parameters, description=description, concurrency_limit=1, paused=False,
-            concurrency_options=ConcurrencyOptions(collision_strategy=strategy), work_pool_name=pool,
-            job_variables=job_variables(pool),
-            tags=sorted({*existing.tags, "nerflow"})))
+        # Paused, the scheduler makes no runs for it; a scheduler pass already under way may still insert a few of
+        # the old cadence (seen on a busy host): once it is done, delete every run the old schedule made.
+        client.pause_deployment(existing.id)
+        time.sleep(SCHEDULER_SETTLE_S)
+        while stale := [r for r in _runs(client, existing.id, ["SCHEDULED"], "EXPECTED_START_TIME_ASC", 200)
+                        if r.auto_scheduled and r.run_count == 0]:   # 200: the API's page size limit
+            for run in stale:
+                client.delete_flow_run(run.id)
         schedules = client.read_deployment_schedules(existing.id)
         if schedules:
             client.update_deployment_schedule(existing.id, schedules[0].id, active=True, schedule=cadence.schedule())
@@ -94,6 +101,10 @@ def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: C
                 client.delete_deployment_schedule(existing.id, extra.id)
         else:
             client.create_deployment_schedules(existing.id, [(cadence.schedule(), True)])
+        client.update_deployment(existing.id, DeploymentUpdate(   # last: this also resumes it
+            parameters=parameters, description=description, concurrency_limit=1, paused=False,
+            concurrency_options=ConcurrencyOptions(collision_strategy=strategy), work_pool_name=pool,
+            job_variables=job_variables(pool), tags=sorted({*existing.tags, "nerflow"})))
         return str(existing.id), False
 
 

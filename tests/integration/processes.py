@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -70,3 +71,17 @@ def process_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def one_error(result, code: int, pattern: str) -> str:
+    """The command's single error line, after checking that nothing else on stderr is a warning, error or traceback
+    and that at most one hint follows."""
+    lines = result.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    noise = [line for line in lines if re.search(r"\b(WARNING|ERROR|Warning|Traceback)\b", line)
+             and not line.startswith(("error: ", "hint: "))]
+    assert result.returncode == code, result.stderr[-3000:]
+    assert len(errors) == 1 and noise == [], result.stderr[-3000:]
+    assert len([line for line in lines if line.startswith("hint: ")]) <= 1
+    assert re.search(pattern, errors[0]), errors[0]
+    return errors[0]

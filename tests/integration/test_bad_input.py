@@ -15,7 +15,7 @@ from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_UNAVAILABLE
 from nerflow.flows.prefect_server import free_port
 
 from .corpus import LONG, SHORT, write_conll
-from .processes import nerflow_env, run
+from .processes import nerflow_env, one_error, run
 
 MODEL = "tiny-ner"          # registered once by the session's pipeline_result; bad runs must leave it as it is
 # An unreachable tracking server: MLflow's HTTP retries are bounded (flows/errors.py MLFLOW_HTTP_BOUNDS) so the
@@ -50,19 +50,6 @@ def write_cfg(tmp_path: Path, corpus: Path, cache_dir: Path, extra: str = "") ->
     cfg.write_text(f"experiment: nerflow-bad-input\ncache_dir: {cache_dir}\nregistry:\n  model_name: {MODEL}\n"
                    f"data:\n  dir: {corpus}\n  train: train.txt\n  validation: valid.txt\n  test: test.txt\n{extra}")
     return cfg
-
-
-def one_error(result, code: int, pattern: str) -> str:
-    """The command's single error line, after checking that nothing else on stderr is a warning, error or trace."""
-    lines = result.stderr.splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    noise = [line for line in lines if re.search(r"\b(WARNING|ERROR|Warning|Traceback)\b", line)
-             and not line.startswith(("error: ", "hint: "))]
-    assert result.returncode == code, result.stderr[-3000:]
-    assert len(errors) == 1 and noise == [], result.stderr[-3000:]
-    assert len([line for line in lines if line.startswith("hint: ")]) <= 1
-    assert re.search(pattern, errors[0]), errors[0]
-    return errors[0]
 
 
 def break_file(path: Path, case: str) -> None:

@@ -29,7 +29,7 @@ from nerflow.flows.errors import EXIT_OK, EXIT_UNAVAILABLE
 from nerflow.flows.prefect_server import free_port
 from tests.conftest import build_tiny_model
 from tests.integration.corpus import LONG, SHORT, UNSEEN, tiny_config, write_conll
-from tests.integration.processes import run, start, wait_for
+from tests.integration.processes import one_error, run, start, wait_for
 
 # MLflow down before the run starts: the first MLflow call (reaping dead runs, before Prefect or torch is imported)
 # fails after MLflow's HTTP retries, which the CLI bounds (flows/errors.py MLFLOW_HTTP_BOUNDS: 2 retries, backoff
@@ -83,20 +83,6 @@ def write_config(tmp_path: Path, model_dir: Path, name: str) -> Path:
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(resolved_dict(cfg)))
     return path
-
-
-def one_error(result, code: int, pattern: str) -> str:
-    """The command's single error line (tests/integration/test_bad_input.py), after checking that nothing else on
-    stderr is a warning, error or traceback and that at most one hint follows."""
-    lines = result.stderr.splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    noise = [line for line in lines if re.search(r"\b(WARNING|ERROR|Warning|Traceback)\b", line)
-             and not line.startswith(("error: ", "hint: "))]
-    assert result.returncode == code, result.stderr[-3000:]
-    assert len(errors) == 1 and noise == [], result.stderr[-3000:]
-    assert len([line for line in lines if line.startswith("hint: ")]) <= 1, result.stderr[-3000:]
-    assert re.search(pattern, errors[0]), errors[0]
-    return errors[0]
 
 
 def hint(result) -> str:

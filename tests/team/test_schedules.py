@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from nerflow.flows.errors import EXIT_UNAVAILABLE
 from tests.integration.corpus import UNSEEN
