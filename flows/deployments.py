@@ -10,8 +10,8 @@ the fix for #21060 / #16984); `--collision enqueue` queues them instead.
 Scheduling the same name again updates the deployment and its one schedule in place (same schedule id): Prefect's
 upsert deletes and recreates schedules with new ids, which is how redeploys produced duplicate runs (#17538,
 #18894); runs the scheduler creates are keyed by schedule id and time, so a kept id cannot be scheduled twice. The
-update pauses the deployment first and deletes the old schedule's runs after a scheduler pass has had time to end:
-a pass under way during the update otherwise still inserts runs of the old cadence (seen in CI).
+update (and `pause`) first pauses the deployment and deletes the old schedule's runs until a scheduler pass under
+way has ended: such a pass otherwise still inserts runs of the old cadence (seen in CI).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from nerflow.flows.prefect_server import ServiceUnavailable
 
 log = logging.getLogger("nerflow.schedule")
 FLOW_NAME = "nerflow-scheduled"
-SCHEDULER_SETTLE_S = 2.0   # longer than one pass of Prefect's scheduler service takes to insert its runs
+SCHEDULER_SETTLE_S = 3.0   # quiet this long: a pass of Prefect's scheduler under way has inserted its runs
 START_ONE = ("start one with `make team-up && source .team/team.env` (PostgreSQL, MLflow and Prefect servers on "
              "this machine), or `prefect server start` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`")
 
@@ -86,14 +86,7 @@ def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: C
             deployment_id = deployment.apply()
             client.create_deployment_schedules(deployment_id, [(cadence.schedule(), True)])
             return str(deployment_id), True
-        # Paused, the scheduler makes no runs for it; a scheduler pass already under way may still insert a few of
-        # the old cadence (seen on a busy host): once it is done, delete every run the old schedule made.
-        client.pause_deployment(existing.id)
-        time.sleep(SCHEDULER_SETTLE_S)
-        while stale := [r for r in _runs(client, existing.id, ["SCHEDULED"], "EXPECTED_START_TIME_ASC", 200)
-                        if r.auto_scheduled and r.run_count == 0]:   # 200: the API's page size limit
-            for run in stale:
-                client.delete_flow_run(run.id)
+        pause_and_clear(client, existing.id)
         schedules = client.read_deployment_schedules(existing.id)
         if schedules:
             client.update_deployment_schedule(existing.id, schedules[0].id, active=True, schedule=cadence.schedule())
@@ -106,6 +99,22 @@ def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: C
             concurrency_options=ConcurrencyOptions(collision_strategy=strategy), work_pool_name=pool,
             job_variables=job_variables(pool), tags=sorted({*existing.tags, "nerflow"})))
         return str(existing.id), False
+
+
+def pause_and_clear(client, deployment_id) -> None:
+    """Pause, and delete the runs its schedule made that have not started. Prefect's pause deletes them too, but a
+    scheduler pass already under way still inserts its batch afterwards (seen on a busy CI host: 100 runs after a
+    pause): so delete until the deployment has had no such run for `SCHEDULER_SETTLE_S` (at most 30 s)."""
+    client.pause_deployment(deployment_id)
+    started = quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < SCHEDULER_SETTLE_S and time.monotonic() - started < 30:
+        stale = [r for r in _runs(client, deployment_id, ["SCHEDULED"], "EXPECTED_START_TIME_ASC", 200)
+                 if r.auto_scheduled and r.run_count == 0]   # 200: the API's page size limit
+        for run in stale:
+            client.delete_flow_run(run.id)
+        if stale:
+            quiet_since = time.monotonic()
+        time.sleep(0.5)
 
 
 def job_variables(pool: str | None) -> dict:
@@ -210,7 +219,10 @@ def set_paused(name: str, paused: bool) -> None:
 
     with get_client(sync_client=True) as client:
         deployment = get(client, name)
-        (client.pause_deployment if paused else client.resume_deployment)(deployment.id)
+        if paused:
+            pause_and_clear(client, deployment.id)
+        else:
+            client.resume_deployment(deployment.id)
 
 
 def delete(name: str) -> None:
