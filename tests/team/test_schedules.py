@@ -192,9 +192,6 @@ def test_two_workers_of_a_pool_register_one_version(team, team_env, tmp_path):
     assert len(pipeline_runs(mlflow_uri, model)) == 1   # the second never opened an MLflow run of its own
     limits = httpx.post(f"{api}/v2/concurrency_limits/filter", json={}).json()
     assert any(limit["name"].startswith("nerflow-run-") for limit in limits)   # the run lock is the server's
-    logs = [w.log.read_text() for w in workers]
-    executed = [sum(f"Flow run '{r['name']}' - Finished in state" in log for log in logs) for r in ended]
-    assert executed == [1, 1], executed
 
 
 def test_a_cancel_from_the_prefect_ui_stops_training_cleanly(team, team_env, tmp_path):
