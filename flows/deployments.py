@@ -26,7 +26,7 @@ from nerflow.flows.prefect_server import ServiceUnavailable
 
 log = logging.getLogger("nerflow.schedule")
 FLOW_NAME = "nerflow-scheduled"
-SCHEDULER_SETTLE_S = 3.0   # quiet this long: a pass of Prefect's scheduler under way has inserted its runs
+SCHEDULER_SETTLE_S = 5.0   # quiet this long: a pass of Prefect's scheduler under way has inserted its runs
 START_ONE = ("start one with `make team-up && source .team/team.env` (PostgreSQL, MLflow and Prefect servers on "
              "this machine), or `prefect server start` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`")
 
