@@ -17,10 +17,11 @@ from nerflow.config import PipelineConfig
 from nerflow.locks import run_lock
 from nerflow.plan import STAGES, make_plan
 from nerflow import tasks
-from nerflow.tasks import global_locks, registered, run_record, tracking
+from nerflow.tasks import global_locks, run_record, tracking
 from nerflow.tasks.evaluate import evaluate_task
 from nerflow.tasks.promote import promote_task
 from nerflow.tasks.register import register_task
+from nerflow.tasks.registered import find_registered
 from nerflow.tasks.tokenize import tokenize_task
 from nerflow.tasks.train import train_task
 from nerflow.tasks.validate import validate_task
@@ -40,11 +41,11 @@ def ner_pipeline(cfg: PipelineConfig, force_from: str | None = None, force_regis
         # the hosts' lock first: a second run of this logical run on the same host then waits there too, instead
         # of being refused by the file lock
         with team_run_lock(plan.logical_run), run_lock(cfg.cache_dir, plan.logical_run, keys):
-            done = registered.find_registered(client, cfg, plan) if global_locks.team_prefect_api() and \
+            done = find_registered(client, cfg, plan) if global_locks.team_prefect_api() and \
                 force_from is None and continue_run_id is None else None
             if done is not None:   # another host registered it while this one waited for the lock
                 return done
-            return _run_stages(cfg, plan, client, flow_run_id, force_register, continue_run_id)
+            return _run_stages(cfg, plan, keys, client, flow_run_id, force_register, continue_run_id)
     except KeyboardInterrupt as e:
         return Cancelled(message=f"interrupted ({e or 'SIGINT'})")
     except Exception as e:  # noqa: BLE001 - only the interrupt is a cancel; anything else fails the flow run
@@ -62,20 +63,20 @@ def team_run_lock(logical_run: str):
                                     what=f"pipeline run {logical_run[:12]} on another host")
 
 
-def _run_stages(cfg: PipelineConfig, plan, client, flow_run_id: str, force_register: bool,
+def _run_stages(cfg: PipelineConfig, plan, keys: dict[str, str], client, flow_run_id: str, force_register: bool,
                 continue_run_id: str | None) -> dict:
-    steps, keys = plan.stages, {s: plan.stages[s].key for s in STAGES}
+    steps = plan.stages
     with tracking.pipeline_run(client, cfg, plan.logical_run, flow_run_id, continue_run_id) as run_id, \
             run_record.run_log(client, run_id), run_record.system_metrics(run_id):
         validated = validate_task(cfg, steps["validate"], run_id)
         tokenized = tokenize_task(cfg, steps["tokenize"], plan.model_path, validated, run_id)
         trained = train_task(cfg, steps["train"], plan.model_path, validated, tokenized, run_id)
         evaluated = evaluate_task(cfg, steps["evaluate"], validated, tokenized, trained, run_id)
-        registered_ = register_task(cfg, steps["register"], keys, validated, trained, run_id, flow_run_id,
+        registered = register_task(cfg, steps["register"], keys, validated, trained, run_id, flow_run_id,
                                     force_register=force_register)
-        promoted = promote_task(cfg, steps["promote"], validated, evaluated, registered_, run_id, flow_run_id)
-        run_record.describe_run(client, run_id, cfg, registered_)   # scores and version are known now
-    return {"run_id": run_id, "flow_run_id": flow_run_id, "metrics": evaluated["metrics"], **registered_,
+        promoted = promote_task(cfg, steps["promote"], validated, evaluated, registered, run_id, flow_run_id)
+        run_record.describe_run(client, run_id, cfg, registered)   # scores and version are known now
+    return {"run_id": run_id, "flow_run_id": flow_run_id, "metrics": evaluated["metrics"], **registered,
             "promotion": promoted["promotion"],
-            "stages": {s["stage"]: s["reused"] for s in (validated, tokenized, trained, evaluated, registered_,
+            "stages": {s["stage"]: s["reused"] for s in (validated, tokenized, trained, evaluated, registered,
                                                           promoted)}}
