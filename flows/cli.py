@@ -13,7 +13,7 @@ import os
 import sys
 
 from nerflow.flows import errors, interrupts
-from nerflow.flows.commands import cache, data, models, predict, run, schedule
+from nerflow.flows.commands import cache, data, models, predict, run, schedule, train_node
 from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED  # noqa: F401 - the table, re-exported
 
 log = logging.getLogger("nerflow.cli")
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "4 refused, 130 interrupted (docs/cli.md)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (run, models, cache, data, predict, schedule):
+    for group in (run, models, cache, data, predict, schedule, train_node):
         group.add_parsers(sub)
     return parser
 

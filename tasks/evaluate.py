@@ -17,12 +17,14 @@ EVAL_SPLITS = ("validation", "test")
 METRIC_NAMES = {"validation": ("val/best_", ("f1",)), "test": ("test/", ("f1", "precision", "recall", "support"))}
 
 
-def score_split(model, tokenizer, labels, sentences, windows_dir: Path, batch_size: int, out: Path, split: str) -> dict:
+def score_split(model, tokenizer, labels, sentences, windows_dir: Path, batch_size: int, batch_tokens: int, out: Path,
+                split: str) -> dict:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tags, _ = predict.predict_windows(model.to(device), tokenization.load_windows(windows_dir), [len(s.tokens) for s in sentences],
-                                      dict(enumerate(labels)), tokenizer.pad_token_id or 0, batch_size, device)
+    tags, _ = predict.predict_windows(model.to(device), tokenization.load_windows(windows_dir),
+                                      [len(s.tokens) for s in sentences], dict(enumerate(labels)),
+                                      tokenizer.pad_token_id or 0, batch_size, device, batch_tokens=batch_tokens)
     gold = [s.tags for s in sentences]
     scores = evaluate.score(gold, tags)
     (out / f"{split}_report.txt").write_text(scores.report_text)
@@ -48,7 +50,7 @@ def evaluate_task(cfg: PipelineConfig, step: StagePlan, validated: dict, tokeniz
         for split in EVAL_SPLITS:
             sentences = data.read_split(Path(validated["path"]) / f"{split}.jsonl")
             metrics |= score_split(model, tokenizer, labels, sentences, Path(tokenized["path"]) / split,
-                                   cfg.evaluate.batch_size, out, split)
+                                   cfg.evaluate.batch_size, cfg.evaluate.batch_tokens, out, split)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
     result = run_stage(client, run_id, cfg.cache_dir, step, compute)

@@ -19,8 +19,9 @@ SHARED_DATA = Path(os.environ.get("NERFLOW_DATA", ROOT.parent / "shared" / "data
 
 
 def build_tiny_model(target: Path, texts: list[str], hidden: int = 32, layers: int = 2, vocab_size: int = 400,
-                     max_positions: int = 128) -> Path:
-    """Random-init BERT with a WordPiece tokenizer trained on `texts`, saved like a hub checkpoint."""
+                     max_positions: int = 128, **config) -> Path:
+    """Random-init BERT with a WordPiece tokenizer trained on `texts`, saved like a hub checkpoint; `config`: more
+    BertConfig settings (e.g. no dropout)."""
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -30,7 +31,8 @@ def build_tiny_model(target: Path, texts: list[str], hidden: int = 32, layers: i
                                   unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
                                   mask_token="[MASK]", do_lower_case=False)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=max_positions)
+                        num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=max_positions,
+                        **config)
     import torch
 
     torch.manual_seed(0)

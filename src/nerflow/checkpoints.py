@@ -1,7 +1,7 @@
 """Training checkpoints: atomic saves, resume from the newest readable one, and metric delivery bookkeeping.
 
-A checkpoint (`checkpoints/step-NNNNNNNN`) holds everything a resume needs: weights, optimizer, schedule, RNG states
-and the loop's bookkeeping. It is written to a temp file and renamed, so a crash never leaves half of one; one that
+A checkpoint (`checkpoints/step-NNNNNNNN`) holds everything a resume needs: weights, optimizer, schedule, the RNG
+states of every process of the run and the loop's bookkeeping. It is written to a temp file and renamed, so a crash never leaves half of one; one that
 does not load is set aside as `*.corrupt` and the one before it is used. `checkpoints/metrics-delivered` counts the
 metric points already handed to `on_metrics`, so a resume neither loses nor repeats one. The loop is `nerflow.train`.
 """
@@ -22,14 +22,20 @@ CHECKPOINT_NAME = re.compile(r"step-\d{8}")
 DELIVERED_FILE = "metrics-delivered"   # in checkpoints/: how many metric points on_metrics has received
 
 
-def resume(root: Path, run_id: dict, best_dir: Path, model, optimizer, scheduler) -> dict | None:
-    """Load the newest readable checkpoint into model, optimizer, scheduler and the RNGs; its loop state (the
-    fields of `nerflow.train.LoopState`, as saved). None when there is none (or it cannot be used): train from
-    the start."""
+def resume(root: Path, run_id: dict, best_dir: Path, model, optimizer, scheduler, rank: int = 0,
+           extra: dict | None = None) -> dict | None:
+    """Load the newest readable checkpoint into model, optimizer, scheduler, `extra` objects with a state dict
+    (a gradient scaler) and this rank's RNGs; returns its loop state (the fields of `nerflow.train.LoopState`, as
+    saved). None when there is none (or it cannot be used): train from the start."""
     state = load_newest_checkpoint(root)
     if state is None:
         return None
     if state["run"] != run_id:
+        theirs, ours = state["run"].get("world_size", 1), run_id.get("world_size", 1)
+        if theirs != ours and {**state["run"], "world_size": ours} == run_id:
+            raise ValueError(f"{root} holds checkpoints of a run of {theirs} processes; resume it with "
+                             f"{theirs} processes (train.devices x train.nodes), not {ours}, or delete the folder "
+                             "to start over")
         raise ValueError(f"{root} holds checkpoints of another training run ({state['run']}, not {run_id}); "
                          f"delete the folder to start over")
     loop = state["loop"]
@@ -42,12 +48,9 @@ def resume(root: Path, run_id: dict, best_dir: Path, model, optimizer, scheduler
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"]
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    for name, obj in (extra or {}).items():
+        obj.load_state_dict(state["extra"][name])
+    restore_rng(state["rng"][rank])
     log.info("resuming from checkpoint step %d (epoch %d, batch %d): %s", loop["step"], loop["epoch"],
              loop["batches_done"], root / f"step-{loop['step']:08d}")
     return loop
@@ -98,15 +101,30 @@ def flush_metrics(metrics: list[tuple[int, int, dict, int]], root: Path, on_metr
     metrics.clear()
 
 
-def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, keep: int, position: dict) -> Path:
-    """Everything a resume needs (weights, optimizer, schedule, RNG states, place in the data order), written
-    atomically; only the newest `keep` are kept."""
+def rng_state() -> dict:
+    """This process's random number generators: what dropout and shuffling draw from next."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def restore_rng(rng: dict) -> None:
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, keep: int, position: dict,
+                    rng: list[dict] | None = None, extra: dict | None = None) -> Path:
+    """Everything a resume needs (weights, optimizer, schedule, every rank's RNG states, place in the data order,
+    `extra` state dicts), written atomically; only the newest `keep` are kept."""
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"step-{step:08d}"
     tmp = root / f".step-{step:08d}.tmp"
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+             "rng": rng if rng is not None else [rng_state()],
+             "extra": {name: obj.state_dict() for name, obj in (extra or {}).items()},
              "step": step, **position}
     try:
         torch.save(state, tmp)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
+                      model_validator)
 
 
 class ConfigError(ValueError):
@@ -59,24 +60,55 @@ class TokenizeConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: PositiveInt = 3
-    lr: PositiveFloat | Literal["auto"] = "auto"   # auto: by model size, see nerflow.train.default_lr
-    batch_size: PositiveInt = 8
-    eval_batch_size: PositiveInt = 64
+    lr: PositiveFloat | Literal["auto"] = "auto"   # auto: by model size, run length and batch, nerflow.optim.default_lr
+    batch_tokens: PositiveInt | None = 1024        # padded positions per optimizer step (length-grouped batches)
+    batch_size: PositiveInt | None = None          # or: this many sequences per step (the recipe's way)
+    min_steps: NonNegativeInt = 100                # small data: the token budget shrinks to give at least this many steps
+    eval_batch_tokens: PositiveInt = 16384         # validation: padded positions per forward pass ...
+    eval_batch_size: PositiveInt = 256             # ... and at most this many sequences
     weight_decay: float = Field(0.01, ge=0.0)
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     max_grad_norm: PositiveFloat = 1.0
-    early_stopping_patience: NonNegativeInt = 2    # epochs without a better validation F1; 0 = off
-    checkpoint_every: NonNegativeInt = 500         # steps; 0 = only at epoch ends
+    freeze: Literal["none", "word_embeddings", "embeddings"] | NonNegativeInt = "word_embeddings"  # N: embeddings + N layers
+    early_stopping_patience: NonNegativeInt = 2    # epochs without a better validation score; 0 = off
+    checkpoint_every: NonNegativeInt = 200         # steps; 0 = only at epoch ends
     keep_checkpoints: PositiveInt = 2
     log_every: PositiveInt = 20                    # steps between logged training-loss points
     group_by_length: bool = True                   # batches of similar length: less padding, same epochs
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"   # auto: bf16 autocast on CUDA that supports it
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"   # auto: bf16 on GPUs that have it, else fp16; fp32 on CPU
+    compile: bool = False                          # torch.compile the model (measured slower on CPU: docs/benchmarks.md)
+    devices: PositiveInt | Literal["auto"] = 1     # processes per machine (DDP through torchrun); auto: one per GPU
+    nodes: PositiveInt = 1                         # machines; more than 1 needs master_addr (docs/distributed.md)
+    master_addr: str | None = None                 # node 0's address, reachable from the other nodes
+    master_port: int = Field(29500, ge=1, le=65535)
     num_threads: PositiveInt | None = None         # torch CPU threads; None: torch's default
+
+    @model_validator(mode="after")
+    def _one_batch_rule(self):
+        """`batch_size` set (e.g. by an older config) means sequences per step: the token budget is then unused and
+        is cleared, so the resolved config says which rule applied. Setting both is a mistake."""
+        if self.batch_size is None:
+            if self.batch_tokens is None:
+                raise ValueError("set train.batch_tokens (padded tokens per step) or train.batch_size")
+            return self
+        if "batch_tokens" in self.model_fields_set and self.batch_tokens is not None:
+            raise ValueError("set train.batch_tokens or train.batch_size, not both (batch_tokens=null to use "
+                             "batch_size)")
+        object.__setattr__(self, "batch_tokens", None)
+        return self
+
+    @model_validator(mode="after")
+    def _nodes_need_an_address(self):
+        if self.nodes > 1 and not self.master_addr:
+            raise ValueError("train.nodes > 1 needs train.master_addr: the address of node 0 that every node "
+                             "can reach")
+        return self
 
 
 class EvaluateConfig(_Section):
-    batch_size: PositiveInt = 64
+    batch_size: PositiveInt = 256        # sequences per forward pass, at most ...
+    batch_tokens: PositiveInt = 16384    # ... and padded positions per forward pass
 
 
 class RegistryConfig(_Section):

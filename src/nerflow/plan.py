@@ -26,15 +26,16 @@ STAGES = ("validate", "tokenize", "train", "evaluate", "register", "promote")
 CODE = {
     "validate": (["config", "data", "schemes", "validate"], ["great-expectations", "pandas"]),
     "tokenize": (["data", "tokenization", "models"], ["tokenizers", "transformers", "datasets"]),
-    "train": (["train", "checkpoints", "predict", "tokenization", "evaluate", "schemes"], ["torch", "transformers"]),
+    "train": (["train", "batching", "optim", "checkpoints", "progress", "distributed", "launch", "ner/training",
+               "predict", "tokenization", "evaluate", "schemes", "data"], ["torch", "transformers"]),
     "evaluate": (["evaluate", "predict", "tokenization", "schemes", "data"], ["seqeval", "torch"]),
     "register": (["serving", "predict", "tokenization", "schemes"], ["mlflow"]),
     "promote": (["promotion", "history", "evaluate", "schemes", "data"], ["mlflow", "seqeval"]),
 }
 # Where the files are and what they are called does not change the result; their content does.
 DATA_LOCATION_KEYS = {"dir", "train", "validation", "test"}
-# Settings that change how a stage reports, not what it produces.
-TRAIN_REPORTING_KEYS = {"log_every", "num_threads"}
+# Settings that change how a stage reports or where its processes meet, not what it produces.
+TRAIN_REPORTING_KEYS = {"log_every", "num_threads", "master_addr", "master_port"}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nerflow.batching import PAD_MULTIPLE, by_tokens, padded
 from nerflow.schemes import entity_spans, invalid_iob2_positions
 from nerflow.tokenization import Encoder, Window, merge_windows
 
@@ -28,9 +29,11 @@ META_FILE = "nerflow.json"   # saved next to the weights: labels and window sett
 WORD_RE = re.compile(r"\w+(?:[.'’\-&]\w+)*|[^\w\s]")
 
 
-def collate(windows: list[Window], pad_id: int, with_labels: bool = True) -> dict[str, torch.Tensor]:
-    """Dynamic padding: each batch is padded to its own longest window, not to max_length."""
-    width = max(len(w.input_ids) for w in windows)
+def collate(windows: list[Window], pad_id: int, with_labels: bool = True, multiple: int = PAD_MULTIPLE
+            ) -> dict[str, torch.Tensor]:
+    """Dynamic padding: each batch is padded to its own longest window (rounded up to `multiple`), not to
+    max_length."""
+    width = padded(max(len(w.input_ids) for w in windows), multiple)
     ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(windows), width), dtype=torch.long)
     labels = torch.full((len(windows), width), -100, dtype=torch.long)
@@ -45,34 +48,45 @@ def collate(windows: list[Window], pad_id: int, with_labels: bool = True) -> dic
     return batch
 
 
-@torch.no_grad()
+def inference_batches(lengths: list[int], batch_tokens: int | None, batch_size: int) -> list[list[int]]:
+    """Indices sorted by length (little padding), cut at `batch_tokens` padded positions and at most
+    `batch_size` sequences per batch."""
+    order = sorted(range(len(lengths)), key=lambda k: lengths[k])
+    if not batch_tokens:
+        return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+    return [part[b:b + batch_size] for part in by_tokens(order, lengths, batch_tokens)
+            for b in range(0, len(part), batch_size)]
+
+
+@torch.inference_mode()
 def predict_windows(model, windows: list[Window], n_words: list[int], id2label: dict[int, str], pad_id: int,
-                    batch_size: int = 64, device: str = "cpu", autocast_dtype=None, decode: str = "viterbi"
-                    ) -> tuple[list[list[str]], list[list[float]]]:
+                    batch_size: int = 64, device: str = "cpu", autocast_dtype=None, decode: str = "viterbi",
+                    batch_tokens: int | None = None) -> tuple[list[list[str]], list[list[float]]]:
     """Word-level IOB2 tags and their probabilities for every sentence the windows cover.
 
     `decode`: "viterbi" (the most probable valid IOB2 sequence; what nerflow uses everywhere) or "argmax" (each
     word's most probable tag; kept to measure what the sequence decoder is worth)."""
     if decode not in ("viterbi", "argmax"):
         raise ValueError(f"decode must be 'viterbi' or 'argmax', not {decode!r}")
+    was_training = model.training
     model.eval()
-    order = sorted(range(len(windows)), key=lambda k: len(windows[k].input_ids))  # less padding
-    word_scores: list[dict[int, torch.Tensor]] = [{} for _ in windows]
-    for b in range(0, len(order), batch_size):
-        chunk = [windows[k] for k in order[b:b + batch_size]]
+    word_scores: list[dict[int, np.ndarray]] = [{} for _ in windows]
+    for chunk_ids in inference_batches([len(w.input_ids) for w in windows], batch_tokens, batch_size):
+        chunk = [windows[k] for k in chunk_ids]
         batch = {k: v.to(device) for k, v in collate(chunk, pad_id, with_labels=False).items()}
         with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(**batch).logits
-        probs = logits.float().softmax(-1).cpu()
-        for row, k in enumerate(order[b:b + batch_size]):
+        probs = logits.float().softmax(-1).cpu().numpy()
+        for row, k in enumerate(chunk_ids):
             word_scores[k] = {w: probs[row, pos] for pos, w in enumerate(windows[k].word_ids) if w >= 0}
+    model.train(was_training)
     labels = [id2label[i] for i in range(len(id2label))]
     allowed = iob2_transitions(labels)
     # a word no window scored (no sub-tokens at all) is certainly O
     fallback = np.eye(len(labels))[labels.index("O") if "O" in labels else 0]
     tags, confidences = [], []
     for sentence in merge_windows(windows, word_scores, n_words):
-        probs = np.array([p.numpy() if p is not None else fallback for p in sentence])
+        probs = np.array([p if p is not None else fallback for p in sentence])
         probs = probs.reshape(len(sentence), len(labels))   # an empty text: shape (0, labels), no entities
         ids = decode_iob2(probs, allowed) if decode == "viterbi" else [int(i) for i in probs.argmax(-1)]
         tags.append([labels[i] for i in ids])

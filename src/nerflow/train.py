@@ -1,70 +1,91 @@
-"""Fine-tuning: AdamW + linear warmup/decay, clipping, dynamic padding, early stopping on validation F1.
+"""Fine-tuning, task-blind: token-budget batches, fused AdamW + linear warmup/decay, clipping, early stopping on the
+validation score, mixed precision on GPUs, data-parallel across processes.
 
-The whole step is in `train`'s inner loop. Tracking is a callback (`on_metrics(step, values)`): this module never
-imports a tracker. The weights kept in `out_dir/best` are those of the epoch with the best validation F1.
+The whole step is in `fit`'s inner loop. What differs per task (the model head, collation, the loss, validation,
+saving) comes in a `Trainable`; tracking is a callback (`on_metrics(step, values, timestamp_ms)`): this module
+imports neither a task nor a tracker. The weights kept in `out_dir/best` are those of the epoch with the best
+validation score.
+
+No host-device synchronisation per step: the loss is summed on the device and read every `log_every` steps (and,
+with several processes, averaged over them there, together with the stop flag).
 
 Resumable: `out_dir/checkpoints` gets a checkpoint every `checkpoint_every` steps and at each epoch end (model,
-optimizer, schedule, RNG states, the loop's bookkeeping; writing, loading and metric delivery are in
-`nerflow.checkpoints`). `train` called again on the same `out_dir` continues from the newest readable one,
-mid-epoch included, and on CPU ends with exactly the weights of an uninterrupted run. SIGTERM (a pre-emption
-notice) or SIGINT (Ctrl-C) writes a checkpoint at the next step boundary and raises `TrainingInterrupted`.
+optimizer, schedule, every rank's RNG states, the loop's bookkeeping; see `nerflow.checkpoints`). `fit` called
+again on the same `out_dir` continues from the newest readable one, mid-epoch included, and on CPU ends with
+exactly the weights of an uninterrupted run. SIGTERM (a pre-emption notice) or SIGINT (Ctrl-C) writes a checkpoint
+at the next step boundary and raises `TrainingInterrupted`.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
-import math
 import random
+import resource
 import shutil
-import signal
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from nerflow.checkpoints import MetricsCallback, flush_metrics, resume, save_checkpoint
+from nerflow import batching, distributed, optim
+from nerflow.checkpoints import MetricsCallback, flush_metrics, resume, rng_state, save_checkpoint
 from nerflow.config import TrainConfig
-from nerflow.evaluate import score
-from nerflow.predict import collate, predict_windows, write_meta
-from nerflow.tokenization import Window
+from nerflow.optim import default_lr
+from nerflow.progress import Progress, stop_requests
 
 log = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(Exception):
     """SIGTERM or SIGINT arrived: a checkpoint was written at the next step boundary and training stopped there.
-    `train` called again with the same `out_dir` continues from it."""
+    `fit` called again with the same `out_dir` continues from it."""
 
 
-def default_lr(n_params: int, total_steps: int) -> float:
-    """Learning rate by model size and schedule length (measurements in docs/benchmarks.md).
+@dataclass(frozen=True)
+class Trainable:
+    """What the loop needs of a task. `examples[i]` has `lengths[i]` tokens and `targets[i]` loss terms (labelled
+    tokens for NER, 1 for a document); `collate` pads examples to tensors (`labels` among them); `loss_sum` sums
+    the loss over a batch's targets; `validate(model, device, autocast_dtype)` scores the validation split
+    (`score` decides the best epoch; the other values are logged as `val/<name>`); `save(model, dir)` writes a
+    loadable model; checkpoints of another `identity` are refused."""
 
-    Small models on small data need far more than the Trainer recipe's 5e-5: with it MiniLM (22M) predicts only
-    `O` after one epoch on 300 CoNLL sentences (38 steps), while 3e-4 reaches F1 ~0.3. On long schedules a high
-    rate forgets too much of the pretrained model: CoNLL-2003, 3 epochs, 5,268 steps, validation F1 0.899 at 3e-4,
-    0.912 at 1e-4 and 0.908 at 5e-5 (same decoding). So short runs (< 2,000 steps) get 3e-4, long ones 1e-4."""
-    if n_params < 60_000_000:   # MiniLM, DistilBERT-small, tiny test models
-        return 3e-4 if total_steps < 2_000 else 1e-4
-    if n_params < 200_000_000:  # BERT-base, RoBERTa-base
-        return 5e-5
-    return 2e-5                 # large models
+    load_model: Callable[[], torch.nn.Module]
+    examples: Sequence
+    lengths: list[int]
+    targets: list[int]
+    collate: Callable[[list], dict[str, torch.Tensor]]
+    loss_sum: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    validate: Callable[..., dict[str, float]]
+    save: Callable[[torch.nn.Module, Path], None]
+    identity: dict
+    score: str = "f1"
 
 
-def select_device(cfg: TrainConfig) -> tuple[str, torch.dtype | None]:
-    """CUDA when present (bf16 autocast where the GPU supports it), CPU otherwise."""
+def select_device(cfg: TrainConfig, world: distributed.World) -> tuple[str, torch.dtype | None]:
+    """CUDA when present (bf16 autocast where the GPU supports it, fp16 with a loss scaler otherwise; TF32
+    matmuls), CPU otherwise (fp32: the CPUs this was measured on have no fast half precision)."""
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device=cuda but no CUDA device is available")
-    device = "cuda" if use_cuda else "cpu"
-    bf16 = use_cuda and torch.cuda.is_bf16_supported() and cfg.precision in ("auto", "bf16")
-    if cfg.precision == "bf16" and not bf16:
-        raise RuntimeError("train.precision=bf16 needs a CUDA device that supports bf16")
-    return device, (torch.bfloat16 if bf16 else None)
+    if not use_cuda:
+        if cfg.precision in ("bf16", "fp16"):
+            raise RuntimeError(f"train.precision={cfg.precision} needs a CUDA device")
+        return "cpu", None
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    device = f"cuda:{world.local_rank}"
+    bf16_ok = torch.cuda.is_bf16_supported()
+    if cfg.precision == "bf16" and not bf16_ok:
+        raise RuntimeError("train.precision=bf16 but this GPU does not support bf16 (use fp16)")
+    if cfg.precision == "fp32":
+        return device, None
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_ok):
+        return device, torch.bfloat16
+    return device, torch.float16
 
 
 def seed_everything(seed: int) -> None:
@@ -73,47 +94,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
-    """The batch order of one epoch, a pure function of (seed, epoch): a resumed run can recompute it.
-    Grouping sorts shuffled chunks of 50 batches by length, so a batch pads little but epochs still differ."""
-    rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    if group_by_length:
-        chunk = batch_size * 50
-        order = [i for c in range(0, len(order), chunk) for i in sorted(order[c:c + chunk], key=lambda i: -lengths[i])]
-    batches = [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
-    if group_by_length:
-        rng.shuffle(batches)
-    return batches
-
-
-def build_optimizer(model, cfg: TrainConfig, lr: float, total_steps: int):
-    from transformers import get_linear_schedule_with_warmup
-
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    params = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(params, lr=lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(total_steps * cfg.warmup_ratio), total_steps)
-    return optimizer, scheduler
-
-
 @dataclass
 class TrainResult:
     best_dir: Path
-    best_f1: float
+    best_score: float
     best_epoch: int
     epochs_run: int
     steps: int
     lr: float
     train_samples_per_s: float
-    train_tokens_per_s: float
+    train_tokens_per_s: float              # real (unpadded) tokens
+    padding_ratio: float = 1.0             # padded positions / real tokens
+    train_seconds: float = 0.0             # time in training steps (no validation, no checkpoint writes)
     history: list[dict] = field(default_factory=list)
-    checkpoint_seconds: float = 0.0     # spent writing checkpoints (all attempts but a crashed one's last write)
-    checkpoint_bytes: int = 0           # the size of one checkpoint (weights + optimizer state + RNG states)
+    checkpoint_seconds: float = 0.0        # spent writing checkpoints (all attempts but a crashed one's last write)
+    checkpoint_bytes: int = 0              # the size of one checkpoint (weights + optimizer state + RNG states)
+    world_size: int = 1
+    batches: str = ""                      # how steps were cut ("1024 tokens per step")
+    frozen_parameters: int = 0
+    peak_memory_bytes: int = 0             # GPU: max allocated; CPU: the process's peak resident set
+    weights_sha256: str = ""               # the weights after the last step (nerflow.train.weights_digest)
+
+    @property
+    def best_f1(self) -> float:   # NER's name for the best validation score
+        return self.best_score
 
 
 @dataclass
@@ -123,17 +127,19 @@ class LoopState:
     step: int = 0
     epoch: int = 1                  # the epoch in progress; an epoch-end checkpoint already points at the next one
     batches_done: int = 0           # of `epoch`, in `epoch_batches` order
-    best_f1: float = -1.0
+    best_score: float = -1.0
     best_epoch: int = 0
-    stale: int = 0                  # epochs without a better validation F1
+    stale: int = 0                  # epochs without a better validation score
     stopped: bool = False           # by early stopping
     history: list[dict] = field(default_factory=list)
     seen_samples: int = 0
-    seen_tokens: int = 0
+    seen_tokens: int = 0            # real tokens
+    seen_padded: int = 0            # padded positions
     train_seconds: float = 0.0      # time spent in training steps (not validation, not checkpoints)
     checkpoint_seconds: float = 0.0  # time spent writing checkpoints: reported only, never decides anything
     checkpoint_bytes: int = 0       # size of the newest checkpoint file
-    recent_losses: list[float] = field(default_factory=list)     # since the last train_loss point
+    loss_sum: float = 0.0           # of the steps since the last train/loss point (kept on the device between)
+    loss_steps: int = 0
     metrics: list[tuple[int, int, dict, int]] = field(default_factory=list)  # (index, step, values, ms) not flushed
     metrics_emitted: int = 0
 
@@ -144,32 +150,8 @@ class LoopState:
         self.metrics_emitted += 1
 
 
-class Progress:
-    """tqdm bar with loss and throughput on a terminal; plain log lines otherwise (CI, files, Prefect workers)."""
-
-    def __init__(self, total: int, every: int, initial: int = 0):
-        # log lines: every `every` steps, but no more than ~50 over the run (a CoNLL run has 5,000+ steps)
-        self.every, self.bar = max(every, total // 50), None
-        if sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-
-    def update(self, step: int, total: int, loss: float, samples_per_s: float) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.1f}")
-        elif step % self.every == 0 or step == total:
-            log.info("step %d/%d loss %.4f %.1f samples/s", step, total, loss, samples_per_s)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def train(model_path: str, tokenizer, labels: list[str], train_windows: list[Window], val_windows: list[Window],
-          val_gold: list[list[str]], cfg: TrainConfig, seed: int, out_dir: Path, meta: dict,
-          on_metrics: MetricsCallback | None = None) -> TrainResult:
+def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: MetricsCallback | None = None,
+        should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Fine-tune, or continue from the newest checkpoint in `out_dir/checkpoints` (see the module docstring).
 
     Metric points reach `on_metrics` only once a checkpoint covers them: each checkpoint is followed by a flush.
@@ -177,136 +159,163 @@ def train(model_path: str, tokenizer, labels: list[str], train_windows: list[Win
     twice after a crash; the price is that the tracker shows them at checkpoint granularity, not live (lower
     `checkpoint_every` for a livelier chart). Points are numbered along the run and the count delivered is kept next
     to the checkpoints, so a crash during a flush, or a resume from an older checkpoint than the newest, neither
-    loses nor repeats one."""
-    from transformers import AutoModelForTokenClassification
-
-    on_metrics = on_metrics or (lambda step, values, timestamp_ms: None)
+    loses nor repeats one. With several processes every rank trains and only rank 0 reports, writes checkpoints
+    and saves the best model. `should_stop` is asked at every exchange (every `log_every` steps, each epoch end):
+    a stop relayed from outside the process, like a signal."""
+    world = distributed.current()
+    on_metrics = on_metrics if world.main and on_metrics else (lambda step, values, timestamp_ms: None)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(seed)
-    device, autocast_dtype = select_device(cfg)
-    model = AutoModelForTokenClassification.from_pretrained(
-        model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={t: i for i, t in enumerate(labels)}, ignore_mismatched_sizes=True).to(device)
-    steps_per_epoch = math.ceil(len(train_windows) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    lr = default_lr(model.num_parameters(), total_steps) if cfg.lr == "auto" else float(cfg.lr)
-    optimizer, scheduler = build_optimizer(model, cfg, lr, total_steps)
-    pad_id = tokenizer.pad_token_id or 0
-    lengths = [len(w.input_ids) for w in train_windows]
+    device, autocast_dtype = select_device(cfg, world)
+    model = job.load_model().to(device)
+    frozen = optim.freeze(model, cfg.freeze)
+    plan = batching.plan_batches(job.lengths, cfg.epochs, cfg.batch_tokens, cfg.batch_size, cfg.min_steps,
+                                 cfg.group_by_length, world.size)
+    total_steps = batching.total_steps(job.lengths, plan, seed, cfg.epochs)
+    mean_batch = len(job.lengths) * cfg.epochs / max(total_steps, 1)
+    lr = default_lr(model.num_parameters(), len(job.lengths) * cfg.epochs, mean_batch) if cfg.lr == "auto" \
+        else float(cfg.lr)
+    optimizer, scheduler = optim.build_optimizer(model, cfg.weight_decay, lr,
+                                                 optim.warmup_steps(total_steps, cfg.warmup_ratio), total_steps)
+    scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
+    extra = {"scaler": scaler} if scaler is not None else {}
+    params = optim.trainable_parameters(model)
+    step_model = model
+    if world.distributed:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[world.local_rank] if device.startswith("cuda") else None)
+    if cfg.compile:
+        step_model = torch.compile(step_model, dynamic=True)
     best_dir, ckpt_dir = out_dir / "best", out_dir / "checkpoints"
-    run_id = {"seed": seed, "train_windows": len(train_windows), "batch_size": cfg.batch_size, "epochs": cfg.epochs,
-              "labels": labels}   # checkpoints of another run must not be resumed
-    loop = resume(ckpt_dir, run_id, best_dir, model, optimizer, scheduler)
+    run_id = {**job.identity, "seed": seed, "examples": len(job.examples), "batches": plan.describe(),
+              "epochs": cfg.epochs, "world_size": world.size}   # checkpoints of another run must not be resumed
+    loop = resume(ckpt_dir, run_id, best_dir, model, optimizer, scheduler, world.rank, extra)
     s = LoopState(**loop) if loop is not None else LoopState()
-    flush_metrics(s.metrics, ckpt_dir, on_metrics)   # points the checkpoint covers that a crash kept from on_metrics
-    log.info("training on %s: %d windows, %d steps/epoch, lr %.2e", device, len(train_windows), steps_per_epoch, lr)
+    if world.main:
+        flush_metrics(s.metrics, ckpt_dir, on_metrics)   # points the checkpoint covers that a crash kept back
+    s.metrics.clear()
+    log.info("training on %s x%d: %d examples, %s, %d steps, lr %.2e, %d parameters frozen", device, world.size,
+             len(job.examples), plan.describe(), total_steps, lr, len(frozen))
+    loss_sum = torch.tensor(s.loss_sum, device=device)
 
-    def checkpoint(stop) -> None:
+    def checkpoint() -> None:
         started = time.perf_counter()
-        path = save_checkpoint(ckpt_dir, s.step, model, optimizer, scheduler, cfg.keep_checkpoints,
-                               {"run": run_id, "loop": asdict(s)})
+        s.loss_sum = float(loss_sum)   # reads the device once per checkpoint
+        rng = distributed.gather(rng_state(), world)
+        if world.main:
+            path = save_checkpoint(ckpt_dir, s.step, model, optimizer, scheduler, cfg.keep_checkpoints,
+                                   {"run": run_id, "loop": asdict(s)}, rng, extra)
+            s.checkpoint_bytes = path.stat().st_size
+            flush_metrics(s.metrics, ckpt_dir, on_metrics)
+        s.metrics.clear()
         # the cost of checkpointing is reported (train/checkpoint_*), so `checkpoint_every` can be chosen knowingly
         s.checkpoint_seconds += time.perf_counter() - started
-        s.checkpoint_bytes = path.stat().st_size
-        flush_metrics(s.metrics, ckpt_dir, on_metrics)
-        if stop.requested:
-            raise TrainingInterrupted(f"{stop.signal}: stopped at step {s.step} (epoch {s.epoch}, batch {s.batches_done}) "
-                                      f"after writing checkpoint {path.name}; train again on the same out_dir to continue")
+
+    def interrupted(signal_name: str) -> TrainingInterrupted:
+        return TrainingInterrupted(f"{signal_name or 'stop requested'}: stopped at step {s.step} "
+                                   f"(epoch {s.epoch}, batch {s.batches_done}) after writing checkpoint "
+                                   f"step-{s.step:08d}; train again on the same out_dir to continue")
 
     with stop_requests() as stop, contextlib.closing(Progress(total_steps, cfg.log_every, s.step)) as progress:
         while s.epoch <= cfg.epochs and not s.stopped:
-            model.train()
-            batches = epoch_batches(lengths, cfg.batch_size, seed, s.epoch, cfg.group_by_length)
-            for batch_ids in batches[s.batches_done:]:   # a resumed epoch skips the batches already done
-                started = time.perf_counter()
-                batch = {k: v.to(device) for k, v in collate([train_windows[i] for i in batch_ids], pad_id).items()}
-                with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    loss = model(**batch).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
+            step_model.train()
+            batches = batching.epoch_batches(job.lengths, plan, seed, s.epoch)
+            timer, ckpt_before = time.perf_counter(), s.checkpoint_seconds
+            for global_batch in batches[s.batches_done:]:   # a resumed epoch skips the batches already done
+                mine = [job.examples[i] for i in batching.shard(global_batch, world.rank, world.size)]
+                batch = job.collate(mine)
+                s.seen_padded += batch["input_ids"].numel() * world.size
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                labels = batch.pop("labels")
+                with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype,
+                                    enabled=autocast_dtype is not None):
+                    logits = step_model(**batch).logits
+                # the global batch's mean: DDP averages gradients over ranks, hence x world size
+                loss = job.loss_sum(logits.float(), labels) * (world.size / sum(job.targets[i] for i in global_batch))
+                (scaler.scale(loss) if scaler else loss).backward()
+                if scaler:
+                    scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                s.step, s.batches_done = s.step + 1, s.batches_done + 1
-                s.recent_losses.append(loss.item())
-                s.seen_samples += len(batch_ids)
-                s.seen_tokens += int(batch["attention_mask"].sum())
-                s.train_seconds += time.perf_counter() - started
-                progress.update(s.step, total_steps, s.recent_losses[-1], s.seen_samples / s.train_seconds)
+                loss_sum += loss.detach() / world.size
+                s.step, s.batches_done, s.loss_steps = s.step + 1, s.batches_done + 1, s.loss_steps + 1
+                s.seen_samples += len(global_batch)
+                s.seen_tokens += sum(job.lengths[i] for i in global_batch)
+                stopping = stop.requested
                 if s.step % cfg.log_every == 0:
-                    mean_loss = sum(s.recent_losses) / len(s.recent_losses)
+                    asked = stop.requested or bool(should_stop and should_stop())
+                    total, stopping = distributed.sum_and_any(loss_sum, asked, world)
+                    mean_loss = float(total) / s.loss_steps
                     s.emit({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]})
-                    s.recent_losses.clear()
-                if stop.requested or (cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0):
-                    checkpoint(stop)
-            tags, _ = predict_windows(model, val_windows, [len(g) for g in val_gold], dict(enumerate(labels)), pad_id,
-                                      cfg.eval_batch_size, device, autocast_dtype)
-            val = score(val_gold, tags)
-            s.history.append({"epoch": s.epoch, "step": s.step, "val_f1": val.f1})
-            s.emit({"val/f1": val.f1, "val/precision": val.precision, "val/recall": val.recall,
-                    "train/epoch": s.epoch})   # names: docs/metrics.md
-            log.info("epoch %d: validation F1 %.4f (best %.4f)", s.epoch, val.f1, max(s.best_f1, val.f1))
-            if val.f1 > s.best_f1:
-                s.best_f1, s.best_epoch, s.stale = val.f1, s.epoch, 0
-                save_model(model, tokenizer, best_dir, meta)
+                    loss_sum.zero_()
+                    s.loss_steps = 0
+                    progress.loss = mean_loss
+                elif world.distributed:
+                    stopping = False   # ranks agree on a stop only where they exchange the flag
+                progress.update(s.step, s.seen_samples, s.train_seconds + time.perf_counter() - timer)
+                if stopping or (cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0):
+                    checkpoint()
+                    # one process may also stop for a signal that came during the checkpoint: it is complete
+                    if stopping or (not world.distributed and stop.requested):
+                        raise interrupted(stop.signal)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()   # the epoch's queued work belongs to its training time
+            s.train_seconds += time.perf_counter() - timer - (s.checkpoint_seconds - ckpt_before)
+            val = distributed.from_main(job.validate(model, device, autocast_dtype) if world.main else None, world)
+            score = val[job.score]
+            s.history.append({"epoch": s.epoch, "step": s.step, f"val_{job.score}": score})
+            s.emit({**{f"val/{k}": v for k, v in val.items()}, "train/epoch": s.epoch})   # names: docs/metrics.md
+            log.info("epoch %d: validation %s %.4f (best %.4f)", s.epoch, job.score, score, max(s.best_score, score))
+            if score > s.best_score:
+                s.best_score, s.best_epoch, s.stale = score, s.epoch, 0
+                if world.main:
+                    job.save(model, best_dir)
             else:
                 s.stale += 1
                 if cfg.early_stopping_patience and s.stale >= cfg.early_stopping_patience:
-                    log.info("early stopping: no better validation F1 for %d epochs", s.stale)
+                    log.info("early stopping: no better validation %s for %d epochs", job.score, s.stale)
                     s.stopped = True
-            s.epoch, s.batches_done, s.recent_losses = s.epoch + 1, 0, []
-            checkpoint(stop)   # after validation and the best model: a resume from here starts the next epoch
-        if stop.requested:     # arrived after the last checkpoint: that one is complete, the stop still holds
-            raise TrainingInterrupted(f"{stop.signal}: stopped after the last step ({s.step}); the checkpoint is "
-                                      "complete, train again on the same out_dir to finish")
+            s.epoch, s.batches_done = s.epoch + 1, 0
+            checkpoint()   # after validation and the best model: a resume from here starts the next epoch
+            if distributed.any_rank(stop.requested or bool(should_stop and should_stop()), world):
+                raise interrupted(stop.signal)
+    distributed.barrier(world)   # the best model is on disk before any rank returns
     seconds = max(s.train_seconds, 1e-9)
-    return TrainResult(best_dir, s.best_f1, s.best_epoch, s.epoch - 1, s.step, lr, s.seen_samples / seconds,
-                       s.seen_tokens / seconds, s.history, s.checkpoint_seconds, s.checkpoint_bytes)
+    return TrainResult(best_dir, s.best_score, s.best_epoch, s.epoch - 1, s.step, lr, s.seen_samples / seconds,
+                       s.seen_tokens / seconds, s.seen_padded / max(s.seen_tokens, 1), s.train_seconds, s.history,
+                       s.checkpoint_seconds, s.checkpoint_bytes, world.size, plan.describe(),
+                       sum(p.numel() for p in model.parameters() if not p.requires_grad), peak_memory(device),
+                       weights_digest(model))
 
 
-@contextlib.contextmanager
-def stop_requests():
-    """While training, the first SIGTERM or SIGINT (Ctrl-C) only sets `stop.requested` (and `stop.signal`): the loop
-    checkpoints at the next step boundary, then raises TrainingInterrupted. A second signal goes to the handler that
-    was there before (a command line exits at once: no waiting for the checkpoint). The previous handlers are back
-    afterwards. Handlers can only be installed in the main thread; elsewhere signals keep their usual effect."""
-    stop = SimpleNamespace(requested=False, signal="")
-    if threading.current_thread() is not threading.main_thread():
-        log.debug("train() runs outside the main thread: no signal handler, a pre-emption will not checkpoint")
-        yield stop
-        return
-    watched = (signal.SIGTERM, signal.SIGINT)
-    previous = {s: signal.getsignal(s) for s in watched}
-
-    def request_stop(signum, frame):
-        if stop.requested:   # the second one: hand it to whoever handled it before
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, frame)
-            elif handler == signal.SIG_DFL:
-                signal.signal(signum, signal.SIG_DFL)
-                signal.raise_signal(signum)
-            return
-        stop.requested, stop.signal = True, signal.Signals(signum).name
-        log.warning("%s: stopping at the next step boundary after a checkpoint (again to stop at once)",
-                    stop.signal)
-
-    for s in watched:
-        signal.signal(s, request_stop)
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+def weights_digest(model) -> str:
+    """sha256 over the weights (names and bytes): equal on every rank of a data-parallel run."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
-def save_model(model, tokenizer, target: Path, meta: dict) -> None:
+def peak_memory(device: str) -> int:
+    if device.startswith("cuda"):
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # kilobytes on Linux
+
+
+def save_pretrained(model, tokenizer, target: Path, write_extra: Callable[[Path], None]) -> None:
     """Write to a sibling temp folder, then swap it in: a crash never leaves half a model at `target`."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    write_meta(tmp, **meta)
+    write_extra(tmp)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

@@ -30,7 +30,8 @@ def test_yaml_values_are_read_and_the_rest_defaults(cfg_file):
     assert isinstance(cfg, PipelineConfig)
     assert (cfg.experiment, cfg.data.train, cfg.data.split.seed, cfg.train.epochs, cfg.train.lr) == \
         ("demo", "t.txt", 7, 2, 0.001)
-    assert cfg.train.batch_size == 8 and cfg.data.scheme == "iob2" and cfg.data.validation is None
+    assert cfg.train.batch_tokens == 1024 and cfg.train.batch_size is None and cfg.data.scheme == "iob2" \
+        and cfg.data.validation is None
 
 
 def test_empty_yaml_file_gives_all_defaults(tmp_path):

@@ -17,17 +17,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from nerflow import batching
 from nerflow.config import TrainConfig
 from nerflow.tokenization import Encoder
 from nerflow.checkpoints import list_checkpoints
-from nerflow.train import TrainingInterrupted, train
+from nerflow.ner.training import train
+from nerflow.train import TrainingInterrupted
 from tests.conftest import TINY_TEXTS
 
 LABELS = ["O", "B-ENT", "I-ENT"]
 SEED = 7
-N_WINDOWS, BATCH = 40, 4          # 10 steps per epoch, 30 in all
-CFG = TrainConfig(epochs=3, batch_size=BATCH, checkpoint_every=3, keep_checkpoints=2, log_every=2, device="cpu",
-                  precision="fp32", num_threads=1, early_stopping_patience=0)
+# The defaults (token-budget batches, fused AdamW, frozen word embeddings, loss kept on the device), with a budget
+# that cuts the 40 windows into 12 steps per epoch, 36 in all; no step floor for this tiny set.
+N_WINDOWS, STEPS_PER_EPOCH = 40, 12
+CFG = TrainConfig(epochs=3, batch_tokens=48, min_steps=0, checkpoint_every=3, keep_checkpoints=2, log_every=2,
+                  device="cpu", precision="fp32", num_threads=1, early_stopping_patience=0)
 META = {"labels": LABELS, "max_length": 12, "stride": 3}
 
 # The subprocess: trains; its on_metrics records every point it received and, on its first call (the flush after
@@ -36,7 +40,7 @@ CHILD = r'''
 import json, logging, pickle, sys, time
 from pathlib import Path
 from transformers import AutoTokenizer
-from nerflow.train import train
+from nerflow.ner.training import train
 
 job = pickle.loads(Path(sys.argv[1]).read_bytes())
 ready, go, calls = Path(job["ready"]), Path(job["go"]), Path(job["calls"])
@@ -95,11 +99,14 @@ def reference(data, tiny_tokenizer, tmp_path_factory):
 
 
 class CrashingWindows(list):
-    """Training windows that fail once `steps_ok` batches were fetched: a crash between two checkpoints."""
+    """Training windows that fail once the first `steps_ok` batches of epoch 1 were fetched: a crash between two
+    checkpoints. The batches are the loop's own (nerflow.batching), so the crash falls exactly after a step."""
 
     def __init__(self, windows, steps_ok: int):
         super().__init__(windows)
-        self.fetches_left = steps_ok * BATCH
+        lengths = [len(w.input_ids) for w in windows]
+        plan = batching.plan_batches(lengths, CFG.epochs, CFG.batch_tokens, CFG.batch_size, CFG.min_steps)
+        self.fetches_left = sum(len(b) for b in batching.epoch_batches(lengths, plan, SEED, 1)[:steps_ok])
 
     def __getitem__(self, i):
         if self.fetches_left == 0:
@@ -207,13 +214,13 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(data, tiny_tokenizer, 
 
 def test_keeps_newest_checkpoints_and_refuses_another_runs(data, tiny_tokenizer, reference, caplog):
     out = reference["out"] / "checkpoints"
-    assert [p.name for p in list_checkpoints(out)] == ["step-00000027", "step-00000030"]
-    assert sorted(p.name for p in out.iterdir()) == ["metrics-delivered", "step-00000027", "step-00000030"]
+    assert [p.name for p in list_checkpoints(out)] == ["step-00000033", "step-00000036"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics-delivered", "step-00000033", "step-00000036"]
     calls: list = []
     caplog.set_level(logging.INFO, logger="nerflow")
     result = run(data, tiny_tokenizer, reference["out"], calls)   # finished: resumes at the end, trains nothing
-    assert "resuming from checkpoint step 30 (epoch 4, batch 0)" in caplog.text
-    assert calls == [] and result.steps == 30 and result.history == reference["result"].history
+    assert "resuming from checkpoint step 36 (epoch 4, batch 0)" in caplog.text
+    assert calls == [] and result.steps == 36 and result.history == reference["result"].history
     with pytest.raises(ValueError, match="another training run"):
         run(data, tiny_tokenizer, reference["out"], seed=SEED + 1)
 
@@ -243,7 +250,7 @@ def test_outside_the_main_thread_no_handler_is_installed(data, tiny_tokenizer, t
     worker.start()
     worker.join()
     assert "error" not in outcome, outcome.get("error")
-    assert outcome["result"].steps == 10
+    assert outcome["result"].steps == STEPS_PER_EPOCH
     assert signal.getsignal(signal.SIGTERM) is handler_before
 
 

@@ -1,0 +1,100 @@
+"""Which examples go into which optimizer step: a pure function of (seed, epoch), so a resumed run recomputes it.
+
+Batches are sized by tokens (`train.batch_tokens`: padded positions per step, sequences padded to a multiple of 8)
+or, the Trainer recipe's way, by a fixed number of sequences (`train.batch_size`). Length grouping sorts shuffled
+chunks of ~50 batches by length, so a batch pads little while every epoch still sees another order; the batches
+are then shuffled again. On small data the token budget shrinks so that a run still makes `train.min_steps`
+optimizer steps (a 300-sentence set would otherwise get ~10 steps, too few to learn anything).
+
+With several processes (DDP) every process computes the same global batches and takes its share of each
+(`shard`), so a run makes the same optimizer steps whatever its world size.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+PAD_MULTIPLE = 8   # tensor-core and vector-unit friendly widths; also fewer distinct shapes for torch.compile
+GROUP_CHUNK_BATCHES = 50
+
+
+def padded(length: int, multiple: int = PAD_MULTIPLE) -> int:
+    return -(-length // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How a run cuts its epochs: by `tokens` per step, or by `size` sequences per step (exactly one is set)."""
+
+    tokens: int | None
+    size: int | None
+    group_by_length: bool = True
+    min_per_batch: int = 1   # the world size: every process gets at least one sequence of every batch
+
+    def describe(self) -> str:
+        return f"{self.tokens} tokens per step" if self.tokens else f"{self.size} sequences per step"
+
+
+def plan_batches(lengths: list[int], epochs: int, batch_tokens: int | None, batch_size: int | None,
+                 min_steps: int, group_by_length: bool = True, world_size: int = 1) -> BatchPlan:
+    """The batch plan of a run. A token budget is lowered (never below one padded longest sequence) until
+    `epochs` epochs give at least `min_steps` steps: small data keeps enough updates to learn."""
+    if batch_size:
+        return BatchPlan(None, max(batch_size, world_size), group_by_length, world_size)
+    if not batch_tokens:
+        raise ValueError("set train.batch_tokens or train.batch_size")
+    longest = padded(max(lengths, default=1))
+    per_epoch = sum(padded(n) for n in lengths)
+    budget = batch_tokens
+    if min_steps and per_epoch * epochs < budget * min_steps:
+        budget = max(longest, per_epoch * epochs // min_steps)
+    return BatchPlan(budget, None, group_by_length, world_size)
+
+
+def epoch_batches(lengths: list[int], plan: BatchPlan, seed: int, epoch: int) -> list[list[int]]:
+    """Example indices per step of one epoch, a pure function of its arguments."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if plan.group_by_length:
+        mean = max(1, sum(lengths) // max(len(lengths), 1))
+        per_batch = plan.size or max(1, plan.tokens // padded(mean))
+        chunk = per_batch * GROUP_CHUNK_BATCHES
+        order = [i for c in range(0, len(order), chunk) for i in sorted(order[c:c + chunk], key=lambda i: -lengths[i])]
+    if plan.size:
+        batches = [order[b:b + plan.size] for b in range(0, len(order), plan.size)]
+    else:
+        batches = by_tokens(order, lengths, plan.tokens, plan.min_per_batch)
+    if len(batches) > 1 and len(batches[-1]) < plan.min_per_batch:   # a remainder too small to share out
+        batches[-2].extend(batches.pop())
+    if plan.group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+def by_tokens(order: list[int], lengths: list[int], budget: int, min_per_batch: int = 1) -> list[list[int]]:
+    """Cut `order` into consecutive batches whose padded size (sequences x widest, rounded up to PAD_MULTIPLE)
+    stays within `budget`; a sequence wider than the budget goes alone (with `min_per_batch` companions)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    widest = 0
+    for i in order:
+        width = max(widest, padded(lengths[i]))
+        if len(current) >= min_per_batch and width * (len(current) + 1) > budget:
+            batches.append(current)
+            current, width = [], padded(lengths[i])
+        current.append(i)
+        widest = width
+    if current:
+        batches.append(current)
+    return batches
+
+
+def total_steps(lengths: list[int], plan: BatchPlan, seed: int, epochs: int) -> int:
+    return sum(len(epoch_batches(lengths, plan, seed, e)) for e in range(1, epochs + 1))
+
+
+def shard(batch: list[int], rank: int, world_size: int) -> list[int]:
+    """This process's share of a global batch: every world_size-th sequence. The batch is sorted by length
+    within its chunk, so the shares carry nearly the same number of tokens."""
+    return batch[rank::world_size]

@@ -1,0 +1,86 @@
+"""What is trained and how fast: frozen parameters, AdamW (fused where the build has it), the schedule, `lr: auto`.
+
+Frozen parameters get `requires_grad=False` and stay out of the optimizer, so they hold no AdamW state, cost no
+update, and are bit-identical after training.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+
+log = logging.getLogger(__name__)
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def encoder_layers(model) -> torch.nn.ModuleList:
+    """The transformer's stack of layers (BERT's `encoder.layer`, DistilBERT's `transformer.layer`, ...): the
+    first ModuleList as long as `config.num_hidden_layers`."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for _, module in model.base_model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"cannot find the {n} transformer layers of {type(model).__name__} to freeze")
+
+
+def freeze(model, what: str | int) -> list[str]:
+    """Freeze `what`: "none", "word_embeddings" (the token embedding matrix: half of MiniLM's parameters),
+    "embeddings" (word, position and type embeddings with their LayerNorm) or N (embeddings and the first N
+    layers). Returns the frozen parameters' names."""
+    modules: list[torch.nn.Module]
+    if what == "none":
+        modules = []
+    elif what == "word_embeddings":
+        modules = [model.get_input_embeddings()]
+    else:
+        embeddings = getattr(model.base_model, "embeddings", None) or model.get_input_embeddings()
+        modules = [embeddings]
+        if isinstance(what, int):
+            layers = encoder_layers(model)
+            if what > len(layers):
+                raise ValueError(f"train.freeze={what} but the model has {len(layers)} layers")
+            modules += list(layers[:what])
+    frozen = {id(p) for m in modules for p in m.parameters()}
+    names = []
+    for name, p in model.named_parameters():
+        if id(p) in frozen:
+            p.requires_grad_(False)
+            names.append(name)
+    return names
+
+
+def trainable_parameters(model) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def build_optimizer(model, weight_decay: float, lr: float, warmup_steps: int, total_steps: int):
+    """AdamW over the trainable parameters (no decay on biases and norms), linear warmup then linear decay.
+    The fused kernel is several times faster than the default one on CPU and GPU (docs/benchmarks.md)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if not n.endswith(NO_DECAY)], "weight_decay": weight_decay},
+              {"params": [p for n, p in named if n.endswith(NO_DECAY)], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    try:
+        optimizer = torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError) as e:   # a build or device without the fused kernel
+        log.info("fused AdamW unavailable (%s): using the default implementation", e)
+        optimizer = torch.optim.AdamW(groups, lr=lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    return optimizer, scheduler
+
+
+def warmup_steps(total_steps: int, ratio: float) -> int:
+    return math.ceil(total_steps * ratio)
+
+
+def default_lr(n_params: int, samples_seen: int, mean_batch: float) -> float:
+    """`train.lr: auto`: by model size, schedule length (in examples seen) and batch size. PLACEHOLDER: to be
+    re-derived by measurement."""
+    if n_params < 60_000_000:   # MiniLM, DistilBERT-small, tiny test models
+        return 3e-4 if samples_seen < 16_000 else 1e-4
+    if n_params < 200_000_000:  # BERT-base, RoBERTa-base
+        return 5e-5
+    return 2e-5                 # large models
