@@ -2,7 +2,7 @@
 
 run_ner.py defaults: lr 5e-5, batch 8, 3 epochs, fp32, no warmup, no weight decay, linear decay, first sub-token
 labels, dynamic padding, truncation at the tokenizer's limit. Words lost to truncation count as `O` predictions, so
-both systems are scored on every gold word with the same scorer (nerflow.evaluate.score: seqeval strict IOB2).
+both systems are scored on every gold word with the same scorer (nerflow.ner.evaluate.score: seqeval strict IOB2).
 
     python bench/hf_trainer_recipe.py --data-dir ../shared/data/conll2003 --out bench/out/recipe.json
 """
@@ -20,7 +20,7 @@ from seqeval.scheme import IOB2
 from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
                           Trainer, TrainingArguments)
 
-from nerflow.data import label_list, read_conll
+from nerflow.ner.data import label_list, read_conll
 from nerflow.models import resolve_model
 
 

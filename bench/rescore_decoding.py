@@ -12,7 +12,8 @@ from pathlib import Path
 
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from nerflow import cache, data, evaluate, predict, tokenization
+from nerflow import cache
+from nerflow.ner import data, evaluate, predict, tokenization
 
 
 def newest_entry(root: Path, stage: str) -> Path:

@@ -41,7 +41,7 @@ def classify(exc: BaseException) -> int:
     from nerflow.data import DataError
     from nerflow.locks import RunLockedError
     from nerflow.promotion import Refused
-    from nerflow.validate import ValidationFailed
+    from nerflow.validation import ValidationFailed
 
     from nerflow.flows.prefect_server import ServiceUnavailable
 

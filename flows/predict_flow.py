@@ -22,12 +22,13 @@ ARTIFACT_DIR = "predictions"
 @task(name="predict", cache_policy=NO_CACHE, persist_result=False, retries=0)
 def predict_task(model_uri: str, input_path: str, output_path: str, batch_size: int) -> dict:
     from nerflow.documents import predict_documents, read_documents, write_jsonl
-    from nerflow.flows.commands.predict import open_model
+    from nerflow.flows.commands.predict import empty_answer, open_model
 
-    predict = open_model(model_uri)
+    predict, task = open_model(model_uri)
     stats: dict = {}
     write_jsonl(output_path, predict_documents(predict, read_documents(input_path), batch_size,
-                                               progress=sys.stderr.isatty(), stats=stats))
+                                               progress=sys.stderr.isatty(), stats=stats,
+                                               empty=empty_answer(task)))
     return stats
 
 

@@ -29,15 +29,13 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from nerflow import history, promotion
+from nerflow import task as task_types
 from nerflow.config import ConfigError
-from nerflow.evaluate import score
 from nerflow.promotion import Refused
-from nerflow.schemes import entity_types
 from nerflow.tasks import tracking
 from nerflow.tasks.global_locks import global_lock, limit_name, team_prefect_api
 
 log = logging.getLogger("nerflow.promote")
-SCORER = Path(__file__).with_name("score_served.py")
 TASK_TAG, DECISION_TAG, REASON_TAG, ROLLED_BACK_TAG = "nerflow.task", "nerflow.promotion", "nerflow.reason", \
     "nerflow.rolled_back"
 MAX_RESCORES = 3   # the alias moved under us this often in a row: give up rather than loop
@@ -48,7 +46,9 @@ def actor_name(explicit: str | None = None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
 
 
-def check_version(client: MlflowClient, name: str, version: str, task: str = "token-classification"):
+def check_version(client: MlflowClient, name: str, version: str, task: str | None = None):
+    """The version, or one clear error; with `task`, a version of another task type is refused (a version
+    registered before task types has no tag and is NER)."""
     try:
         found = client.get_model_version(name, str(version))
     except MlflowException as e:
@@ -57,9 +57,13 @@ def check_version(client: MlflowClient, name: str, version: str, task: str = "to
         known = model_exists(client, name)
         raise ConfigError(f"{name} version {version}: no such version" if known else
                           f"{name}: no registered model of that name (see `nerflow models`)") from None
-    if found.tags.get(TASK_TAG, task) != task:
+    if task is not None and task_of(found) != task:
         raise ConfigError(f"{name} version {version} is a {found.tags[TASK_TAG]} model, not {task}")
     return found
+
+
+def task_of(version) -> str:
+    return version.tags.get(TASK_TAG, "token-classification")
 
 
 def model_exists(client: MlflowClient, name: str) -> bool:
@@ -80,11 +84,12 @@ def read_history(client: MlflowClient, name: str, alias: str) -> list[history.En
 
 
 # ------------------------------------------------------------------------------------------------ scoring
-def score_versions(name: str, versions: list[str], split: Path) -> dict[str, dict]:
-    """{version: {"labels", "pred"}}: each version served-as-registered in its own fresh process, all at once."""
+def score_versions(name: str, versions: list[str], split: Path, task: str) -> dict[str, dict]:
+    """{version: {"labels", "pred", ...}}: each version served-as-registered in its own fresh process, all at once,
+    by the task's scorer (tasks/score_served*.py)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(), "PYTHONWARNINGS": "ignore",
            "TRANSFORMERS_VERBOSITY": "error", "MLFLOW_LOGGING_LEVEL": "WARNING"}
-    source = SCORER.read_text()
+    source = Path(__file__).with_name(task_types.get(task).scorer).read_text()
     with tempfile.TemporaryDirectory(prefix="nerflow-score-") as tmp:
         procs = {}
         for v in dict.fromkeys(versions):
@@ -99,23 +104,6 @@ def score_versions(name: str, versions: list[str], split: Path) -> dict[str, dic
                 raise RuntimeError(f"scoring {name} version {v} as served failed:\n{err[-3000:]}")
             results[v] = json.loads(out.read_text())
     return results
-
-
-def tables(gold: list[list[str]], scored: dict, versions: tuple[str, str | None]) -> tuple[dict, dict | None, tuple | None]:
-    """Full score tables of (challenger, champion), and restricted ones when their label sets differ."""
-    challenger, champion = versions
-    full = {v: _table(score(gold, scored[v]["pred"])) for v in versions if v is not None}
-    restricted = None
-    if champion is not None:
-        types = {v: entity_types(scored[v]["labels"]) for v in versions}
-        if types[challenger] != types[champion]:
-            keep = types[challenger] & types[champion]
-            restricted = tuple(promotion.score_restricted(gold, scored[v]["pred"], keep) for v in versions)
-    return full[challenger], full.get(champion) if champion else None, restricted
-
-
-def _table(s) -> dict:
-    return {"f1": float(s.f1), "per_type": s.per_type}
 
 
 # ------------------------------------------------------------------------------------------------ the lock
@@ -166,16 +154,16 @@ def note_external_move(client: MlflowClient, name: str, alias: str, entries: lis
 
 
 def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promotion.GateRules, split: Path,
-         gold: list[list[str]], data_passed: bool, auto: bool, actor: str, evidence: dict) -> promotion.Decision:
+         gold: list, data_passed: bool, auto: bool, actor: str, evidence: dict, task: str) -> promotion.Decision:
     """Score the challenger and the current champion as served, decide, and (when `auto` and accepted) move the
     alias and record the move. The decision goes on the version as tags whatever it is."""
     version = str(version)
-    check_version(client, name, version)
+    check_version(client, name, version, task)
     with promotion_lock(name, alias):
         entries = read_history(client, name, alias)
         champion = note_external_move(client, name, alias, entries)
         for _ in range(MAX_RESCORES):
-            decision = _decide(client, name, version, champion, rules, split, gold, data_passed, entries)
+            decision = _decide(name, version, champion, rules, split, gold, data_passed, entries, task)
             now = alias_version(client, name, alias)
             if now == champion:
                 break
@@ -196,13 +184,13 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
     return decision
 
 
-def _decide(client, name, version, champion, rules, split, gold, data_passed, entries) -> promotion.Decision:
+def _decide(name, version, champion, rules, split, gold, data_passed, entries, task) -> promotion.Decision:
     if champion == version:
         return promotion.Decision(True, f"version {version} is already @champion", 0.0, None, None, ())
     if version in history.rolled_back_versions(entries):   # refused whatever the scores: do not compute them
         return promotion.decide({"f1": 0.0, "per_type": {}}, None, rules, data_passed, challenger_rolled_back=True)
-    scored = score_versions(name, [v for v in (version, champion) if v], split)
-    challenger_table, champion_table, restricted = tables(gold, scored, (version, champion))
+    scored = score_versions(name, [v for v in (version, champion) if v], split, task)
+    challenger_table, champion_table, restricted = task_types.get(task).gate_tables(gold, scored, (version, champion))
     return promotion.decide(challenger_table, champion_table, rules, data_passed,
                             challenger_rolled_back=version in history.rolled_back_versions(entries),
                             restricted=restricted)

@@ -1,7 +1,7 @@
 """Promotion stage: the model card on the new version, then the evidence gate for `promote.alias` (champion).
 
 Both the challenger and the current champion are scored on this run's test split, each loaded from the registry
-exactly as it is served (tasks/champion.py); the decision, both models' per-type scores and the reason go to the
+exactly as it is served (tasks/champion.py); the decision, both models' per-class scores and the reason go to the
 MLflow run (promotion/comparison.json and .md) and onto the version (tags `nerflow.promotion`, `nerflow.reason`).
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from nerflow import data, promotion
+from nerflow import promotion
+from nerflow import task as task_types
 from nerflow.config import PipelineConfig, resolved_dict
 from nerflow.plan import StagePlan
 from nerflow.tasks import champion, tracking
@@ -29,20 +30,20 @@ def rules_of(cfg: PipelineConfig) -> promotion.GateRules:
 
 def model_card(cfg: PipelineConfig, metrics: dict, validated: dict, registered: dict, run_id: str) -> str:
     """The version's description (Markdown, shown on its MLflow page)."""
-    types = sorted(k.removeprefix("test/support_") for k in metrics if k.startswith("test/support_"))
-    sizes = {s: len(data.read_split(Path(validated["path"]) / f"{s}.jsonl")) for s in data.SPLITS}
+    kind = task_types.get(cfg.task)
+    classes = sorted(k.removeprefix("test/support_") for k in metrics if k.startswith("test/support_"))
+    sizes = kind.split_sizes(Path(validated["path"]))
     labels = json.loads((Path(validated["path"]) / "labels.json").read_text())
     rows = [f"| {t} | {int(metrics[f'test/support_{t}'])} | {metrics.get(f'val/best_f1_{t}', 0):.4f} | "
-            f"{metrics[f'test/f1_{t}']:.4f} |" for t in types]
+            f"{metrics[f'test/f1_{t}']:.4f} |" for t in classes]
     return "\n".join([
         f"# {registered['model_name']} version {registered['version']}", "",
         f"- task: {cfg.task}; base model: `{cfg.model.name_or_path}`",
         f"- data: hash `{validated['data_hash'][:16]}`, {sizes['train']:,} / {sizes['validation']:,} / "
-        f"{sizes['test']:,} sentences (train / validation / test), from `{cfg.data.dir}`",
+        f"{sizes['test']:,} {kind.unit} (train / validation / test), from `{cfg.data.dir}`",
         f"- labels: {', '.join(labels)}",
-        f"- scores: validation F1 {metrics['val/best_f1']:.4f}, test F1 {metrics['test/f1']:.4f} (micro, strict "
-        "IOB2)", "",
-        "| type | test entities | val F1 | test F1 |", "|---|---|---|---|", *rows, "",
+        f"- scores: validation F1 {metrics['val/best_f1']:.4f}, test F1 {metrics['test/f1']:.4f} ({kind.headline})",
+        "", f"| {kind.class_word} | test support | val F1 | test F1 |", "|---|---|---|---|", *rows, "",
         f"Trained by MLflow run `{run_id}`. Reproduce: `nerflow rerun {run_id}` (exactly its resolved config, "
         "below), or save the config and `nerflow run CONFIG`.", "",
         "```yaml", yaml.safe_dump(resolved_dict(cfg), sort_keys=False).strip(), "```"])[:19000]
@@ -59,11 +60,11 @@ def promote_task(cfg: PipelineConfig, step: StagePlan, validated: dict, evaluate
             client.update_model_version(name, version,
                                         description=model_card(cfg, evaluated["metrics"], validated, registered, run_id))
         split = Path(validated["path"]) / "test.jsonl"
-        gold = [s.tags for s in data.read_split(split)]
         decision = champion.gate(
-            client, name, version, alias, rules_of(cfg), split, gold, data_passed=True, auto=cfg.promote.auto,
-            actor=champion.actor_name(), evidence={"test_data_hash": validated["data_hash"], "mlflow_run_id": run_id,
-                                                   "prefect_flow_run_id": flow_run_id})
+            client, name, version, alias, rules_of(cfg), split, task_types.get(cfg.task).gold(split),
+            data_passed=True, auto=cfg.promote.auto, actor=champion.actor_name(), task=cfg.task,
+            evidence={"test_data_hash": validated["data_hash"], "mlflow_run_id": run_id,
+                      "prefect_flow_run_id": flow_run_id})
         moved = decision.accepted and cfg.promote.auto and champion.alias_version(client, name, alias) == version
         outcome = {**promotion.decision_json(decision), "version": version, "alias": alias, "moved": moved,
                    "auto": cfg.promote.auto}

@@ -22,7 +22,9 @@ from mlflow.models import Model
 
 import nerflow
 from nerflow import cache
+from nerflow import task as task_types
 from nerflow.config import PipelineConfig, config_hash
+from nerflow.models import SERVED_ARTIFACT
 from nerflow.models import weights_sha256
 from nerflow.plan import StagePlan
 from nerflow.tasks import tracking
@@ -32,27 +34,25 @@ log = logging.getLogger("nerflow.register")
 # What the served model needs, pinned to what it was trained and tested with.
 PIP_REQUIREMENTS = ["mlflow==3.17.2", "torch==2.13.0", "transformers==5.23.0", "tokenizers==0.23.3",
                     "numpy==2.4.6", "pandas==3.1.1", "pydantic==2.14.3", "pyyaml==6.0.3"]
-EXAMPLE = ["Maria Lopez flew from Berlin to New York to meet the board of Acme Corp."]
 KEY_TAG = "nerflow.register_key"
 WEIGHTS_TAG = "nerflow.weights_sha256"
 ATTEMPT_TAG = "nerflow.attempt"
 
 
-def log_servable_model(run_id: str, model_dir: str):
-    from nerflow import serving
-
+def log_servable_model(run_id: str, model_dir: str, task: str):
+    python_model, signature, example = task_types.get(task).servable()
     # MLflow files the logged model under the *active* experiment, not the run's (default: experiment 0, whose
     # artifacts go to ./mlruns of whatever the working directory is): point it at the run's experiment.
     mlflow.set_experiment(experiment_id=MlflowClient().get_run(run_id).info.experiment_id)
     # MLflow nags about type hints (we give an explicit signature) and about cloudpickle (the model pickles by
-    # reference to nerflow.serving, which travels with it in code_paths).
+    # reference to its nerflow serving module, which travels with it in code_paths).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
         return Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id,
-                         python_model=serving.NerModel(), artifacts={serving.ARTIFACT: model_dir},
+                         python_model=python_model, artifacts={SERVED_ARTIFACT: model_dir},
                          code_paths=[str(Path(nerflow.__file__).parent)], pip_requirements=PIP_REQUIREMENTS,
-                         signature=serving.SIGNATURE, input_example=EXAMPLE)
+                         signature=signature, input_example=example)
 
 
 def _not_found(e: MlflowException) -> bool:
@@ -133,15 +133,15 @@ def all_or_nothing(client: MlflowClient, name: str) -> Iterator[Undo]:
 
 
 def create_version(client: MlflowClient, undo: Undo, name: str, run_id: str, model_dir: str, tags: dict,
-                   description: str) -> str:
+                   description: str, task: str = "token-classification") -> str:
     """Log + register with tags and description in one call (a version never exists half-tagged)."""
-    info = log_servable_model(run_id, model_dir)
+    info = log_servable_model(run_id, model_dir, task)
     try:
         client.get_registered_model(name)
     except MlflowException as e:
         if not _not_found(e):
             raise
-        client.create_registered_model(name, description="NER model fine-tuned and registered by nerflow")
+        client.create_registered_model(name, description=f"{task} model fine-tuned and registered by nerflow")
     version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
                                           model_id=info.model_id, description=description).version
     undo.created = str(version)
@@ -200,7 +200,7 @@ def register_task(cfg: PipelineConfig, step: StagePlan, keys: dict, validated: d
                 description = (f"{cfg.task} fine-tuned from {cfg.model.name_or_path} on data "
                                f"{validated['data_hash'][:12]} by MLflow run {run_id}")
                 version, new, by = create_version(client, undo, name, run_id, trained["model_dir"], tags,
-                                                  description), True, run_id
+                                                  description, cfg.task), True, run_id
                 undo.move_alias(alias, version)
             done.update({"model_name": name, "version": int(version), "alias": alias, "registered_by_run": by,
                          "new_version": new})

@@ -232,7 +232,9 @@ def log_dataset(client: MlflowClient, run_id: str, path: Path, name: str, contex
     from mlflow.entities import DatasetInput, InputTag
 
     df = pd.read_json(path, lines=True)
-    dataset = mlflow.data.from_pandas(df[["tokens", "tags"]], source=str(path.resolve()), name=name)
+    # the examples themselves (NER: tokens, tags; text classification: text, labels), not where they came from
+    content = df.drop(columns=["source", "doc"], errors="ignore")
+    dataset = mlflow.data.from_pandas(content, source=str(path.resolve()), name=name)
     client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(),
                                             tags=[InputTag("mlflow.data.context", context)])])
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from nerflow import launch
+from nerflow import task as task_types
 from nerflow.config import PipelineConfig
 from nerflow.plan import StagePlan
 from nerflow.tasks import tracking
@@ -17,12 +18,12 @@ from nerflow.tasks.stage import run_stage, stage_task
 def train_job(cfg: PipelineConfig, step: StagePlan, model_path: str, validated: dict, tokenized: dict) -> dict:
     """What the training processes need, as data (nerflow.launch). Its folder is keyed like the stage, so a
     retry, a resume and the other nodes of a multi-machine run all find the same checkpoints."""
-    return {"task": cfg.task, "model_path": model_path, "validated": validated["path"],
+    extra = task_types.get(cfg.task).job(cfg)
+    labels = json.loads((Path(validated["path"]) / "labels.json").read_text())
+    return {**extra, "task": cfg.task, "model_path": model_path, "validated": validated["path"],
             "tokenized": tokenized["path"], "train": cfg.train.model_dump(mode="json"), "seed": cfg.seed,
             "out_dir": str(work_dir(cfg, step)),
-            "meta": {"max_length": cfg.tokenize.max_length, "stride": cfg.tokenize.stride,
-                     "base_model": cfg.model.name_or_path,
-                     "labels": json.loads((Path(validated["path"]) / "labels.json").read_text())}}
+            "meta": {**extra.get("meta", {}), "labels": labels, "base_model": cfg.model.name_or_path}}
 
 
 def work_dir(cfg: PipelineConfig, step: StagePlan) -> Path:

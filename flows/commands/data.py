@@ -6,22 +6,23 @@ from pathlib import Path
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from nerflow import task
     from nerflow.config import load_config
-    from nerflow.data import load_corpus
-    from nerflow.validate import ValidationFailed, validate_corpus
+    from nerflow.validation import ValidationFailed
 
     cfg = load_config(args.config, args.overrides)
-    corpus = load_corpus(cfg.data)
-    report = validate_corpus(corpus, cfg.data)
+    kind = task.get(cfg.task)
+    corpus = kind.load_corpus(cfg.data)
+    report = kind.validate(corpus, cfg.data)
     if not report.passed:
         raise ValidationFailed(report.summary())
     print(report.summary())
-    print("data OK: " + ", ".join(f"{split} {len(s)} sentences" for split, s in corpus.items()))
+    print("data OK: " + ", ".join(f"{split} {len(s)} {kind.unit}" for split, s in corpus.items()))
     return 0
 
 
 def cmd_make_sample(args: argparse.Namespace) -> int:
-    from nerflow.synthetic import generate_corpus
+    from nerflow.ner.synthetic import generate_corpus
 
     paths = generate_corpus(Path(args.out_dir), seed=args.seed)
     print(f"synthetic corpus in {Path(args.out_dir)}: " + ", ".join(p.name for p in paths.values()))

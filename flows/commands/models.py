@@ -90,12 +90,12 @@ def history(client, name: str, alias: str, as_json: bool) -> int:
 
 
 def test_data(client, name: str, version: str, config: Path | None, overrides: list[str]):
-    """(config, test split path, gold tags, data passed validation) from CONFIG or the version's own config."""
+    """(config, test split path, gold labels, data passed validation, data hash) from CONFIG or the version's own
+    config, read and checked by the config's task type."""
     import mlflow
 
-    from nerflow import data
+    from nerflow import task as task_types
     from nerflow.config import load_config
-    from nerflow.validate import validate_corpus
 
     if config is None:
         run_id = client.get_model_version(name, version).run_id
@@ -103,14 +103,13 @@ def test_data(client, name: str, version: str, config: Path | None, overrides: l
         config = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config/resolved.yaml",
                                                           dst_path=tmp))
     cfg = load_config(config, overrides)
-    corpus = data.load_corpus(cfg.data)   # an unreadable file is bad input here (DataError), as in `run`
-    report = validate_corpus(corpus, cfg.data)
-    test = data.canonicalize(corpus["test"], cfg.data)
-    split = Path(tempfile.mkdtemp(prefix="nerflow-test-")) / "test.jsonl"
-    data.write_split(test, split)
-    from nerflow.plan import data_fingerprint
-
-    return cfg, split, [s.tags for s in test], report.passed, data_fingerprint(cfg)
+    kind = task_types.get(cfg.task)
+    corpus = kind.load_corpus(cfg.data)   # an unreadable file is bad input here (DataError), as in `run`
+    report = kind.validate(corpus, cfg.data)
+    folder = Path(tempfile.mkdtemp(prefix="nerflow-test-"))
+    kind.write_validated({"test": corpus["test"]}, cfg.data, folder)
+    split = folder / "test.jsonl"
+    return cfg, split, kind.gold(split), report.passed, kind.data_fingerprint(cfg.data)
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -119,7 +118,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from nerflow.tasks.promote import rules_of
 
     client, actor = _client(), champion.actor_name(args.actor)
-    version = str(champion.check_version(client, args.name, args.version).version)
+    found = champion.check_version(client, args.name, args.version)
+    version, task = str(found.version), champion.task_of(found)
     if args.force:
         if not args.reason:
             raise ConfigError("--force needs --reason TEXT: a forced promotion records why")
@@ -130,7 +130,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     cfg, split, gold, passed, data_hash = test_data(client, args.name, version, args.config, args.overrides)
     decision = champion.gate(client, args.name, version, args.alias, rules_of(cfg), split, gold, passed, auto=True,
                              actor=actor, evidence={"test_data_hash": data_hash, "mlflow_run_id": None,
-                                                    "prefect_flow_run_id": None})
+                                                    "prefect_flow_run_id": None}, task=task)
     out = promotion.decision_json(decision)
     if args.json:
         print(json.dumps(out, indent=1))
@@ -152,25 +152,25 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from nerflow.evaluate import score
-    from nerflow.schemes import entity_spans
+    from nerflow import task as task_types
     from nerflow.tasks import champion
 
     client = _client()
-    v1, v2 = (str(champion.check_version(client, args.name, v).version) for v in (args.v1, args.v2))
+    found = [champion.check_version(client, args.name, v) for v in (args.v1, args.v2)]
+    (v1, v2), task = [str(f.version) for f in found], champion.task_of(found[0])
+    champion.check_version(client, args.name, v2, task)   # two versions of one task type
+    kind = task_types.get(task)
     _, split, gold, _, _ = test_data(client, args.name, v1, args.config, args.overrides)
-    scored = champion.score_versions(args.name, [v1, v2], split)
-    tables = {v: score(gold, scored[v]["pred"]) for v in (v1, v2)}
-    spans = {v: {(i, *e) for i, seq in enumerate(scored[v]["pred"]) for e in entity_spans(seq)} for v in (v1, v2)}
-    gold_spans = {(i, *e) for i, seq in enumerate(gold) for e in entity_spans(seq)}
-    found = {v: spans[v] & gold_spans for v in (v1, v2)}
-    types = sorted(set(tables[v1].per_type) | set(tables[v2].per_type))
-    rows = [{"type": t, **{f"v{v}_{k}": tables[v].per_type.get(t, {}).get(k) for v in (v1, v2)
+    scored = champion.score_versions(args.name, [v1, v2], split, task)
+    tables = {v: kind.gate_tables(gold, scored, (v, None))[0] for v in (v1, v2)}
+    hits = {v: kind.hits(gold, scored[v]) for v in (v1, v2)}
+    types = sorted(set(tables[v1]["per_type"]) | set(tables[v2]["per_type"]))
+    rows = [{"type": t, **{f"v{v}_{k}": tables[v]["per_type"].get(t, {}).get(k) for v in (v1, v2)
                            for k in ("precision", "recall", "f1")},
-             "support": (tables[v1].per_type.get(t) or tables[v2].per_type.get(t))["support"]} for t in types]
-    result = {"versions": [v1, v2], "rows": rows, "f1": {v1: tables[v1].f1, v2: tables[v2].f1},
-              "only_found_by": {v1: len(found[v1] - found[v2]), v2: len(found[v2] - found[v1])},
-              "gold_entities": len(gold_spans)}
+             "support": (tables[v1]["per_type"].get(t) or tables[v2]["per_type"].get(t))["support"]} for t in types]
+    result = {"versions": [v1, v2], "rows": rows, "f1": {v1: tables[v1]["f1"], v2: tables[v2]["f1"]},
+              "only_found_by": {v1: len(hits[v1] - hits[v2]), v2: len(hits[v2] - hits[v1])},
+              f"gold_{kind.hit_key}": kind.gold_count(gold)}
 
     def render(r) -> str:
         f = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
@@ -179,10 +179,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             lines.append(f"{row['type']:<12} {int(row['support']):>7}  " + "  ".join(
                 f"{f(row[f'v{v}_precision'])}/{f(row[f'v{v}_recall'])}/{f(row[f'v{v}_f1'])}".ljust(22)
                 for v in (v1, v2)))
-        lines.append(f"{'overall':<12} {len(gold_spans):>7}  " + "  ".join(f"F1 {f(r['f1'][v])}".ljust(22)
-                                                                         for v in (v1, v2)))
-        lines.append(f"gold entities found only by version {v1}: {r['only_found_by'][v1]}; only by version {v2}: "
-                     f"{r['only_found_by'][v2]}")
+        lines.append(f"{'overall':<12} {r[f'gold_{kind.hit_key}']:>7}  " + "  ".join(
+            f"F1 {f(r['f1'][v])}".ljust(22) for v in (v1, v2)))
+        lines.append(f"gold {kind.hit_key} found only by version {v1}: {r['only_found_by'][v1]}; only by version "
+                     f"{v2}: {r['only_found_by'][v2]}")
         return "\n".join(lines)
 
     return _emit(result, args.json, render)

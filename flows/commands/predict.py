@@ -1,4 +1,6 @@
-"""`nerflow predict MODEL_URI [TEXT ...] [--input FILE|-] [--output FILE]`: entity spans, one JSON line per document.
+"""`nerflow predict MODEL_URI [TEXT ...] [--input FILE|-] [--output FILE]`: one JSON line per document with the
+model's answer: entity spans (NER), or a label with its score and every label's probability (text
+classification).
 
 MODEL_URI is `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/RUN_ID/model` (any MLflow model URI), or a local
 folder: an MLflow model (it has an `MLmodel` file) or a Hugging Face checkpoint nerflow trained (it has
@@ -35,28 +37,39 @@ def load_model(uri: str):
         raise ConfigError(f"{uri}: not an MLflow model ({e.strerror or e})") from None
 
 
-def open_model(uri: str) -> Callable[[list[str]], list[list[dict]]]:
-    """texts -> entity spans per text, for any MODEL_URI form."""
-    from nerflow.predict import META_FILE
-
+def open_model(uri: str) -> tuple[Callable[[list[str]], list], str]:
+    """(texts -> one answer per text, the model's task type), for any MODEL_URI form."""
     if not URI_SCHEME.match(uri):                       # a local folder
         path = Path(uri)
+        meta = path / "nerflow.json"
         if not path.is_dir():
             raise ConfigError(f"{uri}: no such model folder (or give models:/NAME@ALIAS, models:/NAME/VERSION, "
                               "runs:/RUN_ID/model)")
-        if (path / META_FILE).is_file():                # a checkpoint nerflow trained: no MLflow needed
-            from nerflow.predict import Predictor
+        if meta.is_file():                              # a checkpoint nerflow trained: no MLflow needed
+            task = json.loads(meta.read_text()).get("task", "token-classification")
+            if task == "text-classification":
+                from nerflow.textcat.predict import Classifier
 
-            predictor = Predictor.load(path)
-            return lambda texts: predictor.predict_text(texts)
+                classifier = Classifier.load(path)
+                return classifier.predict_text, task
+            from nerflow.ner.predict import Predictor
+
+            return Predictor.load(path).predict_text, task
         if not (path / "MLmodel").is_file():
             raise ConfigError(f"{uri}: neither an MLflow model folder (no MLmodel file) nor a nerflow checkpoint "
-                              f"(no {META_FILE})")
+                              "(no nerflow.json)")
     from nerflow.tasks import tracking
 
     tracking.configure()
     model = load_model(uri)
-    return lambda texts: model.predict(list(texts))
+    # versions registered before text classification existed have no `task` attribute: they are NER
+    task = getattr(model.unwrap_python_model(), "task", "token-classification")
+    return (lambda texts: model.predict(list(texts))), task
+
+
+def empty_answer(task: str) -> list | None:
+    """NER answers a text without a word with no entity, unasked; a classifier is asked about every text."""
+    return None if task == "text-classification" else []
 
 
 def documents(args: argparse.Namespace) -> list[dict]:
@@ -80,9 +93,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         stats = run_flow(args.model_uri, docs, args.input, args.output, args.batch_size)
     else:
-        predict = open_model(args.model_uri)
+        predict, task = open_model(args.model_uri)
         stats: dict = {}
-        records = predict_documents(predict, docs, args.batch_size, progress=sys.stderr.isatty(), stats=stats)
+        records = predict_documents(predict, docs, args.batch_size, progress=sys.stderr.isatty(), stats=stats,
+                                    empty=empty_answer(task))
         if args.output is not None:
             write_jsonl(args.output, records)
         else:
@@ -106,9 +120,10 @@ def report(stats: dict, args: argparse.Namespace) -> None:
 
 
 def add_parsers(sub) -> None:
-    pred = sub.add_parser("predict", help="entity spans from a model URI or folder, one JSON line per document",
-                          description="entity spans, one JSON line per document: "
-                                      '{...input fields, "text", "entities": [{type, start, end, text, score}]}')
+    pred = sub.add_parser("predict", help="a model's answers (entity spans, or labels), one JSON line per document",
+                          description="one JSON line per document: {...input fields, \"text\", and the answer: "
+                                      '"entities": [{type, start, end, text, score}] (NER), or "label", "score", '
+                                      '"scores" ("labels" when multi-label) (text classification)}')
     pred.add_argument("model_uri", metavar="MODEL_URI",
                       help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, or a local folder "
                            "(MLflow model, or a checkpoint nerflow trained)")

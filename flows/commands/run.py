@@ -51,7 +51,7 @@ def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: boo
 
         done = registered.find_registered(tracking.configure(), cfg, plan)   # another host's cache built it
     if done is not None:
-        print(format_summary(done))
+        print(format_summary(done, cfg.task))
         return 0
     from nerflow.flows.console import quiet_prefect_failures
     from nerflow.flows.pipeline import ner_pipeline
@@ -65,7 +65,7 @@ def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: boo
             print(f"{state.message}; run `{again}` to continue", file=sys.stderr)
             return EXIT_INTERRUPTED
         result = state.result()   # raises what the flow raised
-    print(format_summary(result))
+    print(format_summary(result, cfg.task))
     return 0
 
 
@@ -180,15 +180,24 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_summary(result: dict) -> str:
+def format_summary(result: dict, task: str = "token-classification") -> str:
+    from nerflow import task as task_types
+
+    kind = task_types.get(task)
     metrics = result["metrics"]
-    # entity types from the per-type support keys (`test/f1_` also starts `test/f1_macro`); docs/metrics.md
+    # entity types or classes from the per-class support keys (`test/f1_` also starts `test/f1_macro`);
+    # docs/metrics.md
     types = sorted(k.removeprefix("test/support_") for k in metrics if k.startswith("test/support_"))
-    width = max([len(t) for t in types] + [7])
-    lines = ["", "nerflow run finished", "", f"{'type':<{width}}  {'val F1':>7}  {'test F1':>7}"]
+    head = "type" if task == "token-classification" else "class"
+    width = max([len(t) for t in types] + [8])
+    lines = ["", "nerflow run finished", "", f"{head:<{width}}  {'val F1':>7}  {'test F1':>7}"]
     for t in types:
         lines.append(f"{t:<{width}}  {metrics.get(f'val/best_f1_{t}', 0):>7.4f}  {metrics[f'test/f1_{t}']:>7.4f}")
-    lines.append(f"{'overall':<{width}}  {metrics['val/best_f1']:>7.4f}  {metrics['test/f1']:>7.4f}  (micro)")
+    lines.append(f"{'overall':<{width}}  {metrics['val/best_f1']:>7.4f}  {metrics['test/f1']:>7.4f}  "
+                 f"({kind.headline.split()[0]})")
+    if "test/accuracy" in metrics:
+        lines.append(f"{'accuracy':<{width}}  {metrics.get('val/best_accuracy', float('nan')):>7.4f}  "
+                     f"{metrics['test/accuracy']:>7.4f}")
     reused = [stage for stage, was_reused in result["stages"].items() if was_reused]
     if result.get("already_registered") or result["stages"].get("register"):
         lines += ["", f"already registered: {result['model_name']} version {result['version']} by run "

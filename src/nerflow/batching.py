@@ -98,3 +98,13 @@ def shard(batch: list[int], rank: int, world_size: int) -> list[int]:
     """This process's share of a global batch: every world_size-th sequence. The batch is sorted by length
     within its chunk, so the shares carry nearly the same number of tokens."""
     return batch[rank::world_size]
+
+
+def inference_batches(lengths: list[int], batch_tokens: int | None, batch_size: int) -> list[list[int]]:
+    """Indices sorted by length (little padding), cut at `batch_tokens` padded positions and at most
+    `batch_size` sequences per batch."""
+    order = sorted(range(len(lengths)), key=lambda k: lengths[k])
+    if not batch_tokens:
+        return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+    return [part[b:b + batch_size] for part in by_tokens(order, lengths, batch_tokens)
+            for b in range(0, len(part), batch_size)]

@@ -5,6 +5,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,21 +31,33 @@ class SplitConfig(_Section):
 
 
 class DataConfig(_Section):
-    format: Literal["conll", "jsonl", "hf"] = "conll"
+    """Where the labelled data is and how to read it. Each task type reads only its own keys (nerflow.task), and
+    only those enter its stage keys."""
+
+    format: Literal["conll", "jsonl", "hf", "csv", "tsv", "folders"] = "conll"   # NER: conll/jsonl/hf;
+    #                                                text classification: csv/tsv/jsonl/folders/hf
     dir: Path = Path(".")                # relative file names below are resolved against this
-    train: str = "train.txt"
-    validation: str | None = None        # None: split off train (by document when there are documents)
+    train: str = "train.txt"             # a file, or for `folders` the folder holding one folder per label
+    validation: str | None = None        # None: split off train (by document / stratified by label)
     test: str | None = None
-    hf_dataset: str | None = None        # a hub id, used when format == "hf"
+    hf_dataset: str | None = None        # a hub id or a local dataset folder, used when format == "hf"
+    split: SplitConfig = SplitConfig()
+    limit_train: PositiveInt | None = None       # keep only the first N examples (quick experiments)
+    limit_validation: PositiveInt | None = None
+    limit_test: PositiveInt | None = None
+    # token classification (NER)
     tag_column: int = -1                 # CoNLL: which column holds the tag (default: the last)
     scheme: Literal["iob2", "iob1", "bioes"] = "iob2"
     invalid_iob2: Literal["repair", "fail"] = "repair"   # I-X after O / another type in IOB2 input
-    split: SplitConfig = SplitConfig()
     min_tokens: PositiveInt = 1          # sentence-length bounds checked by validation
     max_tokens: PositiveInt = 1000
-    limit_train: PositiveInt | None = None       # keep only the first N sentences (quick experiments)
-    limit_validation: PositiveInt | None = None
-    limit_test: PositiveInt | None = None
+    # text classification
+    text_column: str = "text"            # csv/tsv/hf column (jsonl field) with the text
+    label_column: str = "label"          # ... with the label (jsonl: "label", or "labels" for a list)
+    labels: list[str] | None = None      # the label set; None: the labels seen in train
+    multi_label: bool = False            # several labels per text (sigmoid, a threshold per label)
+    label_separator: str = "|"           # csv/tsv multi-label: labels within one cell
+    min_class_examples: PositiveInt = 10  # fewer train examples of a class: a validation warning
 
 
 class ModelConfig(_Section):
@@ -54,8 +67,15 @@ class ModelConfig(_Section):
 
 class TokenizeConfig(_Section):
     max_length: PositiveInt | None = 128     # sub-tokens per window incl. special tokens; None: the model's limit
-    stride: NonNegativeInt = 32              # sub-tokens shared by consecutive windows of a long sentence
+    stride: NonNegativeInt = 32              # sub-tokens shared by consecutive windows of a long text
+    # token classification
     label_all_subtokens: bool = False
+    # text classification: what happens to a text longer than max_length (nothing is cut unless chosen here)
+    long_documents: Literal["head", "head_tail", "windows"] = "windows"   # windows: every token is read
+    head_share: float = Field(0.25, gt=0.0, lt=1.0)   # head_tail: this share of the budget from the start
+    pool: Literal["mean", "max"] = "mean"    # windows: a text's logits are the mean or max over its windows
+    window_training: Literal["each", "pooled"] = "each"   # windows: each window trained with the text's label,
+    #                                                       or the pooled logits trained per text
 
 
 class TrainConfig(_Section):
@@ -109,6 +129,9 @@ class TrainConfig(_Section):
 class EvaluateConfig(_Section):
     batch_size: PositiveInt = 256        # sequences per forward pass, at most ...
     batch_tokens: PositiveInt = 16384    # ... and padded positions per forward pass
+    # text classification
+    calibration_bins: PositiveInt = 15   # expected calibration error and the reliability plot
+    worst_examples: PositiveInt = 25     # the worst-classified validation and test texts kept as an artifact
 
 
 class RegistryConfig(_Section):
@@ -123,12 +146,17 @@ class PromoteConfig(_Section):
     alias: str = "champion"
     min_delta: float = Field(0.0, ge=0.0)       # test F1 must beat the champion's by more than this (a tie keeps it)
     min_f1: float = Field(0.1, ge=0.0, le=1.0)  # a floor: a model that predicts only `O` (F1 0) never passes
-    min_support: NonNegativeInt = 20            # entity types with fewer test entities never reject ...
+    min_support: NonNegativeInt = 20            # entity types (classes) with fewer test examples never reject ...
     max_type_drop: float = Field(0.02, ge=0.0)  # ... others may lose at most this much F1
 
 
+TASK_ALIASES = {"ner": "token-classification"}
+TASK_FORMATS = {"token-classification": ("conll", "jsonl", "hf"),
+                "text-classification": ("csv", "tsv", "jsonl", "folders", "hf")}
+
+
 class PipelineConfig(_Section):
-    task: Literal["token-classification"] = "token-classification"
+    task: Literal["token-classification", "text-classification"] = "token-classification"   # or "ner"
     experiment: str = "nerflow"
     seed: int = 42
     cache_dir: Path = Path(".cache/nerflow")   # stage outputs, keyed by content
@@ -139,6 +167,20 @@ class PipelineConfig(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
     promote: PromoteConfig = PromoteConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_alias(cls, raw):
+        if isinstance(raw, dict) and raw.get("task") in TASK_ALIASES:
+            raw = {**raw, "task": TASK_ALIASES[raw["task"]]}
+        return raw
+
+    @model_validator(mode="after")
+    def _format_fits_the_task(self):
+        if self.data.format not in TASK_FORMATS[self.task]:
+            raise ValueError(f"data.format={self.data.format} is not a {self.task} format (one of "
+                             f"{', '.join(TASK_FORMATS[self.task])})")
+        return self
 
 
 CACHE_DIR_ENV = "NERFLOW_CACHE_DIR"   # the default cache_dir when the config does not set one
@@ -220,13 +262,22 @@ def _describe(err: ValidationError, path: Path, origins: dict[str, str]) -> str:
     for e in err.errors():
         parts = _field_path(e["loc"])
         key = ".".join(parts)
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "value_error":   # a rule across keys (a model validator): its message names them
+            message = e["msg"].removeprefix("Value error, ")
+            named = re.search(r"\b((?:data|train|tokenize|evaluate|promote|registry|model)\.[a-z_]+)", message)
+            within = f"{key}." if key else ""
+            where = named.group(1) if named else key
+            where = where if where.startswith(within) or not key else key
+            problems.setdefault(f"\0{where}", []).append(message)
+        elif e["type"] == "extra_forbidden":
             close = difflib.get_close_matches(parts[-1], _section_fields(parts[:-1]), n=1, cutoff=0.6)
             hint = f" (did you mean {'.'.join([*parts[:-1], close[0]])!r}?)" if close else ""
             problems.setdefault(key, []).append(f"does not exist{hint}")
         else:
             problems.setdefault(key, []).append(f"{e['msg'][0].lower()}{e['msg'][1:]} (got {e.get('input')!r})")
-    return "; ".join(f"{_origin(key, path, origins)}: config key {key!r} {' or '.join(msgs)}" if msgs[0].startswith("does not")
+    return "; ".join(f"{_origin(key[1:], path, origins)}: {' and '.join(msgs)}" if key.startswith("\0")
+                     else f"{_origin(key, path, origins)}: config key {key!r} {' or '.join(msgs)}"
+                     if msgs[0].startswith("does not")
                      else f"{_origin(key, path, origins)}: config key {key!r}: {' or '.join(msgs)}"
                      for key, msgs in problems.items())
 

@@ -2,7 +2,9 @@
 
 Input is either plain text, one document per line, or JSON lines with a `text` field (every other field passes
 through to the output). JSON lines are recognised by a `.jsonl` suffix or by every non-empty line starting with `{`.
-In plain text an empty line is an empty document (it gets `"entities": []`), so output line N belongs to input
+The output line carries the model's answer: `entities` (NER), or `label`, `score` and `scores` (`labels` for
+multi-label) from a classifier. In plain text an empty line is an empty document (NER: `"entities": []`), so
+output line N belongs to input
 line N; in JSON lines an empty line is skipped, as the format has it. A final newline ends the last line and adds
 no document. Every problem is a DataError that names `file:line`.
 """
@@ -69,10 +71,16 @@ def read_documents(path: str | Path) -> list[dict]:
     return parse_documents(decode(path.read_bytes(), str(path)), str(path))
 
 
-def output_record(doc: dict, entities: list[dict]) -> dict:
-    """The input's other fields, then `text` and `entities` (which replace fields of those names)."""
-    return {**{k: v for k, v in doc.items() if k not in ("text", "entities")}, "text": doc["text"],
-            "entities": entities}
+def answer_fields(answer: list | dict) -> dict:
+    """A model's answer for one text as output fields: NER's list of spans is `entities`; a classifier's answer
+    is its own fields (`label`, `score`, `scores`, or `labels` for multi-label)."""
+    return dict(answer) if isinstance(answer, dict) else {"entities": list(answer)}
+
+
+def output_record(doc: dict, answer: list | dict) -> dict:
+    """The input's other fields, then `text` and the answer's fields (which replace input fields of those names)."""
+    fields = answer_fields(answer)
+    return {**{k: v for k, v in doc.items() if k != "text" and k not in fields}, "text": doc["text"], **fields}
 
 
 def dumps(record: dict) -> str:
@@ -98,10 +106,12 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     return n
 
 
-def predict_documents(predict: Callable[[list[str]], list[list[dict]]], docs: list[dict], batch_size: int = 64,
-                      progress: bool = False, stats: dict | None = None) -> Iterator[dict]:
-    """Output records, `batch_size` documents per call of `predict` (texts -> spans per text). With `stats`, fills in
-    documents, entities, seconds and documents_per_s as it goes (final once the iterator is exhausted)."""
+def predict_documents(predict: Callable[[list[str]], list], docs: list[dict], batch_size: int = 64,
+                      progress: bool = False, stats: dict | None = None, empty: list | None = ()) -> Iterator[dict]:
+    """Output records, `batch_size` documents per call of `predict` (texts -> one answer per text). With `stats`,
+    fills in documents, entities or labels, seconds and documents_per_s as it goes (final once the iterator is
+    exhausted). `empty`: the answer for a text without a word, given without asking the model (NER: no entity);
+    None sends such texts to the model too (a classifier answers for every text)."""
     stats = {} if stats is None else stats
     stats.update(documents=0, entities=0, seconds=0.0, documents_per_s=0.0)
     bar = None
@@ -110,21 +120,24 @@ def predict_documents(predict: Callable[[list[str]], list[list[dict]]], docs: li
 
         bar = tqdm(total=len(docs), unit="doc", dynamic_ncols=True, file=sys.stderr)
     started = time.perf_counter()
+    asked = (lambda d: True) if empty is None else (lambda d: bool(d["text"].strip()))
     try:
         for b in range(0, len(docs), batch_size):
             batch = docs[b:b + batch_size]
-            # a text without a word has no entity; not sent to the model (models registered before the
-            # predictor handled empty texts fail on them)
-            texts = [d["text"] for d in batch if d["text"].strip()]
+            # (models registered before the predictor handled empty texts fail on them)
+            texts = [d["text"] for d in batch if asked(d)]
             answers = list(predict(texts)) if texts else []
             if len(answers) != len(texts):
-                raise RuntimeError(f"the model answered {len(answers)} span lists for {len(texts)} texts")
+                raise RuntimeError(f"the model answered {len(answers)} times for {len(texts)} texts")
             found = iter(answers)
-            spans = [next(found) if d["text"].strip() else [] for d in batch]
-            for doc, entities in zip(batch, spans, strict=True):
+            for doc in batch:
+                fields = answer_fields(next(found) if asked(doc) else list(empty))
                 stats["documents"] += 1
-                stats["entities"] += len(entities)
-                yield output_record(doc, list(entities))
+                stats["entities"] += len(fields.get("entities", ()))
+                for label in fields.get("labels", [fields["label"]] if "label" in fields else []):
+                    stats.setdefault("labels", {}).setdefault(label, 0)
+                    stats["labels"][label] += 1
+                yield output_record(doc, fields)
             if bar is not None:
                 bar.update(len(batch))
             stats["seconds"] = time.perf_counter() - started
@@ -135,5 +148,7 @@ def predict_documents(predict: Callable[[list[str]], list[list[dict]]], docs: li
 
 
 def summary(stats: dict) -> str:
-    return (f"{stats['documents']} documents, {stats['entities']} entities in {stats['seconds']:.2f} s "
+    found = (", ".join(f"{label} {n}" for label, n in sorted(stats["labels"].items())) if "labels" in stats
+             else f"{stats['entities']} entities")
+    return (f"{stats['documents']} documents, {found} in {stats['seconds']:.2f} s "
             f"({stats['documents_per_s']:.1f} documents/s)")

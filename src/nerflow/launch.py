@@ -30,8 +30,6 @@ from nerflow.progress import stop_requests
 
 log = logging.getLogger(__name__)
 JOB_FILE, RESULT_FILE, METRICS_FILE, STOP_FILE = "job.json", "result.json", "metrics.jsonl", "STOP"
-# the module per task type that builds and trains its job: `train_job(job, on_metrics, should_stop) -> TrainResult`
-TRAINERS = {"token-classification": "nerflow.ner.training"}
 EXIT_INTERRUPTED = 3
 
 
@@ -53,7 +51,9 @@ def devices_per_node(devices: int | str) -> int:
 
 def run_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=None):
     """Train `job` in this process (or as one rank of a torchrun group)."""
-    return importlib.import_module(TRAINERS[job["task"]]).train_job(job, on_metrics, should_stop)
+    from nerflow import task
+
+    return importlib.import_module(task.get(job["task"]).trainer).train_job(job, on_metrics, should_stop)
 
 
 def train(job: dict, on_metrics: MetricsCallback | None = None) -> dict:

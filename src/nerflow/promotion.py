@@ -1,16 +1,14 @@
 """The promotion gate: does a challenger earn the `champion` alias? Pure rules over score tables.
 
-A score table is what nerflow's evaluation gives for one model on the CURRENT test split:
-`{"f1": micro_f1, "per_type": {TYPE: {"precision", "recall", "f1", "support"}}}`. Both models are scored on the
-same gold, so a type's support (its gold entity count) is the same in both tables. The caller (the promote stage)
+A score table is what the task's evaluation gives for one model on the CURRENT test split:
+`{"f1": headline_f1, "per_type": {TYPE: {"precision", "recall", "f1", "support"}}}` (NER: micro F1 over entity
+types; text classification: macro F1 over classes). Both models are scored on the same gold, so a type's support
+(its gold count) is the same in both tables. The caller (the promote stage)
 loads and scores the models; this module only decides and explains, so every rule is unit-testable without a model.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-from nerflow.evaluate import score
-from nerflow.schemes import is_well_formed, split_tag
 
 # F1s are ratios of small integer counts; differences below this are float noise (0.8 - 0.7 != 0.1 exactly),
 # and must neither break a tie nor turn "drops exactly max_type_drop" into a rejection.
@@ -44,29 +42,6 @@ class Decision:
     challenger_full_f1: float | None = None  # own-label-set F1s, set only for a shared-types comparison
     champion_full_f1: float | None = None
     rules: GateRules = GateRules()  # the thresholds that decided, kept with the evidence
-
-
-def score_restricted(gold: list[list[str]], pred: list[list[str]], keep: set[str]) -> dict:
-    """Score only the entity types in `keep`: every B-/I- tag of another type becomes "O" in gold AND predictions.
-
-    This is how models with different label sets are compared: micro F1 over the types both know, so neither is
-    blamed for (or credited with) types the other cannot predict. Strict IOB2, like `evaluate.score`.
-    """
-    for name, seqs in (("gold", gold), ("pred", pred)):
-        for i, seq in enumerate(seqs):
-            for tag in seq:
-                # Check before masking: a malformed tag of a dropped type would otherwise vanish silently.
-                if not is_well_formed(tag, "iob2"):
-                    raise ValueError(f"sentence {i}: {name} tag {tag!r} is not IOB2 (expected O, B-TYPE or I-TYPE)")
-    masked_gold = [_mask(seq, keep) for seq in gold]
-    masked_pred = [_mask(seq, keep) for seq in pred]
-    s = score(masked_gold, masked_pred)
-    return {"f1": float(s.f1), "per_type": {t: dict(row) for t, row in s.per_type.items()},
-            "types": sorted(keep)}  # extra key: lets `decide` name the shared types even when one has no entity
-
-
-def _mask(tags: list[str], keep: set[str]) -> list[str]:
-    return [t if t == "O" or split_tag(t)[1] in keep else "O" for t in tags]
 
 
 def _f1(table: dict, who: str) -> float:
@@ -111,7 +86,7 @@ def decide(challenger: dict, champion: dict | None, rules: GateRules, data_passe
            challenger_rolled_back: bool = False, restricted: tuple[dict, dict] | None = None) -> Decision:
     """Apply the gate's rules in order; the first that fails gives the reason. See GateRules for the thresholds.
 
-    `restricted=(challenger_table, champion_table)`, from `score_restricted` over the shared types, is passed when
+    `restricted=(challenger_table, champion_table)`, the task's tables over the shared types only, is passed when
     the label sets differ; the overall and per-type comparison then use it, the floor still uses the full table.
     """
     full_f1 = _f1(challenger, "challenger")

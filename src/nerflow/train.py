@@ -51,7 +51,8 @@ class Trainable:
     tokens for NER, 1 for a document); `collate` pads examples to tensors (`labels` among them); `loss_sum` sums
     the loss over a batch's targets; `validate(model, device, autocast_dtype)` scores the validation split
     (`score` decides the best epoch; the other values are logged as `val/<name>`); `save(model, dir)` writes a
-    loadable model; checkpoints of another `identity` are refused."""
+    loadable model; checkpoints of another `identity` are refused; `forward(model, batch)` replaces
+    `model(**batch).logits` where logits need more than the model (text windows pooled per document)."""
 
     load_model: Callable[[], torch.nn.Module]
     examples: Sequence
@@ -63,6 +64,7 @@ class Trainable:
     save: Callable[[torch.nn.Module, Path], None]
     identity: dict
     score: str = "f1"
+    forward: Callable[[torch.nn.Module, dict], torch.Tensor] | None = None   # default: model(**batch).logits
 
 
 def select_device(cfg: TrainConfig, world: distributed.World) -> tuple[str, torch.dtype | None]:
@@ -169,7 +171,7 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
     seed_everything(seed)
     device, autocast_dtype = select_device(cfg, world)
     model = job.load_model().to(device)
-    frozen = optim.freeze(model, cfg.freeze)
+    optim.freeze(model, cfg.freeze)
     plan = batching.plan_batches(job.lengths, cfg.epochs, cfg.batch_tokens, cfg.batch_size, cfg.min_steps,
                                  cfg.group_by_length, world.size)
     total_steps = batching.total_steps(job.lengths, plan, seed, cfg.epochs)
@@ -195,8 +197,9 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
     if world.main:
         flush_metrics(s.metrics, ckpt_dir, on_metrics)   # points the checkpoint covers that a crash kept back
     s.metrics.clear()
-    log.info("training on %s x%d: %d examples, %s, %d steps, lr %.2e, %d parameters frozen", device, world.size,
-             len(job.examples), plan.describe(), total_steps, lr, len(frozen))
+    log.info("training on %s x%d: %d examples, %s, %d steps, lr %.2e, %s parameters frozen (train.freeze=%s)",
+             device, world.size, len(job.examples), plan.describe(), total_steps, lr,
+             f"{sum(p.numel() for p in model.parameters() if not p.requires_grad):,}", cfg.freeze)
     loss_sum = torch.tensor(s.loss_sum, device=device)
 
     def checkpoint() -> None:
@@ -230,7 +233,7 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
                 labels = batch.pop("labels")
                 with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype,
                                     enabled=autocast_dtype is not None):
-                    logits = step_model(**batch).logits
+                    logits = job.forward(step_model, batch) if job.forward else step_model(**batch).logits
                 # the global batch's mean: DDP averages gradients over ranks, hence x world size
                 loss = job.loss_sum(logits.float(), labels) * (world.size / sum(job.targets[i] for i in global_batch))
                 (scaler.scale(loss) if scaler else loss).backward()

@@ -7,10 +7,10 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from nerflow.data import read_conll
-from nerflow.evaluate import score
-from nerflow.schemes import entity_spans
-from nerflow.tokenization import Encoder
+from nerflow.ner.data import read_conll
+from nerflow.ner.evaluate import score
+from nerflow.ner.schemes import entity_spans
+from nerflow.ner.tokenization import Encoder
 
 from .corpus import LONG, tiny_config
 

@@ -17,7 +17,7 @@ from nerflow import cache
 from nerflow.flows import cli
 from nerflow.flows.errors import EXIT_BAD_INPUT
 from nerflow.flows.predict_flow import ARTIFACT_DIR, EXPERIMENT
-from nerflow.tokenization import Encoder
+from nerflow.ner.tokenization import Encoder
 
 from .corpus import LONG
 from .processes import nerflow_env, run

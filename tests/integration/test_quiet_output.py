@@ -23,7 +23,7 @@ from .corpus import tiny_config
 WRAPPER = r'''
 import sys, types
 from nerflow.flows import cli, console
-from nerflow import tokenization
+from nerflow.ner import tokenization
 
 console.configure_output()
 canary = types.ModuleType("nerflow.canary")

@@ -19,17 +19,17 @@ from mlflow import MlflowClient
 from nerflow.config import resolved_dict
 from nerflow.flows import cli
 from nerflow.plan import STAGES
-from nerflow.validate import ValidationFailed
+from nerflow.ner.validate import ValidationFailed
 
 from .corpus import tiny_config
 
 EXPERIMENT = "nerflow-rerun"
 # The library function each stage runs, patched where the task looks it up.
 STAGE_FUNCTIONS = {
-    "validate": ("nerflow.validate", "validate_corpus"),
-    "tokenize": ("nerflow.tokenization", "tokenize_corpus"),
-    "train": ("nerflow.train", "train"),
-    "evaluate": ("nerflow.evaluate", "score"),
+    "validate": ("nerflow.ner.validate", "validate_corpus"),
+    "tokenize": ("nerflow.ner.tokenization", "tokenize_corpus"),
+    "train": ("nerflow.ner.training", "train_job"),
+    "evaluate": ("nerflow.ner.evaluate", "score"),
     "register": ("nerflow.tasks.register", "create_version"),
     "promote": ("nerflow.promotion", "decide"),
 }

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from nerflow import tasks
 from nerflow.config import load_config, resolved_dict
 from nerflow.plan import make_plan
-from nerflow.tokenization import Encoder
+from nerflow.ner.tokenization import Encoder
 
 from .corpus import LONG, SHORT, tiny_config, write_conll
 
@@ -66,20 +66,20 @@ def config(tmp_path: Path, corpus: Path, model_dir: Path, name: str):
 def final_weights_of_training(into: list):
     """Keeps the weights after the last training step: the newest checkpoint when `train` returns (the stage
     deletes the checkpoints afterwards and keeps only the best epoch's model)."""
-    from nerflow import train as train_module
     from nerflow.checkpoints import list_checkpoints
+    from nerflow.ner import training as train_module
 
-    original = train_module.train
+    original = train_module.train_job
 
     def spy(*args, **kwargs):
         result = original(*args, **kwargs)
-        out_dir = Path(inspect.signature(original).bind(*args, **kwargs).arguments["out_dir"])
+        out_dir = Path(inspect.signature(original).bind(*args, **kwargs).arguments["job"]["out_dir"])
         newest = list_checkpoints(out_dir / "checkpoints")[-1]
         into.append((newest.name, torch.load(newest, map_location="cpu", weights_only=False)["model"]))
         return result
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_module, "train", spy)
+        mp.setattr(train_module, "train_job", spy)
         yield
 
 

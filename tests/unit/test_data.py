@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nerflow.config import DataConfig, SplitConfig
-from nerflow.data import (DataError, Sentence, canonicalize, hash_files, input_files, label_list, load_corpus,
+from nerflow.ner.data import (DataError, Sentence, canonicalize, hash_files, input_files, label_list, load_corpus,
                           read_conll, read_jsonl, read_split, split_by_document, write_split)
 
 

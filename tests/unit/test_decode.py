@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from nerflow.predict import decode_iob2, iob2_transitions, predict_windows
-from nerflow.schemes import invalid_iob2_positions
+from nerflow.ner.predict import decode_iob2, iob2_transitions, predict_windows
+from nerflow.ner.schemes import invalid_iob2_positions
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 ALLOWED = iob2_transitions(LABELS)

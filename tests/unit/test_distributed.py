@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nerflow import data, launch, tokenization
+from nerflow import launch
+from nerflow.ner import data, tokenization
 from nerflow.checkpoints import list_checkpoints
 from nerflow.config import TrainConfig
-from nerflow.data import Sentence
+from nerflow.ner.data import Sentence
 from nerflow.train import TrainingInterrupted
 from tests.conftest import TINY_TEXTS, build_tiny_model
 

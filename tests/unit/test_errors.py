@@ -10,7 +10,7 @@ from nerflow.data import DataError
 from nerflow.flows import errors
 from nerflow.locks import RunLockedError
 from nerflow.promotion import Refused
-from nerflow.validate import ValidationFailed
+from nerflow.ner.validate import ValidationFailed
 
 
 @pytest.mark.parametrize("exc, code", [

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from nerflow.data import Sentence
-from nerflow.evaluate import (EntityScores, plot_type_confusion, read_predictions_conll, score, type_confusion,
+from nerflow.ner.data import Sentence
+from nerflow.ner.evaluate import (EntityScores, plot_type_confusion, read_predictions_conll, score, type_confusion,
                               write_predictions_conll)
 
 approx = pytest.approx

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from nerflow import batching, optim
 from nerflow.config import TrainConfig
 from nerflow.ner.training import train
-from nerflow.tokenization import Encoder
+from nerflow.ner.tokenization import Encoder
 from tests.conftest import TINY_TEXTS
 
 LENGTHS = [5, 9, 17, 30, 12, 12, 3, 64, 8, 8, 20, 41] * 10

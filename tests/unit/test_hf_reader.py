@@ -5,7 +5,7 @@ from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
 import pytest
 
-from nerflow.data import DataError, read_hf
+from nerflow.ner.data import DataError, read_hf
 
 NAMES = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 

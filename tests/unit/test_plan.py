@@ -156,11 +156,12 @@ def test_a_copy_of_the_library_changes_nothing(project, library_copy, monkeypatc
 
 
 @pytest.mark.parametrize("module,first_changed", [
-    ("validate", "validate"),
-    ("tokenization", "tokenize"),
+    ("ner/validate", "validate"),
+    ("ner/tokenization", "tokenize"),
     ("train", "train"),
-    ("serving", "register"),
-    ("synthetic", None),                     # no stage runs it
+    ("ner/serving", "register"),
+    ("ner/synthetic", None),                 # no stage runs it
+    ("textcat/data", None),                  # another task type's code: never in NER's keys
 ])
 def test_editing_library_code_changes_the_stages_that_run_it(project, library_copy, monkeypatch, module,
                                                              first_changed):

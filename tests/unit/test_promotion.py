@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from nerflow.evaluate import score
+from nerflow.ner.evaluate import score, score_restricted
 from nerflow.promotion import (FLAG_LOW_SUPPORT, FLAG_NOT_SHARED, FLAG_TYPE_DROP, GateRules, comparison_markdown,
-                               decide, decision_json, score_restricted)
+                               decide, decision_json)
 
 approx = pytest.approx
 RULES = GateRules()

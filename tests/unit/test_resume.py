@@ -19,7 +19,7 @@ import torch
 
 from nerflow import batching
 from nerflow.config import TrainConfig
-from nerflow.tokenization import Encoder
+from nerflow.ner.tokenization import Encoder
 from nerflow.checkpoints import list_checkpoints
 from nerflow.ner.training import train
 from nerflow.train import TrainingInterrupted

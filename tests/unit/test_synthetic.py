@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from nerflow.config import load_config
-from nerflow.data import read_conll
-from nerflow.schemes import entity_spans, invalid_iob2_positions
-from nerflow.synthetic import FILES, generate_corpus
+from nerflow.ner.data import read_conll
+from nerflow.ner.schemes import entity_spans, invalid_iob2_positions
+from nerflow.ner.synthetic import FILES, generate_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"n_train": 120, "n_validation": 40, "n_test": 40}
@@ -128,7 +128,7 @@ def test_refuses_to_replace_a_folder_with_other_files(tmp_path):
 
 
 def test_command_line(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "nerflow.synthetic", str(tmp_path / "cli"), "--seed", "5",
+    run = subprocess.run([sys.executable, "-m", "nerflow.ner.synthetic", str(tmp_path / "cli"), "--seed", "5",
                           "--n-train", "30", "--n-validation", "10", "--n-test", "10"],
                          capture_output=True, text=True, check=True)
     assert "seed 5" in run.stdout

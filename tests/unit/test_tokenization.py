@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from nerflow.config import TokenizeConfig
-from nerflow.data import Sentence
-from nerflow.predict import predict_windows
-from nerflow.tokenization import IGNORE, Encoder, encode_split, load_windows, merge_windows, plan_windows, save_windows, tokenize_corpus
+from nerflow.ner.data import Sentence
+from nerflow.ner.predict import predict_windows
+from nerflow.ner.tokenization import IGNORE, Encoder, encode_split, load_windows, merge_windows, plan_windows, save_windows, tokenize_corpus
 
 LABELS = ["O", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 LONG = ("Maria Lopez works for Northwind Trading in New Salem . John Smith visited Berlin and Paris with "
@@ -72,7 +72,7 @@ def test_entity_across_window_boundary_is_whole_in_the_next_window(tiny_tokenize
 
 
 def test_merge_takes_each_word_from_its_most_central_window():
-    from nerflow.tokenization import Window
+    from nerflow.ner.tokenization import Window
 
     w0 = Window(0, 0, 6, [], [], [])
     w1 = Window(0, 3, 9, [], [], [])

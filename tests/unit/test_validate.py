@@ -6,8 +6,8 @@ import json
 import pytest
 
 from nerflow.config import DataConfig
-from nerflow.data import Sentence
-from nerflow.validate import Failure, ValidationReport, render_html, validate_corpus
+from nerflow.ner.data import Sentence
+from nerflow.ner.validate import Failure, ValidationReport, render_html, validate_corpus
 
 
 def S(tokens: str | list[str], tags: str | list[str], source: str) -> Sentence:

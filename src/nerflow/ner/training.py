@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 from nerflow.checkpoints import MetricsCallback
 from nerflow.config import TrainConfig
-from nerflow.data import read_split
-from nerflow.evaluate import score
-from nerflow.predict import collate, predict_windows, write_meta
-from nerflow.tokenization import IGNORE, Window, load_windows
+from nerflow.ner.data import read_split
+from nerflow.ner.evaluate import score
+from nerflow.ner.predict import collate, predict_windows, write_meta
+from nerflow.ner.tokenization import IGNORE, Window, load_windows
 from nerflow.train import Trainable, TrainResult, fit, save_pretrained
 
 

@@ -14,8 +14,10 @@ import numpy as np
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 
-from nerflow.data import Sentence
-from nerflow.schemes import entity_spans, is_well_formed, split_tag
+from nerflow.data import plain
+from nerflow.ner.data import Sentence
+from nerflow.plots import confusion_png
+from nerflow.ner.schemes import entity_spans, entity_types, is_well_formed, split_tag
 
 _AVERAGES = ("micro avg", "macro avg", "weighted avg")
 _LINE_BREAK = re.compile(r"[\r\n]")
@@ -66,15 +68,6 @@ def _check_tags(seqs: list[list[str]], name: str) -> None:
                 raise ValueError(f"sentence {i}: {name} tag {tag!r} is not IOB2 (expected O, B-TYPE or I-TYPE)")
 
 
-def _plain(value: object) -> object:
-    """numpy scalars -> float/int, so the report dict goes straight into json.dump / mlflow.log_dict."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
-        return int(value)
-    return float(value)  # type: ignore[arg-type]
-
-
 def score(gold: list[list[str]], pred: list[list[str]]) -> EntityScores:
     """Entity-level precision/recall/F1 (seqeval, strict IOB2, zero_division=0): micro, macro and per type."""
     _check_pairs(gold, pred)
@@ -88,7 +81,7 @@ def score(gold: list[list[str]], pred: list[list[str]]) -> EntityScores:
     else:
         kwargs = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
         text = classification_report(gold, pred, digits=4, **kwargs)
-        report = _plain(classification_report(gold, pred, output_dict=True, **kwargs))
+        report = plain(classification_report(gold, pred, output_dict=True, **kwargs))
     micro, macro = report["micro avg"], report["macro avg"]
     per_type = {etype: {"precision": row["precision"], "recall": row["recall"], "f1": row["f1-score"],
                         "support": row["support"]}
@@ -119,33 +112,9 @@ def type_confusion(gold: list[list[str]], pred: list[list[str]]) -> tuple[list[s
 
 
 def plot_type_confusion(labels: list[str], matrix: np.ndarray, path: Path) -> None:
-    """PNG heat map: colour is the row-normalised share (so rare types stay visible), cells show raw counts."""
-    # Figure + Agg canvas instead of pyplot: no global backend switch and no figure registry that can leak
-    # figures across calls in a long-running worker. Imported here because matplotlib is slow to import.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    counts = np.asarray(matrix)
-    rows = counts.sum(axis=1, keepdims=True)
-    share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
-    size = 1.5 + 0.6 * len(labels)
-    fig = Figure(figsize=(size + 1.0, size))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(image, ax=ax, label="share of gold row")
-    ticks = range(len(labels))
-    ax.set_xticks(ticks, labels, rotation=45, ha="right")
-    ax.set_yticks(ticks, labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("gold")
-    for (r, c), n in np.ndenumerate(counts):
-        ax.text(c, r, str(n), ha="center", va="center", fontsize=8,
-                color="white" if share[r, c] > 0.5 else "black")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    fig.clear()  # release the artists now rather than at garbage collection
+    """PNG heat map of `type_confusion`: colour is the row-normalised share (so rare types stay visible), cells show
+    raw counts."""
+    confusion_png(labels, matrix, path)
 
 
 def write_predictions_conll(sentences: list[Sentence], pred: list[list[str]], path: Path) -> None:
@@ -190,3 +159,82 @@ def read_predictions_conll(path: Path) -> tuple[list[list[str]], list[list[str]]
                 current.append((fields[0], fields[1], fields[2]))
     flush()
     return tokens, gold, pred
+
+
+# ------------------------------------------------------------------------------------------------ the evaluate stage
+# metric names per split (docs/metrics.md): `val/f1` etc. are the per-epoch history the training loop logs, so the
+# registered (best) weights' validation scores are `val/best_*`; per type only F1 there, the full set on test
+METRIC_NAMES = {"validation": ("val/best_", ("f1",)), "test": ("test/", ("f1", "precision", "recall", "support"))}
+
+
+def evaluate_model(model_dir: Path, validated: Path, windows: Path, cfg, out: Path) -> dict[str, float]:
+    """The best weights on validation and test: scores, reports, the type confusion plot and the predictions in
+    CoNLL format next to the gold tags, written into `out`; returns the metrics."""
+    import json
+
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from nerflow.ner.data import read_split
+    from nerflow.ner.predict import predict_windows
+    from nerflow.ner.tokenization import load_windows
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForTokenClassification.from_pretrained(model_dir).to(device)
+    pad_id = AutoTokenizer.from_pretrained(model_dir).pad_token_id or 0
+    labels = json.loads((validated / "labels.json").read_text())
+    metrics: dict[str, float] = {}
+    for split, (prefix, per_type) in METRIC_NAMES.items():
+        sentences = read_split(validated / f"{split}.jsonl")
+        tags, _ = predict_windows(model, load_windows(windows / split), [len(s.tokens) for s in sentences],
+                                  dict(enumerate(labels)), pad_id, cfg.batch_size, device,
+                                  batch_tokens=cfg.batch_tokens)
+        gold = [s.tags for s in sentences]
+        scores = score(gold, tags)
+        (out / f"{split}_report.txt").write_text(scores.report_text)
+        (out / f"{split}_report.json").write_text(json.dumps(scores.report, indent=1))
+        write_predictions_conll(sentences, tags, out / f"{split}_predictions.conll")
+        plot_type_confusion(*type_confusion(gold, tags), out / f"{split}_confusion.png")
+        metrics |= scores.metrics(prefix, per_type)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------------ the promotion gate
+def gate_tables(gold: list[list[str]], scored: dict, versions: tuple[str, str | None]
+                ) -> tuple[dict, dict | None, tuple | None]:
+    """Full score tables of (challenger, champion) from their served tags, and tables restricted to the entity
+    types both know when their label sets differ (nerflow.promotion.decide)."""
+    challenger, champion = versions
+    full = {v: {"f1": float(s.f1), "per_type": s.per_type} for v in versions if v is not None
+            for s in [score(gold, scored[v]["pred"])]}
+    restricted = None
+    if champion is not None:
+        types = {v: entity_types(scored[v]["labels"]) for v in versions}
+        if types[challenger] != types[champion]:
+            keep = types[challenger] & types[champion]
+            restricted = tuple(score_restricted(gold, scored[v]["pred"], keep) for v in versions)
+    return full[challenger], full.get(champion) if champion else None, restricted
+
+
+def score_restricted(gold: list[list[str]], pred: list[list[str]], keep: set[str]) -> dict:
+    """Score only the entity types in `keep`: every B-/I- tag of another type becomes "O" in gold AND predictions.
+
+    This is how models with different label sets are compared: micro F1 over the types both know, so neither is
+    blamed for (or credited with) types the other cannot predict. Strict IOB2, like `evaluate.score`.
+    """
+    for name, seqs in (("gold", gold), ("pred", pred)):
+        for i, seq in enumerate(seqs):
+            for tag in seq:
+                # Check before masking: a malformed tag of a dropped type would otherwise vanish silently.
+                if not is_well_formed(tag, "iob2"):
+                    raise ValueError(f"sentence {i}: {name} tag {tag!r} is not IOB2 (expected O, B-TYPE or I-TYPE)")
+    masked_gold = [_mask(seq, keep) for seq in gold]
+    masked_pred = [_mask(seq, keep) for seq in pred]
+    s = score(masked_gold, masked_pred)
+    return {"f1": float(s.f1), "per_type": {t: dict(row) for t, row in s.per_type.items()},
+            "types": sorted(keep)}  # extra key: lets `decide` name the shared types even when one has no entity
+
+
+def _mask(tags: list[str], keep: set[str]) -> list[str]:
+    return [t if t == "O" or split_tag(t)[1] in keep else "O" for t in tags]

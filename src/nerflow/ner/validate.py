@@ -1,4 +1,4 @@
-"""Data validation: check a raw corpus before anything is trained on it, and say where to fix each problem.
+"""NER data validation: check a raw corpus before anything is trained on it, and say where to fix each problem.
 
 Checks that fit a column of scalars run as Great Expectations suites on small derived frames (one row per sentence,
 per token, per entity type), so the GX results and Data Docs page are real artefacts of the run. Checks that need
@@ -7,55 +7,17 @@ at `path:line`, and for CoNLL files at the exact token line.
 """
 from __future__ import annotations
 
-import html
-import logging
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from nerflow.config import DataConfig
-from nerflow.data import SPLITS, Sentence
-from nerflow.schemes import invalid_iob2_positions, is_well_formed, split_tag
+from nerflow.data import SPLITS
+from nerflow.ner.data import Sentence
+from nerflow.ner.schemes import invalid_iob2_positions, is_well_formed, split_tag
+from nerflow.validation import (MAX_PER_RULE, Failure, ValidationFailed, ValidationReport, capped,  # noqa: F401
+                                gx_failures, gx_modules, render_html, rule, run_gx)
 
-MAX_PER_RULE = 50            # failures kept per rule (all are counted in metrics["failures_<rule>"])
 RULES = ("sentence_not_empty", "token_not_blank", "tokens_tags_aligned", "tags_well_formed", "iob2_continuation",
          "sentence_length", "entity_types_in_train")
-
-
-class ValidationFailed(ValueError):
-    """The suite failed; the message lists each problem as `file:line: [rule] message`."""
-
-
-@dataclass(frozen=True)
-class Failure:
-    rule: str       # one of RULES
-    source: str     # "path:line" to fix
-    message: str    # what is wrong and how to fix it
-
-
-@dataclass
-class ValidationReport:
-    passed: bool
-    failures: list[Failure]
-    warnings: list[str]
-    metrics: dict[str, float]
-    gx_results: list[dict]
-
-    def summary(self, first: int = 5) -> str:
-        counts = {r: int(self.metrics.get(f"failures_{r}", 0)) for r in RULES}
-        total = sum(counts.values()) or len(self.failures)
-        if self.passed:
-            n = {k[12:]: int(v) for k, v in self.metrics.items() if k.startswith("n_sentences_")}
-            lines = [f"data validation passed: {n} sentences, {len(self.warnings)} warning(s)"]
-        else:
-            by_rule = ", ".join(f"{r}: {n}" for r, n in counts.items() if n)
-            lines = [f"data validation failed: {total} problem(s) ({by_rule})"]
-            lines += [f"{f.source}: [{f.rule}] {f.message}" for f in self.failures[:first]]
-            if total > first:
-                lines.append(f"... and {total - first} more")
-        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def _token_source(s: Sentence, i: int, one_token_per_line: bool) -> str:
@@ -90,25 +52,12 @@ def _frames(sentences: list[Sentence], train_types: set[str] | None, cfg: DataCo
     return frames
 
 
-def _run_gx(frames_by_split: dict[str, dict[str, Any]], well_formed: set[str], train_types: set[str],
-            cfg: DataConfig) -> list[dict]:
-    """One ephemeral context per call (fresh object, so names never clash between calls); one run per split+frame."""
-    gx_logger = logging.getLogger("great_expectations")
-    if gx_logger.level == logging.NOTSET:  # GX logs store/datasource chatter at INFO; keep pipeline logs readable
-        gx_logger.setLevel(logging.WARNING)
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+def _suites(well_formed: set[str], train_types: set[str], cfg: DataConfig) -> dict[str, list]:
+    """The GX expectations per frame kind, each tagged with its nerflow rule."""
+    _, gxe = gx_modules()
     from great_expectations.expectations.row_conditions import Column
 
-    # this module pins its own logger to INFO at import ("Created temporary directory ..." on every context)
-    logging.getLogger("great_expectations.data_context.types.base").setLevel(gx_logger.level)
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in pipeline logs
-    datasource = ctx.data_sources.add_pandas("nerflow")
-    rule = lambda r: {"meta": {"rule": r}}  # noqa: E731 - the GX result carries the nerflow rule id back to us
-    suites = {
+    return {
         "sentences": [
             gxe.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=1, **rule("sentence_not_empty")),
             gxe.ExpectColumnPairValuesToBeEqual(column_A="n_tokens", column_B="n_tags",
@@ -126,25 +75,9 @@ def _run_gx(frames_by_split: dict[str, dict[str, Any]], well_formed: set[str], t
         "entity_types": [gxe.ExpectColumnValuesToBeInSet(column="entity_type", value_set=sorted(train_types),
                                                          **rule("entity_types_in_train"))],
     }
-    definitions = {}
-    for kind, expectations in suites.items():
-        batch = datasource.add_dataframe_asset(kind).add_batch_definition_whole_dataframe("whole")
-        suite = ctx.suites.add(gx.ExpectationSuite(name=f"nerflow.{kind}", expectations=expectations))
-        definitions[kind] = ctx.validation_definitions.add(gx.ValidationDefinition(name=kind, data=batch, suite=suite))
 
-    results = []
-    for split, frames in frames_by_split.items():
-        for kind, df in frames.items():
-            index_columns = [c for c in ("source", "position", "token", "tag", "n_tokens", "n_tags") if c in df]
-            result = definitions[kind].run(
-                batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=f"{split}/{kind}"),
-                # SUMMARY keeps the first MAX_PER_RULE bad rows with their source; a full list could be huge
-                result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_PER_RULE,
-                               "unexpected_index_column_names": index_columns})
-            d = result.to_json_dict()
-            d["meta"]["nerflow"] = {"split": split, "frame": kind}
-            results.append(d)
-    return results
+
+INDEX_COLUMNS = ["source", "position", "token", "tag", "n_tokens", "n_tags"]
 
 
 def _message(rule: str, row: dict, split: str, cfg: DataConfig) -> str:
@@ -164,23 +97,6 @@ def _message(rule: str, row: dict, split: str, cfg: DataConfig) -> str:
                 f"{prefixes}TYPE); fix the tag or set data.scheme to the scheme the file uses")
     return (f"entity type {row['entity_type']!r} occurs in {split} but never in train, so the model cannot learn "
             "it; add train examples or rename/remove the type")
-
-
-def _gx_failures(results: list[dict], cfg: DataConfig) -> tuple[list[Failure], dict[str, int]]:
-    failures, counts = [], {}
-    for d in results:
-        split = d["meta"]["nerflow"]["split"]
-        for res in d["results"]:
-            rule = res["expectation_config"]["meta"]["rule"]
-            if res["exception_info"].get("raised_exception"):  # a GX error must not read as "data is fine"
-                failures.append(Failure(rule, split, f"GX could not run the check: "
-                                                     f"{res['exception_info'].get('exception_message')}"))
-                counts[rule] = counts.get(rule, 0) + 1
-                continue
-            counts[rule] = counts.get(rule, 0) + res["result"].get("unexpected_count", 0)
-            for row in res["result"].get("partial_unexpected_index_list") or []:
-                failures.append(Failure(rule, row["source"], _message(rule, row, split, cfg)))
-    return failures, counts
 
 
 def _iob2_continuations(sentences: list[Sentence], cfg: DataConfig) -> tuple[list[Failure], int, bool]:
@@ -209,8 +125,8 @@ def validate_corpus(corpus: dict[str, list[Sentence]], cfg: DataConfig) -> Valid
     well_formed = {t for t in distinct if is_well_formed(t, cfg.scheme)}
     train_types = {split_tag(t)[1] for s in corpus.get("train", []) for t in s.tags if t != "O" and t in well_formed}
     frames = {split: _frames(corpus[split], None if split == "train" else train_types, cfg) for split in splits}
-    gx_results = _run_gx(frames, well_formed, train_types, cfg)
-    failures, counts = _gx_failures(gx_results, cfg)
+    gx_results = run_gx(_suites(well_formed, train_types, cfg), frames, INDEX_COLUMNS)
+    failures, counts = gx_failures(gx_results, lambda r, row, split: _message(r, row, split, cfg))
 
     warnings: list[str] = []
     metrics: dict[str, float] = {"invalid_iob2_count": 0.0}
@@ -239,39 +155,6 @@ def validate_corpus(corpus: dict[str, list[Sentence]], cfg: DataConfig) -> Valid
     if share > 0.5:
         warnings.append(f"{share:.0%} of test sentences also occur verbatim in train; test scores will be optimistic")
 
-    kept: list[Failure] = []
-    for rule in RULES:  # cap per rule, all splits together; the metrics keep the full counts
-        kept += [f for f in failures if f.rule == rule][:MAX_PER_RULE]
-        metrics[f"failures_{rule}"] = float(counts.get(rule, 0))
+    kept = capped(failures, counts, RULES, metrics)
     return ValidationReport(passed=not kept, failures=kept, warnings=warnings, metrics=metrics,
-                            gx_results=gx_results)
-
-
-def render_html(report: ValidationReport) -> str:
-    """One standalone page: nerflow's findings on top, then GX's own page for each validation run (in iframes,
-    because each GX page is a complete HTML document). GX pages load their CSS from CDNs; offline they are plain."""
-    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResultSchema
-    from great_expectations.render.renderer import ValidationResultsPageRenderer
-    from great_expectations.render.view import DefaultJinjaPageView
-
-    esc = html.escape
-    status = "passed" if report.passed else "FAILED"
-    rows = "".join(f"<tr><td>{esc(f.source)}</td><td>{esc(f.rule)}</td><td>{esc(f.message)}</td></tr>"
-                   for f in report.failures) or "<tr><td colspan='3'>none</td></tr>"
-    warns = "".join(f"<li>{esc(w)}</li>" for w in report.warnings) or "<li>none</li>"
-    metrics = "".join(f"<tr><td>{esc(k)}</td><td>{v:g}</td></tr>" for k, v in sorted(report.metrics.items()))
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>nerflow data validation: {status}</title>"
-             "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
-             "iframe{width:100%;height:80vh;border:1px solid #ccc}</style></head><body>",
-             f"<h1>nerflow data validation: {status}</h1>",
-             f"<h2>Failures ({len(report.failures)} shown)</h2><table><tr><th>source</th><th>rule</th>"
-             f"<th>message</th></tr>{rows}</table>",
-             f"<h2>Warnings</h2><ul>{warns}</ul>",
-             f"<h2>Metrics</h2><table>{metrics}</table>"]
-    for d in report.gx_results:
-        label = "/".join(str(v) for v in d.get("meta", {}).get("nerflow", {}).values()) or d.get("suite_name", "")
-        page = DefaultJinjaPageView().render(
-            ValidationResultsPageRenderer().render(ExpectationSuiteValidationResultSchema().load(d)))
-        parts.append(f"<h2>Great Expectations: {esc(label)}</h2><iframe srcdoc=\"{esc(page)}\"></iframe>")
-    return "\n".join(parts + ["</body></html>"])
+                            gx_results=gx_results, rules=RULES, unit="sentences")

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nerflow.batching import PAD_MULTIPLE, by_tokens, padded
-from nerflow.schemes import entity_spans, invalid_iob2_positions
-from nerflow.tokenization import Encoder, Window, merge_windows
+from nerflow.batching import PAD_MULTIPLE, inference_batches, padded
+from nerflow.ner.schemes import entity_spans, invalid_iob2_positions
+from nerflow.ner.tokenization import Encoder, Window, merge_windows
 
 META_FILE = "nerflow.json"   # saved next to the weights: labels and window settings the predictor needs
 # Raw-text words: runs of letters/digits joined by inner . ' - & (U.S, O'Neil, Coca-Cola, AT&T), or one other char.
@@ -46,16 +46,6 @@ def collate(windows: list[Window], pad_id: int, with_labels: bool = True, multip
     if with_labels:
         batch["labels"] = labels
     return batch
-
-
-def inference_batches(lengths: list[int], batch_tokens: int | None, batch_size: int) -> list[list[int]]:
-    """Indices sorted by length (little padding), cut at `batch_tokens` padded positions and at most
-    `batch_size` sequences per batch."""
-    order = sorted(range(len(lengths)), key=lambda k: lengths[k])
-    if not batch_tokens:
-        return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
-    return [part[b:b + batch_size] for part in by_tokens(order, lengths, batch_tokens)
-            for b in range(0, len(part), batch_size)]
 
 
 @torch.inference_mode()

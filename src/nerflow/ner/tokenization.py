@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nerflow.config import TokenizeConfig
-from nerflow.data import Sentence
+from nerflow.ner.data import Sentence
 
 IGNORE = -100  # label id the loss skips
 

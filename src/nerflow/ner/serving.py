@@ -1,0 +1,45 @@
+"""The registered NER model's serving code: an MLflow pyfunc that runs nerflow's own windowed predictor.
+
+The serving modules (this one and nerflow.textcat.serving) are the library modules that import MLflow: a served model must load with nothing but its own files and
+pinned requirements, so the wrapper travels inside the model (code_paths) rather than in the orchestration layer.
+MLflow's transformers flavor is not used because its pyfunc flattens token-classification output to comma-joined
+tags; this one answers entity types, whole words and character offsets.
+"""
+from __future__ import annotations
+
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel
+from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
+
+from nerflow.models import SERVED_ARTIFACT as ARTIFACT
+from nerflow.ner.predict import Predictor
+
+EXAMPLE = ["Maria Lopez flew from Berlin to New York to meet the board of Acme Corp."]
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string")]),   # unnamed: a list of strings, or a one-column frame (e.g. "text")
+    outputs=Schema([ColSpec(Array(Object([
+        Property("type", "string"), Property("start", "long"), Property("end", "long"),
+        Property("text", "string"), Property("score", "double")])))]),
+    params=ParamSchema([ParamSpec("pretokenized", "boolean", False)]),
+)
+
+
+class NerModel(PythonModel):
+    """Input: a list of strings (or a one-column frame of them). Output: per text, a list of
+    {"type", "start", "end", "text", "score"} with `text == input[start:end]`."""
+
+    task = "token-classification"
+
+    def load_context(self, context) -> None:
+        self.predictor = Predictor.load(context.artifacts[ARTIFACT])
+
+    def predict(self, context, model_input, params: dict | None = None) -> list[list[dict]]:
+        if isinstance(model_input, pd.DataFrame):
+            texts = model_input.iloc[:, 0].astype(str).tolist()
+        elif isinstance(model_input, str):
+            texts = [model_input]
+        else:
+            texts = [str(t) for t in model_input]
+        return self.predictor.predict_text(texts, pretokenized=bool((params or {}).get("pretokenized", False)))

@@ -1,0 +1,1 @@
+"""Text classification (single- and multi-label, long documents): what differs from other task types lives here."""

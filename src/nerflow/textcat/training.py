@@ -1,0 +1,130 @@
+"""Text classification's side of the training loop: a sequence-classification head, segment collation, cross-entropy
+(single-label) or binary cross-entropy per label (multi-label), validation macro F1, and the saved model with what
+its predictor needs (labels, long-text settings, multi-label thresholds chosen on validation).
+
+Long texts read as windows train one of two ways (`tokenize.window_training`): `each` window is an example with
+its text's label (cheap, the windows of one text land in different batches), or the windows of a text are `pooled`
+in training too (a batch holds whole texts; their windows' logits are pooled, as in prediction, and the loss is
+the text's). docs/benchmarks.md compares them on movie reviews.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from nerflow.checkpoints import MetricsCallback
+from nerflow.config import TokenizeConfig, TrainConfig
+from nerflow.textcat import evaluate
+from nerflow.textcat.data import read_split
+from nerflow.textcat.predict import collate, pool_rows, predict_logits, to_probabilities, write_meta
+from nerflow.textcat.tokenization import Segment, load_segments
+from nerflow.train import Trainable, TrainResult, fit, save_pretrained
+
+
+def loss_sum(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """Summed over texts: the loop divides by the texts in the global batch."""
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1).sum()
+    return F.cross_entropy(logits, labels, reduction="sum")
+
+
+def collate_texts(texts: list[list[Segment]], pad_id: int, n_labels: int, multi_label: bool) -> dict:
+    """A batch of whole texts: all their windows, which text owns each window, and one label row per text."""
+    flat = [s for windows in texts for s in windows]
+    batch = collate(flat, pad_id, with_labels=False)
+    batch["owner"] = torch.tensor([i for i, windows in enumerate(texts) for _ in windows])
+    labels = collate([windows[0] for windows in texts], pad_id, n_labels, multi_label)["labels"]
+    return {**batch, "labels": labels}
+
+
+def pooled_forward(model, batch: dict, pool: str) -> torch.Tensor:
+    owner = batch.pop("owner")
+    logits = model(**batch).logits
+    return pool_rows(logits.float(), owner, int(owner.max()) + 1, pool)
+
+
+def trainable(model_path: str, tokenizer, labels: list[str], train_segments: list[Segment],
+              val_segments: list[Segment], val_gold: list[list[str]], multi_label: bool, cfg: TrainConfig,
+              tokenize: TokenizeConfig, meta: dict) -> Trainable:
+    from transformers import AutoModelForSequenceClassification
+
+    pad_id = tokenizer.pad_token_id or 0
+
+    def load_model():
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={t: i for i, t in enumerate(labels)}, ignore_mismatched_sizes=True,
+            problem_type="multi_label_classification" if multi_label else "single_label_classification")
+
+    def validate(model, device: str, autocast_dtype) -> dict[str, float]:
+        logits = predict_logits(model, val_segments, len(val_gold), tokenize.pool, pad_id, cfg.eval_batch_size,
+                                device, autocast_dtype, cfg.eval_batch_tokens)
+        scores = evaluate.score(val_gold, to_probabilities(logits, multi_label), labels, multi_label)
+        return {"f1": scores.macro_f1, "accuracy": scores.accuracy, "f1_micro": scores.micro_f1}
+
+    def save(model, target: Path) -> None:
+        save_pretrained(model, tokenizer, target, lambda folder: write_meta(folder, **meta))
+
+    pooled = tokenize.long_documents == "windows" and tokenize.window_training == "pooled"
+    if pooled:   # examples are whole texts: lists of their windows
+        by_text: dict[int, list[Segment]] = {}
+        for s in train_segments:
+            by_text.setdefault(s.doc, []).append(s)
+        examples: list = list(by_text.values())
+        lengths = [sum(len(s.input_ids) for s in windows) for windows in examples]
+        collate_fn = functools.partial(collate_texts, pad_id=pad_id, n_labels=len(labels), multi_label=multi_label)
+    else:
+        examples, lengths = train_segments, [len(s.input_ids) for s in train_segments]
+        collate_fn = functools.partial(collate, pad_id=pad_id, n_labels=len(labels), multi_label=multi_label)
+    return Trainable(load_model=load_model, examples=examples, lengths=lengths, targets=[1] * len(examples),
+                     collate=collate_fn, loss_sum=functools.partial(loss_sum, multi_label=multi_label),
+                     validate=validate, save=save, score="f1",
+                     identity={"task": "text-classification", "labels": labels, "multi_label": multi_label,
+                               "window_training": "pooled" if pooled else "each"},
+                     forward=functools.partial(pooled_forward, pool=tokenize.pool) if pooled else None)
+
+
+def train(model_path: str, tokenizer, labels: list[str], train_segments: list[Segment], val_segments: list[Segment],
+          val_gold: list[list[str]], multi_label: bool, cfg: TrainConfig, tokenize: TokenizeConfig, seed: int,
+          out_dir: Path, meta: dict, on_metrics: MetricsCallback | None = None, should_stop=None) -> TrainResult:
+    """Fine-tune a text classifier (see `nerflow.train.fit`); for multi-label data the best model's per-label
+    thresholds are then chosen on validation and saved with it."""
+    job = trainable(model_path, tokenizer, labels, train_segments, val_segments, val_gold, multi_label, cfg,
+                    tokenize, meta)
+    result = fit(job, cfg, seed, out_dir, on_metrics, should_stop)
+    if multi_label and result.best_dir.is_dir():
+        choose_thresholds(result.best_dir, val_segments, val_gold, labels, tokenize, cfg)
+    return result
+
+
+def choose_thresholds(model_dir: Path, val_segments: list[Segment], val_gold: list[list[str]], labels: list[str],
+                      tokenize: TokenizeConfig, cfg: TrainConfig) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    pad_id = AutoTokenizer.from_pretrained(model_dir).pad_token_id or 0
+    logits = predict_logits(model, val_segments, len(val_gold), tokenize.pool, pad_id, cfg.eval_batch_size,
+                            batch_tokens=cfg.eval_batch_tokens)
+    thresholds = evaluate.choose_thresholds(val_gold, to_probabilities(logits, True), labels)
+    meta_path = model_dir / "nerflow.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "thresholds": [float(t) for t in thresholds]}, indent=2))
+
+
+def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=None) -> TrainResult:
+    """A job of `nerflow.launch`: the validated splits, the segments and the settings, read from where the
+    pipeline left them."""
+    from transformers import AutoTokenizer
+
+    cfg, tokenize = TrainConfig.model_validate(job["train"]), TokenizeConfig.model_validate(job["tokenize"])
+    validated, segments = Path(job["validated"]), Path(job["tokenized"])
+    labels = json.loads((validated / "labels.json").read_text())
+    val_gold = [d.labels for d in read_split(validated / "validation.jsonl")]
+    return train(job["model_path"], AutoTokenizer.from_pretrained(job["model_path"]), labels,
+                 load_segments(segments / "train"), load_segments(segments / "validation"), val_gold,
+                 job["multi_label"], cfg, tokenize, job["seed"], Path(job["out_dir"]), job["meta"], on_metrics,
+                 should_stop)
