@@ -7,7 +7,9 @@ are then shuffled again. On small data the token budget shrinks so that a run st
 optimizer steps (a 300-sentence set would otherwise get ~10 steps, too few to learn anything).
 
 With several processes (DDP) every process computes the same global batches and takes its share of each
-(`shard`), so a run makes the same optimizer steps whatever its world size.
+(`shard`), so a run makes the same optimizer steps whatever its world size: the plan never depends on it. A batch
+with fewer sequences than processes leaves some of them without one; such a process steps with a stand-in
+sequence whose loss weight is 0 (nerflow.train), so the gradient is the batch's alone.
 """
 from __future__ import annotations
 
@@ -29,18 +31,17 @@ class BatchPlan:
     tokens: int | None
     size: int | None
     group_by_length: bool = True
-    min_per_batch: int = 1   # the world size: every process gets at least one sequence of every batch
 
     def describe(self) -> str:
         return f"{self.tokens} tokens per step" if self.tokens else f"{self.size} sequences per step"
 
 
 def plan_batches(lengths: list[int], epochs: int, batch_tokens: int | None, batch_size: int | None,
-                 min_steps: int, group_by_length: bool = True, world_size: int = 1) -> BatchPlan:
+                 min_steps: int, group_by_length: bool = True) -> BatchPlan:
     """The batch plan of a run. A token budget is lowered (never below one padded longest sequence) until
     `epochs` epochs give at least `min_steps` steps: small data keeps enough updates to learn."""
     if batch_size:
-        return BatchPlan(None, max(batch_size, world_size), group_by_length, world_size)
+        return BatchPlan(None, batch_size, group_by_length)
     if not batch_tokens:
         raise ValueError("set train.batch_tokens or train.batch_size")
     longest = padded(max(lengths, default=1))
@@ -48,7 +49,7 @@ def plan_batches(lengths: list[int], epochs: int, batch_tokens: int | None, batc
     budget = batch_tokens
     if min_steps and per_epoch * epochs < budget * min_steps:
         budget = max(longest, per_epoch * epochs // min_steps)
-    return BatchPlan(budget, None, group_by_length, world_size)
+    return BatchPlan(budget, None, group_by_length)
 
 
 def epoch_batches(lengths: list[int], plan: BatchPlan, seed: int, epoch: int) -> list[list[int]]:
@@ -64,23 +65,21 @@ def epoch_batches(lengths: list[int], plan: BatchPlan, seed: int, epoch: int) ->
     if plan.size:
         batches = [order[b:b + plan.size] for b in range(0, len(order), plan.size)]
     else:
-        batches = by_tokens(order, lengths, plan.tokens, plan.min_per_batch)
-    if len(batches) > 1 and len(batches[-1]) < plan.min_per_batch:   # a remainder too small to share out
-        batches[-2].extend(batches.pop())
+        batches = by_tokens(order, lengths, plan.tokens)
     if plan.group_by_length:
         rng.shuffle(batches)
     return batches
 
 
-def by_tokens(order: list[int], lengths: list[int], budget: int, min_per_batch: int = 1) -> list[list[int]]:
+def by_tokens(order: list[int], lengths: list[int], budget: int) -> list[list[int]]:
     """Cut `order` into consecutive batches whose padded size (sequences x widest, rounded up to PAD_MULTIPLE)
-    stays within `budget`; a sequence wider than the budget goes alone (with `min_per_batch` companions)."""
+    stays within `budget`; a sequence wider than the budget goes alone."""
     batches: list[list[int]] = []
     current: list[int] = []
     widest = 0
     for i in order:
         width = max(widest, padded(lengths[i]))
-        if len(current) >= min_per_batch and width * (len(current) + 1) > budget:
+        if current and width * (len(current) + 1) > budget:
             batches.append(current)
             current, width = [], padded(lengths[i])
         current.append(i)
@@ -95,8 +94,9 @@ def total_steps(lengths: list[int], plan: BatchPlan, seed: int, epochs: int) -> 
 
 
 def shard(batch: list[int], rank: int, world_size: int) -> list[int]:
-    """This process's share of a global batch: every world_size-th sequence. The batch is sorted by length
-    within its chunk, so the shares carry nearly the same number of tokens."""
+    """This process's share of a global batch: every world_size-th sequence (the batch is sorted by length within
+    its chunk, so the shares carry nearly the same number of tokens). Empty when the batch has fewer sequences
+    than processes."""
     return batch[rank::world_size]
 
 

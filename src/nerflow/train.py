@@ -173,7 +173,7 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
     model = job.load_model().to(device)
     optim.freeze(model, cfg.freeze)
     plan = batching.plan_batches(job.lengths, cfg.epochs, cfg.batch_tokens, cfg.batch_size, cfg.min_steps,
-                                 cfg.group_by_length, world.size)
+                                 cfg.group_by_length)
     total_steps = batching.total_steps(job.lengths, plan, seed, cfg.epochs)
     mean_batch = len(job.lengths) * cfg.epochs / max(total_steps, 1)
     lr = default_lr(model.num_parameters(), len(job.lengths) * cfg.epochs, mean_batch) if cfg.lr == "auto" \
@@ -226,8 +226,10 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
             batches = batching.epoch_batches(job.lengths, plan, seed, s.epoch)
             timer, ckpt_before = time.perf_counter(), s.checkpoint_seconds
             for global_batch in batches[s.batches_done:]:   # a resumed epoch skips the batches already done
-                mine = [job.examples[i] for i in batching.shard(global_batch, world.rank, world.size)]
-                batch = job.collate(mine)
+                share = batching.shard(global_batch, world.rank, world.size)
+                # a process left without a sequence steps on a stand-in with loss weight 0: DDP needs every rank
+                weight = 1.0 if share else 0.0
+                batch = job.collate([job.examples[i] for i in share or global_batch[:1]])
                 s.seen_padded += batch["input_ids"].numel() * world.size
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 labels = batch.pop("labels")
@@ -235,7 +237,8 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
                                     enabled=autocast_dtype is not None):
                     logits = job.forward(step_model, batch) if job.forward else step_model(**batch).logits
                 # the global batch's mean: DDP averages gradients over ranks, hence x world size
-                loss = job.loss_sum(logits.float(), labels) * (world.size / sum(job.targets[i] for i in global_batch))
+                loss = job.loss_sum(logits.float(), labels) * (weight * world.size /
+                                                               max(sum(job.targets[i] for i in global_batch), 1))
                 (scaler.scale(loss) if scaler else loss).backward()
                 if scaler:
                     scaler.unscale_(optimizer)

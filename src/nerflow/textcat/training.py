@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from nerflow import distributed
 from nerflow.checkpoints import MetricsCallback
 from nerflow.config import TokenizeConfig, TrainConfig
 from nerflow.textcat import evaluate
 from nerflow.textcat.data import read_split
-from nerflow.textcat.predict import collate, pool_rows, predict_logits, to_probabilities, write_meta
+from nerflow.textcat.predict import META_FILE, collate, pool_rows, predict_logits, to_probabilities, write_meta
 from nerflow.textcat.tokenization import Segment, load_segments
 from nerflow.train import Trainable, TrainResult, fit, save_pretrained
 
@@ -96,7 +97,7 @@ def train(model_path: str, tokenizer, labels: list[str], train_segments: list[Se
     job = trainable(model_path, tokenizer, labels, train_segments, val_segments, val_gold, multi_label, cfg,
                     tokenize, meta)
     result = fit(job, cfg, seed, out_dir, on_metrics, should_stop)
-    if multi_label and result.best_dir.is_dir():
+    if multi_label and distributed.current().main:   # rank 0 saved the model; it alone adds the thresholds
         choose_thresholds(result.best_dir, val_segments, val_gold, labels, tokenize, cfg)
     return result
 
@@ -110,9 +111,11 @@ def choose_thresholds(model_dir: Path, val_segments: list[Segment], val_gold: li
     logits = predict_logits(model, val_segments, len(val_gold), tokenize.pool, pad_id, cfg.eval_batch_size,
                             batch_tokens=cfg.eval_batch_tokens)
     thresholds = evaluate.choose_thresholds(val_gold, to_probabilities(logits, True), labels)
-    meta_path = model_dir / "nerflow.json"
+    meta_path = model_dir / META_FILE
     meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "thresholds": [float(t) for t in thresholds]}, indent=2))
+    tmp = meta_path.with_suffix(".tmp")   # a reader never sees half a file
+    tmp.write_text(json.dumps({**meta, "thresholds": [float(t) for t in thresholds]}, indent=2))
+    tmp.replace(meta_path)
 
 
 def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=None) -> TrainResult:
