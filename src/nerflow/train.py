@@ -48,7 +48,8 @@ class TrainingInterrupted(Exception):
 @dataclass(frozen=True)
 class Trainable:
     """What the loop needs of a task. `examples[i]` has `lengths[i]` tokens and `targets[i]` loss terms (labelled
-    tokens for NER, 1 for a document); `collate` pads examples to tensors (`labels` among them); `loss_sum` sums
+    tokens for NER, 1 for a document); `collate(examples, multiple=N)` pads examples to tensors (`labels` among
+    them); `loss_sum` sums
     the loss over a batch's targets; `validate(model, device, autocast_dtype)` scores the validation split
     (`score` decides the best epoch; the other values are logged as `val/<name>`); `save(model, dir)` writes a
     loadable model; checkpoints of another `identity` are refused; `forward(model, batch)` replaces
@@ -171,6 +172,7 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
     seed_everything(seed)
     device, autocast_dtype = select_device(cfg, world)
     model = job.load_model().to(device)
+    pad = batching.pad_multiple(device)
     optim.freeze(model, cfg.freeze)
     plan = batching.plan_batches(job.lengths, cfg.epochs, cfg.batch_tokens, cfg.batch_size, cfg.min_steps,
                                  cfg.group_by_length)
@@ -229,7 +231,7 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
                 share = batching.shard(global_batch, world.rank, world.size)
                 # a process left without a sequence steps on a stand-in with loss weight 0: DDP needs every rank
                 weight = 1.0 if share else 0.0
-                batch = job.collate([job.examples[i] for i in share or global_batch[:1]])
+                batch = job.collate([job.examples[i] for i in share or global_batch[:1]], multiple=pad)
                 s.seen_padded += batch["input_ids"].numel() * world.size
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 labels = batch.pop("labels")

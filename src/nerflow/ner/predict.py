@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nerflow.batching import PAD_MULTIPLE, inference_batches, padded
+from nerflow.batching import inference_batches, pad_multiple, padded
 from nerflow.ner.schemes import entity_spans, invalid_iob2_positions
 from nerflow.ner.tokenization import Encoder, Window, merge_windows
 
@@ -29,10 +29,10 @@ META_FILE = "nerflow.json"   # saved next to the weights: labels and window sett
 WORD_RE = re.compile(r"\w+(?:[.'’\-&]\w+)*|[^\w\s]")
 
 
-def collate(windows: list[Window], pad_id: int, with_labels: bool = True, multiple: int = PAD_MULTIPLE
+def collate(windows: list[Window], pad_id: int, with_labels: bool = True, multiple: int = 1
             ) -> dict[str, torch.Tensor]:
-    """Dynamic padding: each batch is padded to its own longest window (rounded up to `multiple`), not to
-    max_length."""
+    """Dynamic padding: each batch is padded to its own longest window (rounded up to `multiple`: 8 on GPUs,
+    nerflow.batching.pad_multiple), not to max_length."""
     width = padded(max(len(w.input_ids) for w in windows), multiple)
     ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(windows), width), dtype=torch.long)
@@ -63,7 +63,7 @@ def predict_windows(model, windows: list[Window], n_words: list[int], id2label: 
     word_scores: list[dict[int, np.ndarray]] = [{} for _ in windows]
     for chunk_ids in inference_batches([len(w.input_ids) for w in windows], batch_tokens, batch_size):
         chunk = [windows[k] for k in chunk_ids]
-        batch = {k: v.to(device) for k, v in collate(chunk, pad_id, with_labels=False).items()}
+        batch = {k: v.to(device) for k, v in collate(chunk, pad_id, False, pad_multiple(device)).items()}
         with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(**batch).logits
         probs = logits.float().softmax(-1).cpu().numpy()

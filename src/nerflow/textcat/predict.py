@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nerflow.batching import PAD_MULTIPLE, inference_batches, padded
+from nerflow.batching import inference_batches, pad_multiple, padded
 from nerflow.config import TokenizeConfig
 
 from nerflow.textcat.tokenization import Encoder, Segment
@@ -19,10 +19,10 @@ META_FILE = "nerflow.json"   # next to the weights: what the predictor needs bes
 
 
 def collate(segments: list[Segment], pad_id: int, n_labels: int | None = None, multi_label: bool = False,
-            with_labels: bool = True) -> dict[str, torch.Tensor]:
-    """Padded to the batch's longest segment (rounded up to a multiple of 8). Labels: class ids (single-label) or
-    multi-hot rows (multi-label)."""
-    width = padded(max(len(s.input_ids) for s in segments), PAD_MULTIPLE)
+            with_labels: bool = True, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Padded to the batch's longest segment (rounded up to `multiple`: 8 on GPUs, nerflow.batching.pad_multiple).
+    Labels: class ids (single-label) or multi-hot rows (multi-label)."""
+    width = padded(max(len(s.input_ids) for s in segments), multiple)
     ids = torch.full((len(segments), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(segments), width), dtype=torch.long)
     for i, s in enumerate(segments):
@@ -63,7 +63,8 @@ def predict_logits(model, segments: list[Segment], n_texts: int, pool: str, pad_
     model.eval()
     rows = torch.zeros((len(segments), model.config.num_labels))
     for chunk in inference_batches([len(s.input_ids) for s in segments], batch_tokens, batch_size):
-        batch = {k: v.to(device) for k, v in collate([segments[i] for i in chunk], pad_id, with_labels=False).items()}
+        batch = collate([segments[i] for i in chunk], pad_id, with_labels=False, multiple=pad_multiple(device))
+        batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype, enabled=autocast_dtype is not None):
             rows[chunk] = model(**batch).logits.float().cpu()
     model.train(was_training)

@@ -33,10 +33,11 @@ def loss_sum(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> t
     return F.cross_entropy(logits, labels, reduction="sum")
 
 
-def collate_texts(texts: list[list[Segment]], pad_id: int, n_labels: int, multi_label: bool) -> dict:
+def collate_texts(texts: list[list[Segment]], pad_id: int, n_labels: int, multi_label: bool, multiple: int = 1
+                  ) -> dict:
     """A batch of whole texts: all their windows, which text owns each window, and one label row per text."""
     flat = [s for windows in texts for s in windows]
-    batch = collate(flat, pad_id, with_labels=False)
+    batch = collate(flat, pad_id, with_labels=False, multiple=multiple)
     batch["owner"] = torch.tensor([i for i, windows in enumerate(texts) for _ in windows])
     labels = collate([windows[0] for windows in texts], pad_id, n_labels, multi_label)["labels"]
     return {**batch, "labels": labels}
