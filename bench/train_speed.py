@@ -97,7 +97,8 @@ def run_nerflow(args, seed: int, overrides: list[str], device: str) -> dict:
     from nerflow.ner.training import trainable
     from nerflow.ner.predict import predict_windows
     from nerflow.ner.tokenization import Encoder, encode_split
-    from nerflow.train import fit, select_device
+    from nerflow.devices import select_device
+    from nerflow.train import fit
     from nerflow import distributed
 
     # the documented command's settings, as the pipeline resolves them

@@ -1,17 +1,17 @@
 """One typed, frozen pipeline config: YAML plus `key=value` overrides, resolved, flattened and hashed."""
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
                       model_validator)
+
+from nerflow.config_errors import describe, key_lines
 
 
 class ConfigError(ValueError):
@@ -200,7 +200,7 @@ def load_config(path: Path | str, overrides: list[str] = ()) -> PipelineConfig:
         raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{blob[e.start]:02x}); save the file as UTF-8") from None
     try:
         raw = yaml.safe_load(text) or {}
-        origins = {key: f"{path}:{line}" for key, line in _key_lines(text).items()}
+        origins = {key: f"{path}:{line}" for key, line in key_lines(text).items()}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -224,26 +224,11 @@ def load_config(path: Path | str, overrides: list[str] = ()) -> PipelineConfig:
     try:
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_describe(e, path, origins)) from None
+        raise ConfigError(describe(e, path, origins, PipelineConfig)) from None
     # Absolute paths: the resolved config logged with a run must mean the same from any working directory
     # (`nerflow rerun`). Locations are not part of any cache key, so this changes no stage's key.
     return cfg.model_copy(update={"cache_dir": cfg.cache_dir.resolve(),
                                   "data": cfg.data.model_copy(update={"dir": cfg.data.dir.resolve()})})
-
-
-def _key_lines(text: str) -> dict[str, int]:
-    """`{"train.epochs": 31, ...}`: the 1-based line of every key in a YAML mapping, nested ones dotted."""
-    lines: dict[str, int] = {}
-
-    def walk(node, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                key = f"{prefix}{key_node.value}"
-                lines[key] = key_node.start_mark.line + 1
-                walk(value_node, key + ".")
-
-    walk(yaml.compose(text), "")
-    return lines
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
@@ -255,69 +240,6 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
             raise ConfigError(f"override {key}: {'.'.join(parents[:i + 1])} is not a section")
         node = child
     node[leaf] = value
-
-
-def _describe(err: ValidationError, path: Path, origins: dict[str, str]) -> str:
-    problems: dict[str, list[str]] = {}   # per key: a union type gives one error per member, said as one
-    for e in err.errors():
-        parts = _field_path(e["loc"])
-        key = ".".join(parts)
-        if e["type"] == "value_error":   # a rule across keys (a model validator): its message names them
-            message = e["msg"].removeprefix("Value error, ")
-            named = re.search(r"\b((?:data|train|tokenize|evaluate|promote|registry|model)\.[a-z_]+)", message)
-            within = f"{key}." if key else ""
-            where = named.group(1) if named else key
-            where = where if where.startswith(within) or not key else key
-            problems.setdefault(f"\0{where}", []).append(message)
-        elif e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(parts[-1], _section_fields(parts[:-1]), n=1, cutoff=0.6)
-            hint = f" (did you mean {'.'.join([*parts[:-1], close[0]])!r}?)" if close else ""
-            problems.setdefault(key, []).append(f"does not exist{hint}")
-        else:
-            problems.setdefault(key, []).append(f"{e['msg'][0].lower()}{e['msg'][1:]} (got {e.get('input')!r})")
-    return "; ".join(f"{_origin(key[1:], path, origins)}: {' and '.join(msgs)}" if key.startswith("\0")
-                     else f"{_origin(key, path, origins)}: config key {key!r} {' or '.join(msgs)}"
-                     if msgs[0].startswith("does not")
-                     else f"{_origin(key, path, origins)}: config key {key!r}: {' or '.join(msgs)}"
-                     for key, msgs in problems.items())
-
-
-def _origin(key: str, path: Path, origins: dict[str, str]) -> str:
-    """Where a key was set: its override or file line; else the first key set under it; else its section's."""
-    if key in origins:
-        return origins[key]
-    below = [where for k, where in origins.items() if k.startswith(key + ".")]
-    if below:
-        return below[0]
-    parts = key.split(".")
-    return next((origins[".".join(parts[:n])] for n in range(len(parts) - 1, 0, -1)
-                 if ".".join(parts[:n]) in origins), str(path))
-
-
-def _section_fields(section: list[str]) -> list[str]:
-    """The valid keys of a config section, e.g. ["train"] -> ["epochs", "lr", ...]."""
-    model: type[BaseModel] = PipelineConfig
-    for part in section:
-        field = model.model_fields.get(part)
-        ann = field.annotation if field else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return []
-        model = ann
-    return list(model.model_fields)
-
-
-def _field_path(loc: tuple) -> list[str]:
-    """The config key of an error location, without pydantic's union-member tags ('constrained-float', ...)."""
-    parts: list[str] = []
-    model: type[BaseModel] | None = PipelineConfig
-    for p in loc:
-        if model is None or not isinstance(p, str):
-            break
-        parts.append(p)          # a field, or the unknown key of an extra_forbidden error
-        field = model.model_fields.get(p)
-        ann = field.annotation if field else None
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return parts
 
 
 def resolved_dict(cfg: PipelineConfig) -> dict[str, Any]:

@@ -26,7 +26,7 @@ STAGES = ("validate", "tokenize", "train", "evaluate", "register", "promote")
 CODE = {
     "validate": (["config", "data", "validation"], ["great-expectations", "pandas"]),
     "tokenize": (["data", "models"], ["tokenizers", "transformers", "datasets"]),
-    "train": (["train", "batching", "optim", "checkpoints", "progress", "distributed", "launch"],
+    "train": (["train", "batching", "optim", "checkpoints", "progress", "distributed", "launch", "devices"],
               ["torch", "transformers"]),
     "evaluate": (["data", "batching", "plots"], ["seqeval", "scikit-learn", "torch"]),
     "register": (["serving"], ["mlflow"]),
