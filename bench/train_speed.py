@@ -153,7 +153,7 @@ def run_recipe(args, seed: int, device: str) -> dict:
     started = time.perf_counter()
     model = random_model(path, labels) if path.startswith("random:") else \
         AutoModelForTokenClassification.from_pretrained(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                                                        label2id=label_to_id)
+                                                        label2id=label_to_id, dtype=torch.float32)
     train = encode(tokenizer, splits["train"], label_to_id)
     test = encode(tokenizer, splits["test"], label_to_id)
     collator = DataCollatorForTokenClassification(tokenizer)

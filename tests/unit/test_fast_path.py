@@ -111,3 +111,16 @@ def test_freezing_more_layers_than_the_model_has_is_an_error(tiny_model_dir):
     model = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=3)
     with pytest.raises(ValueError, match="train.freeze=5 but the model has 2 layers"):
         optim.freeze(model, 5)
+
+
+def test_a_half_precision_checkpoint_trains_in_float32(tiny_model_dir, tiny_tokenizer, tmp_path):
+    """transformers 5 loads a checkpoint in the dtype it was saved in; AdamW on fp16 weights would lose updates.
+    The training model is fp32 (GPUs get bf16/fp16 through autocast)."""
+    from transformers import AutoModel
+
+    from nerflow.ner.training import trainable
+
+    AutoModel.from_pretrained(tiny_model_dir, dtype=torch.float16).save_pretrained(tmp_path / "fp16")
+    tiny_tokenizer.save_pretrained(tmp_path / "fp16")
+    job = trainable(str(tmp_path / "fp16"), tiny_tokenizer, ["O", "B-X", "I-X"], [], [], [], TrainConfig(), {})
+    assert {p.dtype for p in job.load_model().parameters()} == {torch.float32}

@@ -29,9 +29,11 @@ def trainable(model_path: str, tokenizer, labels: list[str], train_windows: list
     pad_id = tokenizer.pad_token_id or 0
 
     def load_model():
+        # fp32 master weights whatever the checkpoint was saved in (transformers 5 loads a bf16/fp16 checkpoint
+        # as such by default); GPUs get bf16/fp16 through autocast
         return AutoModelForTokenClassification.from_pretrained(
             model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={t: i for i, t in enumerate(labels)}, ignore_mismatched_sizes=True)
+            label2id={t: i for i, t in enumerate(labels)}, ignore_mismatched_sizes=True, dtype=torch.float32)
 
     def validate(model, device: str, autocast_dtype) -> dict[str, float]:
         tags, _ = predict_windows(model, val_windows, [len(g) for g in val_gold], dict(enumerate(labels)), pad_id,

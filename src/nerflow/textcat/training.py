@@ -57,9 +57,10 @@ def trainable(model_path: str, tokenizer, labels: list[str], train_segments: lis
     pad_id = tokenizer.pad_token_id or 0
 
     def load_model():
+        # fp32 master weights whatever the checkpoint was saved in (see nerflow.ner.training)
         return AutoModelForSequenceClassification.from_pretrained(
             model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={t: i for i, t in enumerate(labels)}, ignore_mismatched_sizes=True,
+            label2id={t: i for i, t in enumerate(labels)}, ignore_mismatched_sizes=True, dtype=torch.float32,
             problem_type="multi_label_classification" if multi_label else "single_label_classification")
 
     def validate(model, device: str, autocast_dtype) -> dict[str, float]:
