@@ -89,7 +89,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.01, ge=0.0)
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     max_grad_norm: PositiveFloat = 1.0
-    freeze: Literal["none", "word_embeddings", "embeddings"] | NonNegativeInt = "word_embeddings"  # N: embeddings + N layers
+    freeze: Literal["none", "word_embeddings", "embeddings"] | NonNegativeInt = 1   # N: embeddings + first N layers
     early_stopping_patience: NonNegativeInt = 2    # epochs without a better validation score; 0 = off
     checkpoint_every: NonNegativeInt = 200         # steps; 0 = only at epoch ends
     keep_checkpoints: PositiveInt = 2

@@ -3,18 +3,27 @@ from __future__ import annotations
 
 import pytest
 
-from nerflow.train import default_lr
+from nerflow.config import TrainConfig
+from nerflow.optim import default_lr
 
 MINILM, BERT_BASE, BERT_LARGE = 22_713_216, 108_310_272, 333_579_264
 
 
-@pytest.mark.parametrize("n_params,steps,lr", [
-    (MINILM, 38, 3e-4),        # 300 CoNLL sentences, 1 epoch: the recipe's 5e-5 learns nothing here
-    (MINILM, 1_999, 3e-4),
-    (MINILM, 2_000, 1e-4),     # long schedules: 3e-4 forgets the pretrained model
-    (MINILM, 5_268, 1e-4),     # full CoNLL-2003, 3 epochs, batch 8
-    (BERT_BASE, 38, 5e-5),
-    (BERT_LARGE, 5_268, 2e-5),
+@pytest.mark.parametrize("n_params,examples,batch,lr", [
+    (MINILM, 300, 8, 3e-4),          # 300 CoNLL sentences, 1 epoch: the recipe's 5e-5 learns nothing here
+    (MINILM, 300, 2.2, 3e-4),        # the step floor's small batches: never below the base
+    (MINILM, 15_999, 8, 3e-4),
+    (MINILM, 16_000, 8, 1e-4),       # long runs: 3e-4 at 8 per step forgets the pretrained model
+    (MINILM, 42_126, 8, 1e-4),       # full CoNLL-2003, 3 epochs, batch 8
+    (MINILM, 42_126, 42.2, 3.03e-4),  # ... at 1,024 tokens per step (~42 sentences): (42.2/8)**(2/3) = 3.03
+    (BERT_BASE, 300, 8, 5e-5),
+    (BERT_BASE, 42_126, 64, 2e-4),   # 5e-5 * 8**(2/3) = 5e-5 * 4
+    (BERT_LARGE, 42_126, 8, 2e-5),
 ])
-def test_auto_lr_by_model_size_and_schedule_length(n_params, steps, lr):
-    assert default_lr(n_params, steps) == lr
+def test_auto_lr_by_model_size_run_length_and_batch(n_params, examples, batch, lr):
+    assert default_lr(n_params, examples, batch) == pytest.approx(lr, rel=0.01)
+
+
+def test_the_defaults_are_the_measured_fast_path():
+    cfg = TrainConfig()
+    assert (cfg.batch_tokens, cfg.batch_size, cfg.freeze, cfg.min_steps, cfg.compile) == (1024, None, 1, 100, False)
