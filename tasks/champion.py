@@ -66,6 +66,14 @@ def task_of(version) -> str:
     return version.tags.get(TASK_TAG, "token-classification")
 
 
+def check_alias_task(client: MlflowClient, name: str, alias: str, task: str) -> None:
+    """An alias serves one task type: a version of another type may not take it from the one it holds."""
+    held = alias_version(client, name, alias)
+    if held is not None and task_of(client.get_model_version(name, held)) != task:
+        raise ConfigError(f"@{alias} of {name} holds a {task_of(client.get_model_version(name, held))} model "
+                          f"(version {held}); a {task} version cannot replace it")
+
+
 def model_exists(client: MlflowClient, name: str) -> bool:
     try:
         client.get_registered_model(name)
@@ -159,6 +167,7 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
     alias and record the move. The decision goes on the version as tags whatever it is."""
     version = str(version)
     check_version(client, name, version, task)
+    check_alias_task(client, name, alias, task)
     with promotion_lock(name, alias):
         entries = read_history(client, name, alias)
         champion = note_external_move(client, name, alias, entries)
@@ -198,7 +207,7 @@ def _decide(name, version, champion, rules, split, gold, data_passed, entries, t
 
 def force(client: MlflowClient, name: str, version: str, alias: str, actor: str, reason: str) -> history.Entry:
     version = str(version)
-    check_version(client, name, version)
+    check_alias_task(client, name, alias, task_of(check_version(client, name, version)))
     with promotion_lock(name, alias):
         entries = read_history(client, name, alias)
         champion = note_external_move(client, name, alias, entries)

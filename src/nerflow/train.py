@@ -167,8 +167,10 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
     if world.main:
         flush_metrics(s.metrics, ckpt_dir, on_metrics)   # points the checkpoint covers that a crash kept back
     s.metrics.clear()
-    log.info("training on %s x%d: %d examples, %s, %d steps, lr %.2e, %s parameters frozen (train.freeze=%s)",
-             device, world.size, len(job.examples), plan.describe(), total_steps, lr,
+    per_epoch = total_steps / max(cfg.epochs, 1)   # token batches may vary a little from epoch to epoch
+    log.info("training on %s x%d: %d examples, %s, %d steps (%s steps/epoch), lr %.2e, %s parameters frozen "
+             "(train.freeze=%s)", device, world.size, len(job.examples), plan.describe(), total_steps,
+             f"{per_epoch:g}" if per_epoch.is_integer() else f"~{per_epoch:.1f}", lr,
              f"{sum(p.numel() for p in model.parameters() if not p.requires_grad):,}", cfg.freeze)
     loss_sum = torch.tensor(s.loss_sum, device=device)
 

@@ -29,7 +29,7 @@ STAGE_FUNCTIONS = {
     "validate": ("nerflow.ner.validate", "validate_corpus"),
     "tokenize": ("nerflow.ner.tokenization", "tokenize_corpus"),
     "train": ("nerflow.ner.training", "train_job"),
-    "evaluate": ("nerflow.ner.evaluate", "score"),
+    "evaluate": ("nerflow.ner.evaluate", "evaluate_model"),   # score() also serves the promotion gate
     "register": ("nerflow.tasks.register", "create_version"),
     "promote": ("nerflow.promotion", "decide"),
 }
