@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 log = logging.getLogger("nerflow.prefect")
 PR_SET_PDEATHSIG = 1
@@ -125,13 +125,16 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def prefect_api() -> Iterator[str]:
+def prefect_api(meanwhile: Callable[[], object] | None = None) -> Iterator[str]:
     """The API URL flows report to: `PREFECT_API_URL` when set, else a temporary server started for this command
-    and stopped when the block ends (last, after the flow has recorded its final state)."""
+    and stopped when the block ends (last, after the flow has recorded its final state). `meanwhile` runs while a
+    temporary server boots (the flow's imports: a few seconds of a run that would otherwise wait in line)."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
     configured = PREFECT_API_URL.value()
     if configured:
+        if meanwhile is not None:
+            meanwhile()
         yield configured
         return
     stop_orphans()
@@ -143,6 +146,8 @@ def prefect_api() -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/api"
     try:
         log.info("starting a temporary Prefect server on %s (set PREFECT_API_URL to use a running one)", url)
+        if meanwhile is not None:
+            meanwhile()
         _wait_healthy(proc, url, float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url

@@ -6,6 +6,7 @@ answers from the cache manifests without starting Prefect or importing torch.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -54,11 +55,12 @@ def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: boo
         print(format_summary(done, cfg.task))
         return 0
     from nerflow.flows.console import quiet_prefect_failures
-    from nerflow.flows.pipeline import ner_pipeline
     from nerflow.flows.prefect_server import prefect_api
 
-    quiet_prefect_failures()
-    with prefect_api():
+    with prefect_api(meanwhile=_import_pipeline):   # torch, transformers, MLflow load while the server boots
+        from nerflow.flows.pipeline import ner_pipeline
+
+        quiet_prefect_failures()
         state = ner_pipeline(cfg, force_from, force_register=force_register, continue_run_id=continue_run_id,
                              return_state=True)
         if state.is_cancelled():
@@ -67,6 +69,10 @@ def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: boo
         result = state.result()   # raises what the flow raised
     print(format_summary(result, cfg.task))
     return 0
+
+
+def _import_pipeline() -> None:
+    importlib.import_module("nerflow.flows.pipeline")
 
 
 def shared_registry() -> bool:
@@ -152,8 +158,6 @@ def find_run(client, run_or_flow_id: str):
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from mlflow import MlflowClient
-
     from nerflow.tasks import tracking
 
     client = tracking.configure()
