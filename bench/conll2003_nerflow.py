@@ -22,6 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paths import portable  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -52,7 +55,7 @@ def main() -> None:
     model_uri = f"models:/{run.data.tags['registered_model']}/{run.data.tags['registered_version']}"
     prediction = predict_speed(model_uri, args.data_dir, work, uri)
     # the result file keeps its own (older) field names: docs/benchmarks.md compares results across sessions
-    result = {"system": "nerflow", "command": " ".join(cmd[1:]), "test_f1": round(m["test/f1"], 4),
+    result = {"system": "nerflow", "command": " ".join(map(portable, cmd[1:])), "test_f1": round(m["test/f1"], 4),
               "validation_f1": round(m["val/best_f1"], 4), "best_epoch": m.get("train/best_epoch"),
               "train_seconds": round(m["stage/train_seconds"], 1), "wall_seconds": round(wall, 1),
               "train_samples_per_s": round(m["train/samples_per_s"], 1),

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from paths import portable
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "movie_reviews.yaml"
@@ -75,7 +76,7 @@ def run_strategy(spec: str, args) -> dict:
     m, tags = run.data.metrics, run.data.tags
     predictions = args.work / "cache" / "evaluate" / tags["stage.evaluate.key"] / "test_predictions.jsonl"
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
-    return {"system": f"nerflow {spec}", "strategy": strategy, "overrides": overrides, "run_id": run.info.run_id,
+    return {"system": f"nerflow {spec}", "strategy": strategy, "overrides": [portable(o) for o in overrides], "run_id": run.info.run_id,
             "val_f1_macro": m["val/best_f1"], "train_seconds": m.get("train/train_seconds"),
             "train_stage_seconds": m["stage/train_seconds"], "wall_seconds_this_call": wall,
             "samples_per_s": m.get("train/samples_per_s"), "truncated_share": m.get("tokenize/truncated_share"),

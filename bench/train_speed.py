@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench")]
+from paths import portable  # noqa: E402
 
 # Dense bf16 tensor-core peaks from the datasheets (TFLOP/s, without sparsity).
 DATASHEET_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
@@ -267,7 +268,7 @@ def main() -> None:
             rows.append(json.loads(lines[-1].removeprefix("RESULT ")))
             print(summary_line(rows[-1]), flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
+            args.out.write_text(json.dumps({"command": " ".join(map(portable, sys.argv)), "rows": rows}, indent=1))
     print(f"written {args.out}; compare: python bench/compare_speed.py {args.out}")
 
 

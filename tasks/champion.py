@@ -69,9 +69,10 @@ def task_of(version) -> str:
 def check_alias_task(client: MlflowClient, name: str, alias: str, task: str) -> None:
     """An alias serves one task type: a version of another type may not take it from the one it holds."""
     held = alias_version(client, name, alias)
-    if held is not None and task_of(client.get_model_version(name, held)) != task:
-        raise ConfigError(f"@{alias} of {name} holds a {task_of(client.get_model_version(name, held))} model "
-                          f"(version {held}); a {task} version cannot replace it")
+    held_task = None if held is None else task_of(client.get_model_version(name, held))
+    if held_task not in (None, task):
+        raise ConfigError(f"@{alias} of {name} holds a {held_task} model (version {held}); a {task} version cannot "
+                          "replace it")
 
 
 def model_exists(client: MlflowClient, name: str) -> bool:

@@ -120,7 +120,6 @@ def cmd_promote(args: argparse.Namespace) -> int:
     client, actor = _client(), champion.actor_name(args.actor)
     found = champion.check_version(client, args.name, args.version)
     version = str(found.version)
-    champion.check_alias_task(client, args.name, args.alias, champion.task_of(found))   # before any scoring
     if args.force:
         if not args.reason:
             raise ConfigError("--force needs --reason TEXT: a forced promotion records why")
@@ -128,8 +127,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
         return _emit({"moved": True, "forced": True, "entry": entry.__dict__ | {"evidence": entry.evidence.__dict__}},
                      args.json, lambda r: f"forced: @{args.alias} of {args.name} moved from version "
                                           f"{entry.from_version or '-'} to {version} by {actor}: {args.reason}")
+    # the gate refuses a version of another task type too; asked here first, before the test data is read
+    champion.check_alias_task(client, args.name, args.alias, champion.task_of(found))
     cfg, split, gold, passed, data_hash = test_data(client, args.name, version, args.config, args.overrides)
-    # the gate scores with the config's task type: a version of another type is refused there, before any scoring
     decision = champion.gate(client, args.name, version, args.alias, rules_of(cfg), split, gold, passed, auto=True,
                              actor=actor, evidence={"test_data_hash": data_hash, "mlflow_run_id": None,
                                                     "prefect_flow_run_id": None}, task=cfg.task)

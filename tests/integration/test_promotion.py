@@ -119,6 +119,8 @@ def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, c
     other = client.create_model_version(name, src.source, run_id=src.run_id,
                                         tags={"nerflow.task": "text-classification"}).version
     assert cli.main(["promote", name, str(other)]) == EXIT_BAD_INPUT and str(champion_of(name)) == "1"
+    assert cli.main(["promote", name, str(other), "--force", "--reason", "wrong type"]) == EXIT_BAD_INPUT
+    assert str(champion_of(name)) == "1"
     capsys.readouterr()
 
     assert cli.main(["compare", name, "1", "2", "--json"]) == 0
