@@ -1,6 +1,7 @@
 """Text classification through the real flow (Prefect test server, MLflow on sqlite, a tiny local model): it
-registers, promotes and predicts by alias; the gate judges a later version by macro and per-class F1; a failed
-stage reruns alone in the same MLflow run; bad input stops with one error line and registers nothing."""
+registers, promotes and predicts by alias (in process, with `nerflow predict` and with `mlflow models serve`); the
+gate judges a later version by macro and per-class F1; a failed stage reruns alone in the same MLflow run; bad input
+stops with one error line and registers nothing."""
 from __future__ import annotations
 
 import json
@@ -86,6 +87,37 @@ def test_flow_registers_promotes_and_predicts_by_alias(first_run, mlflow_store, 
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(line["text"], line["label"]) for line in lines] == list(zip(texts, ["pos", "neg"]))
     assert set(lines[0]) == {"text", "label", "score", "scores"}
+
+
+def test_mlflow_models_serve_answers_as_nerflow_predict(first_run, mlflow_store, tmp_path, capsys):
+    """`mlflow models serve` of the champion answers each text with the label, score and per-label scores that
+    `nerflow predict` gives; a malformed request gets a 4xx."""
+    from nerflow.flows import cli
+    from nerflow.flows.prefect_server import free_port
+
+    from .test_serve import request, start_server, stop_server, wait_ready
+
+    uri, texts = f"models:/{MODEL}@champion", ["a great and wonderful film", "a dull and tedious plot"]
+    port, log_path = free_port(), tmp_path / "serve.log"
+    proc = start_server(uri, port, log_path, mlflow_store)
+    try:
+        capsys.readouterr()
+        assert cli.main(["predict", uri, *texts]) == 0                   # meanwhile, in-process
+        expected = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        wait_ready(proc, port, log_path)
+        status, body = request(port, json.dumps({"inputs": texts}).encode())
+        assert status == 200, body
+        served = json.loads(body)["predictions"]
+        assert [s["label"] for s in served] == [e["label"] for e in expected] == ["pos", "neg"]
+        for answer, local in zip(served, expected):
+            assert set(answer) == {"label", "score", "scores"} and answer["scores"].keys() == local["scores"].keys()
+            assert answer["score"] == pytest.approx(local["score"], abs=1e-6)
+            assert all(answer["scores"][k] == pytest.approx(v, abs=1e-6) for k, v in local["scores"].items())
+        status, body = request(port, b"{not json")
+        assert 400 <= status < 500 and "error_code" in json.loads(body), (status, body)
+    finally:
+        stop_server(proc)
+    assert proc.poll() is not None
 
 
 def test_a_worse_version_is_rejected_and_the_champion_stays(first_run):
