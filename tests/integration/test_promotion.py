@@ -3,7 +3,6 @@ registry's history, reversible, and serialised across processes."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
