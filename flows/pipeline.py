@@ -16,15 +16,15 @@ from prefect.states import Cancelled
 from nerflow.config import PipelineConfig
 from nerflow.locks import run_lock
 from nerflow.plan import STAGES, make_plan
-from nerflow import tasks
-from nerflow.tasks import global_locks, run_record, tracking
-from nerflow.tasks.evaluate import evaluate_task
-from nerflow.tasks.promote import promote_task
-from nerflow.tasks.register import register_task
-from nerflow.tasks.registered import find_registered
-from nerflow.tasks.tokenize import tokenize_task
-from nerflow.tasks.train import train_task
-from nerflow.tasks.validate import validate_task
+from nerflow import prefect_tasks
+from nerflow.prefect_tasks import global_locks, run_record, tracking
+from nerflow.prefect_tasks.evaluate import evaluate_task
+from nerflow.prefect_tasks.promote import promote_task
+from nerflow.prefect_tasks.register import register_task
+from nerflow.prefect_tasks.registered import find_registered
+from nerflow.prefect_tasks.tokenize import tokenize_task
+from nerflow.prefect_tasks.train import train_task
+from nerflow.prefect_tasks.validate import validate_task
 
 
 @flow(name="nerflow-pipeline", validate_parameters=False)
@@ -33,7 +33,7 @@ def ner_pipeline(cfg: PipelineConfig, force_from: str | None = None, force_regis
     """`force_register`: a new version even if one has these weights; `continue_run_id`: the MLflow run this
     attempt continues (nerflow rerun), whatever its status. An interrupt (Ctrl-C, SIGTERM) ends the flow run
     Cancelled, with the MLflow run KILLED and training checkpointed: the same command continues it."""
-    plan = make_plan(cfg, force_from, tasks.sources())
+    plan = make_plan(cfg, force_from, prefect_tasks.sources())
     keys = {s: plan.stages[s].key for s in STAGES}
     client = tracking.configure()
     flow_run_id = str(flow_run.get_id() or "")

@@ -39,7 +39,7 @@ def predict_flow(model_uri: str, input_path: str, output_path: str, batch_size: 
     `-` for standard input, `<arguments>` for TEXT arguments)."""
     from mlflow.entities import Metric, Param
 
-    from nerflow.tasks import tracking
+    from nerflow.prefect_tasks import tracking
 
     client = tracking.configure()
     flow_run_id = str(flow_run.get_id() or "")

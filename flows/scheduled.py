@@ -24,11 +24,11 @@ def scheduled_pipeline(config: str, overrides: list[str] | None = None, workdir:
     """Retrain `config` (with `overrides`, key=value) when its data, settings or code changed since the version
     registered for them; `workdir`: the project checkout relative paths are read from (default: where the worker
     or `nerflow serve` runs)."""
-    from nerflow import tasks
+    from nerflow import prefect_tasks
     from nerflow.config import load_config
     from nerflow.flows.console import quiet_libraries
     from nerflow.plan import make_plan
-    from nerflow.tasks import registered, tracking
+    from nerflow.prefect_tasks import registered, tracking
 
     quiet_libraries()
     for key, value in MLFLOW_HTTP_BOUNDS.items():   # an unreachable MLflow server fails the run in seconds
@@ -36,7 +36,7 @@ def scheduled_pipeline(config: str, overrides: list[str] | None = None, workdir:
     if workdir:
         os.chdir(workdir)
     cfg = load_config(config, list(overrides or []))
-    plan = make_plan(cfg, None, tasks.sources())
+    plan = make_plan(cfg, None, prefect_tasks.sources())
     client = tracking.configure()
     done = registered.find_registered(client, cfg, plan)
     if done is not None:

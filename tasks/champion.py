@@ -29,11 +29,11 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from nerflow import history, promotion
-from nerflow import task as task_types
+from nerflow import task_types
 from nerflow.config import ConfigError
 from nerflow.promotion import Refused
-from nerflow.tasks import tracking
-from nerflow.tasks.global_locks import global_lock, limit_name, team_prefect_api
+from nerflow.prefect_tasks import tracking
+from nerflow.prefect_tasks.global_locks import global_lock, limit_name, team_prefect_api
 
 log = logging.getLogger("nerflow.promote")
 TASK_TAG, DECISION_TAG, REASON_TAG, ROLLED_BACK_TAG = "nerflow.task", "nerflow.promotion", "nerflow.reason", \

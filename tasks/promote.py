@@ -13,11 +13,11 @@ from pathlib import Path
 import yaml
 
 from nerflow import promotion
-from nerflow import task as task_types
+from nerflow import task_types
 from nerflow.config import PipelineConfig, resolved_dict
 from nerflow.plan import StagePlan
-from nerflow.tasks import champion, tracking
-from nerflow.tasks.stage import run_stage, stage_task
+from nerflow.prefect_tasks import champion, tracking
+from nerflow.prefect_tasks.stage import run_stage, stage_task
 
 log = logging.getLogger("nerflow.promote")
 

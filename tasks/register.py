@@ -22,13 +22,13 @@ from mlflow.models import Model
 
 import nerflow
 from nerflow import cache
-from nerflow import task as task_types
+from nerflow import task_types
 from nerflow.config import PipelineConfig, config_hash
 from nerflow.models import SERVED_ARTIFACT
 from nerflow.models import weights_sha256
 from nerflow.plan import StagePlan
-from nerflow.tasks import tracking
-from nerflow.tasks.stage import run_stage, stage_task
+from nerflow.prefect_tasks import tracking
+from nerflow.prefect_tasks.stage import run_stage, stage_task
 
 log = logging.getLogger("nerflow.register")
 # What the served model needs, pinned to what it was trained and tested with.

@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from nerflow.config import PipelineConfig
 from nerflow.plan import Plan
-from nerflow.tasks.register import KEY_TAG, newest_version
+from nerflow.prefect_tasks.register import KEY_TAG, newest_version
 
 log = logging.getLogger("nerflow.registered")
 CHECK_TAG = "nerflow.schedule.last_check"   # on the MLflow run of the version a scheduled run did not rebuild

@@ -14,7 +14,7 @@ from typing import Iterator
 from mlflow import MlflowClient
 
 from nerflow.config import PipelineConfig
-from nerflow.tasks.tracking import attempt_of, git_state, log_tags, tracking_uri
+from nerflow.prefect_tasks.tracking import attempt_of, git_state, log_tags, tracking_uri
 
 log = logging.getLogger("nerflow.tracking")
 NOTE_TAG = "mlflow.note.content"   # the run page's "Description"

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from nerflow import cache, locks
 from nerflow.plan import StagePlan
-from nerflow.tasks import tracking
+from nerflow.prefect_tasks import tracking
 
 log = logging.getLogger("nerflow.stage")
 

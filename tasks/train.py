@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 from nerflow import launch
-from nerflow import task as task_types
+from nerflow import task_types
 from nerflow.config import PipelineConfig
 from nerflow.plan import StagePlan
-from nerflow.tasks import tracking
-from nerflow.tasks.stage import run_stage, stage_task
+from nerflow.prefect_tasks import tracking
+from nerflow.prefect_tasks.stage import run_stage, stage_task
 
 
 def train_job(cfg: PipelineConfig, step: StagePlan, model_path: str, validated: dict, tokenized: dict) -> dict:

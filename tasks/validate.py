@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nerflow import task as task_types
+from nerflow import task_types
 from nerflow.config import PipelineConfig
 from nerflow.data import SPLITS
 from nerflow.plan import StagePlan
-from nerflow.tasks import tracking
-from nerflow.tasks.stage import run_stage, stage_task
+from nerflow.prefect_tasks import tracking
+from nerflow.prefect_tasks.stage import run_stage, stage_task
 from nerflow.validation import ValidationFailed, render_html
 
 

@@ -26,7 +26,7 @@ def protected_keys(cache_dir: Path) -> set[str]:
     from mlflow import MlflowClient
 
     from nerflow.locks import held_locks
-    from nerflow.tasks import tracking
+    from nerflow.prefect_tasks import tracking
 
     tracking.configure()
     client = MlflowClient()

@@ -6,12 +6,12 @@ from pathlib import Path
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from nerflow import task
+    from nerflow import task_types
     from nerflow.config import load_config
     from nerflow.validation import ValidationFailed
 
     cfg = load_config(args.config, args.overrides)
-    kind = task.get(cfg.task)
+    kind = task_types.get(cfg.task)
     corpus = kind.load_corpus(cfg.data)
     report = kind.validate(corpus, cfg.data)
     if not report.passed:

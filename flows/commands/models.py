@@ -16,7 +16,7 @@ from nerflow.config import ConfigError
 
 
 def _client():
-    from nerflow.tasks import tracking
+    from nerflow.prefect_tasks import tracking
 
     return tracking.configure()
 
@@ -49,7 +49,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def versions(client, name: str, as_json: bool) -> int:
-    from nerflow.tasks import champion
+    from nerflow.prefect_tasks import champion
 
     if not champion.model_exists(client, name):
         raise ConfigError(f"{name}: no registered model of that name (see `nerflow models`)")
@@ -76,7 +76,7 @@ def versions(client, name: str, as_json: bool) -> int:
 def history(client, name: str, alias: str, as_json: bool) -> int:
     from dataclasses import asdict
 
-    from nerflow.tasks import champion
+    from nerflow.prefect_tasks import champion
 
     if not champion.model_exists(client, name):
         raise ConfigError(f"{name}: no registered model of that name (see `nerflow models`)")
@@ -94,7 +94,7 @@ def test_data(client, name: str, version: str, config: Path | None, overrides: l
     config, read and checked by the config's task type."""
     import mlflow
 
-    from nerflow import task as task_types
+    from nerflow import task_types
     from nerflow.config import load_config
 
     if config is None:
@@ -114,8 +114,8 @@ def test_data(client, name: str, version: str, config: Path | None, overrides: l
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from nerflow import promotion
-    from nerflow.tasks import champion
-    from nerflow.tasks.promote import rules_of
+    from nerflow.prefect_tasks import champion
+    from nerflow.prefect_tasks.promote import rules_of
 
     client, actor = _client(), champion.actor_name(args.actor)
     found = champion.check_version(client, args.name, args.version)
@@ -144,7 +144,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from nerflow.tasks import champion
+    from nerflow.prefect_tasks import champion
 
     client = _client()
     entry = champion.rollback(client, args.name, args.alias, champion.actor_name(args.actor), args.reason)
@@ -154,8 +154,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from nerflow import task as task_types
-    from nerflow.tasks import champion
+    from nerflow import task_types
+    from nerflow.prefect_tasks import champion
 
     client = _client()
     found = [champion.check_version(client, args.name, v) for v in (args.v1, args.v2)]

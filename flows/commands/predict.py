@@ -58,7 +58,7 @@ def open_model(uri: str) -> tuple[Callable[[list[str]], list], str]:
         if not (path / "MLmodel").is_file():
             raise ConfigError(f"{uri}: neither an MLflow model folder (no MLmodel file) nor a nerflow checkpoint "
                               "(no nerflow.json)")
-    from nerflow.tasks import tracking
+    from nerflow.prefect_tasks import tracking
 
     tracking.configure()
     model = load_model(uri)

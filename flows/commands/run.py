@@ -37,10 +37,10 @@ def _quote(arg: str) -> str:
 
 def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: bool = False,
                  continue_run_id: str | None = None, again: str = "the same command") -> int:
-    from nerflow import tasks
+    from nerflow import prefect_tasks
     from nerflow.plan import STAGES, explain, make_plan
 
-    plan = make_plan(cfg, force_from, tasks.sources())
+    plan = make_plan(cfg, force_from, prefect_tasks.sources())
     if dry_run:
         for stage in STAGES:
             print(f"{stage:<9} {explain(plan.stages[stage], cfg.cache_dir)}")
@@ -48,7 +48,7 @@ def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: boo
     reap_dead_runs()
     done = already_done(plan)
     if done is None and force_from is None and continue_run_id is None and shared_registry():
-        from nerflow.tasks import registered, tracking
+        from nerflow.prefect_tasks import registered, tracking
 
         done = registered.find_registered(tracking.configure(), cfg, plan)   # another host's cache built it
     if done is not None:
@@ -84,7 +84,7 @@ def reap_dead_runs() -> None:
     """Runs left RUNNING by a process that died (kill -9) are marked KILLED, and their orphaned temporary Prefect
     servers stopped, by the next nerflow command on the host."""
     from nerflow.flows.prefect_server import stop_orphans
-    from nerflow.tasks import tracking
+    from nerflow.prefect_tasks import tracking
 
     stop_orphans()
     for run_id in tracking.reap_dead_runs(tracking.configure()):
@@ -101,7 +101,7 @@ def already_done(plan) -> dict | None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from nerflow.tasks import tracking
+    from nerflow.prefect_tasks import tracking
 
     try:
         MlflowClient(tracking.tracking_uri()).get_model_version(registered["model_name"], str(registered["version"]))
@@ -126,7 +126,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
 
     from nerflow.config import load_config
-    from nerflow.tasks import tracking
+    from nerflow.prefect_tasks import tracking
 
     tracking.configure()
     reap_dead_runs()
@@ -158,7 +158,7 @@ def find_run(client, run_or_flow_id: str):
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from nerflow.tasks import tracking
+    from nerflow.prefect_tasks import tracking
 
     client = tracking.configure()
     reap_dead_runs()
@@ -185,7 +185,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def format_summary(result: dict, task: str = "token-classification") -> str:
-    from nerflow import task as task_types
+    from nerflow import task_types
 
     kind = task_types.get(task)
     metrics = result["metrics"]

@@ -31,7 +31,7 @@ class SplitConfig(_Section):
 
 
 class DataConfig(_Section):
-    """Where the labelled data is and how to read it. Each task type reads only its own keys (nerflow.task), and
+    """Where the labelled data is and how to read it. Each task type reads only its own keys (nerflow.task_types), and
     only those enter its stage keys."""
 
     format: Literal["conll", "jsonl", "hf", "csv", "tsv", "folders"] = "conll"   # NER: conll/jsonl/hf;

@@ -51,9 +51,9 @@ def devices_per_node(devices: int | str) -> int:
 
 def run_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=None):
     """Train `job` in this process (or as one rank of a torchrun group)."""
-    from nerflow import task
+    from nerflow import task_types
 
-    return importlib.import_module(task.get(job["task"]).trainer).train_job(job, on_metrics, should_stop)
+    return importlib.import_module(task_types.get(job["task"]).trainer).train_job(job, on_metrics, should_stop)
 
 
 def train(job: dict, on_metrics: MetricsCallback | None = None) -> dict:

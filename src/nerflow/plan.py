@@ -18,11 +18,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from nerflow import cache, models, task
+from nerflow import cache, models, task_types
 from nerflow.config import PipelineConfig, hash_json
 
 STAGES = ("validate", "tokenize", "train", "evaluate", "register", "promote")
-# shared nerflow modules and libraries each stage runs; the task type adds its own modules (nerflow.task)
+# shared nerflow modules and libraries each stage runs; the task type adds its own modules (nerflow.task_types)
 CODE = {
     "validate": (["config", "data", "validation"], ["great-expectations", "pandas"]),
     "tokenize": (["data", "models"], ["tokenizers", "transformers", "datasets"]),
@@ -68,7 +68,7 @@ def make_plan(cfg: PipelineConfig, force_from: str | None = None, extra_code: di
               ) -> Plan:
     """Keys of every stage; `force_from` marks that stage and all after it as to-compute. `extra_code`: more
     source files per stage (the orchestration layer passes each stage's task file)."""
-    kind = task.get(cfg.task)
+    kind = task_types.get(cfg.task)
     data_hash = kind.data_fingerprint(cfg.data)
     model_path = models.resolve_model(cfg.model.name_or_path, cfg.cache_dir)
     model_hash = models.model_fingerprint(model_path, cfg.model.revision)

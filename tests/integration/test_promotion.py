@@ -132,7 +132,7 @@ def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, c
 RACER = textwrap.dedent("""
     import contextlib, sys, time
     from pathlib import Path
-    from nerflow.tasks import champion
+    from nerflow.prefect_tasks import champion
     barrier, me, lock = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "on"
     if not lock:
         champion.promotion_lock = lambda name, alias: contextlib.nullcontext()

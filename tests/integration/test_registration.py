@@ -15,10 +15,10 @@ from typing import Iterator
 import pytest
 from mlflow import MlflowClient
 
-from nerflow import tasks
+from nerflow import prefect_tasks
 from nerflow.models import weights_sha256
 from nerflow.plan import make_plan
-from nerflow.tasks import tracking
+from nerflow.prefect_tasks import tracking
 
 from .corpus import tiny_config
 
@@ -67,7 +67,7 @@ def db_fault(mlflow_store: str, table: str, event: str, when: str, message: str 
 def immovable_leftover(cfg):
     """An incomplete folder under the register key that cannot be moved aside (immutable, which binds root too):
     writing the stage output fails after the version exists."""
-    final = make_plan(cfg, None, tasks.sources()).stages["register"].path
+    final = make_plan(cfg, None, prefect_tasks.sources()).stages["register"].path
     final.mkdir(parents=True)
     (final / "half-written.json").write_text("{")
     if subprocess.run(["chattr", "+i", str(final)], capture_output=True).returncode != 0:
@@ -121,7 +121,7 @@ def test_a_failure_at_any_step_after_the_version_exists_leaves_the_registry_as_i
     client = MlflowClient()
     assert [str(v.version) for v in client.search_model_versions(f"name='{NAME}'")] == [first_version]
     assert aliases(client, NAME) == {"challenger": first_version, "champion": first_version}
-    run = tracking.find_logical_run(client, cfg.experiment, make_plan(cfg, None, tasks.sources()).logical_run)
+    run = tracking.find_logical_run(client, cfg.experiment, make_plan(cfg, None, prefect_tasks.sources()).logical_run)
     assert run.info.status == "FAILED"
     assert error in run.data.tags["error"]
 
@@ -149,7 +149,7 @@ def test_a_forced_rerun_with_the_same_weights_registers_no_new_version(tmp_path,
     forced = ner_pipeline(cfg, force_from="register", force_register=True)
     assert forced["new_version"] is True and forced["version"] == first["version"] + 1
     assert aliases(client, name)["challenger"] == str(forced["version"])
-    record = make_plan(cfg, None, tasks.sources()).stages["register"].path / "registered.json"
+    record = make_plan(cfg, None, prefect_tasks.sources()).stages["register"].path / "registered.json"
     assert json.loads(record.read_text())["version"] == forced["version"]     # the stage's record is the new one
 
 

@@ -30,7 +30,7 @@ STAGE_FUNCTIONS = {
     "tokenize": ("nerflow.ner.tokenization", "tokenize_corpus"),
     "train": ("nerflow.ner.training", "train_job"),
     "evaluate": ("nerflow.ner.evaluate", "evaluate_model"),   # score() also serves the promotion gate
-    "register": ("nerflow.tasks.register", "create_version"),
+    "register": ("nerflow.prefect_tasks.register", "create_version"),
     "promote": ("nerflow.promotion", "decide"),
 }
 
@@ -142,7 +142,7 @@ def test_rerun_after_a_failure_redoes_only_the_failed_stage_and_later(failing, s
 
 def test_transient_tracking_error_is_retried_and_the_run_finishes(monkeypatch, reference):
     from nerflow.flows.pipeline import ner_pipeline
-    from nerflow.tasks import tracking
+    from nerflow.prefect_tasks import tracking
 
     original, calls = tracking.log_dataset, []
 
@@ -166,7 +166,7 @@ def test_a_retry_after_a_transient_fault_does_not_redo_a_finished_stage(monkeypa
     """Training finished, then the tracking server hiccuped: Prefect retries the task, which keeps the trained
     model instead of training again."""
     from nerflow.flows.pipeline import ner_pipeline
-    from nerflow.tasks import tracking
+    from nerflow.prefect_tasks import tracking
 
     original, faults = tracking.log_tags, []
 

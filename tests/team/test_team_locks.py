@@ -12,7 +12,7 @@ import httpx
 HOLD_S = 2.0
 CRITICAL_SECTION = f"""
 import json, sys, time
-from nerflow.tasks.champion import promotion_lock
+from nerflow.prefect_tasks.champion import promotion_lock
 with promotion_lock(sys.argv[1], sys.argv[2]):
     entered = time.time()
     time.sleep({HOLD_S})

@@ -180,7 +180,7 @@ class FakeClient:
 
 def test_run_stage_reuses_what_a_concurrent_run_computed_while_it_waited(tmp_path, holder, caplog):
     from nerflow.plan import StagePlan
-    from nerflow.tasks.stage import run_stage
+    from nerflow.prefect_tasks.stage import run_stage
 
     step = StagePlan("train", "k1", {}, tmp_path / "train" / "k1", complete=False)
     computed = []
@@ -195,7 +195,7 @@ def test_run_stage_reuses_what_a_concurrent_run_computed_while_it_waited(tmp_pat
 
 def test_run_stage_computes_when_the_holder_gave_up(tmp_path, holder):
     from nerflow.plan import StagePlan
-    from nerflow.tasks.stage import run_stage
+    from nerflow.prefect_tasks.stage import run_stage
 
     step = StagePlan("train", "k1", {}, tmp_path / "train" / "k1", complete=False)
     release_later(holder, "quit")                   # released without completing (failed, or stopped)

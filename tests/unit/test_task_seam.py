@@ -8,7 +8,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from nerflow import cache, task
+from nerflow import cache, task_types
 from nerflow.config import PipelineConfig, load_config
 from nerflow.plan import make_plan
 from tests.unit.test_plan import config, keys, project  # noqa: F401 - the fixture, reused
@@ -62,11 +62,11 @@ def test_ner_is_an_alias_and_old_resolved_configs_read_as_token_classification(t
 
 
 def test_every_task_implements_the_interface():
-    for name in task.IMPLEMENTATIONS:
-        kind = task.get(name)
+    for name in task_types.IMPLEMENTATIONS:
+        kind = task_types.get(name)
         assert kind.name == name
-        missing = [m for m in task.TaskType.__annotations__ if not hasattr(kind, m)] + \
-                  [m for m, v in vars(task.TaskType).items() if callable(v) and not m.startswith("_")
+        missing = [m for m in task_types.TaskType.__annotations__ if not hasattr(kind, m)] + \
+                  [m for m, v in vars(task_types.TaskType).items() if callable(v) and not m.startswith("_")
                    and not hasattr(kind, m)]
         assert missing == [], f"{name} lacks {missing}"
         assert set(kind.modules) == {"validate", "tokenize", "train", "evaluate", "register", "promote"}

@@ -1,4 +1,4 @@
-"""Token classification (NER) behind the task-type interface (nerflow.task): CoNLL / JSON lines / HF readers,
+"""Token classification (NER) behind the task-type interface (nerflow.task_types): CoNLL / JSON lines / HF readers,
 IOB2 validation, word windows, entity-level seqeval scores, spans with character offsets when served."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Text classification behind the task-type interface (nerflow.task): CSV/TSV, JSON lines, one folder per label or
+"""Text classification behind the task-type interface (nerflow.task_types): CSV/TSV, JSON lines, one folder per label or
 a HF dataset; single- or multi-label; long texts cut by choice or read as windows; accuracy, macro/micro F1,
 calibration; `{"label", "score", "scores"}` per text when served."""
 from __future__ import annotations
