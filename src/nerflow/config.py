@@ -41,6 +41,7 @@ class DataConfig(_Section):
     validation: str | None = None        # None: split off train (by document / stratified by label)
     test: str | None = None
     hf_dataset: str | None = None        # a hub id or a local dataset folder, used when format == "hf"
+    hf_revision: str | None = None       # a hub dataset's commit (None: resolved from main when planned)
     split: SplitConfig = SplitConfig()
     limit_train: PositiveInt | None = None       # keep only the first N examples (quick experiments)
     limit_validation: PositiveInt | None = None
