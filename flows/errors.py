@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import sys
 import traceback
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -40,12 +41,13 @@ def classify(exc: BaseException) -> int:
     from nerflow.config import ConfigError
     from nerflow.data import DataError
     from nerflow.locks import RunLockedError
+    from nerflow.progress import TrainingInterrupted
     from nerflow.promotion import Refused
     from nerflow.validation import ValidationFailed
 
     from nerflow.flows.prefect_server import ServiceUnavailable
 
-    if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TrainingInterrupted":
+    if isinstance(exc, (KeyboardInterrupt, TrainingInterrupted)):
         return EXIT_INTERRUPTED
     if isinstance(exc, (ConfigError, DataError, ValidationFailed, UnicodeDecodeError)):
         return EXIT_BAD_INPUT
@@ -53,14 +55,22 @@ def classify(exc: BaseException) -> int:
         return EXIT_REFUSED
     if isinstance(exc, ServiceUnavailable) or any(_unreachable(e) for e in _chain(exc)):
         return EXIT_UNAVAILABLE
-    if type(exc).__name__ in ("MlflowException", "RestException") and \
+    if _is_instance(exc, "mlflow.exceptions", "MlflowException") and \
             getattr(exc, "error_code", None) in BAD_INPUT_MLFLOW_CODES:
         return EXIT_BAD_INPUT
     return EXIT_BUG
 
 
+def _is_instance(exc: BaseException, module: str, name: str) -> bool:
+    """isinstance against a library's exception class, without importing the library: an exception of that class
+    exists only if its module was imported already (mlflow costs seconds to import)."""
+    cls = getattr(sys.modules.get(module), name, None)
+    return cls is not None and isinstance(exc, cls)
+
+
 def _unreachable(exc: BaseException) -> bool:
-    if isinstance(exc, (ConnectionRefusedError,)) or type(exc).__name__ in ("ConnectError", "ConnectTimeout"):
+    if isinstance(exc, ConnectionRefusedError) or _is_instance(exc, "httpx", "ConnectError") or \
+            _is_instance(exc, "httpx", "ConnectTimeout"):
         return True
     text = f"{type(exc).__name__}: {exc}".lower()
     return any(marker in text for marker in UNREACHABLE_MARKERS)
@@ -82,7 +92,7 @@ def message(exc: BaseException, code: int) -> str:
                 "temporary one" if prefect else
                 "start the MLflow server (`make team-up`), or unset MLFLOW_TRACKING_URI to use the local sqlite store")
         return f"error: cannot reach {uri}: {reason}\nhint: {hint}"
-    if type(exc).__name__ in ("MlflowException", "RestException"):
+    if _is_instance(exc, "mlflow.exceptions", "MlflowException"):
         text = text.splitlines()[0]
     lines = text.splitlines()
     if len(lines) > 1 and lines[0].startswith("data validation failed"):

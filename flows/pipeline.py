@@ -1,9 +1,10 @@
-"""The pipeline flow (`nerflow-pipeline`): validate -> tokenize -> fine-tune -> evaluate -> register -> promote, in
-one MLflow run.
+"""The pipeline flow (`nerflow-pipeline`): the stages of the declared graph (nerflow.graph), in its order, each a
+Prefect task running through its adapter (tasks/stage.py), in one MLflow run.
 
-Stages hand each other small dicts of paths and content keys (never DataFrames or models). The plan decides each
-stage's key up front (nerflow.plan); a stage whose key is complete is reused, so running the same command after a
-failure redoes only the failed stage and those after it, inside the same MLflow run.
+Stages hand each other typed outputs (nerflow.outputs: paths, content keys, small fields; never DataFrames or
+models). The plan decides each stage's key up front (nerflow.plan); a stage whose key is complete is reused, so
+running the same command after a failure redoes only the failed stage and those after it, inside the same MLflow
+run.
 """
 from __future__ import annotations
 
@@ -14,27 +15,29 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
 from nerflow.config import PipelineConfig
+from nerflow import graph as stage_graph
+from nerflow.graph import Graph
 from nerflow.locks import run_lock
-from nerflow.plan import STAGES, make_plan
-from nerflow import prefect_tasks
+from nerflow.outputs import RunResult
+from nerflow.plan import make_plan
 from nerflow.prefect_tasks import global_locks, run_record, tracking
-from nerflow.prefect_tasks.evaluate import evaluate_task
-from nerflow.prefect_tasks.promote import promote_task
-from nerflow.prefect_tasks.register import register_task
-from nerflow.prefect_tasks.registered import find_registered
-from nerflow.prefect_tasks.tokenize import tokenize_task
-from nerflow.prefect_tasks.train import train_task
-from nerflow.prefect_tasks.validate import validate_task
+from nerflow.prefect_tasks.registered import OUTPUTS_ARTIFACT, find_registered
+from nerflow.prefect_tasks.stage import RunContext, stage_task
+from nerflow.progress import TrainingInterrupted
+
+
+run_stage_task = stage_task()
 
 
 @flow(name="nerflow-pipeline", validate_parameters=False)
-def ner_pipeline(cfg: PipelineConfig, force_from: str | None = None, force_register: bool = False,
-                 continue_run_id: str | None = None) -> dict:
-    """`force_register`: a new version even if one has these weights; `continue_run_id`: the MLflow run this
-    attempt continues (nerflow rerun), whatever its status. An interrupt (Ctrl-C, SIGTERM) ends the flow run
-    Cancelled, with the MLflow run KILLED and training checkpointed: the same command continues it."""
-    plan = make_plan(cfg, force_from, prefect_tasks.sources())
-    keys = {s: plan.stages[s].key for s in STAGES}
+def pipeline(cfg: PipelineConfig, force_from: str | None = None, force_register: bool = False,
+             continue_run_id: str | None = None, graph: Graph | None = None) -> RunResult:
+    """`force_from`: recompute that stage and every stage downstream of it; `force_register`: a new version even if
+    one has these weights; `continue_run_id`: the MLflow run this attempt continues (nerflow rerun), whatever its
+    status; `graph`: the stages to run (default: nerflow.graph.PIPELINE). An interrupt (Ctrl-C, SIGTERM) ends the
+    flow run Cancelled, with the MLflow run KILLED and training checkpointed: the same command continues it."""
+    plan = make_plan(cfg, force_from, graph or stage_graph.PIPELINE)
+    keys = {s: p.key for s, p in plan.stages.items()}
     client = tracking.configure()
     flow_run_id = str(flow_run.get_id() or "")
     try:
@@ -45,12 +48,10 @@ def ner_pipeline(cfg: PipelineConfig, force_from: str | None = None, force_regis
                 force_from is None and continue_run_id is None else None
             if done is not None:   # another host registered it while this one waited for the lock
                 return done
-            return _run_stages(cfg, plan, keys, client, flow_run_id, force_register, continue_run_id)
+            return run_stages(cfg, plan, client, flow_run_id, force_register, continue_run_id)
     except KeyboardInterrupt as e:
         return Cancelled(message=f"interrupted ({e or 'SIGINT'})")
-    except Exception as e:  # noqa: BLE001 - only the interrupt is a cancel; anything else fails the flow run
-        if type(e).__name__ != "TrainingInterrupted":
-            raise
+    except TrainingInterrupted as e:
         return Cancelled(message=f"interrupted: {str(e).split('; train again')[0]}; nothing registered")
 
 
@@ -63,20 +64,17 @@ def team_run_lock(logical_run: str):
                                     what=f"pipeline run {logical_run[:12]} on another host")
 
 
-def _run_stages(cfg: PipelineConfig, plan, keys: dict[str, str], client, flow_run_id: str, force_register: bool,
-                continue_run_id: str | None) -> dict:
-    steps = plan.stages
+def run_stages(cfg: PipelineConfig, plan, client, flow_run_id: str, force_register: bool,
+               continue_run_id: str | None) -> RunResult:
+    """Every stage of the plan's graph in order, each given the outputs of the stages it consumes."""
     with tracking.pipeline_run(client, cfg, plan.logical_run, flow_run_id, continue_run_id) as run_id, \
             run_record.run_log(client, run_id), run_record.system_metrics(run_id):
-        validated = validate_task(cfg, steps["validate"], run_id)
-        tokenized = tokenize_task(cfg, steps["tokenize"], plan.model_path, validated, run_id)
-        trained = train_task(cfg, steps["train"], plan.model_path, validated, tokenized, run_id)
-        evaluated = evaluate_task(cfg, steps["evaluate"], validated, tokenized, trained, run_id)
-        registered = register_task(cfg, steps["register"], keys, validated, trained, run_id, flow_run_id,
-                                    force_register=force_register)
-        promoted = promote_task(cfg, steps["promote"], validated, evaluated, registered, run_id, flow_run_id)
-        run_record.describe_run(client, run_id, cfg, registered)   # scores and version are known now
-    return {"run_id": run_id, "flow_run_id": flow_run_id, "metrics": evaluated["metrics"], **registered,
-            "promotion": promoted["promotion"],
-            "stages": {s["stage"]: s["reused"] for s in (validated, tokenized, trained, evaluated, registered,
-                                                          promoted)}}
+        ctx = RunContext(cfg, plan, run_id, flow_run_id, force_register)
+        outputs = {}
+        for stage in plan.graph.stages:
+            upstream = {name: outputs[name] for name in stage.consumes}
+            outputs[stage.name] = run_stage_task.with_options(name=stage.name)(ctx, stage.name, upstream)
+        result = RunResult(run_id, outputs, flow_run_id)
+        tracking.log_json(client, run_id, result.to_json(), OUTPUTS_ARTIFACT)
+        run_record.describe_run(client, run_id, cfg, result)   # scores and version are known now
+    return result

@@ -1,7 +1,8 @@
 """`nerflow predict ... --flow`: the same prediction as a Prefect flow (`nerflow-predict`, one task), tracked in MLflow.
 
 One MLflow run per call in the experiment `nerflow-predict`: params model_uri, input, output, batch_size; metrics
-predict/documents, predict/entities, predict/documents_per_s; the output JSON lines as the artifact
+predict/documents, predict/documents_per_s and the task type's counts (predict/entities for NER,
+predict/label_<label> for a classifier); the output JSON lines as the artifact
 `predictions/<file name>`; tags with the Prefect flow-run id. A failure marks the run FAILED with the error as a tag.
 """
 from __future__ import annotations
@@ -22,13 +23,12 @@ ARTIFACT_DIR = "predictions"
 @task(name="predict", cache_policy=NO_CACHE, persist_result=False, retries=0)
 def predict_task(model_uri: str, input_path: str, output_path: str, batch_size: int) -> dict:
     from nerflow.documents import predict_documents, read_documents, write_jsonl
-    from nerflow.flows.commands.predict import empty_answer, open_model
+    from nerflow.flows.commands.predict import open_model
 
-    predict, task = open_model(model_uri)
-    stats: dict = {}
-    write_jsonl(output_path, predict_documents(predict, read_documents(input_path), batch_size,
-                                               progress=sys.stderr.isatty(), stats=stats,
-                                               empty=empty_answer(task)))
+    predict, kind = open_model(model_uri)
+    stats: dict = {"task": kind.name}
+    write_jsonl(output_path, predict_documents(predict, read_documents(input_path), kind, batch_size,
+                                               progress=sys.stderr.isatty(), stats=stats))
     return stats
 
 
@@ -52,8 +52,8 @@ def predict_flow(model_uri: str, input_path: str, output_path: str, batch_size: 
     try:
         stats = predict_task(model_uri, input_path, output_path, batch_size)
         step_ms = int(run.info.start_time)
-        client.log_batch(run_id, metrics=[Metric(f"predict/{k}", float(stats[k]), step_ms, 0)
-                                          for k in ("documents", "entities", "documents_per_s")])
+        counted = {"documents": stats["documents"], "documents_per_s": stats["documents_per_s"], **stats["counts"]}
+        client.log_batch(run_id, metrics=[Metric(f"predict/{k}", float(v), step_ms, 0) for k, v in counted.items()])
         client.log_artifact(run_id, output_path, ARTIFACT_DIR)
     except BaseException as e:
         client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])

@@ -24,7 +24,6 @@ def scheduled_pipeline(config: str, overrides: list[str] | None = None, workdir:
     """Retrain `config` (with `overrides`, key=value) when its data, settings or code changed since the version
     registered for them; `workdir`: the project checkout relative paths are read from (default: where the worker
     or `nerflow serve` runs)."""
-    from nerflow import prefect_tasks
     from nerflow.config import load_config
     from nerflow.flows.console import quiet_libraries
     from nerflow.plan import make_plan
@@ -36,33 +35,47 @@ def scheduled_pipeline(config: str, overrides: list[str] | None = None, workdir:
     if workdir:
         os.chdir(workdir)
     cfg = load_config(config, list(overrides or []))
-    plan = make_plan(cfg, None, prefect_tasks.sources())
+    plan = make_plan(cfg)
     client = tracking.configure()
     done = registered.find_registered(client, cfg, plan)
     if done is not None:
         who = f"Prefect flow run {flow_run.get_id()} of deployment {deployment.get_name() or '-'}"
         registered.note_unchanged(client, done["run_id"], who)
         return Completed(message=nothing_to_do(done))
-    from nerflow.flows.pipeline import ner_pipeline   # torch from here on
+    from nerflow.flows.pipeline import pipeline   # torch from here on
 
-    state = ner_pipeline(cfg, return_state=True)
+    state = pipeline(cfg, return_state=True)
     if state.is_cancelled():
         return Cancelled(message=state.message)
     result = state.result()   # raises what the pipeline raised: this flow run fails with it
-    if result.get("already_registered"):   # another worker registered it while this one waited for the run lock
+    if result.already_done:   # another worker registered it while this one waited for the run lock
         return Completed(message=nothing_to_do(result))
     return Completed(message=finished(result))
 
 
-def nothing_to_do(done: dict) -> str:
-    return (f"nothing to do: {done['model_name']} version {done['version']} was registered from this data, config "
-            f"and code (MLflow run {done['run_id']})")
+def nothing_to_do(done) -> str:
+    registered = _registered(done)
+    return (f"nothing to do: {registered.model_name} version {registered.version} was registered from this data, "
+            f"config and code (MLflow run {done.run_id})")
 
 
-def finished(result: dict) -> str:
-    promotion = result.get("promotion") or {}
-    verdict = f"; promotion: {promotion['decision']} ({promotion.get('reason', '')})" if promotion else ""
-    made = "already registered:" if result["stages"].get("register") else \
-        "registered" if result.get("new_version", True) else "weights identical to"
-    return (f"{made} {result['model_name']} version {result['version']}, test F1 {result['metrics']['test/f1']:.4f}"
-            f"{verdict} (MLflow run {result['run_id']})")
+def finished(result) -> str:
+    registered, promoted = _registered(result), _promoted(result)
+    verdict = f"; promotion: {promoted['decision']} ({promoted.get('reason', '')})" if promoted else ""
+    made = "already registered:" if registered.reused else \
+        "registered" if registered.new_version else "weights identical to"
+    metrics = next((o.metrics for o in result.outputs.values() if hasattr(o, "metrics")), {})
+    return (f"{made} {registered.model_name} version {registered.version}, test F1 {metrics.get('test/f1', 0):.4f}"
+            f"{verdict} (MLflow run {result.run_id})")
+
+
+def _registered(result):
+    from nerflow.outputs import Registered
+
+    return next(o for o in result.outputs.values() if isinstance(o, Registered))
+
+
+def _promoted(result) -> dict:
+    from nerflow.outputs import Promoted
+
+    return next((o.decision for o in result.outputs.values() if isinstance(o, Promoted)), {})

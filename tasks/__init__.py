@@ -1,14 +1,3 @@
-"""Prefect tasks: thin adapters that call the library (nerflow.*) and log to MLflow. No Prefect import here."""
-from __future__ import annotations
-
-from pathlib import Path
-
-_HERE = Path(__file__).parent
-
-
-def sources() -> dict[str, list[Path]]:
-    """Each stage's task file plus the shared plumbing: code too, hashed into the stage's cache key."""
-    files = {stage: [_HERE / f"{stage}.py", _HERE / "stage.py"]
-             for stage in ("validate", "tokenize", "train", "evaluate", "register", "promote")}
-    files["promote"] += [_HERE / "champion.py", _HERE / "score_served.py", _HERE / "score_served_textcat.py"]
-    return files
+"""Prefect tasks (package `nerflow.prefect_tasks`): one thin adapter per declared stage (nerflow.graph) that calls
+the library (nerflow.*) to compute it and records it in MLflow, plus the MLflow edge shared by them (tracking,
+registration, the champion's moves). `stage.py` runs any stage through its adapter."""

@@ -98,7 +98,7 @@ def score_versions(name: str, versions: list[str], split: Path, task: str) -> di
     by the task's scorer (tasks/score_served*.py)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(), "PYTHONWARNINGS": "ignore",
            "TRANSFORMERS_VERBOSITY": "error", "MLFLOW_LOGGING_LEVEL": "WARNING"}
-    source = Path(__file__).with_name(task_types.get(task).scorer).read_text()
+    source = Path(__file__).with_name(task_types.entry(task, "promote").SERVED_SCRIPT).read_text()
     with tempfile.TemporaryDirectory(prefix="nerflow-score-") as tmp:
         procs = {}
         for v in dict.fromkeys(versions):
@@ -200,7 +200,8 @@ def _decide(name, version, champion, rules, split, gold, data_passed, entries, t
     if version in history.rolled_back_versions(entries):   # refused whatever the scores: do not compute them
         return promotion.decide({"f1": 0.0, "per_type": {}}, None, rules, data_passed, challenger_rolled_back=True)
     scored = score_versions(name, [v for v in (version, champion) if v], split, task)
-    challenger_table, champion_table, restricted = task_types.get(task).gate_tables(gold, scored, (version, champion))
+    challenger_table, champion_table, restricted = task_types.entry(task, "promote").gate_tables(
+        gold, scored, (version, champion))
     return promotion.decide(challenger_table, champion_table, rules, data_passed,
                             challenger_rolled_back=version in history.rolled_back_versions(entries),
                             restricted=restricted)

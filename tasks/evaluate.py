@@ -2,31 +2,26 @@
 classification: accuracy, macro/micro F1, calibration), with its reports and plots as artifacts."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from nerflow import cache
-from nerflow import task_types
-from nerflow.config import PipelineConfig
+from nerflow import cache, task_types
+from nerflow.outputs import OUTPUT_FILE, Evaluated, write_fields
 from nerflow.plan import StagePlan
 from nerflow.prefect_tasks import tracking
-from nerflow.prefect_tasks.stage import run_stage, stage_task
+from nerflow.prefect_tasks.stage import RunContext
 
 
-@stage_task("evaluate")
-def evaluate_task(cfg: PipelineConfig, step: StagePlan, validated: dict, tokenized: dict, trained: dict,
-                  run_id: str) -> dict:
+def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None:
+    entry = task_types.entry(ctx.cfg.task, "evaluate")
+    metrics = entry.evaluate_model(Path(upstream["train"].model_dir), Path(upstream["validate"].path),
+                                   Path(upstream["tokenize"].path), ctx.cfg.evaluate, out)
+    write_fields(out, {"metrics": metrics})
+
+
+def record(ctx: RunContext, step: StagePlan, upstream: dict, output: Evaluated) -> Evaluated:
     client = tracking.configure()
-    kind = task_types.get(cfg.task)
-
-    def compute(out: Path) -> None:
-        kind.evaluate(Path(trained["model_dir"]), Path(validated["path"]), Path(tokenized["path"]), cfg, out)
-
-    result = run_stage(client, run_id, cfg.cache_dir, step, compute)
-    out = Path(result["path"])
-    metrics = json.loads((out / "metrics.json").read_text())
-    tracking.log_metrics(client, run_id, metrics)
-    for f in sorted(out.iterdir()):
-        if f.name != cache.MANIFEST:
-            client.log_artifact(run_id, str(f), "evaluation")
-    return {**result, "metrics": metrics}
+    tracking.log_metrics(client, ctx.run_id, output.metrics)
+    for f in sorted(Path(output.path).iterdir()):
+        if f.name not in (cache.MANIFEST, OUTPUT_FILE):
+            client.log_artifact(ctx.run_id, str(f), "evaluation")
+    return output

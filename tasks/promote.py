@@ -12,12 +12,12 @@ from pathlib import Path
 
 import yaml
 
-from nerflow import promotion
-from nerflow import task_types
+from nerflow import promotion, task_types
 from nerflow.config import PipelineConfig, resolved_dict
+from nerflow.outputs import Promoted, Registered, Validated, write_fields
 from nerflow.plan import StagePlan
 from nerflow.prefect_tasks import champion, tracking
-from nerflow.prefect_tasks.stage import run_stage, stage_task
+from nerflow.prefect_tasks.stage import RunContext
 
 log = logging.getLogger("nerflow.promote")
 
@@ -28,18 +28,18 @@ def rules_of(cfg: PipelineConfig) -> promotion.GateRules:
                                max_type_drop=p.max_type_drop)
 
 
-def model_card(cfg: PipelineConfig, metrics: dict, validated: dict, registered: dict, run_id: str) -> str:
+def model_card(cfg: PipelineConfig, metrics: dict, validated: Validated, registered: Registered, run_id: str) -> str:
     """The version's description (Markdown, shown on its MLflow page)."""
     kind = task_types.get(cfg.task)
     classes = sorted(k.removeprefix("test/support_") for k in metrics if k.startswith("test/support_"))
-    sizes = kind.split_sizes(Path(validated["path"]))
-    labels = json.loads((Path(validated["path"]) / "labels.json").read_text())
+    sizes = validated.sizes
+    labels = json.loads((Path(validated.path) / "labels.json").read_text())
     rows = [f"| {t} | {int(metrics[f'test/support_{t}'])} | {metrics.get(f'val/best_f1_{t}', 0):.4f} | "
             f"{metrics[f'test/f1_{t}']:.4f} |" for t in classes]
     return "\n".join([
-        f"# {registered['model_name']} version {registered['version']}", "",
+        f"# {registered.model_name} version {registered.version}", "",
         f"- task: {cfg.task}; base model: `{cfg.model.name_or_path}`",
-        f"- data: hash `{validated['data_hash'][:16]}`, {sizes['train']:,} / {sizes['validation']:,} / "
+        f"- data: hash `{validated.data_hash[:16]}`, {sizes['train']:,} / {sizes['validation']:,} / "
         f"{sizes['test']:,} {kind.unit} (train / validation / test), from `{cfg.data.dir}`",
         f"- labels: {', '.join(labels)}",
         f"- scores: validation F1 {metrics['val/best_f1']:.4f}, test F1 {metrics['test/f1']:.4f} ({kind.headline})",
@@ -49,32 +49,31 @@ def model_card(cfg: PipelineConfig, metrics: dict, validated: dict, registered: 
         "```yaml", yaml.safe_dump(resolved_dict(cfg), sort_keys=False).strip(), "```"])[:19000]
 
 
-@stage_task("promote")
-def promote_task(cfg: PipelineConfig, step: StagePlan, validated: dict, evaluated: dict, registered: dict,
-                 run_id: str, flow_run_id: str | None) -> dict:
-    client = tracking.configure()
-    name, version, alias = registered["model_name"], str(registered["version"]), cfg.promote.alias
+def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None:
+    cfg, client = ctx.cfg, tracking.configure()
+    validated, evaluated, registered = upstream["validate"], upstream["evaluate"], upstream["register"]
+    name, version, alias = registered.model_name, str(registered.version), cfg.promote.alias
+    if registered.new_version:
+        client.update_model_version(name, version,
+                                    description=model_card(cfg, evaluated.metrics, validated, registered, ctx.run_id))
+    split = Path(validated.path) / "test.jsonl"
+    decision = champion.gate(
+        client, name, version, alias, rules_of(cfg), split, task_types.entry(cfg.task, "promote").gold(split),
+        data_passed=True, auto=cfg.promote.auto, actor=champion.actor_name(), task=cfg.task,
+        evidence={"test_data_hash": validated.data_hash, "mlflow_run_id": ctx.run_id,
+                  "prefect_flow_run_id": ctx.flow_run_id})
+    moved = decision.accepted and cfg.promote.auto and champion.alias_version(client, name, alias) == version
+    outcome = {**promotion.decision_json(decision), "version": version, "alias": alias, "moved": moved,
+               "auto": cfg.promote.auto}
+    (out / "comparison.json").write_text(json.dumps(outcome, indent=1))
+    (out / "comparison.md").write_text(promotion.comparison_markdown(decision))
+    write_fields(out, {"decision": outcome})
 
-    def compute(out: Path) -> None:
-        if registered.get("new_version", True):
-            client.update_model_version(name, version,
-                                        description=model_card(cfg, evaluated["metrics"], validated, registered, run_id))
-        split = Path(validated["path"]) / "test.jsonl"
-        decision = champion.gate(
-            client, name, version, alias, rules_of(cfg), split, task_types.get(cfg.task).gold(split),
-            data_passed=True, auto=cfg.promote.auto, actor=champion.actor_name(), task=cfg.task,
-            evidence={"test_data_hash": validated["data_hash"], "mlflow_run_id": run_id,
-                      "prefect_flow_run_id": flow_run_id})
-        moved = decision.accepted and cfg.promote.auto and champion.alias_version(client, name, alias) == version
-        outcome = {**promotion.decision_json(decision), "version": version, "alias": alias, "moved": moved,
-                   "auto": cfg.promote.auto}
-        (out / "comparison.json").write_text(json.dumps(outcome, indent=1))
-        (out / "comparison.md").write_text(promotion.comparison_markdown(decision))
 
-    result = run_stage(client, run_id, cfg.cache_dir, step, compute)
-    out = Path(result["path"])
-    for name_ in ("comparison.json", "comparison.md"):
-        client.log_artifact(run_id, str(out / name_), "promotion")
-    outcome = json.loads((out / "comparison.json").read_text())
-    tracking.log_tags(client, run_id, {"promotion": outcome["decision"], "promotion_reason": outcome["reason"][:4900]})
-    return {**result, "promotion": outcome}
+def record(ctx: RunContext, step: StagePlan, upstream: dict, output: Promoted) -> Promoted:
+    client, out = tracking.configure(), Path(output.path)
+    for name in ("comparison.json", "comparison.md"):
+        client.log_artifact(ctx.run_id, str(out / name), "promotion")
+    tracking.log_tags(client, ctx.run_id, {"promotion": output.decision["decision"],
+                                           "promotion_reason": output.decision["reason"][:4900]})
+    return output

@@ -1,13 +1,14 @@
 """Registration stage: log the fine-tuned model as a servable pyfunc, register a new version, tag it, alias it.
 
 Idempotent: a version is found by its `nerflow.register_key` tag before a new one is made, and a complete stage
-output (registered.json) whose version still exists means "already registered", nothing new.
+output whose version still exists means "already registered", nothing new.
 All or nothing: the version is created with its tags and description in one registry call; if anything after
 it fails (the alias, the stage output, the run's tags), the version is deleted and the alias put back where it was.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
@@ -21,14 +22,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
 import nerflow
-from nerflow import cache
 from nerflow import task_types
-from nerflow.config import PipelineConfig, config_hash
-from nerflow.models import SERVED_ARTIFACT
-from nerflow.models import weights_sha256
+from nerflow.config import config_hash
+from nerflow.models import SERVED_ARTIFACT, weights_sha256
+from nerflow.outputs import OUTPUT_FILE, Registered, write_fields
 from nerflow.plan import StagePlan
 from nerflow.prefect_tasks import tracking
-from nerflow.prefect_tasks.stage import run_stage, stage_task
+from nerflow.prefect_tasks.stage import RunContext
 
 log = logging.getLogger("nerflow.register")
 # What the served model needs, pinned to what it was trained and tested with.
@@ -40,7 +40,7 @@ ATTEMPT_TAG = "nerflow.attempt"
 
 
 def log_servable_model(run_id: str, model_dir: str, task: str):
-    python_model, signature, example = task_types.get(task).servable()
+    python_model, signature, example = task_types.entry(task, "register").servable()
     # MLflow files the logged model under the *active* experiment, not the run's (default: experiment 0, whose
     # artifacts go to ./mlruns of whatever the working directory is): point it at the run's experiment.
     mlflow.set_experiment(experiment_id=MlflowClient().get_run(run_id).info.experiment_id)
@@ -148,9 +148,25 @@ def create_version(client: MlflowClient, undo: Undo, name: str, run_id: str, mod
     return str(version)
 
 
-def still_registered(client: MlflowClient, step: StagePlan) -> bool:
+_UNDO: contextvars.ContextVar[Undo] = contextvars.ContextVar("nerflow_register_undo")
+
+
+@contextlib.contextmanager
+def transaction(ctx: RunContext, step: StagePlan) -> Iterator[Undo]:
+    """Compute and record as one: if anything fails after the registry changed, the change is undone."""
+    with all_or_nothing(tracking.configure(), ctx.cfg.registry.model_name) as undo:
+        token = _UNDO.set(undo)
+        try:
+            yield undo
+        finally:
+            _UNDO.reset(token)
+
+
+def still_valid(ctx: RunContext, step: StagePlan, entry: Path) -> bool:
+    """A complete entry whose version someone deleted from the registry is registered again."""
+    client = tracking.configure()
     try:
-        done = json.loads((step.path / "registered.json").read_text())
+        done = json.loads((entry / OUTPUT_FILE).read_text())
         client.get_model_version(done["model_name"], str(done["version"]))
         return True
     except (OSError, ValueError, KeyError):
@@ -161,59 +177,49 @@ def still_registered(client: MlflowClient, step: StagePlan) -> bool:
         raise
 
 
-@stage_task("register")
-def register_task(cfg: PipelineConfig, step: StagePlan, keys: dict, validated: dict, trained: dict, run_id: str,
-                  flow_run_id: str | None, force_register: bool = False) -> dict:
-    """`force_register`: a new version even when one with the same weights exists. Without it, a forced stage
-    (`rerun --from`) whose weights equal an existing version's reuses that version and leaves the alias alone."""
-    client = tracking.configure()
+def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None:
+    """Register the trained weights. `ctx.force_register`: a new version even when one with the same weights
+    exists. Without it, a forced stage (`rerun --from`) whose weights equal an existing version's reuses that
+    version and leaves the alias alone."""
+    cfg, client, undo = ctx.cfg, tracking.configure(), _UNDO.get()
     name, alias = cfg.registry.model_name, cfg.registry.alias
-    same_weights_rule = step.forced and not force_register
-    if step.complete and not still_registered(client, step):  # someone deleted the version: register again
-        step = dataclasses.replace(step, complete=False, forced=True)
-    if step.forced and cache.lookup(cfg.cache_dir, step.stage, step.key) is not None:
-        # registered.json is only read by this stage, under the run lock: the new record replaces the old one
-        # (a complete entry is otherwise kept as it is, and a stale record would re-register on every run)
-        cache.discard(step.path)
-    done: dict = {}      # what this call registered: the stage output may be an existing entry of the same key
+    trained, validated = upstream["train"], upstream["validate"]
+    attempt = tracking.attempt_of(client, ctx.run_id)
+    weights = weights_sha256(trained.model_dir)
+    # Forced (--force-register, rerun --from) means a new version: only one this attempt made counts.
+    existing = find_version(client, name, step.key, *((ctx.run_id, attempt) if step.forced else ()))
+    same = newest_version(client, name, {WEIGHTS_TAG: weights}) if step.forced and not ctx.force_register else None
+    if existing is not None:  # made by an attempt that died before recording it
+        version, new, by = existing.version, False, existing.run_id
+        undo.move_alias(alias, version)
+    elif same is not None:
+        version, new, by = same.version, False, same.run_id
+        log.info("weights identical to %s version %s: no new version registered (use --force-register "
+                 "for one)", name, version)
+    else:
+        keys = {s: p.key for s, p in ctx.plan.stages.items()}
+        tags = {"data_hash": validated.data_hash, "config_hash": config_hash(cfg),
+                "git_commit": tracking.git_state()["git_commit"], "base_model": cfg.model.name_or_path,
+                "prefect_flow_run_id": ctx.flow_run_id or "", "mlflow_run_id": ctx.run_id, KEY_TAG: step.key,
+                "nerflow.task": cfg.task, WEIGHTS_TAG: weights, ATTEMPT_TAG: str(attempt),
+                **({"base_model_commit": ctx.plan.model_revision} if ctx.plan.model_revision else {}),
+                **{f"nerflow.{stage}_key": key for stage, key in keys.items()}}
+        description = (f"{cfg.task} fine-tuned from {cfg.model.name_or_path} on data "
+                       f"{validated.data_hash[:12]} by MLflow run {ctx.run_id}")
+        version, new, by = create_version(client, undo, name, ctx.run_id, trained.model_dir, tags,
+                                          description, cfg.task), True, ctx.run_id
+        undo.move_alias(alias, version)
+    write_fields(out, {"model_name": name, "version": int(version), "alias": alias, "registered_by_run": by,
+                       "new_version": new})
 
-    attempt = tracking.attempt_of(client, run_id)
-    with all_or_nothing(client, name) as undo:
-        def compute(out: Path) -> None:
-            weights = weights_sha256(trained["model_dir"])
-            # Forced (--force-register, rerun --from) means a new version: only one this attempt made counts.
-            existing = find_version(client, name, step.key, *((run_id, attempt) if step.forced else ()))
-            same = newest_version(client, name, {WEIGHTS_TAG: weights}) if same_weights_rule else None
-            if existing is not None:  # made by an attempt that died before recording it
-                version, new, by = existing.version, False, existing.run_id
-                undo.move_alias(alias, version)
-            elif same is not None:
-                version, new, by = same.version, False, same.run_id
-                log.info("weights identical to %s version %s: no new version registered (use --force-register "
-                         "for one)", name, version)
-            else:
-                tags = {"data_hash": validated["data_hash"], "config_hash": config_hash(cfg),
-                        "git_commit": tracking.git_state()["git_commit"], "base_model": cfg.model.name_or_path,
-                        "prefect_flow_run_id": flow_run_id or "", "mlflow_run_id": run_id, KEY_TAG: step.key,
-                        "nerflow.task": cfg.task, WEIGHTS_TAG: weights, ATTEMPT_TAG: str(attempt),
-                        **{f"nerflow.{stage}_key": key for stage, key in keys.items()}}
-                description = (f"{cfg.task} fine-tuned from {cfg.model.name_or_path} on data "
-                               f"{validated['data_hash'][:12]} by MLflow run {run_id}")
-                version, new, by = create_version(client, undo, name, run_id, trained["model_dir"], tags,
-                                                  description, cfg.task), True, run_id
-                undo.move_alias(alias, version)
-            done.update({"model_name": name, "version": int(version), "alias": alias, "registered_by_run": by,
-                         "new_version": new})
-            (out / "registered.json").write_text(json.dumps(done))
 
-        result = run_stage(client, run_id, cfg.cache_dir, step, compute)
-        if not done:
-            done = json.loads((Path(result["path"]) / "registered.json").read_text())
-            done["new_version"] = False
-        if result["reused"]:
-            log.info("already registered: %s version %s (run %s); nothing new to register", name,
-                     done["version"], done["registered_by_run"])
-        elif done["new_version"]:
-            log.info("registered %s version %s with alias @%s", name, done["version"], alias)
-        tracking.log_tags(client, run_id, {"registered_model": name, "registered_version": done["version"]})
-    return {**result, **done, "uri": f"models:/{name}@{alias}"}
+def record(ctx: RunContext, step: StagePlan, upstream: dict, output: Registered) -> Registered:
+    if output.reused:
+        output = dataclasses.replace(output, new_version=False)
+        log.info("already registered: %s version %s (run %s); nothing new to register", output.model_name,
+                 output.version, output.registered_by_run)
+    elif output.new_version:
+        log.info("registered %s version %s with alias @%s", output.model_name, output.version, output.alias)
+    tracking.log_tags(tracking.configure(), ctx.run_id, {"registered_model": output.model_name,
+                                                         "registered_version": output.version})
+    return output

@@ -14,6 +14,7 @@ from typing import Iterator
 from mlflow import MlflowClient
 
 from nerflow.config import PipelineConfig
+from nerflow.outputs import Registered, RunResult
 from nerflow.prefect_tasks.tracking import attempt_of, git_state, log_tags, tracking_uri
 
 log = logging.getLogger("nerflow.tracking")
@@ -50,27 +51,31 @@ def source_tags() -> dict[str, str]:
     return {**tags, MLFLOW_GIT_COMMIT: commit} if commit != "unknown" else tags
 
 
-def run_description(cfg: PipelineConfig, metrics: dict[str, float], registered: dict | None) -> str:
+def run_description(cfg: PipelineConfig, metrics: dict[str, float], result: RunResult | None) -> str:
     """The run's description (Markdown): data, base model, and once known the scores and registered version."""
+    from nerflow import task_types
+
+    kind = task_types.get(cfg.task)
     data = cfg.data.hf_dataset if cfg.data.format == "hf" and cfg.data.hf_dataset else cfg.data.dir
-    sizes = "/".join(f"{int(metrics[f'data/sentences_{s}']):,}" for s in ("train", "validation", "test")
-                     if f"data/sentences_{s}" in metrics)
+    sizes = "/".join(f"{int(metrics[f'data/{kind.unit}_{s}']):,}" for s in ("train", "validation", "test")
+                     if f"data/{kind.unit}_{s}" in metrics)
     lines = [f"{cfg.task}: `{cfg.model.name_or_path}` fine-tuned on `{data}`"
-             + (f" ({sizes} sentences train/validation/test)" if sizes.count("/") == 2 else "") + "."]
+             + (f" ({sizes} {kind.unit} train/validation/test)" if sizes.count("/") == 2 else "") + "."]
     if "test/f1" in metrics:
         best = f" (epoch {int(metrics['train/best_epoch'])})" if "train/best_epoch" in metrics else ""
         lines.append(f"Validation F1 {metrics.get('val/best_f1', float('nan')):.4f}{best}, "
-                     f"test F1 {metrics['test/f1']:.4f} (micro, strict IOB2).")
+                     f"test F1 {metrics['test/f1']:.4f} ({kind.headline}).")
+    registered = next((o for o in (result.outputs.values() if result else ()) if isinstance(o, Registered)), None)
     if registered:
-        what = "registered" if registered.get("new_version", True) else "same as"
-        lines.append(f"{what.capitalize()} `{registered['model_name']}` version {registered['version']}"
-                     + (f" (@{registered['alias']})." if registered.get("alias") else "."))
+        what = "registered" if registered.new_version else "same as"
+        lines.append(f"{what.capitalize()} `{registered.model_name}` version {registered.version}"
+                     + (f" (@{registered.alias})." if registered.alias else "."))
     return "\n\n".join(lines)
 
 
-def describe_run(client: MlflowClient, run_id: str, cfg: PipelineConfig, registered: dict | None) -> None:
+def describe_run(client: MlflowClient, run_id: str, cfg: PipelineConfig, result: RunResult | None) -> None:
     """Set the description from what the run has logged so far (called at the end, when scores are known)."""
-    log_tags(client, run_id, {NOTE_TAG: run_description(cfg, client.get_run(run_id).data.metrics, registered)})
+    log_tags(client, run_id, {NOTE_TAG: run_description(cfg, client.get_run(run_id).data.metrics, result)})
 
 
 @contextlib.contextmanager

@@ -1,69 +1,117 @@
-"""Shared plumbing of a cached stage: reuse or compute by its planned key, and say which in the log and in MLflow."""
+"""Run one declared stage (nerflow.graph): reuse its output or compute it through its adapter, under the stage key's
+lock, then let the adapter record it in MLflow. Every stage runs through `run_stage`, so reuse, force, retries and
+locking behave the same for all of them, and a new stage needs only its declaration, library function and adapter.
+
+An adapter is a module of this package with
+    compute(ctx, step, upstream, out: Path) -> None    write the output into `out` (its fields: outputs.write_fields)
+    record(ctx, step, upstream, output) -> StageOutput  log it to MLflow; return it (computed or reused alike)
+and optionally
+    still_valid(ctx, step, entry) -> bool               False: a complete entry the world has invalidated since
+    transaction(ctx, step) -> context manager           around compute and record (register: all or nothing)
+`upstream` holds the outputs of the stages it consumes, by name.
+"""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import importlib
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-from mlflow import MlflowClient
+from types import ModuleType
 
 from nerflow import cache, locks
-from nerflow.plan import StagePlan
+from nerflow.config import PipelineConfig
+from nerflow.outputs import StageOutput
+from nerflow.plan import Plan, StagePlan
 from nerflow.prefect_tasks import tracking
 
 log = logging.getLogger("nerflow.stage")
 
 
-def run_stage(client: MlflowClient, run_id: str, root: Path, step: StagePlan, compute: Callable[[Path], None]) -> dict:
-    """Returns {"stage", "key", "path", "reused"}: what the next stage needs, small and JSON-able.
-    `step.complete` was decided by the plan; a forced stage is recomputed even if an output exists. A retry of a
-    stage whose output was completed by the failed try (the fault came after it) does not compute it again.
-    One process computes a key at a time (locks.stage_lock): another run that needs the same key (it differs only
-    in later settings) waits for it and reuses its output."""
+@dataclass(frozen=True)
+class RunContext:
+    """What every stage of one pipeline attempt shares."""
+
+    cfg: PipelineConfig
+    plan: Plan
+    run_id: str
+    flow_run_id: str = ""
+    force_register: bool = False   # a new model version even when one with the same weights exists
+
+
+def adapter_of(plan: Plan, stage: str) -> ModuleType:
+    return importlib.import_module(plan.graph.stage(stage).adapter_module)
+
+
+def run_stage(ctx: RunContext, stage: str, upstream: dict[str, StageOutput]) -> StageOutput:
+    """The stage's output for this attempt. A stage the plan found complete is reused; a forced one is recomputed
+    whatever exists (its new generation replaces the key's output); a retry of a stage whose output an earlier try
+    completed (the fault came after it) does not compute it again. One process computes a key at a time
+    (locks.stage_lock): another run that needs the same key waits for it and reuses its output."""
     started = time.perf_counter()
-    found = cache.lookup(root, step.stage, step.key) is not None
-    reused = step.complete and found
-    if reused:
-        log.info("%s: reusing %s (inputs, settings and code unchanged)", step.stage, step.path)
-    elif found and not step.forced:  # written by an earlier try of this task (a Prefect retry): not again
-        log.info("%s: output completed since the plan was made (by an earlier try): %s", step.stage, step.path)
-    else:
-        reused = compute_once(client, run_id, root, step, compute, found)
-    attempt = tracking.attempt_of(client, run_id)
-    tracking.log_tags(client, run_id, {f"stage.{step.stage}": "reused" if reused else "computed",
-                                       f"stage.{step.stage}.key": step.key})
-    tracking.log_metrics(client, run_id, {f"stage/{step.stage}_seconds": time.perf_counter() - started}, step=attempt)
-    return {"stage": step.stage, "key": step.key, "path": str(step.path), "reused": reused}
+    client = tracking.configure()
+    adapter = adapter_of(ctx.plan, stage)
+    step = ctx.plan.stages[stage]
+    root = Path(ctx.cfg.cache_dir)
+    with getattr(adapter, "transaction", _no_transaction)(ctx, step):
+        entry = cache.lookup(root, stage, step.key)
+        if entry is not None and step.complete and hasattr(adapter, "still_valid") and \
+                not adapter.still_valid(ctx, step, entry):
+            step = dataclasses.replace(step, complete=False, forced=True)
+        reused = step.complete and entry is not None
+        if reused:
+            log.info("%s: reusing %s (inputs, settings and code unchanged)", stage, entry)
+        elif entry is not None and not step.forced:   # written by an earlier try of this task (a Prefect retry)
+            log.info("%s: output completed since the plan was made (by an earlier try): %s", stage, entry)
+        else:
+            entry, reused = compute_once(ctx, adapter, step, upstream)
+        locks.note_generation(root, ctx.plan.logical_run, stage, entry.name)
+        output_type = ctx.plan.graph.stage(stage).output
+        output = adapter.record(ctx, step, upstream, output_type.load(stage, step.key, entry, reused))
+        tracking.log_tags(client, ctx.run_id, {f"stage.{stage}": "reused" if reused else "computed",
+                                               f"stage.{stage}.key": step.key})
+        tracking.log_metrics(client, ctx.run_id, {f"stage/{stage}_seconds": time.perf_counter() - started},
+                             step=tracking.attempt_of(client, ctx.run_id))
+    return output
 
 
-def compute_once(client: MlflowClient, run_id: str, root: Path, step: StagePlan, compute: Callable[[Path], None],
-                 found_before: bool) -> bool:
-    """Compute under the stage key's lock; True when a concurrent run completed it while this one waited."""
-    logical_run = client.get_run(run_id).data.tags.get(tracking.LOGICAL_RUN_TAG, "")
-    with locks.stage_lock(root, step.stage, step.key, logical_run) as waited:
+@contextlib.contextmanager
+def _no_transaction(ctx: RunContext, step: StagePlan):
+    yield
+
+
+def compute_once(ctx: RunContext, adapter: ModuleType, step: StagePlan, upstream: dict[str, StageOutput]
+                 ) -> tuple[Path, bool]:
+    """(the entry, whether it was reused): computed under the stage key's lock, or reused when a concurrent run
+    completed it while this one waited."""
+    root = Path(ctx.cfg.cache_dir)
+    found_before = cache.lookup(root, step.stage, step.key) is not None
+    with locks.stage_lock(root, step.stage, step.key, ctx.plan.logical_run) as waited:
         # A forced stage whose output existed before the wait must still be computed: what is there now is that
         # old output, not the other run's.
-        if waited is not None and not (step.forced and found_before) \
-                and cache.lookup(root, step.stage, step.key) is not None:
-            log.info("%s: reusing %s, computed by a concurrent run", step.stage, step.path)
-            return True
-        log.info("%s: computing (key %s)", step.stage, step.key)
+        entry = cache.lookup(root, step.stage, step.key)
+        if waited is not None and entry is not None and not (step.forced and found_before):
+            log.info("%s: reusing %s, computed by a concurrent run", step.stage, entry)
+            return entry, True
+        log.info("%s: computing (key %s)%s", step.stage, step.key, " (forced)" if step.forced else "")
         try:
-            with cache.stage_output(root, step.stage, step.key, step.parts) as tmp:
-                compute(tmp)
+            with cache.stage_output(root, step.stage, step.key, step.parts, replace=step.forced) as out:
+                adapter.compute(ctx, step, upstream, out)
         except BaseException:
-            tracking.log_tags(client, run_id, {"failed_stage": step.stage})
+            tracking.log_tags(tracking.configure(), ctx.run_id, {"failed_stage": step.stage})
             raise
-    return False
+        return cache.lookup(root, step.stage, step.key), False
 
 
-def stage_task(name: str, **kwargs):
-    """A pipeline stage as a Prefect task: no Prefect result cache (the stage cache above decides reuse, and
-    verifies outputs Prefect cannot), retries with backoff only for transient faults (network, MLflow server)."""
+def stage_task(**kwargs):
+    """`run_stage` as a Prefect task: no Prefect result cache (the stage cache above decides reuse, and verifies
+    outputs Prefect cannot), retries with backoff only for transient faults (network, MLflow server). Named per
+    stage by the flow (`with_options(name=...)`)."""
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
-    options = {"name": name, "cache_policy": NO_CACHE, "retries": 2, "retry_delay_seconds": [2, 10],
+    options = {"name": "stage", "cache_policy": NO_CACHE, "retries": 2, "retry_delay_seconds": [2, 10],
                "retry_condition_fn": tracking.retry_if_transient, **kwargs}
-    return task(**options)
+    return task(**options)(run_stage)

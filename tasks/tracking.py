@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from nerflow.config import PipelineConfig, config_hash, flatten, resolved_dict
+from nerflow.progress import TrainingInterrupted
 
 STORE_DIR = Path("mlruns")
 LIBRARIES = ("torch", "transformers", "tokenizers", "datasets", "mlflow", "prefect", "great-expectations", "seqeval")
@@ -173,8 +174,8 @@ def pipeline_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, fl
         yield run_id
     except BaseException as e:
         log_tags(client, run_id, {"error": f"{type(e).__name__}: {e}"[:5000]})
-        # pre-empted (SIGTERM -> nerflow.train.TrainingInterrupted) or stopped by hand: not broken
-        stopped = isinstance(e, KeyboardInterrupt) or type(e).__name__ == "TrainingInterrupted"
+        # pre-empted (SIGTERM -> nerflow.progress.TrainingInterrupted) or stopped by hand: not broken
+        stopped = isinstance(e, (KeyboardInterrupt, TrainingInterrupted))
         client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
         raise
     log_tags(client, run_id, {"failed_stage": ""})
@@ -191,7 +192,7 @@ def is_transient(exc: BaseException) -> bool:
     from nerflow.config import ConfigError
     from nerflow.data import DataError
 
-    if type(exc).__name__ == "TrainingInterrupted":  # checked by name: no torch import on this path
+    if isinstance(exc, TrainingInterrupted):
         return False
     if isinstance(exc, (ConfigError, DataError, ValueError, TypeError, KeyError)):
         return False

@@ -6,42 +6,41 @@ import json
 from pathlib import Path
 
 from nerflow import task_types
-from nerflow.config import PipelineConfig
 from nerflow.data import SPLITS
+from nerflow.outputs import Validated, write_fields
 from nerflow.plan import StagePlan
 from nerflow.prefect_tasks import tracking
-from nerflow.prefect_tasks.stage import run_stage, stage_task
+from nerflow.prefect_tasks.stage import RunContext
 from nerflow.validation import ValidationFailed, render_html
 
 
-@stage_task("validate")
-def validate_task(cfg: PipelineConfig, step: StagePlan, run_id: str) -> dict:
-    client = tracking.configure()
-    fingerprint = step.parts["data"]
-    kind = task_types.get(cfg.task)
+def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None:
+    cfg, client = ctx.cfg, tracking.configure()
+    entry = task_types.entry(cfg.task, "validate")
+    corpus = entry.load_corpus(cfg.data)
+    report = entry.validate_corpus(corpus, cfg.data)
+    # the report is evidence whether the data passed or not
+    tracking.log_json(client, ctx.run_id, report.to_json(), "validation/report.json")
+    client.log_text(ctx.run_id, render_html(report), "validation/report.html")
+    tracking.log_metrics(client, ctx.run_id, data_metrics(report.metrics))
+    if not report.passed:
+        raise ValidationFailed(report.summary())
+    entry.write_validated(corpus, cfg.data, out)
+    (out / "report.json").write_text(json.dumps(report.to_json(), indent=1, default=str))
+    write_fields(out, {"data_hash": ctx.plan.data_hash, "data": ctx.plan.identities["data"],
+                       "sizes": {split: len(corpus[split]) for split in SPLITS}})
 
-    def compute(out: Path) -> None:
-        corpus = kind.load_corpus(cfg.data)
-        report = kind.validate(corpus, cfg.data)
-        # the report is evidence whether the data passed or not
-        tracking.log_json(client, run_id, report.to_json(), "validation/report.json")
-        client.log_text(run_id, render_html(report), "validation/report.html")
-        tracking.log_metrics(client, run_id, data_metrics(report.metrics))
-        if not report.passed:
-            raise ValidationFailed(report.summary())
-        kind.write_validated(corpus, cfg.data, out)
-        (out / "report.json").write_text(json.dumps(report.to_json(), indent=1, default=str))
 
-    result = run_stage(client, run_id, cfg.cache_dir, step, compute)
-    out = Path(result["path"])
-    if result["reused"]:  # the stored report is still this run's evidence, and its numbers this run's data/ metrics
-        client.log_artifact(run_id, str(out / "report.json"), "validation")
+def record(ctx: RunContext, step: StagePlan, upstream: dict, output: Validated) -> Validated:
+    client, out = tracking.configure(), Path(output.path)
+    if output.reused:  # the stored report is still this run's evidence, and its numbers this run's data/ metrics
+        client.log_artifact(ctx.run_id, str(out / "report.json"), "validation")
         stored = json.loads((out / "report.json").read_text())
-        tracking.log_metrics(client, run_id, data_metrics(stored["metrics"]))
+        tracking.log_metrics(client, ctx.run_id, data_metrics(stored["metrics"]))
     for split in SPLITS:
-        tracking.log_dataset(client, run_id, out / f"{split}.jsonl", f"{split}-{fingerprint[:12]}", split)
-    tracking.log_tags(client, run_id, {"data_hash": fingerprint})
-    return {**result, "data_hash": fingerprint}
+        tracking.log_dataset(client, ctx.run_id, out / f"{split}.jsonl", f"{split}-{output.data_hash[:12]}", split)
+    tracking.log_tags(client, ctx.run_id, {"data_hash": output.data_hash})
+    return output
 
 
 RENAMED = (("n_sentences_", "sentences_"), ("n_tokens_", "tokens_"), ("n_documents_", "texts_"),

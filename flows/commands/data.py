@@ -1,4 +1,5 @@
-"""`nerflow validate` (the data checks alone: no training, no tracking) and `nerflow make-sample`."""
+"""`nerflow validate` (the data checks alone: no training, no tracking) and `nerflow make-sample` (the task type's
+synthetic sample corpus, its `sample` entry)."""
 from __future__ import annotations
 
 import argparse
@@ -11,9 +12,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from nerflow.validation import ValidationFailed
 
     cfg = load_config(args.config, args.overrides)
-    kind = task_types.get(cfg.task)
-    corpus = kind.load_corpus(cfg.data)
-    report = kind.validate(corpus, cfg.data)
+    kind, validate = task_types.get(cfg.task), task_types.entry(cfg.task, "validate")
+    corpus = validate.load_corpus(cfg.data)
+    report = validate.validate_corpus(corpus, cfg.data)
     if not report.passed:
         raise ValidationFailed(report.summary())
     print(report.summary())
@@ -22,9 +23,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_make_sample(args: argparse.Namespace) -> int:
-    from nerflow.ner.synthetic import generate_corpus
+    from nerflow import task_types
+    from nerflow.config import ConfigError
 
-    paths = generate_corpus(Path(args.out_dir), seed=args.seed)
+    try:
+        sample = task_types.entry(task_types.canonical(args.task), "sample")
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"--task {args.task}: {str(e).strip(chr(34))}") from None
+    paths = sample.generate_corpus(Path(args.out_dir), seed=args.seed)
     print(f"synthetic corpus in {Path(args.out_dir)}: " + ", ".join(p.name for p in paths.values()))
     return 0
 
@@ -37,4 +43,5 @@ def add_parsers(sub) -> None:
     sample = sub.add_parser("make-sample", help="write the seeded synthetic quickstart corpus")
     sample.add_argument("out_dir", nargs="?", default="data/generated/quickstart")
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--task", default=None, help="whose sample corpus (default: the default task type)")
     sample.set_defaults(func=cmd_make_sample)

@@ -97,19 +97,21 @@ def test_data(client, name: str, version: str, config: Path | None, overrides: l
     from nerflow import task_types
     from nerflow.config import load_config
 
+    resolved = config is None   # the version's own resolved config, logged by the nerflow that trained it
     if config is None:
         run_id = client.get_model_version(name, version).run_id
         tmp = tempfile.mkdtemp(prefix="nerflow-config-")
         config = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config/resolved.yaml",
                                                           dst_path=tmp))
-    cfg = load_config(config, overrides)
-    kind = task_types.get(cfg.task)
-    corpus = kind.load_corpus(cfg.data)   # an unreadable file is bad input here (DataError), as in `run`
-    report = kind.validate(corpus, cfg.data)
+    cfg = load_config(config, overrides, resolved=resolved)
+    validate = task_types.entry(cfg.task, "validate")
+    corpus = validate.load_corpus(cfg.data)   # an unreadable file is bad input here (DataError), as in `run`
+    report = validate.validate_corpus(corpus, cfg.data)
     folder = Path(tempfile.mkdtemp(prefix="nerflow-test-"))
-    kind.write_validated({"test": corpus["test"]}, cfg.data, folder)
+    validate.write_validated({"test": corpus["test"]}, cfg.data, folder)
     split = folder / "test.jsonl"
-    return cfg, split, kind.gold(split), report.passed, kind.data_fingerprint(cfg.data)
+    return cfg, split, task_types.entry(cfg.task, "promote").gold(split), report.passed, \
+        validate.data_fingerprint(cfg.data)
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -161,18 +163,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     found = [champion.check_version(client, args.name, v) for v in (args.v1, args.v2)]
     (v1, v2), task = [str(f.version) for f in found], champion.task_of(found[0])
     champion.check_version(client, args.name, v2, task)   # two versions of one task type
-    kind = task_types.get(task)
+    kind, scorer = task_types.get(task), task_types.entry(task, "promote")
     _, split, gold, _, _ = test_data(client, args.name, v1, args.config, args.overrides)
     scored = champion.score_versions(args.name, [v1, v2], split, task)
-    tables = {v: kind.gate_tables(gold, scored, (v, None))[0] for v in (v1, v2)}
-    hits = {v: kind.hits(gold, scored[v]) for v in (v1, v2)}
+    tables = {v: scorer.gate_tables(gold, scored, (v, None))[0] for v in (v1, v2)}
+    hits = {v: scorer.hits(gold, scored[v]) for v in (v1, v2)}
     types = sorted(set(tables[v1]["per_type"]) | set(tables[v2]["per_type"]))
     rows = [{"type": t, **{f"v{v}_{k}": tables[v]["per_type"].get(t, {}).get(k) for v in (v1, v2)
                            for k in ("precision", "recall", "f1")},
              "support": (tables[v1]["per_type"].get(t) or tables[v2]["per_type"].get(t))["support"]} for t in types]
     result = {"versions": [v1, v2], "rows": rows, "f1": {v1: tables[v1]["f1"], v2: tables[v2]["f1"]},
               "only_found_by": {v1: len(hits[v1] - hits[v2]), v2: len(hits[v2] - hits[v1])},
-              f"gold_{kind.hit_key}": kind.gold_count(gold)}
+              f"gold_{kind.hit_key}": scorer.gold_count(gold)}
 
     def render(r) -> str:
         f = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731

@@ -15,7 +15,6 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Callable
 
 from nerflow.config import ConfigError
 
@@ -37,8 +36,10 @@ def load_model(uri: str):
         raise ConfigError(f"{uri}: not an MLflow model ({e.strerror or e})") from None
 
 
-def open_model(uri: str) -> tuple[Callable[[list[str]], list], str]:
+def open_model(uri: str):
     """(texts -> one answer per text, the model's task type), for any MODEL_URI form."""
+    from nerflow import task_types
+
     if not URI_SCHEME.match(uri):                       # a local folder
         path = Path(uri)
         meta = path / "nerflow.json"
@@ -46,15 +47,9 @@ def open_model(uri: str) -> tuple[Callable[[list[str]], list], str]:
             raise ConfigError(f"{uri}: no such model folder (or give models:/NAME@ALIAS, models:/NAME/VERSION, "
                               "runs:/RUN_ID/model)")
         if meta.is_file():                              # a checkpoint nerflow trained: no MLflow needed
-            task = json.loads(meta.read_text()).get("task", "token-classification")
-            if task == "text-classification":
-                from nerflow.textcat.predict import Classifier
-
-                classifier = Classifier.load(path)
-                return classifier.predict_text, task
-            from nerflow.ner.predict import Predictor
-
-            return Predictor.load(path).predict_text, task
+            # checkpoints saved before task types have no `task`: the default task type trained them
+            kind = task_types.get(json.loads(meta.read_text()).get("task"))
+            return task_types.entry(kind.name, "predict").load_predictor(path), kind
         if not (path / "MLmodel").is_file():
             raise ConfigError(f"{uri}: neither an MLflow model folder (no MLmodel file) nor a nerflow checkpoint "
                               "(no nerflow.json)")
@@ -62,14 +57,9 @@ def open_model(uri: str) -> tuple[Callable[[list[str]], list], str]:
 
     tracking.configure()
     model = load_model(uri)
-    # versions registered before text classification existed have no `task` attribute: they are NER
-    task = getattr(model.unwrap_python_model(), "task", "token-classification")
-    return (lambda texts: model.predict(list(texts))), task
-
-
-def empty_answer(task: str) -> list | None:
-    """NER answers a text without a word with no entity, unasked; a classifier is asked about every text."""
-    return None if task == "text-classification" else []
+    # versions registered before task types have no `task` attribute: the default task type made them
+    kind = task_types.get(getattr(model.unwrap_python_model(), "task", None))
+    return (lambda texts: model.predict(list(texts))), kind
 
 
 def documents(args: argparse.Namespace) -> list[dict]:
@@ -93,10 +83,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         stats = run_flow(args.model_uri, docs, args.input, args.output, args.batch_size)
     else:
-        predict, task = open_model(args.model_uri)
-        stats: dict = {}
-        records = predict_documents(predict, docs, args.batch_size, progress=sys.stderr.isatty(), stats=stats,
-                                    empty=empty_answer(task))
+        predict, kind = open_model(args.model_uri)
+        stats: dict = {"task": kind.name}
+        records = predict_documents(predict, docs, kind, args.batch_size, progress=sys.stderr.isatty(), stats=stats)
         if args.output is not None:
             write_jsonl(args.output, records)
         else:
@@ -109,13 +98,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def report(stats: dict, args: argparse.Namespace) -> None:
     """One line on stderr; with --json one JSON object instead, on stdout when the predictions went to a file."""
+    from nerflow import task_types
     from nerflow.documents import summary
 
     if not args.json:
-        print(summary(stats), file=sys.stderr)
+        print(summary(stats, task_types.get(stats["task"])), file=sys.stderr)
         return
     record = {"model_uri": args.model_uri, "input": args.input, "output": args.output,
-              **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()}}
+              **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items() if k != "counts"},
+              **stats["counts"]}
     print(json.dumps(record), file=sys.stdout if args.output is not None else sys.stderr)
 
 

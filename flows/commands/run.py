@@ -10,6 +10,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,16 +38,16 @@ def _quote(arg: str) -> str:
 
 def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: bool = False,
                  continue_run_id: str | None = None, again: str = "the same command") -> int:
-    from nerflow import prefect_tasks
-    from nerflow.plan import STAGES, explain, make_plan
+    from nerflow import graph
+    from nerflow.plan import explain, make_plan
 
-    plan = make_plan(cfg, force_from, prefect_tasks.sources())
+    plan = make_plan(cfg, force_from, graph.PIPELINE)
     if dry_run:
-        for stage in STAGES:
+        for stage in plan.graph.names:
             print(f"{stage:<9} {explain(plan.stages[stage], cfg.cache_dir)}")
         return 0
     reap_dead_runs()
-    done = already_done(plan)
+    done = already_done(cfg, plan)
     if done is None and force_from is None and continue_run_id is None and shared_registry():
         from nerflow.prefect_tasks import registered, tracking
 
@@ -58,11 +59,11 @@ def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: boo
     from nerflow.flows.prefect_server import prefect_api
 
     with prefect_api(meanwhile=_import_pipeline):   # torch, transformers, MLflow load while the server boots
-        from nerflow.flows.pipeline import ner_pipeline
+        from nerflow.flows.pipeline import pipeline
 
         quiet_prefect_failures()
-        state = ner_pipeline(cfg, force_from, force_register=force_register, continue_run_id=continue_run_id,
-                             return_state=True)
+        state = pipeline(cfg, force_from, force_register=force_register, continue_run_id=continue_run_id,
+                         graph=plan.graph, return_state=True)
         if state.is_cancelled():
             print(f"{state.message}; run `{again}` to continue", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -93,28 +94,30 @@ def reap_dead_runs() -> None:
                     "continues it", run_id, run_id)
 
 
-def already_done(plan) -> dict | None:
-    """Every stage complete and the registered version still in the registry: the result, read from the cache."""
+def already_done(cfg, plan):
+    """Every stage complete, and what each stage's output names outside the cache (a registered version) still
+    there: the result, read from the cache alone (no flow, no torch). None when there is work to do."""
     if plan.first_to_compute() is not None:
         return None
-    registered = json.loads((plan.stages["register"].path / "registered.json").read_text())
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    import importlib
+    from pathlib import Path as _Path
 
-    from nerflow.prefect_tasks import tracking
+    from nerflow import cache
+    from nerflow.outputs import RunResult
 
-    try:
-        MlflowClient(tracking.tracking_uri()).get_model_version(registered["model_name"], str(registered["version"]))
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        return None  # deleted from the registry since: let the flow register again
-    metrics = json.loads((plan.stages["evaluate"].path / "metrics.json").read_text())
-    promotion = json.loads((plan.stages["promote"].path / "comparison.json").read_text())
+    outputs = {}
+    for stage in plan.graph.stages:
+        step = plan.stages[stage.name]
+        entry = cache.lookup(_Path(cfg.cache_dir), stage.name, step.key)
+        if entry is None:
+            return None
+        if stage.external and not importlib.import_module(stage.adapter_module).still_valid(None, step, entry):
+            return None   # e.g. the version was deleted from the registry since: let the flow register again
+        outputs[stage.name] = stage.output.load(stage.name, step.key, entry, reused=True)
     log.info("nothing to do: every stage's inputs, settings and code are unchanged")
-    return {"metrics": metrics, **registered, "promotion": promotion, "run_id": registered["registered_by_run"],
-            "uri": f"models:/{registered['model_name']}@{registered['alias']}",
-            "stages": {stage: True for stage in plan.stages}, "already_registered": True}
+    registered = [o for o in outputs.values() if getattr(o, "registered_by_run", None)]
+    run_id = registered[-1].registered_by_run if registered else ""
+    return RunResult(run_id, outputs, already_done=True)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -134,27 +137,43 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="config/resolved.yaml",
                                                    dst_path=tmp)
-        cfg = load_config(path)
+        cfg = load_config(path, resolved=True)
     print(f"rerunning {run.info.run_id} ({run.info.status}) from {args.from_stage or 'the first stage not done'}")
     return run_pipeline(cfg, force_from=args.from_stage, dry_run=args.dry_run, force_register=args.force_register,
                         continue_run_id=run.info.run_id, again=f"nerflow rerun {run.info.run_id}")
 
 
 def find_run(client, run_or_flow_id: str):
+    """The pipeline run with this MLflow run id, or whose attempts include this Prefect flow-run id: exactly one,
+    matched whole (no substring guessing); none or several is bad input."""
     from mlflow.exceptions import MlflowException
 
+    from nerflow.prefect_tasks.tracking import LOGICAL_RUN_TAG
+
+    wanted = run_or_flow_id.strip()
+    if not re.fullmatch(r"[0-9A-Za-z-]{8,64}", wanted):
+        raise ConfigError(f"{run_or_flow_id!r} is not an MLflow run id or a Prefect flow-run id")
     try:
-        return client.get_run(run_or_flow_id)
+        run = client.get_run(wanted)
     except MlflowException as e:
         if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
-    for exp in client.search_experiments():
-        # every attempt's Prefect flow-run id is kept (a continued run has several)
-        runs = client.search_runs([exp.experiment_id], f"tags.prefect_flow_run_ids LIKE '%{run_or_flow_id}%'",
-                                  max_results=1)
-        if runs:
-            return runs[0]
-    raise ConfigError(f"no pipeline run with MLflow run id or Prefect flow-run id {run_or_flow_id!r}")
+    else:
+        if LOGICAL_RUN_TAG not in run.data.tags:
+            raise ConfigError(f"MLflow run {wanted} is not a nerflow pipeline run (no {LOGICAL_RUN_TAG} tag)")
+        return run
+    # every attempt's Prefect flow-run id is kept, comma-separated (a continued run has several): the search
+    # narrows, the exact comparison decides
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = [r for r in (client.search_runs(experiments, f"tags.prefect_flow_run_ids LIKE '%{wanted}%'")
+                         if experiments else [])
+             if wanted in r.data.tags.get("prefect_flow_run_ids", "").split(",")]
+    if not found:
+        raise ConfigError(f"no pipeline run with MLflow run id or Prefect flow-run id {wanted!r} (see `nerflow runs`)")
+    if len(found) > 1:
+        raise ConfigError(f"Prefect flow-run id {wanted!r} belongs to {len(found)} MLflow runs "
+                          f"({', '.join(r.info.run_id for r in found)}): give the MLflow run id")
+    return found[0]
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -168,56 +187,45 @@ def cmd_runs(args: argparse.Namespace) -> int:
     rows = [{"run_id": r.info.run_id, "experiment": exps.get(r.info.experiment_id), "status": r.info.status,
              "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000)),
              "attempts": int(r.data.tags.get("nerflow.attempts", "1")),
-             "failed_stage": r.data.tags.get("failed_stage") or None, "test_f1": r.data.metrics.get("test/f1"),
+             "failed_stage": r.data.tags.get("failed_stage") or None, "stages": stage_states(r),
+             "test_f1": r.data.metrics.get("test/f1"),
              "continue": None if r.info.status in ("FINISHED", "RUNNING") else f"nerflow rerun {r.info.run_id}"}
             for r in runs]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'started':<17} {'status':<9} {'attempts':>8} {'failed stage':<12} {'test F1':>7}  {'run id':<32} experiment")
+    print(f"{'started':<17} {'status':<9} {'attempts':>8} {'stages':<8} {'failed stage':<12} {'test F1':>7}  "
+          f"{'run id':<32} experiment")
     for row in rows:
         f1 = f"{row['test_f1']:.4f}" if row["test_f1"] is not None else "-"
-        print(f"{row['started']:<17} {row['status']:<9} {row['attempts']:>8} {row['failed_stage'] or '-':<12} "
-              f"{f1:>7}  {row['run_id']:<32} {row['experiment']}")
+        done = sum(state in ("computed", "reused") for state in row["stages"].values())
+        progress = f"{done}/{len(row['stages'])}"
+        print(f"{row['started']:<17} {row['status']:<9} {row['attempts']:>8} {progress:<8} "
+              f"{row['failed_stage'] or '-':<12} {f1:>7}  {row['run_id']:<32} {row['experiment']}")
         if row["continue"]:
             print(f"{'':<17} continue: {row['continue']}")
     return 0
 
 
-def format_summary(result: dict, task: str = "token-classification") -> str:
+def stage_states(run) -> dict[str, str | None]:
+    """Per stage of the graph, what the run's latest attempt did with it: "computed", "reused", "failed", or None
+    (not reached)."""
+    from nerflow import graph
+
+    tags, failed = run.data.tags, run.data.tags.get("failed_stage") or None
+    return {name: "failed" if name == failed else tags.get(f"stage.{name}") for name in graph.PIPELINE.names}
+
+
+def format_summary(result, task: str) -> str:
+    """What `nerflow run` prints at the end: each stage's part (nerflow.outputs), in the graph's order."""
     from nerflow import task_types
 
     kind = task_types.get(task)
-    metrics = result["metrics"]
-    # entity types or classes from the per-class support keys (`test/f1_` also starts `test/f1_macro`);
-    # docs/metrics.md
-    types = sorted(k.removeprefix("test/support_") for k in metrics if k.startswith("test/support_"))
-    head = "type" if task == "token-classification" else "class"
-    width = max([len(t) for t in types] + [8])
-    lines = ["", "nerflow run finished", "", f"{head:<{width}}  {'val F1':>7}  {'test F1':>7}"]
-    for t in types:
-        lines.append(f"{t:<{width}}  {metrics.get(f'val/best_f1_{t}', 0):>7.4f}  {metrics[f'test/f1_{t}']:>7.4f}")
-    lines.append(f"{'overall':<{width}}  {metrics['val/best_f1']:>7.4f}  {metrics['test/f1']:>7.4f}  "
-                 f"({kind.headline.split()[0]})")
-    if "test/accuracy" in metrics:
-        lines.append(f"{'accuracy':<{width}}  {metrics.get('val/best_accuracy', float('nan')):>7.4f}  "
-                     f"{metrics['test/accuracy']:>7.4f}")
-    reused = [stage for stage, was_reused in result["stages"].items() if was_reused]
-    if result.get("already_registered") or result["stages"].get("register"):
-        lines += ["", f"already registered: {result['model_name']} version {result['version']} by run "
-                      f"{result['registered_by_run']}; nothing new (use --force-register for a new version)"]
-    elif not result.get("new_version", True):
-        lines += ["", f"weights identical to {result['model_name']} version {result['version']}: no new version "
-                      "registered (use --force-register for one)"]
-    else:
-        lines += ["", f"registered: {result['model_name']} version {result['version']} (alias @{result['alias']})"]
-    promotion = result.get("promotion")
-    if promotion:
-        lines.append(f"promotion:  {promotion['decision']} for @{promotion['alias']}"
-                     f"{'' if promotion['moved'] or not promotion['accepted'] else ' (promote.auto is false: not moved)'}"
-                     f": {promotion['reason']}")
-    lines += [f"load it:    mlflow.pyfunc.load_model('models:/{result['model_name']}/{result['version']}')",
-              f"MLflow run: {result['run_id']}" + (f" (reused from cache: {', '.join(reused)})" if reused else ""),
+    lines = ["", "nerflow run finished", ""]
+    for output in result.outputs.values():
+        lines += output.summary_lines(kind)
+    reused = [stage for stage, was_reused in result.stages.items() if was_reused]
+    lines += [f"MLflow run: {result.run_id}" + (f" (reused from cache: {', '.join(reused)})" if reused else ""),
               f"browse:     {browse_hint()}"]
     return "\n".join(lines)
 
@@ -235,7 +243,9 @@ def tracking_uri_for_display() -> str:
 
 
 def add_parsers(sub) -> None:
-    from nerflow.plan import STAGES
+    from nerflow import graph
+
+    stages = graph.PIPELINE.names
 
     run = sub.add_parser("run", help="run the pipeline: reuses finished stages, registers the model")
     run.add_argument("config", type=Path)
@@ -245,7 +255,8 @@ def add_parsers(sub) -> None:
     run.set_defaults(func=cmd_run)
     rerun = sub.add_parser("rerun", help="continue a past pipeline run with exactly its resolved config")
     rerun.add_argument("run_id", help="MLflow run id or Prefect flow-run id")
-    rerun.add_argument("--from", dest="from_stage", choices=STAGES, help="recompute this stage and all after it")
+    rerun.add_argument("--from", dest="from_stage", choices=stages,
+                       help="recompute this stage and every stage downstream of it")
     rerun.add_argument("--force-register", action="store_true",
                        help="a new version even if the weights equal an existing version's")
     rerun.add_argument("--dry-run", action="store_true")

@@ -19,7 +19,7 @@ log = logging.getLogger("nerflow.cli")
 
 
 def cmd_train_node(args: argparse.Namespace) -> int:
-    from nerflow import launch, prefect_tasks
+    from nerflow import launch
     from nerflow.config import load_config
     from nerflow.plan import make_plan
     from nerflow.prefect_tasks.train import work_dir
@@ -31,8 +31,8 @@ def cmd_train_node(args: argparse.Namespace) -> int:
     if not 1 <= args.node_rank < cfg.train.nodes:
         raise ConfigError(f"--node-rank {args.node_rank}: must be 1 to {cfg.train.nodes - 1} (node 0 is the one "
                           "that runs `nerflow run`)")
-    plan = make_plan(cfg, None, prefect_tasks.sources())
-    job_path = work_dir(cfg, plan.stages["train"]) / launch.JOB_FILE
+    plan = make_plan(cfg)
+    job_path = work_dir(plan, cfg) / launch.JOB_FILE
     print(f"node {args.node_rank}: waiting for node 0 to start training ({job_path})", flush=True)
     deadline = time.monotonic() + args.wait
     while not job_path.is_file():

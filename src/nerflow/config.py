@@ -1,11 +1,18 @@
-"""One typed, frozen pipeline config: YAML plus `key=value` overrides, resolved, flattened and hashed."""
+"""One typed, frozen pipeline config: YAML plus `key=value` overrides, resolved, flattened and hashed.
+
+The config is a discriminated union on `task`: each task type has its own root class (`nerflow.ner.config.NerConfig`,
+`nerflow.textcat.config.TextcatConfig`) whose sections extend the shared ones below with the keys only that task
+reads, so a key the task does not read is an error naming it. The union is assembled through the task-type seam
+(`nerflow.task_types`): this module names no task type.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
@@ -18,8 +25,45 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the key."""
 
 
+@dataclass(frozen=True)
+class NotInKey:
+    """Field metadata: the setting never enters a stage key. `why` is "identity" (the data or model identity covers
+    it by content: where files are is not what they hold) or "reporting" (how a stage reports, how often it saves
+    its progress, or where its processes meet: not what it produces)."""
+
+    why: Literal["identity", "reporting"]
+
+
+IDENTITY, REPORTING = NotInKey("identity"), NotInKey("reporting")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def key_settings(section: BaseModel) -> dict[str, Any]:
+    """The section's values that enter stage keys: every field except those marked `NotInKey`, nested sections
+    included (as their own key settings)."""
+    out: dict[str, Any] = {}
+    for name, field in type(section).model_fields.items():
+        if any(isinstance(m, NotInKey) for m in field.metadata):
+            continue
+        value = getattr(section, name)
+        out[name] = key_settings(value) if isinstance(value, BaseModel) else \
+            section.model_dump(mode="json", include={name})[name]
+    return out
+
+
+def not_in_key(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
+    """`{"train.log_every": "reporting", ...}`: every field of a config class that no stage key holds, and why."""
+    out: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        marks = [m for m in field.metadata if isinstance(m, NotInKey)]
+        if marks:
+            out[f"{prefix}{name}"] = marks[0].why
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out |= not_in_key(field.annotation, f"{prefix}{name}.")
+    return out
 
 
 class SplitConfig(_Section):
@@ -31,52 +75,32 @@ class SplitConfig(_Section):
 
 
 class DataConfig(_Section):
-    """Where the labelled data is and how to read it. Each task type reads only its own keys (nerflow.task_types), and
-    only those enter its stage keys."""
+    """Where the labelled data is, shared by every task type; each task's subclass adds `format` and its own keys.
+    Locations are not in any key: the data identity (nerflow.data_identity) hashes each file's role and content."""
 
-    format: Literal["conll", "jsonl", "hf", "csv", "tsv", "folders"] = "conll"   # NER: conll/jsonl/hf;
-    #                                                text classification: csv/tsv/jsonl/folders/hf
-    dir: Path = Path(".")                # relative file names below are resolved against this
-    train: str = "train.txt"             # a file, or for `folders` the folder holding one folder per label
-    validation: str | None = None        # None: split off train (by document / stratified by label)
-    test: str | None = None
-    hf_dataset: str | None = None        # a hub id or a local dataset folder, used when format == "hf"
-    hf_revision: str | None = None       # a hub dataset's commit (None: resolved from main when planned)
+    format: str
+    dir: Annotated[Path, IDENTITY] = Path(".")   # relative file names below are resolved against this
+    train: Annotated[str, IDENTITY] = "train.txt"   # a file, or for `folders` the folder of one folder per label
+    validation: Annotated[str | None, IDENTITY] = None   # None: split off train (by document / stratified)
+    test: Annotated[str | None, IDENTITY] = None
+    hf_dataset: Annotated[str | None, IDENTITY] = None    # a hub id or a local dataset folder (format: hf)
+    hf_revision: Annotated[str | None, IDENTITY] = None   # a hub dataset's commit (None: main, resolved when planned)
     split: SplitConfig = SplitConfig()
     limit_train: PositiveInt | None = None       # keep only the first N examples (quick experiments)
     limit_validation: PositiveInt | None = None
     limit_test: PositiveInt | None = None
-    # token classification (NER)
-    tag_column: int = -1                 # CoNLL: which column holds the tag (default: the last)
-    scheme: Literal["iob2", "iob1", "bioes"] = "iob2"
-    invalid_iob2: Literal["repair", "fail"] = "repair"   # I-X after O / another type in IOB2 input
-    min_tokens: PositiveInt = 1          # sentence-length bounds checked by validation
-    max_tokens: PositiveInt = 1000
-    # text classification
-    text_column: str = "text"            # csv/tsv/hf column (jsonl field) with the text
-    label_column: str = "label"          # ... with the label (jsonl: "label", or "labels" for a list)
-    labels: list[str] | None = None      # the label set; None: the labels seen in train
-    multi_label: bool = False            # several labels per text (sigmoid, a threshold per label)
-    label_separator: str = "|"           # csv/tsv multi-label: labels within one cell
-    min_class_examples: PositiveInt = 10  # fewer train examples of a class: a validation warning
 
 
 class ModelConfig(_Section):
-    name_or_path: str = "all-MiniLM-L6-v2"   # hub id, local directory, or the offline PyPI MiniLM
-    revision: str | None = None
+    """The base model; the stages key it by its identity (a local folder's content, a hub id's commit)."""
+
+    name_or_path: Annotated[str, IDENTITY] = "all-MiniLM-L6-v2"   # hub id, local directory, or the offline MiniLM
+    revision: Annotated[str | None, IDENTITY] = None   # a hub id's commit, branch or tag (None: main)
 
 
 class TokenizeConfig(_Section):
     max_length: PositiveInt | None = 128     # sub-tokens per window incl. special tokens; None: the model's limit
     stride: NonNegativeInt = 32              # sub-tokens shared by consecutive windows of a long text
-    # token classification
-    label_all_subtokens: bool = False
-    # text classification: what happens to a text longer than max_length (nothing is cut unless chosen here)
-    long_documents: Literal["head", "head_tail", "windows"] = "windows"   # windows: every token is read
-    head_share: float = Field(0.25, gt=0.0, lt=1.0)   # head_tail: this share of the budget from the start
-    pool: Literal["mean", "max"] = "mean"    # windows: a text's logits are the mean or max over its windows
-    window_training: Literal["each", "pooled"] = "each"   # windows: each window trained with the text's label,
-    #                                                       or the pooled logits trained per text
 
 
 class TrainConfig(_Section):
@@ -92,18 +116,20 @@ class TrainConfig(_Section):
     max_grad_norm: PositiveFloat = 1.0
     freeze: Literal["none", "word_embeddings", "embeddings"] | NonNegativeInt = 1   # N: embeddings + first N layers
     early_stopping_patience: NonNegativeInt = 2    # epochs without a better validation score; 0 = off
-    checkpoint_every: NonNegativeInt = 200         # steps; 0 = only at epoch ends
-    keep_checkpoints: PositiveInt = 2
-    log_every: PositiveInt = 20                    # steps between logged training-loss points
+    checkpoint_every: Annotated[NonNegativeInt, REPORTING] = 200   # steps; 0 = only at epoch ends
+    keep_checkpoints: Annotated[PositiveInt, REPORTING] = 2
+    log_every: Annotated[PositiveInt, REPORTING] = 20              # steps between logged training-loss points
     group_by_length: bool = True                   # batches of similar length: less padding, same epochs
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"   # auto: bf16 on GPUs that have it, else fp16; fp32 on CPU
     compile: bool = False                          # torch.compile the model (measured slower on CPU: docs/benchmarks.md)
     devices: PositiveInt | Literal["auto"] = 1     # processes per machine (DDP through torchrun); auto: one per GPU
     nodes: PositiveInt = 1                         # machines; more than 1 needs master_addr (docs/distributed.md)
-    master_addr: str | None = None                 # node 0's address, reachable from the other nodes
-    master_port: int = Field(29500, ge=1, le=65535)
-    num_threads: PositiveInt | None = None         # torch CPU threads; None: torch's default
+    master_addr: Annotated[str | None, REPORTING] = None   # node 0's address, reachable from the other nodes
+    master_port: Annotated[int, REPORTING, Field(ge=1, le=65535)] = 29500
+    # torch CPU threads (None: torch's default). In the key: the thread count changes the order of floating-point
+    # sums, so the same seed can give other weights with another count.
+    num_threads: PositiveInt | None = None
 
     @model_validator(mode="after")
     def _one_batch_rule(self):
@@ -128,11 +154,9 @@ class TrainConfig(_Section):
 
 
 class EvaluateConfig(_Section):
+    # In the key: the batch decides the padded shapes, which can change the last bits of a score.
     batch_size: PositiveInt = 256        # sequences per forward pass, at most ...
     batch_tokens: PositiveInt = 16384    # ... and padded positions per forward pass
-    # text classification
-    calibration_bins: PositiveInt = 15   # expected calibration error and the reliability plot
-    worst_examples: PositiveInt = 25     # the worst-classified validation and test texts kept as an artifact
 
 
 class RegistryConfig(_Section):
@@ -151,17 +175,14 @@ class PromoteConfig(_Section):
     max_type_drop: float = Field(0.02, ge=0.0)  # ... others may lose at most this much F1
 
 
-TASK_ALIASES = {"ner": "token-classification"}
-TASK_FORMATS = {"token-classification": ("conll", "jsonl", "hf"),
-                "text-classification": ("csv", "tsv", "jsonl", "folders", "hf")}
-
-
 class PipelineConfig(_Section):
-    task: Literal["token-classification", "text-classification"] = "token-classification"   # or "ner"
+    """The shared root; a task type's subclass narrows `task` to its name and its sections to its own types."""
+
+    task: str
     experiment: str = "nerflow"
     seed: int = 42
     cache_dir: Path = Path(".cache/nerflow")   # stage outputs, keyed by content
-    data: DataConfig = DataConfig()
+    data: DataConfig
     model: ModelConfig = ModelConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     train: TrainConfig = TrainConfig()
@@ -169,28 +190,54 @@ class PipelineConfig(_Section):
     registry: RegistryConfig = RegistryConfig()
     promote: PromoteConfig = PromoteConfig()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _task_alias(cls, raw):
-        if isinstance(raw, dict) and raw.get("task") in TASK_ALIASES:
-            raw = {**raw, "task": TASK_ALIASES[raw["task"]]}
-        return raw
-
-    @model_validator(mode="after")
-    def _format_fits_the_task(self):
-        if self.data.format not in TASK_FORMATS[self.task]:
-            raise ValueError(f"data.format={self.data.format} is not a {self.task} format (one of "
-                             f"{', '.join(TASK_FORMATS[self.task])})")
-        return self
-
 
 CACHE_DIR_ENV = "NERFLOW_CACHE_DIR"   # the default cache_dir when the config does not set one
 
 
-def load_config(path: Path | str, overrides: list[str] = ()) -> PipelineConfig:
-    """Read YAML, apply `a.b=value` overrides (values parsed as YAML), validate. An error names where the bad key
-    came from (the override, or the file and its line) and suggests the closest valid key."""
+def load_config(path: Path | str, overrides: list[str] = (), resolved: bool = False) -> PipelineConfig:
+    """Read YAML, apply `a.b=value` overrides (values parsed as YAML), validate against the config class of its
+    task type. An error names where the bad key came from (the override, or the file and its line) and suggests the
+    closest valid key. `resolved`: the file is a resolved config an earlier nerflow logged with a run
+    (`config/resolved.yaml`, read by `nerflow rerun`); those held every task type's keys, and the keys this task
+    does not read are dropped when they hold their defaults (nerflow.config_errors.drop_unread)."""
+    from nerflow import task_types
+
     path = Path(path)
+    raw, origins = _read_yaml(path)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=1")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {key.strip()}: value {value!r} is not valid YAML: {e}") from None
+        _set_dotted(raw, key.strip(), parsed)
+        origins[key.strip()] = f"override {item}"
+    if "cache_dir" not in raw and os.environ.get(CACHE_DIR_ENV):
+        # per machine, not per config: a worker keeps its stage cache on its own disk (docs/team.md)
+        raw["cache_dir"] = os.environ[CACHE_DIR_ENV]
+        origins["cache_dir"] = f"environment {CACHE_DIR_ENV}"
+    try:
+        raw["task"] = task_types.canonical(raw.get("task"))
+    except ValueError as e:
+        raise ConfigError(f"{origins.get('task', path)}: config key 'task': {e}") from None
+    model = task_types.config_type(raw["task"])
+    if resolved:
+        from nerflow.config_errors import drop_unread
+
+        raw = drop_unread(raw, model, path, origins, ConfigError)
+    try:
+        cfg = model.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(describe(e, path, origins, model)) from None
+    # Absolute paths: the resolved config logged with a run must mean the same from any working directory
+    # (`nerflow rerun`). Locations are not part of any cache key, so this changes no stage's key.
+    return cfg.model_copy(update={"cache_dir": cfg.cache_dir.resolve(),
+                                  "data": cfg.data.model_copy(update={"dir": cfg.data.dir.resolve()})})
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[str, str]]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     blob = path.read_bytes()
@@ -208,28 +255,7 @@ def load_config(path: Path | str, overrides: list[str] = ()) -> PipelineConfig:
         raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of config keys")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=1")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {key.strip()}: value {value!r} is not valid YAML: {e}") from None
-        _set_dotted(raw, key.strip(), parsed)
-        origins[key.strip()] = f"override {item}"
-    if "cache_dir" not in raw and os.environ.get(CACHE_DIR_ENV):
-        # per machine, not per config: a worker keeps its stage cache on its own disk (docs/team.md)
-        raw["cache_dir"] = os.environ[CACHE_DIR_ENV]
-        origins["cache_dir"] = f"environment {CACHE_DIR_ENV}"
-    try:
-        cfg = PipelineConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(describe(e, path, origins, PipelineConfig)) from None
-    # Absolute paths: the resolved config logged with a run must mean the same from any working directory
-    # (`nerflow rerun`). Locations are not part of any cache key, so this changes no stage's key.
-    return cfg.model_copy(update={"cache_dir": cfg.cache_dir.resolve(),
-                                  "data": cfg.data.model_copy(update={"dir": cfg.data.dir.resolve()})})
+    return raw, origins
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:

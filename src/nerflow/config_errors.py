@@ -1,5 +1,6 @@
 """Config errors that say where: the origin of every key (an override, or a file and its line) and one message per
-bad key, with the closest valid key for a misspelt one. nerflow.config.load_config uses it."""
+bad key, with the closest valid key for a misspelt one and the task type that reads a key this one does not.
+nerflow.config.load_config uses it."""
 from __future__ import annotations
 
 import difflib
@@ -42,12 +43,18 @@ def describe(err: ValidationError, path: Path, origins: dict[str, str], root: ty
         elif e["type"] == "extra_forbidden":
             close = difflib.get_close_matches(parts[-1], _section_fields(parts[:-1], root), n=1, cutoff=0.6)
             hint = f" (did you mean {'.'.join([*parts[:-1], close[0]])!r}?)" if close else ""
-            problems.setdefault(key, []).append(f"does not exist{hint}")
+            readers = [name for name, model in _other_task_types(root) if _has_key(model, parts)]
+            if readers:
+                task = root.model_fields["task"].default
+                problems.setdefault(key, []).append(f"is not read by {task} (it is a {' and '.join(readers)} "
+                                                    f"setting){hint}")
+            else:
+                problems.setdefault(key, []).append(f"does not exist{hint}")
         else:
             problems.setdefault(key, []).append(f"{e['msg'][0].lower()}{e['msg'][1:]} (got {e.get('input')!r})")
     return "; ".join(f"{_origin(key[1:], path, origins)}: {' and '.join(msgs)}" if key.startswith("\0")
                      else f"{_origin(key, path, origins)}: config key {key!r} {' or '.join(msgs)}"
-                     if msgs[0].startswith("does not")
+                     if msgs[0].startswith(("does not", "is not read"))
                      else f"{_origin(key, path, origins)}: config key {key!r}: {' or '.join(msgs)}"
                      for key, msgs in problems.items())
 
@@ -88,3 +95,78 @@ def _field_path(loc: tuple, root: type[BaseModel]) -> list[str]:
         ann = field.annotation if field else None
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
     return parts
+
+
+def _other_task_types(root: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+    """(name, config class) of every task type but `root`'s: only asked when a key is wrong."""
+    from nerflow import task_types
+
+    return [(name, model) for name, model in task_types.config_types().items() if model is not root]
+
+
+def _has_key(model: type[BaseModel], parts: list[str]) -> bool:
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        if i == len(parts) - 1:
+            return True
+        ann = field.annotation
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return False
+        model = ann
+    return False
+
+
+def _default(model: type[BaseModel], parts: list[str]):
+    for part in parts[:-1]:
+        model = model.model_fields[part].annotation
+    field = model.model_fields[parts[-1]]
+    return field.get_default(call_default_factory=True)
+
+
+def drop_unread(raw: dict, root: type[BaseModel], path: Path, origins: dict[str, str], error: type[Exception]) -> dict:
+    """A resolved config logged before each task type had its own config held every task's keys. Drop the keys
+    `root`'s task does not read when they hold the default of the task type that reads them; a key holding anything
+    else is an error naming it (this run's outcome may have depended on it). Keys no task type knows are left for
+    validation to report."""
+    import json
+
+    others = _other_task_types(root)
+    problems: list[str] = []
+
+    def walk(node: dict, prefix: list[str]) -> dict:
+        kept = {}
+        for key, value in node.items():
+            parts = [*prefix, key]
+            if _has_key(root, parts):
+                sub = _section_of(root, parts)
+                kept[key] = walk(value, parts) if sub is not None and isinstance(value, dict) else value
+                continue
+            readers = [(name, model) for name, model in others if _has_key(model, parts)]
+            if not readers:
+                kept[key] = value
+                continue
+            default = _default(readers[0][1], parts)
+            as_json = json.loads(json.dumps(default, default=str))
+            if value != as_json:
+                dotted = ".".join(parts)
+                problems.append(f"{_origin(dotted, path, origins)}: config key {dotted!r} = {value!r} is a "
+                                f"{readers[0][0]} setting that {root.model_fields['task'].default} does not read, "
+                                f"and not its default ({as_json!r}): remove it to rerun with this config")
+        return kept
+
+    cleaned = walk(raw, [])
+    if problems:
+        raise error("; ".join(problems))
+    return cleaned
+
+
+def _section_of(model: type[BaseModel], parts: list[str]) -> type[BaseModel] | None:
+    for part in parts:
+        field = model.model_fields.get(part)
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model

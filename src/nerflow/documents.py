@@ -2,8 +2,8 @@
 
 Input is either plain text, one document per line, or JSON lines with a `text` field (every other field passes
 through to the output). JSON lines are recognised by a `.jsonl` suffix or by every non-empty line starting with `{`.
-The output line carries the model's answer: `entities` (NER), or `label`, `score` and `scores` (`labels` for
-multi-label) from a classifier. In plain text an empty line is an empty document (NER: `"entities": []`), so
+The output line carries the model's answer as its task type shapes it (nerflow.task_types: `entities` for NER;
+`label`, `score` and `scores`, or `labels` for multi-label, from a classifier). In plain text an empty line is an empty document (NER: `"entities": []`), so
 output line N belongs to input
 line N; in JSON lines an empty line is skipped, as the format has it. A final newline ends the last line and adds
 no document. Every problem is a DataError that names `file:line`.
@@ -71,15 +71,8 @@ def read_documents(path: str | Path) -> list[dict]:
     return parse_documents(decode(path.read_bytes(), str(path)), str(path))
 
 
-def answer_fields(answer: list | dict) -> dict:
-    """A model's answer for one text as output fields: NER's list of spans is `entities`; a classifier's answer
-    is its own fields (`label`, `score`, `scores`, or `labels` for multi-label)."""
-    return dict(answer) if isinstance(answer, dict) else {"entities": list(answer)}
-
-
-def output_record(doc: dict, answer: list | dict) -> dict:
+def output_record(doc: dict, fields: dict) -> dict:
     """The input's other fields, then `text` and the answer's fields (which replace input fields of those names)."""
-    fields = answer_fields(answer)
     return {**{k: v for k, v in doc.items() if k != "text" and k not in fields}, "text": doc["text"], **fields}
 
 
@@ -106,14 +99,16 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     return n
 
 
-def predict_documents(predict: Callable[[list[str]], list], docs: list[dict], batch_size: int = 64,
-                      progress: bool = False, stats: dict | None = None, empty: list | None = ()) -> Iterator[dict]:
-    """Output records, `batch_size` documents per call of `predict` (texts -> one answer per text). With `stats`,
-    fills in documents, entities or labels, seconds and documents_per_s as it goes (final once the iterator is
-    exhausted). `empty`: the answer for a text without a word, given without asking the model (NER: no entity);
-    None sends such texts to the model too (a classifier answers for every text)."""
+def predict_documents(predict: Callable[[list[str]], list], docs: list[dict], kind, batch_size: int = 64,
+                      progress: bool = False, stats: dict | None = None) -> Iterator[dict]:
+    """Output records, `batch_size` documents per call of `predict` (texts -> one answer per text), the answers
+    turned into output fields by the task type `kind` (nerflow.task_types). With `stats`, fills in documents,
+    seconds, documents_per_s and the task's counts (`counts`: entities, or texts per label) as it goes (final once
+    the iterator is exhausted). A text without a word gets `kind.empty_answer` unasked, unless that is None (a
+    classifier answers for every text)."""
     stats = {} if stats is None else stats
-    stats.update(documents=0, entities=0, seconds=0.0, documents_per_s=0.0)
+    stats.update(documents=0, counts={}, seconds=0.0, documents_per_s=0.0)
+    empty = kind.empty_answer
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -131,12 +126,10 @@ def predict_documents(predict: Callable[[list[str]], list], docs: list[dict], ba
                 raise RuntimeError(f"the model answered {len(answers)} times for {len(texts)} texts")
             found = iter(answers)
             for doc in batch:
-                fields = answer_fields(next(found) if asked(doc) else list(empty))
+                fields = kind.answer_fields(next(found) if asked(doc) else list(empty))
                 stats["documents"] += 1
-                stats["entities"] += len(fields.get("entities", ()))
-                for label in fields.get("labels", [fields["label"]] if "label" in fields else []):
-                    stats.setdefault("labels", {}).setdefault(label, 0)
-                    stats["labels"][label] += 1
+                for name, n in kind.answer_counts(fields).items():
+                    stats["counts"][name] = stats["counts"].get(name, 0) + n
                 yield output_record(doc, fields)
             if bar is not None:
                 bar.update(len(batch))
@@ -147,8 +140,6 @@ def predict_documents(predict: Callable[[list[str]], list], docs: list[dict], ba
             bar.close()
 
 
-def summary(stats: dict) -> str:
-    found = (", ".join(f"{label} {n}" for label, n in sorted(stats["labels"].items())) if "labels" in stats
-             else f"{stats['entities']} entities")
-    return (f"{stats['documents']} documents, {found} in {stats['seconds']:.2f} s "
+def summary(stats: dict, kind) -> str:
+    return (f"{stats['documents']} documents, {kind.describe_counts(stats['counts'])} in {stats['seconds']:.2f} s "
             f"({stats['documents_per_s']:.1f} documents/s)")

@@ -14,7 +14,6 @@ to `on_metrics` as they arrive; its result goes to `result.json`. A stop (Ctrl-C
 from __future__ import annotations
 
 import ctypes
-import importlib
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from nerflow.checkpoints import MetricsCallback
-from nerflow.progress import stop_requests
+from nerflow.progress import TrainingInterrupted, stop_requests
 
 log = logging.getLogger(__name__)
 JOB_FILE, RESULT_FILE, METRICS_FILE, STOP_FILE = "job.json", "result.json", "metrics.jsonl", "STOP"
@@ -53,12 +52,12 @@ def run_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=No
     """Train `job` in this process (or as one rank of a torchrun group)."""
     from nerflow import task_types
 
-    return importlib.import_module(task_types.get(job["task"]).trainer).train_job(job, on_metrics, should_stop)
+    return task_types.entry(job["task"], "train").train_job(job, on_metrics, should_stop)
 
 
 def train(job: dict, on_metrics: MetricsCallback | None = None) -> dict:
     """Train in this process or through torchrun, as `job["train"]` asks; the result as a dict (TrainResult's
-    fields, `best_dir` as a string). Raises `nerflow.train.TrainingInterrupted` when stopped by a signal."""
+    fields, `best_dir` as a string). Raises `nerflow.progress.TrainingInterrupted` when stopped by a signal."""
     cfg = job["train"]
     if world_size(cfg["devices"], cfg["nodes"]) == 1:
         result = asdict(run_job(job, on_metrics))
@@ -79,8 +78,6 @@ def torchrun_command(job_path: Path, devices: int, nodes: int, node_rank: int, m
 
 def torchrun(job: dict, node_rank: int = 0, on_metrics: MetricsCallback | None = None) -> dict:
     """Start this node's share of the processes and wait for them. Node 0 writes the job; the others read it."""
-    from nerflow.train import TrainingInterrupted
-
     out = Path(job["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     job_path = out / JOB_FILE
@@ -161,7 +158,6 @@ def _kill(proc: subprocess.Popen) -> None:
 def worker(job_path: Path) -> int:
     """One torchrun process: join the group, train, and (rank 0) leave the result where node 0 reads it."""
     from nerflow import distributed
-    from nerflow.train import TrainingInterrupted
 
     _die_with_parent()   # torchrun starts its workers in their own sessions: without this they outlive it
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank %(process)d %(levelname)s %(message)s")

@@ -59,6 +59,25 @@ def run_lock(root: Path, logical_run: str, keys: dict[str, str] | None = None) -
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def note_generation(root: Path, logical_run: str, stage: str, generation: str) -> None:
+    """Record in this process's run lock that the run reads `generation` of `stage`, so cache pruning leaves it
+    alone even after a forced recompute elsewhere replaced it as the key's output. Only the holder of the run lock
+    writes its file (flock is advisory: this second handle of the same process may)."""
+    path = Path(root) / "locks" / f"{logical_run}.lock"
+    try:
+        with open(path, "r+") as f:
+            held = _read(f) or {}
+            if held.get("pid") != os.getpid():
+                return
+            held.setdefault("generations", {})[stage] = generation
+            f.seek(0)
+            f.truncate()
+            json.dump(held, f)
+            f.flush()
+    except OSError:
+        return
+
+
 def _holder_line(holder: dict) -> str:
     run = str(holder.get("logical_run") or "?")[:12]
     return f"process {holder.get('pid')} on {holder.get('host')} (run {run})"

@@ -1,41 +1,20 @@
 """What a pipeline run will do, decided from content hashes before anything heavy is imported.
 
-Each stage's key hashes exactly what determines its output (see docs/caching.md):
-
-    validate  = data content + data settings (not file names or places) + code
-    tokenize  = validate key + tokenizer files + tokenize settings + code
-    train     = tokenize key + base model files + train settings + seed + code
-    evaluate  = train key + validate key + tokenize key + evaluate settings + code
-    register  = evaluate key + registry settings + code
-    promote   = register key + promote settings + code
-
-"code" is the source of the nerflow modules the stage runs plus the versions of the libraries it uses, so editing
-`src/nerflow/train.py` recomputes training and everything after it, and nothing before.
+Every stage's key is derived from its declaration in the stage graph (nerflow.graph): the keys of the stages it
+consumes, the identities of the outside inputs it reads, the config settings it reads, and its code
+(nerflow.code_identity). See docs/caching.md for what invalidates what.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from nerflow import cache, models, task_types
-from nerflow.config import PipelineConfig, hash_json
-
-STAGES = ("validate", "tokenize", "train", "evaluate", "register", "promote")
-# shared nerflow modules and libraries each stage runs; the task type adds its own modules (nerflow.task_types)
-CODE = {
-    "validate": (["config", "data", "validation"], ["great-expectations", "pandas"]),
-    "tokenize": (["data", "models"], ["tokenizers", "transformers", "datasets"]),
-    "train": (["train", "batching", "optim", "checkpoints", "progress", "distributed", "launch", "devices"],
-              ["torch", "transformers"]),
-    "evaluate": (["data", "batching", "plots"], ["seqeval", "scikit-learn", "torch"]),
-    "register": (["serving"], ["mlflow"]),
-    "promote": (["promotion", "history", "data"], ["mlflow", "seqeval"]),
-}
-# Where the files are and what they are called does not change the result; their content does.
-DATA_LOCATION_KEYS = {"dir", "train", "validation", "test"}
-# Settings that change how a stage reports or where its processes meet, not what it produces.
-TRAIN_REPORTING_KEYS = {"log_every", "num_threads", "master_addr", "master_port"}
+from nerflow import cache, code_identity, models, task_types
+from nerflow import graph as stage_graph
+from nerflow.config import PipelineConfig, hash_json, key_settings
+from nerflow.graph import Graph, Stage
 
 
 @dataclass(frozen=True)
@@ -43,67 +22,74 @@ class StagePlan:
     stage: str
     key: str
     parts: dict
-    path: Path            # where its output lives once complete
+    path: Path            # the key's pointer in the stage cache (it names the entry's current generation)
     complete: bool        # a verified output exists: the stage will be reused
     forced: bool = False  # recomputed on request (`force_from`), whether or not an output exists
 
 
 @dataclass(frozen=True)
 class Plan:
+    graph: Graph
     stages: dict[str, StagePlan]
-    data_hash: str
+    identities: dict[str, Any]   # the outside inputs: "data" (per role, its content), "model"
     model_path: str
-    model_hash: str
+    model_revision: str | None   # a hub model's commit (None: a local folder)
+    logical_run: str             # one id per (config, data, code): the keys of the stages nothing consumes
 
     @property
-    def logical_run(self) -> str:
-        """One id per (config, data, code): the last stage's key chains every other key."""
-        return self.stages[STAGES[-1]].key
+    def data_hash(self) -> str:
+        return hash_json(self.identities["data"])
+
+    @property
+    def model_hash(self) -> str:
+        return self.identities["model"]
 
     def first_to_compute(self) -> str | None:
-        return next((s for s in STAGES if not self.stages[s].complete), None)
+        return next((s for s in self.graph.names if not self.stages[s].complete), None)
 
 
-def make_plan(cfg: PipelineConfig, force_from: str | None = None, extra_code: dict[str, list[Path]] | None = None
-              ) -> Plan:
-    """Keys of every stage; `force_from` marks that stage and all after it as to-compute. `extra_code`: more
-    source files per stage (the orchestration layer passes each stage's task file)."""
-    kind = task_types.get(cfg.task)
-    data_hash = kind.data_fingerprint(cfg.data)
+def input_identities(cfg: PipelineConfig) -> tuple[dict[str, Any], str, str | None]:
+    """(identities of the outside inputs, the base model's local path or hub id, its resolved commit)."""
+    data = task_types.entry(cfg.task, "validate").data_fingerprint(cfg.data)
     model_path = models.resolve_model(cfg.model.name_or_path, cfg.cache_dir)
-    model_hash = models.model_fingerprint(model_path, cfg.model.revision)
-    code = {stage: cache.code_fingerprint(CODE[stage][0] + kind.modules[stage], CODE[stage][1],
-                                          (extra_code or {}).get(stage, [])) for stage in STAGES}
-    parts: dict[str, dict] = {}
+    return {"data": {"all": data}, "model": models.model_fingerprint(model_path, cfg.model.revision)}, model_path, \
+        cfg.model.revision
+
+
+def setting(cfg: PipelineConfig, path: str) -> Any:
+    """The key settings of a config section (or the value of a key) a stage reads, e.g. "train" or "seed"."""
+    node: Any = cfg
+    for part in path.split("."):
+        node = getattr(node, part)
+    return key_settings(node) if hasattr(node, "model_fields") else json.loads(json.dumps(node, default=str))
+
+
+def make_plan(cfg: PipelineConfig, force_from: str | None = None, graph: Graph | None = None) -> Plan:
+    """Keys of every stage of `graph` (default: the pipeline, nerflow.graph.PIPELINE); `force_from` marks that
+    stage and every stage downstream of it as to-compute."""
+    graph = graph or stage_graph.PIPELINE
+    identities, model_path, revision = input_identities(cfg)
     keys: dict[str, str] = {}
-
-    def add(stage: str, stage_parts: dict) -> None:
-        parts[stage] = {**stage_parts, "code": code[stage]}
-        keys[stage] = cache.stage_key(stage, parts[stage])
-
-    def settings(section: str, exclude=()) -> dict:
-        """The section's keys this task reads (a key only the other task reads never changes this one's keys)."""
-        include = kind.keys.get(section)
-        dumped = getattr(cfg, section).model_dump(mode="json", exclude=set(exclude))
-        return {k: v for k, v in dumped.items() if include is None or k in include}
-
-    add("validate", {"task": cfg.task, "data": data_hash, "settings": settings("data", DATA_LOCATION_KEYS)})
-    add("tokenize", {"validate": keys["validate"], "tokenizer": model_hash, "settings": settings("tokenize")})
-    add("train", {"tokenize": keys["tokenize"], "model": model_hash, "seed": cfg.seed,
-                  "settings": settings("train", TRAIN_REPORTING_KEYS)})
-    add("evaluate", {"train": keys["train"], "validate": keys["validate"], "tokenize": keys["tokenize"],
-                     "settings": settings("evaluate")})
-    add("register", {"evaluate": keys["evaluate"], "settings": settings("registry")})
-    # the gate's outcome also depends on the champion of the moment, which no key can hold: a rerun of a complete
-    # promote stage reuses its recorded decision; `nerflow promote` asks the gate again
-    add("promote", {"register": keys["register"], "settings": settings("promote")})
-    forced = set(STAGES[STAGES.index(force_from):]) if force_from else set()
+    parts: dict[str, dict] = {}
+    for stage in graph.stages:
+        parts[stage.name] = stage_parts(stage, cfg, identities, keys, graph)
+        keys[stage.name] = cache.stage_key(stage.name, parts[stage.name])
+    forced = graph.downstream(force_from) if force_from else set()
     stages = {}
-    for stage in STAGES:
-        found = cache.lookup(cfg.cache_dir, stage, keys[stage])
-        stages[stage] = StagePlan(stage, keys[stage], parts[stage], Path(cfg.cache_dir) / stage / keys[stage],
-                                  found is not None and stage not in forced, stage in forced)
-    return Plan(stages, data_hash, model_path, model_hash)
+    for stage in graph.stages:
+        name = stage.name
+        found = cache.lookup(cfg.cache_dir, name, keys[name])
+        stages[name] = StagePlan(name, keys[name], parts[name], Path(cfg.cache_dir) / name / keys[name],
+                                 found is not None and name not in forced, name in forced)
+    logical_run = hash_json({s: keys[s] for s in graph.sinks()})[:24]
+    return Plan(graph, stages, identities, model_path, revision, logical_run)
+
+
+def stage_parts(stage: Stage, cfg: PipelineConfig, identities: dict, keys: dict[str, str], graph: Graph) -> dict:
+    return {**{c: keys[c] for c in stage.consumes},
+            **{name: identities[name] for name in stage.inputs},
+            "settings": {path: setting(cfg, path) for path in stage.reads},
+            "code": code_identity.stage_code(stage, cfg.task, graph)}
 
 
 def explain(step: StagePlan, root: Path) -> str:
@@ -118,19 +104,35 @@ def explain(step: StagePlan, root: Path) -> str:
     if previous.get("key") == step.key:
         return "compute: output missing or incomplete"
     old = previous.get("parts", {})
-    changed = [name for name in sorted(set(old) | set(step.parts)) if hash_json(old.get(name)) != hash_json(step.parts.get(name))]
-    detail = []
-    for name in changed:
-        if name == "settings" and isinstance(old.get(name), dict):
-            keys = sorted(k for k in set(old[name]) | set(step.parts[name]) if old[name].get(k) != step.parts[name].get(k))
-            detail.append("settings (" + ", ".join(keys) + ")")
-        else:
-            detail.append(name)
+    detail = [_what_changed(name, old.get(name), step.parts.get(name))
+              for name in sorted(set(old) | set(step.parts)) if hash_json(old.get(name)) != hash_json(step.parts.get(name))]
     return "compute: changed " + ", ".join(detail) if detail else "compute: output missing or incomplete"
 
 
+def _what_changed(name: str, old: Any, new: Any) -> str:
+    """`settings (train.lr)`, `code (nerflow/train.py)`, or just the part's name."""
+    if name == "settings" and isinstance(old, dict) and isinstance(new, dict):
+        return f"settings ({', '.join(_changed_leaves(old, new)) or 'layout'})"
+    if name == "code" and isinstance(old, dict) and isinstance(new, dict):
+        changed = _changed_leaves(old.get("modules", {}), new.get("modules", {})) + \
+            _changed_leaves(old.get("libraries", {}), new.get("libraries", {}))
+        return f"code ({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''})"
+    return name
+
+
+def _changed_leaves(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_leaves(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
+
+
 def newest_manifest(root: Path, stage: str) -> dict | None:
-    manifests = sorted((Path(root) / stage).glob(f"*/{cache.MANIFEST}"), key=lambda p: p.stat().st_mtime)
+    manifests = sorted(cache.manifests(Path(root), stage), key=lambda p: p.stat().st_mtime)
     for path in reversed(manifests):
         try:
             return json.loads(path.read_text())

@@ -12,6 +12,12 @@ from types import SimpleNamespace
 log = logging.getLogger("nerflow.train")
 
 
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT arrived: a checkpoint was written at the next step boundary and training stopped there.
+    `fit` called again with the same `out_dir` continues from it. Defined here, not in nerflow.train, so that the
+    CLI and the flow match it by class without importing torch."""
+
+
 class Progress:
     """tqdm bar with loss and throughput on a terminal; plain log lines otherwise (CI, files, Prefect workers).
     The loss shown is the newest `train/loss` point (`loss`), read from the device only every `log_every` steps."""

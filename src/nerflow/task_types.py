@@ -1,22 +1,36 @@
-"""The task-type seam: what differs between token classification (NER) and text classification sits behind this
-one interface, with one implementation per task type (`nerflow.ner.task`, `nerflow.textcat.task`). Everything
-else (config, plan and cache keys, locks, the training loop, tracking, registration, promotion, schedules) is
-shared and knows no task: no shared module imports a task module (tests/unit/test_task_seam.py holds that).
+"""The task-type seam: what differs between token classification (NER) and text classification sits behind this one
+interface, with one implementation per task type (`nerflow.ner`, `nerflow.textcat`). Everything else (config,
+plan and keys, the stage graph, locks, the training loop, tracking, registration, promotion, schedules, the CLI)
+is shared and knows no task: outside the two task packages, nothing imports a task module or names a task type but
+this module (tests/unit/test_task_seam.py scans src/, tasks/ and flows/).
 
-Stages hand each other folders with the same shape for every task: `validate` writes `<split>.jsonl` canonical
-splits and `labels.json`; `tokenize` writes one Arrow folder per split; `train` a Hugging Face model folder with
-`nerflow.json`; `evaluate` `metrics.json` and its artifacts.
+A task type is a small descriptor (`TASK` in `nerflow.<task>.task`) plus one entry module per stage, named in its
+`entries` table and imported only by the stage that runs it, so a stage's code identity holds only its own task
+code (nerflow.code_identity follows the entry of the stage it hashes). What each entry module provides:
+
+| entry | module provides |
+|---|---|
+| validate | `load_corpus(cfg.data)`, `validate_corpus(corpus, cfg.data) -> ValidationReport`, `write_validated(corpus, cfg.data, out)` (`<split>.jsonl` canonical splits and `labels.json`) |
+| tokenize | `tokenize_validated(tokenizer, validated, cfg.tokenize, out) -> stats` (one Arrow folder per split) |
+| train | `job_fields(cfg) -> dict` (what a training job needs beyond the shared fields), `train_job(job, on_metrics, should_stop)` |
+| evaluate | `evaluate_model(model_dir, validated, tokenized, cfg.evaluate, out) -> metrics` (`val/best_*`, `test/*`; `test/f1` is the headline) |
+| register | `servable() -> (python model, signature, input example)` of a registered version |
+| promote | the served-scorer side of the gate (nerflow.scoring): `examples`, `gold`, `gate_tables`, `hits`, `gold_count` |
+| predict | `load_predictor(folder) -> texts -> answers` for a model folder nerflow trained |
+
+Stages hand each other folders with the same shape for every task: `validate` writes `<split>.jsonl` and
+`labels.json`; `tokenize` one Arrow folder per split; `train` a Hugging Face model folder with `nerflow.json`;
+`evaluate` `metrics.json` and its artifacts.
 """
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
-from nerflow.config import DataConfig, PipelineConfig, TokenizeConfig
-from nerflow.validation import ValidationReport
-
 IMPLEMENTATIONS = {"token-classification": "nerflow.ner.task", "text-classification": "nerflow.textcat.task"}
+ALIASES = {"ner": "token-classification"}
+DEFAULT = "token-classification"   # a config without `task` (and every config logged before task types)
 
 
 class TaskType(Protocol):
@@ -24,63 +38,49 @@ class TaskType(Protocol):
     unit: str                      # what one example is called in reports: "sentences", "texts"
     headline: str                  # what `test/f1` is: "micro F1 (strict IOB2)", "macro F1"
     class_word: str                # what a per-class row is: "entity type", "class"
-    keys: dict[str, frozenset[str]]   # per config section, the keys this task reads: only those enter stage keys
-    modules: dict[str, list[str]]  # per stage, this task's own modules (hashed into the stage's key)
-    trainer: str                   # the module whose train_job(job, on_metrics, should_stop) trains it
-    scorer: str                    # tasks/ script that scores a registered version as served (the gate)
+    class_column: str              # the per-class column's header in the run summary: "type", "class"
+    hit_key: str                   # what `nerflow compare` counts: "entities", "labels"
+    config: type                   # the root config class (a nerflow.config.PipelineConfig)
+    entries: dict[str, str]        # entry point -> the task's module that implements it (table above)
+    empty_answer: list | None      # the answer to a text without a word, given unasked (None: ask the model)
 
-    def data_fingerprint(self, cfg: DataConfig) -> str:
-        """A content hash of the configured data (what the validate key hashes)."""
-
-    def load_corpus(self, cfg: DataConfig) -> dict[str, list]:
-        """The raw splits, as read (and split) from the configured data."""
-
-    def validate(self, corpus: dict[str, list], cfg: DataConfig) -> ValidationReport:
-        """The data checks (Great Expectations); the report passes when nothing failed."""
-
-    def write_validated(self, corpus: dict[str, list], cfg: DataConfig, out: Path) -> None:
-        """Canonical `<split>.jsonl` and `labels.json` for the stages after validation."""
-
-    def split_sizes(self, validated: Path) -> dict[str, int]:
-        """Examples per split of a validated folder."""
-
-    def tokenize(self, tokenizer, validated: Path, cfg: TokenizeConfig, out: Path) -> dict[str, float]:
-        """Model inputs per split into `out/<split>`; returns the stats logged as `tokenize/*`."""
-
-    def job(self, cfg: PipelineConfig) -> dict[str, Any]:
-        """What a training job needs beyond the shared fields (nerflow.launch)."""
-
-    def evaluate(self, model_dir: Path, validated: Path, tokenized: Path, cfg: PipelineConfig, out: Path
-                 ) -> dict[str, float]:
-        """Scores on validation and test (`val/best_*`, `test/*`; `test/f1` is the headline), artifacts in `out`."""
-
-    def servable(self) -> tuple[Any, Any, list[str]]:
-        """(the MLflow PythonModel, its signature, an input example) of a registered version."""
-
-    def gold(self, split: Path) -> list:
-        """Gold labels of a canonical split, as the served scorer's predictions are compared with."""
-
-    def gate_tables(self, gold: list, scored: dict, versions: tuple[str, str | None]
-                    ) -> tuple[dict, dict | None, tuple | None]:
-        """The promotion gate's score tables of (challenger, champion), from their served predictions, and
-        tables restricted to the classes both know when their label sets differ (nerflow.promotion.decide)."""
-
-    def predict_fields(self, result) -> dict:
+    def answer_fields(self, answer: Any) -> dict:
         """One served answer as the fields of a `nerflow predict` output line."""
 
-    hit_key: str                   # what `nerflow compare` counts: "entities", "labels"
+    def answer_counts(self, fields: dict) -> dict[str, int]:
+        """What one output line counts towards a prediction run's metrics (`predict/<name>`)."""
 
-    def hits(self, gold: list, served: dict) -> set:
-        """The gold items (entities, document labels) a version's served predictions got right."""
+    def describe_counts(self, counts: dict[str, int]) -> str:
+        """The counts of a prediction run in words ("5 entities", "neg 3, pos 2")."""
 
-    def gold_count(self, gold: list) -> int:
-        """How many gold items there are."""
+
+def canonical(name: str | None) -> str:
+    """The task type's name: `None` is the default, `ner` an alias; anything else unknown is a ValueError."""
+    name = DEFAULT if name is None else ALIASES.get(name, name)
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown task {name!r} (one of {', '.join(IMPLEMENTATIONS)})")
+    return name
 
 
 def get(name: str) -> TaskType:
     """The implementation of a task type, imported on first use."""
+    return importlib.import_module(IMPLEMENTATIONS[canonical(name)]).TASK
+
+
+def entry(name: str, point: str) -> ModuleType:
+    """The task type's module for an entry point (a stage's name, or `predict`)."""
+    kind = get(name)
     try:
-        module = IMPLEMENTATIONS[name]
+        module = kind.entries[point]
     except KeyError:
-        raise ValueError(f"unknown task {name!r} (one of {', '.join(IMPLEMENTATIONS)})") from None
-    return importlib.import_module(module).TASK
+        raise KeyError(f"{kind.name} has no entry {point!r} (entries: {', '.join(kind.entries)})") from None
+    return importlib.import_module(module)
+
+
+def config_type(name: str) -> type:
+    return get(name).config
+
+
+def config_types() -> dict[str, type]:
+    """Every task type's config class (only needed to explain a key the configured task does not read)."""
+    return {name: get(name).config for name in IMPLEMENTATIONS}

@@ -31,15 +31,13 @@ from nerflow import batching, distributed, optim
 from nerflow.devices import peak_memory, seed_everything, select_device, weights_digest
 from nerflow.checkpoints import MetricsCallback, flush_metrics, resume, rng_state, save_checkpoint
 from nerflow.config import TrainConfig
+from nerflow.progress import TrainingInterrupted  # noqa: F401 - raised here; defined where no torch is needed
 from nerflow.optim import default_lr
 from nerflow.progress import Progress, stop_requests
 
 log = logging.getLogger(__name__)
 
 
-class TrainingInterrupted(Exception):
-    """SIGTERM or SIGINT arrived: a checkpoint was written at the next step boundary and training stopped there.
-    `fit` called again with the same `out_dir` continues from it."""
 
 
 @dataclass(frozen=True)

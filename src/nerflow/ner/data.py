@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nerflow.config import DataConfig
+from nerflow.ner.config import NerDataConfig as DataConfig
 from nerflow.data import SPLITS, DataError, _lines, _read_text, decode_utf8, hash_files  # noqa: F401 - re-exported
 from nerflow.ner.schemes import repair_iob2, split_tag, to_iob2
 

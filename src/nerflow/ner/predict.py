@@ -165,3 +165,8 @@ def split_words(text: str, pretokenized: bool = False) -> list[tuple[str, int, i
 def write_meta(model_dir: Path, labels: list[str], max_length: int | None, stride: int, **extra) -> None:
     (model_dir / META_FILE).write_text(json.dumps({"labels": labels, "max_length": max_length, "stride": stride,
                                                    **extra}, indent=2))
+
+
+def load_predictor(folder: Path):
+    """texts -> entity spans, from a model folder nerflow trained (`nerflow predict FOLDER`)."""
+    return Predictor.load(folder).predict_text

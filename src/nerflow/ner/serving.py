@@ -43,3 +43,8 @@ class NerModel(PythonModel):
         else:
             texts = [str(t) for t in model_input]
         return self.predictor.predict_text(texts, pretokenized=bool((params or {}).get("pretokenized", False)))
+
+
+def servable():
+    """(python model, signature, input example) of a registered NER version."""
+    return NerModel(), SIGNATURE, EXAMPLE

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nerflow.config import TokenizeConfig
+from nerflow.ner.config import NerTokenizeConfig as TokenizeConfig
 from nerflow.ner.data import Sentence
 
 IGNORE = -100  # label id the loss skips
@@ -160,3 +160,15 @@ def tokenize_corpus(tokenizer, corpus: dict[str, list[Sentence]], labels: list[s
         stats[f"extra_windows_{split}"] = sum(1 for w in windows if w.word_start > 0)  # long sentences
     stats["sentences_per_s"] = n_sentences / max(time.perf_counter() - started, 1e-9)
     return stats
+
+
+def tokenize_validated(tokenizer, validated: Path, cfg: TokenizeConfig, out: Path) -> dict[str, float]:
+    """The tokenize stage: every canonical split of `validated` as windows in `out/<split>`; returns its stats."""
+    import json
+
+    from nerflow.data import SPLITS
+    from nerflow.ner.data import read_split
+
+    corpus = {split: read_split(validated / f"{split}.jsonl") for split in SPLITS}
+    labels = json.loads((validated / "labels.json").read_text())
+    return tokenize_corpus(tokenizer, corpus, labels, cfg, out)

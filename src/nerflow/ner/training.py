@@ -72,3 +72,9 @@ def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=
     trained = trainable(job["model_path"], tokenizer, labels, load_windows(windows / "train"),
                         load_windows(windows / "validation"), val_gold, cfg, job["meta"])
     return fit(trained, cfg, job["seed"], Path(job["out_dir"]), on_metrics, should_stop)
+
+
+def job_fields(cfg) -> dict:
+    """What a NER training job carries beyond the shared fields (prefect_tasks/train.py): the window settings the
+    served model needs."""
+    return {"meta": {"max_length": cfg.tokenize.max_length, "stride": cfg.tokenize.stride}}

@@ -7,11 +7,13 @@ at `path:line`, and for CoNLL files at the exact token line.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from nerflow.config import DataConfig
+from nerflow.ner.config import NerDataConfig as DataConfig
 from nerflow.data import SPLITS
-from nerflow.ner.data import Sentence
+from nerflow.ner.data import Sentence, canonicalize, label_list, load_corpus, write_split  # noqa: F401 - load_corpus: this entry's reader
 from nerflow.ner.schemes import invalid_iob2_positions, is_well_formed, split_tag
 from nerflow.validation import (MAX_PER_RULE, Failure, ValidationFailed, ValidationReport, capped,  # noqa: F401
                                 gx_failures, gx_modules, render_html, rule, run_gx)
@@ -158,3 +160,24 @@ def validate_corpus(corpus: dict[str, list[Sentence]], cfg: DataConfig) -> Valid
     kept = capped(failures, counts, RULES, metrics)
     return ValidationReport(passed=not kept, failures=kept, warnings=warnings, metrics=metrics,
                             gx_results=gx_results, rules=RULES, unit="sentences")
+
+
+def write_validated(corpus: dict[str, list[Sentence]], cfg: DataConfig, out: Path) -> None:
+    """Canonical IOB2 `<split>.jsonl` and `labels.json` for the stages after validation."""
+    canonical = {split: canonicalize(sentences, cfg) for split, sentences in corpus.items()}
+    for split, sentences in canonical.items():
+        write_split(sentences, out / f"{split}.jsonl")
+    (out / "labels.json").write_text(json.dumps(label_list(canonical)))
+
+
+def data_fingerprint(cfg: DataConfig) -> str:
+    """A content hash of the configured data (what the validate key hashes)."""
+    from nerflow.ner import data
+
+    if cfg.format == "hf":
+        return f"hf:{cfg.hf_dataset}"
+    files = data.input_files(cfg)
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise data.DataError(f"{missing[0]}: file not found")
+    return data.hash_files(list(files.values()))

@@ -14,7 +14,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nerflow.config import DataConfig
+from nerflow.textcat.config import TextcatDataConfig as DataConfig
 from nerflow.data import SPLITS, DataError, _lines, _read_text, decode_utf8, hash_files
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from nerflow.batching import inference_batches, pad_multiple, padded
-from nerflow.config import TokenizeConfig
+from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
 
 from nerflow.textcat.tokenization import Encoder, Segment
 
@@ -127,3 +127,8 @@ class Classifier:
                 best = int(row.argmax())
                 out.append({"label": self.labels[best], "score": round(float(row[best]), 6), "scores": scores})
         return out
+
+
+def load_predictor(folder: Path):
+    """texts -> {"label", "score", "scores"}, from a model folder nerflow trained (`nerflow predict FOLDER`)."""
+    return Classifier.load(folder).predict_text

@@ -40,3 +40,8 @@ class TextClassifierModel(PythonModel):
         else:
             texts = [str(t) for t in model_input]
         return self.classifier.predict_text(texts)
+
+
+def servable():
+    """(python model, signature, input example) of a registered text classifier."""
+    return TextClassifierModel(), SIGNATURE, EXAMPLE

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerflow.config import TokenizeConfig
+from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
 from nerflow.textcat.data import Document
 
 
@@ -120,3 +120,15 @@ def tokenize_corpus(tokenizer, corpus: dict[str, list[Document]], labels: list[s
     stats["truncated_share"] = n_truncated / max(n_texts, 1)
     stats["texts_per_s"] = n_texts / max(time.perf_counter() - started, 1e-9)
     return stats
+
+
+def tokenize_validated(tokenizer, validated: Path, cfg: TokenizeConfig, out: Path) -> dict[str, float]:
+    """The tokenize stage: every canonical split of `validated` as segments in `out/<split>`; returns its stats."""
+    import json
+
+    from nerflow.data import SPLITS
+    from nerflow.textcat.data import read_split
+
+    corpus = {split: read_split(validated / f"{split}.jsonl") for split in SPLITS}
+    labels = json.loads((validated / "labels.json").read_text())
+    return tokenize_corpus(tokenizer, corpus, labels, cfg, out)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from nerflow import distributed
 from nerflow.checkpoints import MetricsCallback
-from nerflow.config import TokenizeConfig, TrainConfig
+from nerflow.config import TrainConfig
+from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
 from nerflow.textcat import evaluate
 from nerflow.textcat.data import read_split
 from nerflow.textcat.predict import META_FILE, collate, pool_rows, predict_logits, to_probabilities, write_meta
@@ -133,3 +134,12 @@ def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=
                  load_segments(segments / "train"), load_segments(segments / "validation"), val_gold,
                  job["multi_label"], cfg, tokenize, job["seed"], Path(job["out_dir"]), job["meta"], on_metrics,
                  should_stop)
+
+
+def job_fields(cfg) -> dict:
+    """What a text-classification training job carries beyond the shared fields (prefect_tasks/train.py): how
+    texts become segments, and what the served model needs to read them the same way."""
+    t = cfg.tokenize
+    return {"tokenize": t.model_dump(mode="json"), "multi_label": cfg.data.multi_label,
+            "meta": {"max_length": t.max_length, "stride": t.stride, "long_documents": t.long_documents,
+                     "head_share": t.head_share, "pool": t.pool, "multi_label": cfg.data.multi_label}}

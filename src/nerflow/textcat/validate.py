@@ -8,12 +8,14 @@ the tokenize stage.
 """
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
-from nerflow.config import DataConfig
+from nerflow.textcat.config import TextcatDataConfig as DataConfig
 from nerflow.data import SPLITS
-from nerflow.textcat.data import Corpus, Document, label_list
+from nerflow.textcat.data import Corpus, Document, label_list, load_corpus, write_split  # noqa: F401 - load_corpus: this entry's reader
 from nerflow.validation import ValidationReport, capped, gx_failures, gx_modules, rule, run_gx
 
 RULES = ("text_not_empty", "label_present", "label_in_set")
@@ -115,3 +117,17 @@ def validate_corpus(corpus: Corpus, cfg: DataConfig) -> ValidationReport:
     kept = capped(failures, counts, RULES, metrics)
     return ValidationReport(passed=not kept and not any(counts.values()), failures=kept, warnings=warnings,
                             metrics=metrics, gx_results=gx_results, rules=RULES, unit="documents")
+
+
+def write_validated(corpus: Corpus, cfg: DataConfig, out: Path) -> None:
+    """`<split>.jsonl`, `labels.json` and `task.json` (single or multi-label) for the stages after validation."""
+    for split, docs in corpus.items():
+        write_split(docs, out / f"{split}.jsonl")
+    (out / "labels.json").write_text(json.dumps(label_list(corpus, cfg)))
+    (out / "task.json").write_text(json.dumps({"multi_label": cfg.multi_label}))
+
+
+def data_fingerprint(cfg: DataConfig) -> str:
+    from nerflow.textcat.data import fingerprint
+
+    return fingerprint(cfg)

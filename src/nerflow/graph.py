@@ -1,0 +1,104 @@
+"""The pipeline as a declared stage graph: every stage is declared once, here, and everything else is derived from
+the declaration: the plan and its keys (nerflow.plan), the code each key hashes (nerflow.code_identity),
+`--dry-run`, `rerun --from`, the Prefect flow body (flows/pipeline.py runs the stages in this order through their
+adapters), the run summary and the "already done" answer (nerflow.outputs), and `nerflow runs`.
+
+A stage's key hashes: the keys of the stages it consumes, the identities of the outside inputs it reads (the data
+by role and content, the base model by content or commit), the config settings it reads (every key of those
+sections but the ones marked `NotInKey`), and its code (the nerflow modules its adapter and library function import,
+found from the source, and the versions of the libraries those import).
+
+Adding a stage is one declaration below, one library function (in each task package, as an entry of the task type,
+or one shared "module:function") and one adapter module in tasks/ with `compute` and `record` (docs/caching.md,
+"Adding a stage").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nerflow.outputs import Evaluated, Promoted, Registered, StageOutput, Tokenized, Trained, Validated
+
+ADAPTERS = "nerflow.prefect_tasks"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    consumes: tuple[str, ...]          # stages whose outputs it reads: their keys enter its key
+    reads: tuple[str, ...]             # config keys or sections whose settings enter its key
+    output: type[StageOutput]
+    inputs: tuple[str, ...] = ()       # outside inputs whose identity enters its key: "data", "model"
+    compute: str | None = None         # the task type's entry that computes it (default: the stage name), or a
+    #                                    shared "module:function"
+    adapter: str | None = None         # the tasks/ module that runs and records it (default: tasks/<name>.py)
+    about: str = ""                    # one line for the docs and `nerflow run --help`
+    external: bool = False             # its output names something outside the cache that can vanish (a model
+    #                                    version): its adapter's `still_valid` is asked before the entry is trusted
+
+    @property
+    def adapter_module(self) -> str:
+        return self.adapter or f"{ADAPTERS}.{self.name}"
+
+    @property
+    def entry(self) -> str:
+        """The name of the task type's entry point that computes this stage, or a shared "module:function"."""
+        return self.compute or self.name
+
+
+@dataclass(frozen=True)
+class Graph:
+    stages: tuple[Stage, ...]          # in an order where every stage comes after the stages it consumes
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for stage in self.stages:
+            if stage.name in seen:
+                raise ValueError(f"stage {stage.name!r} is declared twice")
+            unknown = [c for c in stage.consumes if c not in seen]
+            if unknown:
+                raise ValueError(f"stage {stage.name!r} consumes {', '.join(unknown)}, not declared before it")
+            seen.add(stage.name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"no stage {name!r} (stages: {', '.join(self.names)})")
+
+    def downstream(self, name: str) -> set[str]:
+        """`name` and every stage that consumes it, directly or through others: what forcing `name` recomputes."""
+        out = {self.stage(name).name}
+        for s in self.stages:
+            if out & set(s.consumes):
+                out.add(s.name)
+        return out
+
+    def sinks(self) -> tuple[str, ...]:
+        """The stages no other stage consumes: their keys together name a logical run."""
+        consumed = {c for s in self.stages for c in s.consumes}
+        return tuple(s.name for s in self.stages if s.name not in consumed)
+
+    def with_stage(self, stage: Stage) -> Graph:
+        return Graph((*self.stages, stage))
+
+
+PIPELINE = Graph((
+    Stage("validate", consumes=(), reads=("task", "data"), inputs=("data",), output=Validated,
+          about="read the data and check it (Great Expectations); canonical splits"),
+    Stage("tokenize", consumes=("validate",), reads=("tokenize",), inputs=("model",), output=Tokenized,
+          about="the splits as model inputs (the base model's tokenizer)"),
+    Stage("train", consumes=("validate", "tokenize"), reads=("train", "seed"), inputs=("model",), output=Trained,
+          about="fine-tune the base model; the best weights on validation"),
+    Stage("evaluate", consumes=("validate", "tokenize", "train"), reads=("evaluate",), output=Evaluated,
+          about="scores on validation and test, reports and plots"),
+    Stage("register", consumes=("validate", "train", "evaluate"), reads=("registry",), output=Registered,
+          external=True, about="a version in the MLflow registry, alias registry.alias"),
+    # the gate's outcome also depends on the champion of the moment, which no key can hold: a rerun of a complete
+    # promote stage reuses its recorded decision; `nerflow promote` asks the gate again
+    Stage("promote", consumes=("validate", "evaluate", "register"), reads=("promote",), output=Promoted,
+          about="the evidence gate for promote.alias (champion)"),
+))

@@ -1,0 +1,160 @@
+"""The typed output of each stage: what the next stages, the run summary and the "already done" answer read.
+
+A stage's adapter (tasks/) computes into its cache entry and writes the output's own fields there as `output.json`;
+`load` rebuilds the output from an entry (a reused stage, `nerflow run` with nothing to do), `from_json` from the
+copy a finished run logs to MLflow (`pipeline/outputs.json`, read on another host). `summary_lines` is the stage's
+part of the summary `nerflow run` prints: the summary is the stages' parts in the graph's order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+OUTPUT_FILE = "output.json"
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    stage: str
+    key: str
+    path: str             # the entry this attempt used (a generation folder of the stage cache)
+    reused: bool          # True: computed earlier (same inputs, settings and code), not by this attempt
+
+    BASE: ClassVar[tuple[str, ...]] = ("stage", "key", "path", "reused")
+
+    def fields(self) -> dict[str, Any]:
+        """The stage's own fields (what `output.json` holds)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.BASE}
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any], **changes) -> StageOutput:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in value.items() if k in known}, **changes})
+
+    @classmethod
+    def load(cls, stage: str, key: str, entry: Path, reused: bool = True) -> StageOutput:
+        fields_ = json.loads((Path(entry) / OUTPUT_FILE).read_text())
+        return cls.from_json({**fields_, "stage": stage, "key": key, "path": str(entry), "reused": reused})
+
+    def summary_lines(self, kind) -> list[str]:
+        """This stage's lines of the run summary (`kind`: the run's task type)."""
+        return []
+
+
+def write_fields(entry: Path, fields_: dict[str, Any]) -> None:
+    (Path(entry) / OUTPUT_FILE).write_text(json.dumps(fields_, indent=1, default=str))
+
+
+@dataclass(frozen=True)
+class Validated(StageOutput):
+    data_hash: str = ""                                   # one hash of the data identity (roles and content)
+    data: dict[str, str] = field(default_factory=dict)    # the data identity: per role, its content hash
+    sizes: dict[str, int] = field(default_factory=dict)   # examples per split
+
+
+@dataclass(frozen=True)
+class Tokenized(StageOutput):
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Trained(StageOutput):
+    model_dir: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, stage: str, key: str, entry: Path, reused: bool = True) -> StageOutput:
+        out = super().load(stage, key, entry, reused)
+        return dataclasses.replace(out, model_dir=str(Path(entry) / "model"))   # where this entry holds it
+
+
+@dataclass(frozen=True)
+class Evaluated(StageOutput):
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def summary_lines(self, kind) -> list[str]:
+        m = self.metrics
+        # entity types or classes from the per-class support keys (`test/f1_` also starts `test/f1_macro`);
+        # docs/metrics.md
+        classes = sorted(k.removeprefix("test/support_") for k in m if k.startswith("test/support_"))
+        width = max([len(c) for c in classes] + [8])
+        lines = [f"{kind.class_column:<{width}}  {'val F1':>7}  {'test F1':>7}"]
+        for c in classes:
+            lines.append(f"{c:<{width}}  {m.get(f'val/best_f1_{c}', 0):>7.4f}  {m[f'test/f1_{c}']:>7.4f}")
+        lines.append(f"{'overall':<{width}}  {m['val/best_f1']:>7.4f}  {m['test/f1']:>7.4f}  "
+                     f"({kind.headline.split()[0]})")
+        if "test/accuracy" in m:
+            lines.append(f"{'accuracy':<{width}}  {m.get('val/best_accuracy', float('nan')):>7.4f}  "
+                         f"{m['test/accuracy']:>7.4f}")
+        return lines
+
+
+@dataclass(frozen=True)
+class Registered(StageOutput):
+    model_name: str = ""
+    version: int = 0
+    alias: str = ""
+    registered_by_run: str = ""
+    new_version: bool = False   # this attempt created the version (False: reused, or equal weights found)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"
+
+    def summary_lines(self, kind) -> list[str]:
+        if self.reused:
+            said = (f"already registered: {self.model_name} version {self.version} by run {self.registered_by_run}; "
+                    "nothing new (use --force-register for a new version)")
+        elif not self.new_version:
+            said = (f"weights identical to {self.model_name} version {self.version}: no new version registered "
+                    "(use --force-register for one)")
+        else:
+            said = f"registered: {self.model_name} version {self.version} (alias @{self.alias})"
+        return ["", said, f"load it:    mlflow.pyfunc.load_model('{self.uri}')"]
+
+
+@dataclass(frozen=True)
+class Promoted(StageOutput):
+    decision: dict[str, Any] = field(default_factory=dict)   # nerflow.promotion.decision_json + version, alias, moved
+
+    def summary_lines(self, kind) -> list[str]:
+        d = self.decision
+        if not d:
+            return []
+        held = "" if d["moved"] or not d["accepted"] else " (promote.auto is false: not moved)"
+        return [f"promotion:  {d['decision']} for @{d['alias']}{held}: {d['reason']}"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one pipeline attempt produced: every stage's output, in the graph's order."""
+
+    run_id: str
+    outputs: dict[str, StageOutput]
+    flow_run_id: str = ""
+    already_done: bool = False   # nothing ran: the answer came from the stage cache or the registry
+
+    def __getitem__(self, stage: str) -> StageOutput:
+        return self.outputs[stage]
+
+    @property
+    def stages(self) -> dict[str, bool]:
+        """Per stage: reused (True) or computed by this attempt."""
+        return {name: out.reused for name, out in self.outputs.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "flow_run_id": self.flow_run_id,
+                "outputs": {name: out.to_json() for name, out in self.outputs.items()}}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any], graph, reused: bool = True, **changes) -> RunResult:
+        """A result logged by a finished run (`pipeline/outputs.json`), its stages as reused by default."""
+        outputs = {s.name: s.output.from_json(value["outputs"][s.name], reused=reused) for s in graph.stages}
+        return cls(**{"run_id": value["run_id"], "flow_run_id": value.get("flow_run_id", ""), "outputs": outputs,
+                      **changes})
