@@ -1,10 +1,13 @@
 """Data plumbing every task type shares: the error type whose message starts with `file:line`, UTF-8 decoding with
 line numbers, line splitting, content hashes of input files, JSON-ready values. The readers are the task's
-(nerflow.ner.data, nerflow.textcat.data)."""
+(nerflow.ner.data, nerflow.textcat.data); every data file they read goes through `read_bytes`, so
+nerflow.data_identity can check that what was read is what the run was planned with."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +29,27 @@ def decode_utf8(raw: bytes, where: str) -> str:
     return text.lstrip("\ufeff")
 
 
+# The ledger of nerflow.data_identity.reading(): absolute path -> sha256 of the bytes a reader read, or None when no
+# ledger is open. A ContextVar, so two loads in one process (async tasks) each fill their own.
+READ_LEDGER: ContextVar[dict[str, str] | None] = ContextVar("nerflow_read_ledger", default=None)
+# A file read twice with different bytes in one ledger: matches no content hash, so the check names the file.
+READ_TWICE_DIFFERENTLY = "read twice with different content"
+
+
+def read_bytes(path: Path) -> bytes:
+    """A data file's bytes, recorded in the open read ledger (if any): the hash of exactly what is decoded next."""
+    raw = path.read_bytes()
+    ledger = READ_LEDGER.get()
+    if ledger is not None:
+        key, digest = os.path.abspath(path), hashlib.sha256(raw).hexdigest()
+        ledger[key] = digest if ledger.get(key, digest) == digest else READ_TWICE_DIFFERENTLY
+    return raw
+
+
 def _read_text(path: Path) -> str:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    text = decode_utf8(path.read_bytes(), str(path))
+    text = decode_utf8(read_bytes(path), str(path))
     if not text.strip():
         raise DataError(f"{path}: file is empty")
     return text

@@ -9,6 +9,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from nerflow.data_identity import resolve_hub_revision
+
 # A registered version's pyfunc holds the fine-tuned Hugging Face folder (weights, tokenizer, nerflow.json) among
 # its artifacts under this name; every task's serving module reads it.
 SERVED_ARTIFACT = "hf_model"
@@ -47,10 +49,11 @@ def _unpack_minilm(target: Path) -> None:
 
 
 def model_fingerprint(resolved: str, revision: str | None = None) -> str:
-    """Hash of a local model's files (name and content), or the hub id plus revision."""
+    """Hash of a local model's files (name and content), or `hub:<id>@<commit>`: the revision (None: main) resolved
+    to the commit it names now, so a moved branch is a new model (nerflow.data_identity.resolve_hub_revision)."""
     path = Path(resolved)
     if not path.is_dir():
-        return f"hub:{resolved}@{revision or 'main'}"
+        return f"hub:{resolved}@{resolve_hub_revision(resolved, revision)}"
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(str(f.relative_to(path)).encode())
@@ -58,6 +61,14 @@ def model_fingerprint(resolved: str, revision: str | None = None) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+def resolved_revision(name_or_path: str, revision: str | None = None) -> str | None:
+    """The commit to load a hub model at (`from_pretrained(..., revision=...)`): the one its fingerprint keyed.
+    None for a local folder or the offline MiniLM, which are keyed by their files."""
+    if Path(name_or_path).expanduser().is_dir() or name_or_path in OFFLINE_MINILM:
+        return None
+    return resolve_hub_revision(name_or_path, revision)
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")

@@ -96,12 +96,13 @@ def read_jsonl(path: Path) -> list[Sentence]:
     return sentences
 
 
-def read_hf(dataset_id: str, split: str) -> list[Sentence]:
-    """A hub dataset with `tokens` and `ner_tags` (ClassLabel ids or strings). Needs the hub (not reachable here)."""
+def read_hf(dataset_id: str, split: str, revision: str | None = None) -> list[Sentence]:
+    """A hub dataset (at `revision`, a commit when planned) or a local dataset folder with `tokens` and `ner_tags`
+    (ClassLabel ids or strings). A hub id needs the hub or the local Hugging Face cache."""
     import datasets  # heavy and only needed for this path
 
     try:
-        ds = datasets.load_dataset(dataset_id, split=split)
+        ds = datasets.load_dataset(dataset_id, split=split, revision=revision)
     except (FileNotFoundError, ValueError) as e:   # no such dataset or split
         raise DataError(f"{dataset_id}[{split}]: cannot load it: {str(e).splitlines()[0]}") from None
     missing = [c for c in ("tokens", "ner_tags") if c not in ds.column_names]
@@ -140,7 +141,7 @@ def load_corpus(cfg: DataConfig) -> Corpus:
     if cfg.format == "hf":
         if not cfg.hf_dataset:
             raise DataError("config key 'data.hf_dataset' is required when data.format is 'hf'")
-        corpus = {split: read_hf(cfg.hf_dataset, split) for split in SPLITS}
+        corpus = {split: read_hf(cfg.hf_dataset, split, cfg.hf_revision) for split in SPLITS}
     else:
         reader = read_jsonl if cfg.format == "jsonl" else lambda p: read_conll(p, cfg.tag_column)
         corpus = {split: reader(path) for split, path in input_files(cfg).items()}

@@ -7,7 +7,6 @@ reports every such document with its `file:line` instead of the reader stopping 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import random
@@ -15,7 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nerflow.textcat.config import TextcatDataConfig as DataConfig
-from nerflow.data import SPLITS, DataError, _lines, _read_text, decode_utf8, hash_files
+from nerflow.data import SPLITS, DataError, _lines, _read_text, decode_utf8, read_bytes
+from nerflow.data_identity import identity, identity_digest, role_paths
+from nerflow.data_identity import label_folder_layout as _folder_layout   # the files the identity hashes
 
 
 @dataclass(frozen=True)
@@ -116,32 +117,12 @@ def read_jsonl(path: Path, cfg: DataConfig) -> list[Document]:
     return docs
 
 
-def _folder_layout(root: Path) -> dict[str, list[Path]]:
-    """label -> its document files, sorted. Shared by the reader and the fingerprint, so both see the same files."""
-    if not root.is_dir():
-        raise DataError(f"{root}: folder not found" if not root.exists() else
-                        f"{root}: not a folder; data.format=folders reads a folder holding one folder per label")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    layout = {folder.name: sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")),
-                                  key=lambda p: p.name)
-              for folder in folders}
-    if not layout:
-        raise DataError(f"{root}: no label folders; data.format=folders expects one sub-folder per label, each "
-                        "holding one text file per document")
-    if not any(layout.values()):
-        raise DataError(f"{root}: no documents in its label folders ({', '.join(layout)})")
-    empty = [name for name, files in layout.items() if not files]
-    if empty:
-        raise DataError(f"{root / empty[0]}: label folder has no documents; add some or remove the folder")
-    return layout
-
-
 def read_folders(root: Path, cfg: DataConfig) -> list[Document]:
     """One sub-folder per label (its name is the label), one UTF-8 text file per document; other files are ignored."""
     if cfg.multi_label:
         raise DataError(f"{root}: data.multi_label=true is not possible with data.format=folders (a document sits "
                         "in one label folder); use csv, tsv or jsonl for multi-label data")
-    return [Document(decode_utf8(f.read_bytes(), str(f)), [label], str(f))
+    return [Document(decode_utf8(read_bytes(f), str(f)), [label], str(f))
             for label, files in _folder_layout(root).items() for f in files]
 
 
@@ -151,7 +132,7 @@ def read_hf(dataset_id_or_local_folder: str, split: str, cfg: DataConfig) -> lis
 
     where = f"{dataset_id_or_local_folder}[{split}]"
     try:
-        ds = datasets.load_dataset(dataset_id_or_local_folder, split=split)
+        ds = datasets.load_dataset(dataset_id_or_local_folder, split=split, revision=cfg.hf_revision)
     except (FileNotFoundError, ValueError, ConnectionError) as e:   # no such dataset or split, or no hub
         raise DataError(f"{where}: cannot load it: {str(e).splitlines()[0]}") from None
     missing = _missing_columns(ds.column_names, cfg)
@@ -172,11 +153,11 @@ def read_hf(dataset_id_or_local_folder: str, split: str, cfg: DataConfig) -> lis
     return docs
 
 
-def _hf_split_names(dataset_id_or_local_folder: str) -> list[str]:
+def _hf_split_names(dataset_id_or_local_folder: str, revision: str | None = None) -> list[str]:
     import datasets
 
     try:
-        return datasets.get_dataset_split_names(dataset_id_or_local_folder)
+        return datasets.get_dataset_split_names(dataset_id_or_local_folder, revision=revision)
     except (FileNotFoundError, ValueError, ConnectionError) as e:
         raise DataError(f"{dataset_id_or_local_folder}: cannot load it (data.hf_dataset): "
                         f"{str(e).splitlines()[0]}") from None
@@ -223,32 +204,16 @@ def split_stratified(docs: list[Document], validation: float, test: float, seed:
 
 def input_paths(cfg: DataConfig) -> dict[str, Path]:
     """split -> the configured file (or, for data.format=folders, the folder of label folders); {} for hf."""
-    if cfg.format == "hf":
-        return {}
-    names = {"train": cfg.train, "validation": cfg.validation, "test": cfg.test}
-    return {split: cfg.dir / name for split, name in names.items() if name}
+    return role_paths(cfg)   # the paths the data identity describes
 
 
 def fingerprint(cfg: DataConfig) -> str:
-    """Content hash of the configured data: moving it changes nothing; an edited document, or a renamed label folder
-    (a changed label), changes it. A hub dataset is named, not hashed."""
+    """One hash of the configured files by role and content (nerflow.data_identity.identity): moving them changes
+    nothing; an edited document, a renamed label folder (a changed label) or two swapped roles change it. A hub
+    dataset is named here, not resolved (identity() resolves it to a commit)."""
     if cfg.format == "hf":
         return f"hf:{cfg.hf_dataset}"
-    paths = input_paths(cfg)
-    if cfg.format != "folders":
-        missing = next((p for p in paths.values() if not p.is_file()), None)
-        if missing is not None:
-            raise DataError(f"{missing}: file not found")
-        return hash_files(list(paths.values()))
-    h = hashlib.sha256()
-    for split, root in paths.items():
-        h.update(split.encode() + b"\0")
-        for files in _folder_layout(root).values():
-            for f in files:
-                name, content = f.relative_to(root).as_posix().encode(), f.read_bytes()
-                for part in (name, content):   # length-prefixed: no two layouts hash alike
-                    h.update(len(part).to_bytes(8, "little") + part)
-    return h.hexdigest()
+    return identity_digest(identity(cfg))
 
 
 def _read(path: Path, cfg: DataConfig) -> list[Document]:
@@ -264,7 +229,7 @@ def load_corpus(cfg: DataConfig) -> Corpus:
     if cfg.format == "hf":
         if not cfg.hf_dataset:
             raise DataError("config key 'data.hf_dataset' is required when data.format is 'hf'")
-        available = _hf_split_names(cfg.hf_dataset)
+        available = _hf_split_names(cfg.hf_dataset, cfg.hf_revision)
         if "train" not in available:
             raise DataError(f"{cfg.hf_dataset}: no 'train' split (data.hf_dataset has: {', '.join(available)})")
         corpus = {split: read_hf(cfg.hf_dataset, split, cfg) for split in SPLITS if split in available}
