@@ -63,7 +63,8 @@ def check_version(client: MlflowClient, name: str, version: str, task: str | Non
 
 
 def task_of(version) -> str:
-    return version.tags.get(TASK_TAG, "token-classification")
+    # a version registered before task types has no tag: the default task type made it
+    return task_types.canonical(version.tags.get(TASK_TAG))
 
 
 def check_alias_task(client: MlflowClient, name: str, alias: str, task: str) -> None:

@@ -133,7 +133,7 @@ def all_or_nothing(client: MlflowClient, name: str) -> Iterator[Undo]:
 
 
 def create_version(client: MlflowClient, undo: Undo, name: str, run_id: str, model_dir: str, tags: dict,
-                   description: str, task: str = "token-classification") -> str:
+                   description: str, task: str) -> str:
     """Log + register with tags and description in one call (a version never exists half-tagged)."""
     info = log_servable_model(run_id, model_dir, task)
     try:

@@ -21,10 +21,11 @@ def train_job(ctx: RunContext, upstream: dict) -> dict:
     extra = task_types.entry(cfg.task, "train").job_fields(cfg)
     validated = Path(upstream["validate"].path)
     labels = json.loads((validated / "labels.json").read_text())
-    return {**extra, "task": cfg.task, "model_path": ctx.plan.model_path, "model_revision": ctx.plan.model_revision,
-            "validated": str(validated), "tokenized": upstream["tokenize"].path,
-            "train": cfg.train.model_dump(mode="json"), "seed": cfg.seed, "out_dir": str(work_dir(ctx.plan, cfg)),
-            "meta": {**extra.get("meta", {}), "labels": labels, "base_model": cfg.model.name_or_path}}
+    base = {"base_model": cfg.model.name_or_path,   # a hub model: the commit its key holds, recorded with the model
+            **({"base_model_revision": ctx.plan.model_revision} if ctx.plan.model_revision else {})}
+    return {**extra, "task": cfg.task, "model_path": ctx.plan.model_path, "validated": str(validated),
+            "tokenized": upstream["tokenize"].path, "train": cfg.train.model_dump(mode="json"), "seed": cfg.seed,
+            "out_dir": str(work_dir(ctx.plan, cfg)), "meta": {**extra.get("meta", {}), "labels": labels, **base}}
 
 
 def work_dir(plan: Plan, cfg) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nerflow import task_types
+from nerflow import data_identity, task_types
 from nerflow.data import SPLITS
 from nerflow.outputs import Validated, write_fields
 from nerflow.plan import StagePlan
@@ -17,7 +17,8 @@ from nerflow.validation import ValidationFailed, render_html
 def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None:
     cfg, client = ctx.cfg, tracking.configure()
     entry = task_types.entry(cfg.task, "validate")
-    corpus = entry.load_corpus(cfg.data)
+    # exactly the bytes the key holds: a file replaced since the plan stops the run (DataError naming it)
+    corpus = data_identity.load_checked(cfg.data, ctx.plan.identities["data"], entry.load_corpus)
     report = entry.validate_corpus(corpus, cfg.data)
     # the report is evidence whether the data passed or not
     tracking.log_json(client, ctx.run_id, report.to_json(), "validation/report.json")

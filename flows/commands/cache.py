@@ -15,14 +15,16 @@ def cmd_cache_ls(args: argparse.Namespace) -> int:
     total = 0
     for e in entries:
         total += e.bytes
+        note = "" if e.complete and e.current else "  (partial: checkpoints of an unfinished run)" if e.current \
+            else "  (replaced by a forced recompute; pruned once no run reads it)"
         print(f"{e.stage:<9} {e.key}  {e.bytes / 1e6:>9.1f} MB  {time.strftime('%Y-%m-%d %H:%M', time.localtime(e.modified))}"
-              f"{'' if e.complete else '  (partial: checkpoints of an unfinished run)'}")
+              f"{note}")
     print(f"{len(entries)} entries, {total / 1e6:.1f} MB in {args.cache_dir}")
     return 0
 
 
 def protected_keys(cache_dir: Path) -> set[str]:
-    """Stage keys that a model with an alias or a live run depends on."""
+    """Stage keys that a model with an alias or a live run depends on, and the generations live runs read."""
     from mlflow import MlflowClient
 
     from nerflow.locks import held_locks
@@ -36,7 +38,7 @@ def protected_keys(cache_dir: Path) -> set[str]:
             tags = client.get_model_version(model.name, version).tags
             keys |= {v for k, v in tags.items() if k.startswith("nerflow.") and k.endswith("_key")}
     for lock in held_locks(cache_dir):
-        keys |= set(lock.get("keys", {}).values())
+        keys |= set(lock.get("keys", {}).values()) | set(lock.get("generations", {}).values())
     return keys
 
 
@@ -49,7 +51,8 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
     doomed = cache.select_prunable(cache.list_entries(args.cache_dir), args.keep,
                                    args.older_than * 86400 if args.older_than is not None else None, protected)
     for e in doomed:
-        print(f"{'would remove' if args.dry_run else 'removing'} {e.stage}/{e.path.name} ({e.bytes / 1e6:.1f} MB)")
+        name = e.path.name if not e.current or e.path.name.endswith(".work") else e.key
+        print(f"{'would remove' if args.dry_run else 'removing'} {e.stage}/{name} ({e.bytes / 1e6:.1f} MB)")
         if not args.dry_run:
             cache.remove(e)
     print(f"{len(doomed)} entries, {sum(e.bytes for e in doomed) / 1e6:.1f} MB"

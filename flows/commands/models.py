@@ -94,7 +94,7 @@ def test_data(client, name: str, version: str, config: Path | None, overrides: l
     config, read and checked by the config's task type."""
     import mlflow
 
-    from nerflow import task_types
+    from nerflow import data_identity, task_types
     from nerflow.config import load_config
 
     resolved = config is None   # the version's own resolved config, logged by the nerflow that trained it
@@ -111,7 +111,7 @@ def test_data(client, name: str, version: str, config: Path | None, overrides: l
     validate.write_validated({"test": corpus["test"]}, cfg.data, folder)
     split = folder / "test.jsonl"
     return cfg, split, task_types.entry(cfg.task, "promote").gold(split), report.passed, \
-        validate.data_fingerprint(cfg.data)
+        data_identity.identity_digest(data_identity.identity(cfg.data))
 
 
 def cmd_promote(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nerflow import cache, code_identity, models, task_types
+from nerflow import cache, code_identity, data_identity, models
 from nerflow import graph as stage_graph
 from nerflow.config import PipelineConfig, hash_json, key_settings
 from nerflow.graph import Graph, Stage
@@ -38,7 +38,7 @@ class Plan:
 
     @property
     def data_hash(self) -> str:
-        return hash_json(self.identities["data"])
+        return data_identity.identity_digest(self.identities["data"])
 
     @property
     def model_hash(self) -> str:
@@ -49,11 +49,13 @@ class Plan:
 
 
 def input_identities(cfg: PipelineConfig) -> tuple[dict[str, Any], str, str | None]:
-    """(identities of the outside inputs, the base model's local path or hub id, its resolved commit)."""
-    data = task_types.entry(cfg.task, "validate").data_fingerprint(cfg.data)
+    """(identities of the outside inputs, the base model's local path or hub id, a hub model's resolved commit).
+    The data by role and content (nerflow.data_identity); the base model by its files' content, or a hub id by
+    the commit its revision resolves to (the tokenize and train stages load exactly that commit)."""
     model_path = models.resolve_model(cfg.model.name_or_path, cfg.cache_dir)
-    return {"data": {"all": data}, "model": models.model_fingerprint(model_path, cfg.model.revision)}, model_path, \
-        cfg.model.revision
+    model = models.model_fingerprint(model_path, cfg.model.revision)
+    revision = models.resolved_revision(model_path, cfg.model.revision)
+    return {"data": data_identity.identity(cfg.data), "model": model}, model_path, revision
 
 
 def setting(cfg: PipelineConfig, path: str) -> Any:

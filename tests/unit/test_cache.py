@@ -2,6 +2,7 @@
 (from Python and from `nerflow cache ls / prune`)."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -10,27 +11,35 @@ import pytest
 
 from nerflow import cache
 from nerflow.flows import cli
-from nerflow.locks import run_lock
+from nerflow.locks import note_generation, run_lock
 
 DAY = 86400
 
 
-def write_entry(root: Path, stage: str, key: str, files: dict[str, str] | None = None, age_days: float = 0) -> Path:
-    with cache.stage_output(root, stage, key, {"settings": {"x": 1}}) as out:
+def write_entry(root: Path, stage: str, key: str, files: dict[str, str] | None = None, age_days: float = 0,
+                replace: bool = False) -> Path:
+    """A complete output under (stage, key); returns the generation folder the key now names."""
+    with cache.stage_output(root, stage, key, {"settings": {"x": 1}}, replace=replace) as out:
         for name, text in (files or {"out.txt": f"{stage} {key}"}).items():
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_text(text)
-    folder = root / stage / key
+    folder = cache.lookup(root, stage, key)
     stamp = time.time() - age_days * DAY
     os.utime(folder, (stamp, stamp))
     return folder
 
 
+def visible(stage_dir: Path) -> list[str]:
+    """What sits in a stage's folder besides the generations: pointers, work folders, temp folders."""
+    return sorted(p.name for p in stage_dir.iterdir() if p.name != cache.GENERATIONS)
+
+
 def test_stage_output_appears_whole_and_is_found(tmp_path):
     folder = write_entry(tmp_path, "tokenize", "k1", {"train/data.arrow": "abc", "stats.json": "{}"})
     assert cache.lookup(tmp_path, "tokenize", "k1") == folder
+    assert folder.parent.name == cache.GENERATIONS and (tmp_path / "tokenize" / "k1").is_symlink()
     assert (folder / "train" / "data.arrow").read_text() == "abc"
-    assert [p.name for p in (tmp_path / "tokenize").iterdir()] == ["k1"]          # no temp folder left
+    assert visible(tmp_path / "tokenize") == ["k1"]                                  # no temp folder left
     assert cache.lookup(tmp_path, "tokenize", "other") is None
     assert cache.lookup(tmp_path, "train", "k1") is None
 
@@ -44,49 +53,72 @@ def test_an_exception_inside_leaves_nothing_behind(tmp_path):
     assert cache.lookup(tmp_path, "train", "k1") is None
 
 
-def test_a_failed_rewrite_keeps_the_previous_output(tmp_path):
+@pytest.mark.parametrize("replace", [False, True])
+def test_a_failed_rewrite_keeps_the_previous_output(tmp_path, replace):
     folder = write_entry(tmp_path, "evaluate", "k1", {"metrics.json": '{"f1": 0.5}'})
     with pytest.raises(KeyboardInterrupt):
-        with cache.stage_output(tmp_path, "evaluate", "k1") as out:
+        with cache.stage_output(tmp_path, "evaluate", "k1", replace=replace) as out:
             (out / "metrics.json").write_text('{"f1": 0.9}')
             raise KeyboardInterrupt
     assert cache.lookup(tmp_path, "evaluate", "k1") == folder
     assert (folder / "metrics.json").read_text() == '{"f1": 0.5}'
-    assert [p.name for p in (tmp_path / "evaluate").iterdir()] == ["k1"]
+    assert visible(tmp_path / "evaluate") == ["k1"]
 
 
-def test_a_complete_entry_is_never_replaced_under_a_reader(tmp_path):
-    """Another process may be reading the folder: a second output of the same key is dropped, the first stays."""
-    folder = write_entry(tmp_path, "train", "k1", {"model/weights.bin": "first"})
-    reader = (folder / "model" / "weights.bin").open()
-    inode = folder.stat().st_ino
-    with cache.stage_output(tmp_path, "train", "k1") as out:
-        (out / "model").mkdir()
-        (out / "model" / "weights.bin").write_text("second")
-    assert folder.stat().st_ino == inode and reader.read() == "first"
-    assert (folder / "model" / "weights.bin").read_text() == "first"
-    assert cache.lookup(tmp_path, "train", "k1") == folder
-    assert [p.name for p in (tmp_path / "train").iterdir()] == ["k1"]             # the new output is gone
+def test_a_second_output_of_the_same_key_keeps_the_first_unless_forced(tmp_path):
+    """Two processes computing one key end with one entry: the first; a forced recompute replaces it."""
+    first = write_entry(tmp_path, "train", "k1", {"model/weights.bin": "first"})
+    assert write_entry(tmp_path, "train", "k1", {"model/weights.bin": "second"}) == first
+    assert (first / "model" / "weights.bin").read_text() == "first"
+    assert len(list((tmp_path / "train" / cache.GENERATIONS).iterdir())) == 1     # the second was discarded
+    forced = write_entry(tmp_path, "train", "k1", {"model/weights.bin": "forced"}, replace=True)
+    assert forced != first and cache.lookup(tmp_path, "train", "k1") == forced
+    assert (forced / "model" / "weights.bin").read_text() == "forced"
+
+
+def test_a_forced_output_never_changes_a_generation_under_its_reader(tmp_path):
+    """A reader resolved the key before the forced recompute: it keeps reading the old generation, whole."""
+    old = write_entry(tmp_path, "train", "k1", {"model/weights.bin": "first"})
+    reader = (old / "model" / "weights.bin").open()
+    inode = old.stat().st_ino
+    new = write_entry(tmp_path, "train", "k1", {"model/weights.bin": "second"}, replace=True)
+    assert cache.lookup(tmp_path, "train", "k1") == new
+    assert old.stat().st_ino == inode and reader.read() == "first" and cache.verified(old)
     reader.close()
+    assert [(e.key, e.current) for e in cache.list_entries(tmp_path)] == [("k1", True), ("k1", False)]
 
 
-@pytest.mark.parametrize("leftover", ["no manifest", "damaged", "a file"])
-def test_an_incomplete_folder_under_the_key_is_replaced(tmp_path, leftover):
+@pytest.mark.parametrize("leftover", ["no manifest", "damaged", "a file", "dangling pointer"])
+def test_an_incomplete_entry_under_the_key_is_replaced(tmp_path, leftover):
     final = tmp_path / "train" / "k1"
     if leftover == "a file":
         final.parent.mkdir(parents=True)
         final.write_text("stray")
     elif leftover == "damaged":
-        write_entry(tmp_path, "train", "k1", {"w.bin": "old weights"})
-        (final / "w.bin").write_text("torn")
+        torn = write_entry(tmp_path, "train", "k1", {"w.bin": "old weights"})
+        (torn / "w.bin").write_text("torn")
+    elif leftover == "dangling pointer":
+        final.parent.mkdir(parents=True)
+        final.symlink_to(f"{cache.GENERATIONS}/gone")
     else:
         (final / "model").mkdir(parents=True)
         (final / "model" / "half.bin").write_text("half")
     with cache.stage_output(tmp_path, "train", "k1") as out:
         (out / "w.bin").write_text("new weights")
-    assert cache.lookup(tmp_path, "train", "k1") == final
-    assert (final / "w.bin").read_text() == "new weights"
-    assert [p.name for p in (tmp_path / "train").iterdir()] == ["k1"]             # the old one moved aside, deleted
+    found = cache.lookup(tmp_path, "train", "k1")
+    assert found is not None and (found / "w.bin").read_text() == "new weights"
+    assert visible(tmp_path / "train") == ["k1"]
+
+
+def test_a_folder_from_before_generations_is_read_and_replaced_by_a_forced_output(tmp_path):
+    legacy = tmp_path / "train" / "k1"
+    legacy.mkdir(parents=True)
+    (legacy / "w.bin").write_text("old")
+    (legacy / cache.MANIFEST).write_text(json.dumps({"key": "k1", "files": {"w.bin": 3}}))
+    assert cache.lookup(tmp_path, "train", "k1") == legacy
+    new = write_entry(tmp_path, "train", "k1", {"w.bin": "new"}, replace=True)
+    assert cache.lookup(tmp_path, "train", "k1") == new and (new / "w.bin").read_text() == "new"
+    assert [e.current for e in cache.list_entries(tmp_path)].count(False) == 1      # the old one, until pruned
 
 
 def test_weights_hash_covers_weights_only(tmp_path):
@@ -166,7 +198,7 @@ def test_remove_deletes_the_whole_entry(populated):
     cache.remove(old)
     assert not old.path.exists()
     assert cache.lookup(populated, "train", "t-old") is None
-    assert sorted(p.name for p in (populated / "train").iterdir()) == [".t-x.1234.tmp", "t-mid", "t-new", "t-run.work"]
+    assert visible(populated / "train") == [".t-x.1234.tmp", "t-mid", "t-new", "t-run.work"]
 
 
 def test_cli_cache_ls(populated, capsys):
@@ -187,13 +219,13 @@ def empty_mlflow(tmp_path, monkeypatch) -> str:
 
 
 def test_cli_cache_prune(populated, empty_mlflow, capsys):
-    before = sorted(p.name for p in (populated / "train").iterdir())
+    before = visible(populated / "train")
     assert cli.main(["cache", "prune", "--keep", "1", "--dry-run", "--cache-dir", str(populated)]) == 0
     out = capsys.readouterr().out
     assert [line.split()[:3] for line in out.splitlines()[:-1]] == [
         ["would", "remove", "train/t-run.work"], ["would", "remove", "train/t-mid"], ["would", "remove", "train/t-old"]]
     assert out.splitlines()[-1].startswith("3 entries")
-    assert sorted(p.name for p in (populated / "train").iterdir()) == before       # a dry run removes nothing
+    assert visible(populated / "train") == before                                   # a dry run removes nothing
 
     # a live run's keys are protected: its lock lists them
     with run_lock(populated, "some-logical-run", {"train": "t-mid", "validate": "v-old"}):
@@ -207,3 +239,15 @@ def test_cli_cache_prune(populated, empty_mlflow, capsys):
 def test_cli_cache_prune_needs_a_rule(populated, capsys):
     assert cli.main(["cache", "prune", "--cache-dir", str(populated)]) == cli.EXIT_BAD_INPUT
     assert "--keep" in capsys.readouterr().err
+
+
+def test_prune_removes_replaced_generations_unless_a_live_run_reads_them(populated, empty_mlflow, capsys):
+    current = cache.lookup(populated, "train", "t-new")
+    replacement = write_entry(populated, "train", "t-new", {"out.txt": "forced"}, replace=True)
+    with run_lock(populated, "reader-run", {"train": "t-new"}):
+        note_generation(populated, "reader-run", "train", current.name)   # that run still reads the old one
+        assert cli.main(["cache", "prune", "--keep", "5", "--cache-dir", str(populated)]) == 0
+    assert current.is_dir() and "t-new" not in capsys.readouterr().out
+    assert cli.main(["cache", "prune", "--keep", "5", "--cache-dir", str(populated)]) == 0
+    assert f"removing train/{current.name}" in capsys.readouterr().out
+    assert not current.exists() and cache.lookup(populated, "train", "t-new") == replacement

@@ -1,14 +1,19 @@
 """Config loading: YAML + `key=value` overrides, errors that name the key, flatten and hash."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from nerflow.config import ConfigError, PipelineConfig, config_hash, flatten, load_config
+from nerflow.config import ConfigError, PipelineConfig, config_hash, flatten, key_settings, load_config, not_in_key
+from nerflow.ner.config import NerConfig
+from nerflow.textcat.config import TextcatConfig
 
 ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture
@@ -38,7 +43,7 @@ def test_empty_yaml_file_gives_all_defaults(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("# nothing here\n", encoding="utf-8")
     cfg = load_config(path)
-    defaults = PipelineConfig()
+    defaults = NerConfig()
     assert cfg.train == defaults.train and cfg.model == defaults.model and cfg.registry == defaults.registry
     # locations come back absolute, so a logged config means the same from any working directory
     assert cfg.data.dir == Path(".").resolve() and cfg.cache_dir == Path(".cache/nerflow").resolve()
@@ -224,3 +229,86 @@ def test_config_hash_ignores_yaml_key_order_and_comments(tmp_path):
 def test_quickstart_config_loads():
     cfg = load_config(ROOT / "configs" / "quickstart.yaml")
     assert cfg.data.validation and cfg.data.test
+
+
+# ---------------------------------------------------------------------------------------------- typed per task type
+def test_each_task_type_has_its_own_config_class(tmp_path):
+    (tmp_path / "t.yaml").write_text("task: text-classification\ndata:\n  format: jsonl\n")
+    (tmp_path / "n.yaml").write_text("task: ner\n")
+    assert type(load_config(tmp_path / "t.yaml")) is TextcatConfig
+    assert type(load_config(tmp_path / "n.yaml")) is NerConfig
+    assert "scheme" not in TextcatConfig.model_fields["data"].annotation.model_fields
+    assert "text_column" not in NerConfig.model_fields["data"].annotation.model_fields
+
+
+@pytest.mark.parametrize("task, override, other", [
+    ("text-classification", "data.scheme=bioes", "token-classification"),
+    ("text-classification", "tokenize.label_all_subtokens=true", "token-classification"),
+    ("token-classification", "data.text_column=body", "text-classification"),
+    ("token-classification", "evaluate.calibration_bins=5", "text-classification"),
+])
+def test_a_key_the_task_does_not_read_is_an_error_naming_it_and_its_reader(tmp_path, task, override, other):
+    (tmp_path / "c.yaml").write_text(f"task: {task}\n" + ("data:\n  format: jsonl\n" if "text" in task else ""))
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^override {re.escape(override)}: config key '{re.escape(key)}' is not "
+                                          rf"read by {task} \(it is a {other} setting\)"):
+        load_config(tmp_path / "c.yaml", [override])
+
+
+def test_a_misspelt_task_specific_key_suggests_the_closest_one_of_its_task(tmp_path):
+    (tmp_path / "c.yaml").write_text("task: text-classification\ndata:\n  format: csv\n  text_colum: body\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:4: config key 'data\.text_colum' does not exist \(did you mean "
+                                          r"'data\.text_column'\?\)$"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_a_format_of_another_task_type_is_refused(tmp_path):
+    (tmp_path / "c.yaml").write_text("task: text-classification\ndata:\n  format: conll\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:3: config key 'data\.format'"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_an_unknown_task_names_the_key(tmp_path):
+    (tmp_path / "c.yaml").write_text("seed: 1\ntask: summarisation\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:2: config key 'task': unknown task 'summarisation' \(one of "
+                                          r"token-classification, text-classification\)"):
+        load_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("fixture, kind", [("resolved_4dfcd5c_token_classification.yaml", NerConfig),
+                                           ("resolved_4dfcd5c_text_classification.yaml", TextcatConfig)])
+def test_a_resolved_config_logged_before_typed_configs_still_loads_for_a_rerun(fixture, kind):
+    """config/resolved.yaml as commit 4dfcd5c logged it holds both task types' keys (at their defaults)."""
+    path = FIXTURES / fixture
+    with pytest.raises(ConfigError, match="is not read by"):       # as a user's config it is wrong ...
+        load_config(path)
+    cfg = load_config(path, resolved=True)                         # ... as a logged one it reruns
+    assert type(cfg) is kind
+    logged = yaml.safe_load(path.read_text())
+    kept = {k: v for k, v in logged["data"].items() if k in type(cfg.data).model_fields and k != "dir"}
+    assert {k: v for k, v in cfg.data.model_dump(mode="json").items() if k in kept} == kept
+    assert cfg.train.model_dump(mode="json") == logged["train"]
+
+
+def test_a_resolved_config_with_another_tasks_key_off_its_default_is_an_error_naming_it(tmp_path):
+    logged = yaml.safe_load((FIXTURES / "resolved_4dfcd5c_text_classification.yaml").read_text())
+    logged["data"]["scheme"] = "bioes"
+    path = tmp_path / "resolved.yaml"
+    path.write_text(yaml.safe_dump(logged, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"config key 'data\.scheme' = 'bioes' is a token-classification setting "
+                                          r"that text-classification does not read, and not its default \('iob2'\)"):
+        load_config(path, resolved=True)
+
+
+def test_settings_that_cannot_change_an_output_are_marked_and_left_out_of_key_settings(cfg_file):
+    marked = not_in_key(NerConfig)
+    assert {k for k, why in marked.items() if why == "reporting"} == {
+        "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.master_addr",
+        "train.master_port"}
+    assert {k for k, why in marked.items() if why == "identity"} == {
+        "data.dir", "data.train", "data.validation", "data.test", "data.hf_dataset", "data.hf_revision",
+        "model.name_or_path", "model.revision"}
+    cfg = load_config(cfg_file)
+    assert "log_every" not in key_settings(cfg.train) and "epochs" in key_settings(cfg.train)
+    assert "dir" not in key_settings(cfg.data) and key_settings(cfg.data)["split"] == {"validation": 0.1,
+                                                                                         "test": 0.1, "seed": 7}

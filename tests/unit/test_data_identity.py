@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from nerflow import data_identity, models
-from nerflow.config import ConfigError, DataConfig
+from nerflow.config import ConfigError
+from nerflow.ner.config import NerDataConfig as DataConfig
+from nerflow.textcat.config import TextcatDataConfig
 from nerflow.data import DataError
 from nerflow.data_identity import check_read, identity, is_pinned, load_checked, reading, resolve_hub_revision
 from nerflow.ner import data as ner_data
@@ -72,13 +74,13 @@ def test_a_missing_file_is_named(tmp_path):
 
 
 def test_label_folders_by_layout_and_content_not_location(tmp_path):
-    before = identity(DataConfig(format="folders", dir=reviews(tmp_path / "a" / "reviews"), train="."))
+    before = identity(TextcatDataConfig(format="folders", dir=reviews(tmp_path / "a" / "reviews"), train="."))
     assert before["train"].startswith("folder:sha256:")
     moved = tmp_path / "b" / "elsewhere"
     shutil.copytree(tmp_path / "a" / "reviews", moved)
     write(moved / "README", "not a document\n")
     write(moved / "neg" / ".hidden", "junk the reader skips\n")
-    cfg = DataConfig(format="folders", dir=moved.parent, train="elsewhere")
+    cfg = TextcatDataConfig(format="folders", dir=moved.parent, train="elsewhere")
     assert identity(cfg) == before
     (moved / "pos").rename(moved / "positive")   # a changed label
     assert identity(cfg) != before
@@ -182,7 +184,7 @@ def test_a_conll_file_replaced_between_plan_and_read_is_named(tmp_path):
 
 def test_a_label_folder_or_csv_replaced_between_plan_and_read_is_named(tmp_path):
     root = reviews(tmp_path / "reviews")
-    cfg = DataConfig(format="folders", dir=root, train=".", split={"validation": 0.0, "test": 0.0})
+    cfg = TextcatDataConfig(format="folders", dir=root, train=".", split={"validation": 0.0, "test": 0.0})
     planned = identity(cfg)
     assert len(load_checked(cfg, planned, textcat_data.load_corpus)["train"]) == 3
     write(root / "neg" / "3.txt", "dull , long and loud .\n")
@@ -190,7 +192,7 @@ def test_a_label_folder_or_csv_replaced_between_plan_and_read_is_named(tmp_path)
         load_checked(cfg, planned, textcat_data.load_corpus)
     write(tmp_path / "train.csv", "text,label\nfine,pos\nbad,neg\n")
     write(tmp_path / "test.csv", "text,label\nok,pos\n")
-    cfg = DataConfig(format="csv", dir=tmp_path, train="train.csv", validation="train.csv", test="test.csv")
+    cfg = TextcatDataConfig(format="csv", dir=tmp_path, train="train.csv", validation="train.csv", test="test.csv")
     planned = identity(cfg)
     load_checked(cfg, planned, textcat_data.load_corpus)
     write(tmp_path / "test.csv", "text,label\nok,neg\n")

@@ -7,6 +7,7 @@ import pytest
 
 from nerflow.data import DataError
 from nerflow.documents import output_record, predict_documents, read_documents, summary, write_jsonl
+from nerflow.ner.task import TASK as NER
 
 
 def test_plain_text_is_one_document_per_line_and_keeps_empty_lines(tmp_path):
@@ -26,7 +27,7 @@ def test_json_lines_by_content_keep_other_fields_and_skip_empty_lines(tmp_path):
     f.write_text('{"id": 1, "text": "Anna"}\n\n {"id": 2, "text": "", "meta": {"a": [1]}}\n')
     docs = read_documents(f)
     assert docs == [{"id": 1, "text": "Anna"}, {"id": 2, "text": "", "meta": {"a": [1]}}]
-    assert output_record(docs[1], []) == {"id": 2, "meta": {"a": [1]}, "text": "", "entities": []}
+    assert output_record(docs[1], NER.answer_fields([])) == {"id": 2, "meta": {"a": [1]}, "text": "", "entities": []}
 
 
 @pytest.mark.parametrize("content,message", [
@@ -80,8 +81,8 @@ def test_predict_documents_batches_and_counts():
 
     docs = [{"text": "a b", "id": i} for i in range(5)] + [{"text": " ", "id": 5}]
     stats: dict = {}
-    out = list(predict_documents(predict, docs, batch_size=2, stats=stats))
+    out = list(predict_documents(predict, docs, NER, batch_size=2, stats=stats))
     assert calls == [2, 2, 1] and [r["id"] for r in out] == list(range(6))   # a blank text is not sent
-    assert out[5]["entities"] == [] and stats["documents"] == 6 and stats["entities"] == 10
+    assert out[5]["entities"] == [] and stats["documents"] == 6 and stats["counts"] == {"entities": 10}
     assert stats["documents_per_s"] > 0
-    assert summary(stats).startswith("6 documents, 10 entities in ")
+    assert summary(stats, NER).startswith("6 documents, 10 entities in ")

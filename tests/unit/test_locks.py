@@ -162,44 +162,40 @@ def test_a_free_stage_key_is_not_waited_for_and_a_killed_holder_frees_it(tmp_pat
         assert waited is None
 
 
-class FakeClient:
-    """Stands in for MlflowClient in run_stage: records the tags it logs."""
+def stage_context(root: Path):
+    """What compute_once reads of a run: where the cache is and which logical run computes."""
+    from types import SimpleNamespace
 
-    def __init__(self):
-        from types import SimpleNamespace
-
-        self.tags: dict[str, str] = {}
-        self.run = SimpleNamespace(data=SimpleNamespace(tags={"nerflow.logical_run": "my-logical-run"}))
-
-    def get_run(self, run_id):
-        return self.run
-
-    def log_batch(self, run_id, metrics=(), tags=(), params=()):
-        self.tags.update({t.key: t.value for t in tags})
+    return SimpleNamespace(cfg=SimpleNamespace(cache_dir=root), plan=SimpleNamespace(logical_run="my-logical-run"),
+                           run_id="run-id")
 
 
-def test_run_stage_reuses_what_a_concurrent_run_computed_while_it_waited(tmp_path, holder, caplog):
+def test_a_stage_reuses_what_a_concurrent_run_computed_while_it_waited(tmp_path, holder, caplog):
+    from types import SimpleNamespace
+
     from nerflow.plan import StagePlan
-    from nerflow.prefect_tasks.stage import run_stage
+    from nerflow.prefect_tasks.stage import compute_once
 
     step = StagePlan("train", "k1", {}, tmp_path / "train" / "k1", complete=False)
     computed = []
+    adapter = SimpleNamespace(compute=lambda ctx, step, upstream, out: computed.append(out))
     release_later(holder, "complete")
-    client = FakeClient()
     with caplog.at_level(logging.INFO):
-        result = run_stage(client, "run-id", tmp_path, step, computed.append)
-    assert computed == [] and result["reused"] is True
-    assert client.tags["stage.train"] == "reused"
-    assert f"train: reusing {step.path}, computed by a concurrent run" in caplog.text
+        entry, reused = compute_once(stage_context(tmp_path), adapter, step, {})
+    assert computed == [] and reused is True
+    assert f"train: reusing {entry}, computed by a concurrent run" in caplog.text
 
 
-def test_run_stage_computes_when_the_holder_gave_up(tmp_path, holder):
+def test_a_stage_computes_when_the_holder_gave_up(tmp_path, holder):
+    from types import SimpleNamespace
+
+    from nerflow import cache
     from nerflow.plan import StagePlan
-    from nerflow.prefect_tasks.stage import run_stage
+    from nerflow.prefect_tasks.stage import compute_once
 
     step = StagePlan("train", "k1", {}, tmp_path / "train" / "k1", complete=False)
+    adapter = SimpleNamespace(compute=lambda ctx, step, upstream, out: (out / "model.bin").write_text("mine"))
     release_later(holder, "quit")                   # released without completing (failed, or stopped)
-    client = FakeClient()
-    result = run_stage(client, "run-id", tmp_path, step, lambda out: (out / "model.bin").write_text("mine"))
-    assert result["reused"] is False and client.tags["stage.train"] == "computed"
-    assert (step.path / "model.bin").read_text() == "mine"
+    entry, reused = compute_once(stage_context(tmp_path), adapter, step, {})
+    assert reused is False and entry == cache.lookup(tmp_path, "train", "k1")
+    assert (entry / "model.bin").read_text() == "mine"

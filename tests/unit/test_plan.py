@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from nerflow import cache
+from nerflow import cache, code_identity
 from nerflow.config import load_config
-from nerflow.plan import STAGES, explain, make_plan
+from nerflow.graph import PIPELINE
+from nerflow.plan import explain, make_plan
+
+STAGES = PIPELINE.names
 
 TRAIN = "-DOCSTART- O\n\nJohn B-PER\nSmith I-PER\nvisited O\nBerlin B-LOC\n. O\n\nAcme B-ORG\nhired O\nAnna B-PER\n. O\n"
 VALID = "John B-PER\nvisited O\nParis B-LOC\n. O\n"
@@ -91,7 +94,7 @@ def test_evaluation_setting_reuses_training_and_explains_why(project):
         "validate": True, "tokenize": True, "train": True, "evaluate": False, "register": False, "promote": False}
     assert plan.first_to_compute() == "evaluate"
     root = project / "cache"
-    assert "settings (batch_size)" in explain(plan.stages["evaluate"], root)
+    assert "settings (evaluate.batch_size)" in explain(plan.stages["evaluate"], root)
     assert "evaluate" in explain(plan.stages["register"], root).removeprefix("compute:")
     assert explain(plan.stages["train"], root).startswith("reuse")
 
@@ -125,13 +128,14 @@ def library_copy(tmp_path) -> Path:
     """A copy of src/nerflow; `fingerprint_copy` makes the plan hash it instead of the real one, so a test compares
     the real library (before) with an edited copy (after), never one library with itself."""
     copy = tmp_path / "src-copy" / "nerflow"
-    shutil.copytree(cache.SRC, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(code_identity.package_roots()["nerflow"], copy, ignore=shutil.ignore_patterns("__pycache__"))
     return copy
 
 
 def fingerprint_copy(monkeypatch, copy: Path) -> None:
-    assert cache.SRC != copy
-    monkeypatch.setattr(cache, "SRC", copy)
+    roots = code_identity.package_roots()
+    assert roots["nerflow"] != copy
+    monkeypatch.setattr(code_identity, "package_roots", lambda: {**roots, "nerflow": copy})
 
 
 def edit_a_function(module: Path) -> None:
@@ -168,7 +172,8 @@ def test_editing_library_code_changes_the_stages_that_run_it(project, library_co
     before = make_plan(config(project))                 # the real library
     complete_cache(before)
     edit_a_function(library_copy / f"{module}.py")
-    assert (library_copy / f"{module}.py").read_bytes() != (cache.SRC / f"{module}.py").read_bytes()
+    real = code_identity.package_roots()["nerflow"]
+    assert (library_copy / f"{module}.py").read_bytes() != (real / f"{module}.py").read_bytes()
     fingerprint_copy(monkeypatch, library_copy)
     plan = make_plan(config(project))
     expected = list(STAGES[STAGES.index(first_changed):]) if first_changed else []

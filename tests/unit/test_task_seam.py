@@ -1,21 +1,32 @@
-"""The task-type seam: shared modules import no task module, each task's keys hold only its own settings, the
-`ner` alias and old resolved configs still load, and versions registered before task types still unpickle."""
+"""The task-type seam: outside the two task packages nothing imports a task module or names a task type (src/,
+tasks/ and flows/ are scanned), each task implements every entry the stage graph needs, the `ner` alias and old
+resolved configs still load, and versions registered before task types still unpickle."""
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import cloudpickle
 import pytest
 
-from nerflow import cache, task_types
-from nerflow.config import PipelineConfig, load_config
-from nerflow.plan import make_plan
-from tests.unit.test_plan import config, keys, project  # noqa: F401 - the fixture, reused
+from nerflow import code_identity, task_types
+from nerflow.config import load_config
+from nerflow.graph import PIPELINE
 
-SRC = Path(cache.SRC)
-TASK_PACKAGES = ("nerflow.ner", "nerflow.textcat")
+ROOTS = code_identity.package_roots()          # src/nerflow, tasks/ (nerflow.prefect_tasks), flows/ (nerflow.flows)
+TASK_PACKAGES = tuple(m.rpartition(".")[0] for m in task_types.IMPLEMENTATIONS.values())   # nerflow.ner, ...
+TASK_NAMES = {*task_types.IMPLEMENTATIONS, *task_types.ALIASES}
 FIXTURES = Path(__file__).parent / "fixtures"
+# The one module allowed to name a task module: versions registered before task types pickled their model class as
+# `nerflow.serving.NerModel`, so that name must keep resolving (test_the_old_serving_class_still_unpickles).
+COMPATIBILITY = {"nerflow.serving"}
+
+
+def shared_modules() -> list[tuple[str, Path]]:
+    index = code_identity.SourceIndex(ROOTS)
+    return sorted((name, path) for name, (path, _) in index.files.items()
+                  if not name.startswith(tuple(f"{p}." for p in TASK_PACKAGES)) and name not in TASK_PACKAGES)
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -29,18 +40,56 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("path", sorted(p for p in SRC.glob("*.py") if p.name != "serving.py"), ids=lambda p: p.name)
-def test_shared_modules_import_no_task_module(path):
-    """nerflow/task.py names its implementations as strings and imports them on demand; serving.py is the one
-    exception (below): the alias that keeps old pickles loading."""
+def test_the_scan_covers_src_tasks_and_flows():
+    names = [name for name, _ in shared_modules()]
+    assert {"nerflow.plan", "nerflow.prefect_tasks.stage", "nerflow.flows.cli", "nerflow.flows.commands.run"} <= \
+        set(names)
+    assert not any(name.startswith(TASK_PACKAGES) for name in names)
+
+
+@pytest.mark.parametrize("name,path", shared_modules(), ids=lambda v: v if isinstance(v, str) else "")
+def test_shared_modules_import_no_task_module(name, path):
+    if name in COMPATIBILITY:
+        return
     bad = sorted(m for m in imported_modules(path) if m.startswith(TASK_PACKAGES))
-    assert bad == [], f"{path.name} imports task modules: {bad}"
+    assert bad == [], f"{path} imports task modules: {bad}"
+
+
+@pytest.mark.parametrize("name,path", shared_modules(), ids=lambda v: v if isinstance(v, str) else "")
+def test_shared_modules_name_no_task_type(name, path):
+    """No branch on a task name: only the seam (nerflow.task_types) holds the names, as its table."""
+    if name == "nerflow.task_types":
+        return
+    named = sorted({node.value for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.Constant) and node.value in TASK_NAMES})
+    assert named == [], f"{path} names task types {named}: ask the seam (nerflow.task_types)"
 
 
 @pytest.mark.parametrize("package,other", [("ner", "nerflow.textcat"), ("textcat", "nerflow.ner")])
 def test_a_task_never_imports_the_other_one(package, other):
-    for path in (SRC / package).glob("*.py"):
+    for path in (ROOTS["nerflow"] / package).glob("*.py"):
         assert not [m for m in imported_modules(path) if m.startswith(other)], path
+
+
+ENTRY_FUNCTIONS = {"validate": ("load_corpus", "validate_corpus", "write_validated"),
+                   "tokenize": ("tokenize_validated",), "train": ("job_fields", "train_job"),
+                   "evaluate": ("evaluate_model",), "register": ("servable",),
+                   "promote": ("gold", "gate_tables", "hits", "gold_count"), "predict": ("load_predictor",)}
+
+
+@pytest.mark.parametrize("name", sorted(task_types.IMPLEMENTATIONS))
+def test_every_task_implements_the_interface(name):
+    kind = task_types.get(name)
+    assert kind.name == name and kind.config.model_fields["task"].default == name
+    missing = [m for m in task_types.TaskType.__annotations__ if not hasattr(kind, m)] + \
+              [m for m, v in vars(task_types.TaskType).items() if callable(v) and not m.startswith("_")
+               and not hasattr(kind, m)]
+    assert missing == [], f"{name} lacks {missing}"
+    assert {s.entry for s in PIPELINE.stages} <= set(kind.entries)
+    for point, functions in ENTRY_FUNCTIONS.items():
+        module = importlib.import_module(kind.entries[point])
+        assert [f for f in functions if not callable(getattr(module, f, None))] == [], (name, point)
+        assert module.__name__.startswith(task_types.IMPLEMENTATIONS[name].rpartition(".")[0])
 
 
 def test_the_old_serving_class_still_unpickles():
@@ -53,47 +102,7 @@ def test_the_old_serving_class_still_unpickles():
     assert type(model) is NerModel and model.task == "token-classification"
 
 
-def test_ner_is_an_alias_and_old_resolved_configs_read_as_token_classification(tmp_path):
+def test_ner_is_an_alias_and_configs_without_a_task_read_as_token_classification(tmp_path):
     (tmp_path / "a.yaml").write_text("task: ner\n")
-    assert load_config(tmp_path / "a.yaml").task == "token-classification"
-    logged = PipelineConfig().model_dump(mode="json")          # what a run logged before task types
-    del logged["task"]
-    assert PipelineConfig.model_validate(logged).task == "token-classification"
-
-
-def test_every_task_implements_the_interface():
-    for name in task_types.IMPLEMENTATIONS:
-        kind = task_types.get(name)
-        assert kind.name == name
-        missing = [m for m in task_types.TaskType.__annotations__ if not hasattr(kind, m)] + \
-                  [m for m, v in vars(task_types.TaskType).items() if callable(v) and not m.startswith("_")
-                   and not hasattr(kind, m)]
-        assert missing == [], f"{name} lacks {missing}"
-        assert set(kind.modules) == {"validate", "tokenize", "train", "evaluate", "register", "promote"}
-
-
-@pytest.mark.parametrize("setting", ["data.text_column=body", "data.multi_label=true", "tokenize.long_documents=head",
-                                     "tokenize.pool=max", "evaluate.calibration_bins=5"])
-def test_a_text_classification_setting_never_changes_ner_keys(project, setting):  # noqa: F811
-    assert keys(make_plan(config(project, setting))) == keys(make_plan(config(project)))
-
-
-def test_a_ner_setting_never_changes_text_classification_keys(tmp_path):
-    data = tmp_path / "data"
-    for split in ("train", "valid", "test"):
-        (data / split).mkdir(parents=True)
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text('{"model_type": "bert"}')
-    (tmp_path / "cfg.yaml").write_text(
-        f"task: text-classification\ncache_dir: {tmp_path / 'cache'}\nmodel:\n  name_or_path: {model}\n"
-        f"data:\n  format: jsonl\n  dir: {data}\n  train: train.jsonl\n  validation: valid.jsonl\n"
-        "  test: test.jsonl\n")
-    for name in ("train", "valid", "test"):
-        (data / f"{name}.jsonl").write_text('{"text": "fine", "label": "pos"}\n')
-    base = keys(make_plan(load_config(tmp_path / "cfg.yaml")))
-    for setting in ("data.scheme=iob1", "data.tag_column=1", "tokenize.label_all_subtokens=true",
-                    "data.max_tokens=5"):
-        assert keys(make_plan(load_config(tmp_path / "cfg.yaml", [setting]))) == base, setting
-    assert keys(make_plan(load_config(tmp_path / "cfg.yaml", ["data.text_column=body"])))["validate"] != \
-        base["validate"]
+    (tmp_path / "b.yaml").write_text("seed: 3\n")                 # what every config was before task types
+    assert load_config(tmp_path / "a.yaml").task == load_config(tmp_path / "b.yaml").task == "token-classification"

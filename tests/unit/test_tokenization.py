@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nerflow.config import TokenizeConfig
+from nerflow.ner.config import NerTokenizeConfig as TokenizeConfig
 from nerflow.ner.data import Sentence
 from nerflow.ner.predict import predict_windows
 from nerflow.ner.tokenization import IGNORE, Encoder, encode_split, load_windows, merge_windows, plan_windows, save_windows, tokenize_corpus

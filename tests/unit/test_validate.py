@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from nerflow.config import DataConfig
+from nerflow.ner.config import NerDataConfig as DataConfig
 from nerflow.ner.data import Sentence
 from nerflow.ner.validate import Failure, ValidationReport, render_html, validate_corpus
 

@@ -33,7 +33,8 @@ def trainable(model_path: str, tokenizer, labels: list[str], train_windows: list
         # as such by default); GPUs get bf16/fp16 through autocast
         return AutoModelForTokenClassification.from_pretrained(
             model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={t: i for i, t in enumerate(labels)}, ignore_mismatched_sizes=True, dtype=torch.float32)
+            label2id={t: i for i, t in enumerate(labels)}, ignore_mismatched_sizes=True, dtype=torch.float32,
+            revision=meta.get("base_model_revision"))
 
     def validate(model, device: str, autocast_dtype) -> dict[str, float]:
         tags, _ = predict_windows(model, val_windows, [len(g) for g in val_gold], dict(enumerate(labels)), pad_id,
@@ -68,7 +69,7 @@ def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=
     validated, windows = Path(job["validated"]), Path(job["tokenized"])
     labels = json.loads((validated / "labels.json").read_text())
     val_gold = [s.tags for s in read_split(validated / "validation.jsonl")]
-    tokenizer = AutoTokenizer.from_pretrained(job["model_path"])
+    tokenizer = AutoTokenizer.from_pretrained(job["model_path"], revision=job["meta"].get("base_model_revision"))
     trained = trainable(job["model_path"], tokenizer, labels, load_windows(windows / "train"),
                         load_windows(windows / "validation"), val_gold, cfg, job["meta"])
     return fit(trained, cfg, job["seed"], Path(job["out_dir"]), on_metrics, should_stop)

@@ -168,16 +168,3 @@ def write_validated(corpus: dict[str, list[Sentence]], cfg: DataConfig, out: Pat
     for split, sentences in canonical.items():
         write_split(sentences, out / f"{split}.jsonl")
     (out / "labels.json").write_text(json.dumps(label_list(canonical)))
-
-
-def data_fingerprint(cfg: DataConfig) -> str:
-    """A content hash of the configured data (what the validate key hashes)."""
-    from nerflow.ner import data
-
-    if cfg.format == "hf":
-        return f"hf:{cfg.hf_dataset}"
-    files = data.input_files(cfg)
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise data.DataError(f"{missing[0]}: file not found")
-    return data.hash_files(list(files.values()))

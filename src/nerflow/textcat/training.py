@@ -62,7 +62,7 @@ def trainable(model_path: str, tokenizer, labels: list[str], train_segments: lis
         return AutoModelForSequenceClassification.from_pretrained(
             model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
             label2id={t: i for i, t in enumerate(labels)}, ignore_mismatched_sizes=True, dtype=torch.float32,
-            problem_type="multi_label_classification" if multi_label else "single_label_classification")
+            revision=meta.get("base_model_revision"), problem_type="multi_label_classification" if multi_label else "single_label_classification")
 
     def validate(model, device: str, autocast_dtype) -> dict[str, float]:
         logits = predict_logits(model, val_segments, len(val_gold), tokenize.pool, pad_id, cfg.eval_batch_size,
@@ -130,7 +130,8 @@ def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=
     validated, segments = Path(job["validated"]), Path(job["tokenized"])
     labels = json.loads((validated / "labels.json").read_text())
     val_gold = [d.labels for d in read_split(validated / "validation.jsonl")]
-    return train(job["model_path"], AutoTokenizer.from_pretrained(job["model_path"]), labels,
+    tokenizer = AutoTokenizer.from_pretrained(job["model_path"], revision=job["meta"].get("base_model_revision"))
+    return train(job["model_path"], tokenizer, labels,
                  load_segments(segments / "train"), load_segments(segments / "validation"), val_gold,
                  job["multi_label"], cfg, tokenize, job["seed"], Path(job["out_dir"]), job["meta"], on_metrics,
                  should_stop)

@@ -125,9 +125,3 @@ def write_validated(corpus: Corpus, cfg: DataConfig, out: Path) -> None:
         write_split(docs, out / f"{split}.jsonl")
     (out / "labels.json").write_text(json.dumps(label_list(corpus, cfg)))
     (out / "task.json").write_text(json.dumps({"multi_label": cfg.multi_label}))
-
-
-def data_fingerprint(cfg: DataConfig) -> str:
-    from nerflow.textcat.data import fingerprint
-
-    return fingerprint(cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from nerflow.config import TokenizeConfig
+from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
 from nerflow.textcat.data import Document
 from nerflow.textcat.tokenization import Encoder, encode_split, load_segments, tokenize_corpus
 

@@ -18,11 +18,16 @@ import torch
 
 from nerflow import batching, launch
 from nerflow.checkpoints import list_checkpoints
-from nerflow.config import DataConfig, PipelineConfig, TokenizeConfig, TrainConfig
+from nerflow.config import TrainConfig
+from nerflow.textcat.config import TextcatConfig as PipelineConfig
+from nerflow.textcat.config import TextcatDataConfig as DataConfig
+from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
 from nerflow.textcat import evaluate, training
 from nerflow.textcat.data import Document
 from nerflow.textcat.predict import META_FILE, Classifier
-from nerflow.textcat.task import TASK
+from nerflow.textcat import tokenization as textcat_tokenization
+from nerflow.textcat import training as textcat_training
+from nerflow.textcat import validate as textcat_validate
 from nerflow.textcat.tokenization import Encoder, encode_split
 
 SEED = 5
@@ -57,10 +62,10 @@ def toy_docs(n: int, seed: int, words: tuple[int, int] = (4, 9), multi_label: bo
 
 
 def pipeline_meta(tokenize: TokenizeConfig, multi_label: bool, labels: list[str]) -> dict:
-    """The `meta` the pipeline saves with the model (nerflow.textcat.task.job, tasks/train.py:train_job)."""
+    """The `meta` the pipeline saves with the model (nerflow.textcat.training.job_fields, tasks/train.py:train_job)."""
     cfg = PipelineConfig(task="text-classification", data=DataConfig(format="jsonl", multi_label=multi_label),
                          tokenize=tokenize)
-    return {**TASK.job(cfg)["meta"], "labels": labels, "base_model": "tiny-bert"}
+    return {**textcat_training.job_fields(cfg)["meta"], "labels": labels, "base_model": "tiny-bert"}
 
 
 def build_word_model(target: Path, texts: list[str], hidden: int = 64) -> Path:
@@ -315,9 +320,9 @@ def ddp_inputs(model_dir, tokenizer, tmp_path_factory):
     validated.mkdir()
     tokenized.mkdir()
     corpus = {"train": toy_docs(80, 1), "validation": toy_docs(40, 2), "test": toy_docs(10, 7)}
-    TASK.write_validated(corpus, DataConfig(format="jsonl"), validated)
+    textcat_validate.write_validated(corpus, DataConfig(format="jsonl"), validated)
     assert json.loads((validated / "labels.json").read_text()) == LABELS
-    stats = TASK.tokenize(tokenizer, validated, DDP_TOKENIZE, tokenized)
+    stats = textcat_tokenization.tokenize_validated(tokenizer, validated, DDP_TOKENIZE, tokenized)
     assert stats["segments_train"] > len(corpus["train"])   # some texts are two windows
     return {"model_path": str(model_dir), "validated": str(validated), "tokenized": str(tokenized)}
 
@@ -326,7 +331,7 @@ def ddp_job(inputs: dict, out: Path, **train) -> dict:
     """As tasks/train.py:train_job builds it from a PipelineConfig."""
     cfg = PipelineConfig(task="text-classification", data=DataConfig(format="jsonl"), tokenize=DDP_TOKENIZE,
                          train=DDP_TRAIN.model_copy(update=train), seed=SEED)
-    extra = TASK.job(cfg)
+    extra = textcat_training.job_fields(cfg)
     return {**extra, "task": cfg.task, **inputs, "train": cfg.train.model_dump(mode="json"), "seed": cfg.seed,
             "out_dir": str(out), "meta": {**extra["meta"], "labels": LABELS, "base_model": "tiny-bert"}}
 

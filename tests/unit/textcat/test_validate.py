@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nerflow.config import DataConfig
+from nerflow.textcat.config import TextcatDataConfig as DataConfig
 from nerflow.textcat.data import Document
 from nerflow.textcat.validate import RULES, validate_corpus
 from nerflow.validation import Failure, ValidationReport
