@@ -16,7 +16,6 @@ from prefect.states import Cancelled
 
 from nerflow.config import PipelineConfig
 from nerflow import graph as stage_graph
-from nerflow.graph import Graph
 from nerflow.locks import run_lock
 from nerflow.outputs import RunResult
 from nerflow.plan import make_plan
@@ -31,12 +30,13 @@ run_stage_task = stage_task()
 
 @flow(name="nerflow-pipeline", validate_parameters=False)
 def pipeline(cfg: PipelineConfig, force_from: str | None = None, force_register: bool = False,
-             continue_run_id: str | None = None, graph: Graph | None = None) -> RunResult:
+             continue_run_id: str | None = None, graph: str | None = None) -> RunResult:
     """`force_from`: recompute that stage and every stage downstream of it; `force_register`: a new version even if
     one has these weights; `continue_run_id`: the MLflow run this attempt continues (nerflow rerun), whatever its
-    status; `graph`: the stages to run (default: nerflow.graph.PIPELINE). An interrupt (Ctrl-C, SIGTERM) ends the
-    flow run Cancelled, with the MLflow run KILLED and training checkpointed: the same command continues it."""
-    plan = make_plan(cfg, force_from, graph or stage_graph.PIPELINE)
+    status; `graph`: the stages to run, as "module:name" of a nerflow.graph.Graph (a flow parameter is data;
+    default: nerflow.graph.PIPELINE). An interrupt (Ctrl-C, SIGTERM) ends the flow run Cancelled, with the MLflow
+    run KILLED and training checkpointed: the same command continues it."""
+    plan = make_plan(cfg, force_from, stage_graph.named(graph) if graph else stage_graph.PIPELINE)
     keys = {s: p.key for s, p in plan.stages.items()}
     client = tracking.configure()
     flow_run_id = str(flow_run.get_id() or "")

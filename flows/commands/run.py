@@ -63,7 +63,7 @@ def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: boo
 
         quiet_prefect_failures()
         state = pipeline(cfg, force_from, force_register=force_register, continue_run_id=continue_run_id,
-                         graph=plan.graph, return_state=True)
+                         return_state=True)
         if state.is_cancelled():
             print(f"{state.message}; run `{again}` to continue", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -86,6 +86,17 @@ class Graph:
         return Graph((*self.stages, stage))
 
 
+def named(reference: str) -> Graph:
+    """The graph a "module:name" reference names (a flow parameter holds a reference, not the object)."""
+    import importlib
+
+    module, _, name = reference.partition(":")
+    graph = getattr(importlib.import_module(module), name or "PIPELINE")
+    if not isinstance(graph, Graph):
+        raise TypeError(f"{reference} is not a stage graph")
+    return graph
+
+
 PIPELINE = Graph((
     Stage("validate", consumes=(), reads=("task", "data"), inputs=("data",), output=Validated,
           about="read the data and check it (Great Expectations); canonical splits"),

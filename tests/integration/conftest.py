@@ -8,6 +8,7 @@ import pytest
 
 from ..conftest import build_tiny_model
 from .corpus import LONG, SHORT, UNSEEN, write_conll
+from .textcat_corpus import textcat_config, write_reviews
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,10 +60,33 @@ def corpus_tokenizer(corpus_model_dir):
 
 @pytest.fixture(scope="session")
 def pipeline_result(tmp_path_factory, tiny_corpus, corpus_model_dir, mlflow_store, cache_dir):
-    """The tiny corpus through the whole flow once: model `tiny-ner` version 1 @challenger."""
-    from nerflow.flows.pipeline import ner_pipeline
+    """The tiny corpus through the whole flow once: model `tiny-ner` version 1 @challenger. The NER template:
+    tests copy its stage cache instead of training again."""
+    from nerflow.flows.pipeline import pipeline
 
     from .corpus import tiny_config
 
     cfg = tiny_config(tmp_path_factory.mktemp("cfg"), tiny_corpus, corpus_model_dir, cache_dir)
-    return cfg, ner_pipeline(cfg)
+    return cfg, pipeline(cfg)
+
+
+@pytest.fixture(scope="session")
+def textcat_reviews(tmp_path_factory) -> Path:
+    return write_reviews(tmp_path_factory.mktemp("reviews"))
+
+
+@pytest.fixture(scope="session")
+def textcat_model_dir(tmp_path_factory, textcat_reviews) -> Path:
+    texts = [p.read_text() for p in textcat_reviews.rglob("*.txt")]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert-textcat"), texts * 3)
+
+
+@pytest.fixture(scope="session")
+def textcat_run(tmp_path_factory, textcat_reviews, textcat_model_dir, mlflow_store):
+    """The tiny reviews through the whole flow once: model `tiny-textcat` version 1 @champion. The text
+    classification template: tests copy its stage cache instead of training again."""
+    from nerflow.flows.pipeline import pipeline
+
+    cfg = textcat_config(tmp_path_factory.mktemp("cfg"), textcat_reviews, textcat_model_dir,
+                         tmp_path_factory.mktemp("textcat-cache"))
+    return cfg, pipeline(cfg)

@@ -11,7 +11,7 @@ from ..conftest import ROOT, SHARED_DATA
 
 
 def test_minilm_learns_entities_from_300_sentences_in_one_epoch(cache_dir, mlflow_store):
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     conll = SHARED_DATA / "conll2003"
     assert (conll / "train.txt").is_file(), f"CoNLL-2003 not found at {conll}; set NERFLOW_DATA"
@@ -20,7 +20,7 @@ def test_minilm_learns_entities_from_300_sentences_in_one_epoch(cache_dir, mlflo
         "data.limit_train=300", "data.limit_validation=1000", "data.limit_test=300", "train.epochs=1",
         "experiment=nerflow-conll-300", "registry.model_name=conll-300"])
     assert cfg.train.lr == "auto" and cfg.train.batch_tokens == 1024 and cfg.seed == 42   # the defaults, unchanged
-    result = ner_pipeline(cfg)
-    logged = MlflowClient().get_run(result["run_id"]).data.metrics["val/best_f1"]
-    assert result["metrics"]["val/best_f1"] == logged
+    result = pipeline(cfg)
+    logged = MlflowClient().get_run(result.run_id).data.metrics["val/best_f1"]
+    assert result["evaluate"].metrics["val/best_f1"] == logged
     assert logged >= 0.25, f"validation F1 {logged:.3f}: a pipeline that predicts only O scores 0"

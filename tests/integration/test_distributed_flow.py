@@ -8,16 +8,16 @@ from .corpus import tiny_config
 
 
 def test_two_training_processes_give_one_run_and_one_version(tmp_path, tiny_corpus, corpus_model_dir, mlflow_store):
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     cfg = tiny_config(tmp_path, tiny_corpus, corpus_model_dir, tmp_path / "cache", "experiment=nerflow-ddp",
                       "registry.model_name=tiny-ddp", "train.devices=2", "train.epochs=4", "train.log_every=2")
-    result = ner_pipeline(cfg)
+    result = pipeline(cfg)
     client = MlflowClient()
     versions = client.search_model_versions("name='tiny-ddp'")
-    assert [int(v.version) for v in versions] == [result["version"]] == [1]
+    assert [int(v.version) for v in versions] == [result["register"].version] == [1]
     runs = client.search_runs([client.get_experiment_by_name("nerflow-ddp").experiment_id])
-    assert len(runs) == 1 and runs[0].info.run_id == result["run_id"]
+    assert len(runs) == 1 and runs[0].info.run_id == result.run_id
     run = runs[0]
     assert run.data.tags["train.world_size"] == "2"
     steps = int(run.data.metrics["train/steps"])

@@ -20,16 +20,16 @@ def test_flow_registers_a_challenger_version_with_lineage_tags(pipeline_result):
     cfg, result = pipeline_result
     client = MlflowClient()
     version = client.get_model_version_by_alias("tiny-ner", "challenger")
-    assert int(version.version) == result["version"]
+    assert int(version.version) == result["register"].version
     for tag in ("data_hash", "config_hash", "git_commit", "base_model", "prefect_flow_run_id", "mlflow_run_id"):
         assert version.tags.get(tag), tag
-    assert version.tags["prefect_flow_run_id"] == result["flow_run_id"]
-    run = client.get_run(result["run_id"])
+    assert version.tags["prefect_flow_run_id"] == result.flow_run_id
+    run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["train.epochs"] == "25"
     assert {"test/f1", "val/best_f1", "train/samples_per_s", "stage/train_seconds"} <= set(run.data.metrics)
-    assert len(client.get_metric_history(result["run_id"], "train/loss")) >= 5
-    artifacts = {a.path for d in ("config", "validation", "evaluation") for a in client.list_artifacts(result["run_id"], d)}
+    assert len(client.get_metric_history(result.run_id, "train/loss")) >= 5
+    artifacts = {a.path for d in ("config", "validation", "evaluation") for a in client.list_artifacts(result.run_id, d)}
     assert {"config/resolved.yaml", "validation/report.json", "validation/report.html",
             "evaluation/test_report.json", "evaluation/test_confusion.png",
             "evaluation/test_predictions.conll"} <= artifacts
@@ -70,20 +70,20 @@ def test_loaded_model_reproduces_logged_validation_f1(pipeline_result, tiny_corp
             tags[first + 1:last + 1] = [f"I-{span['type']}"] * (last - first)
         pred_tags.append(tags)
     f1 = score([s.tags for s in sentences], pred_tags).f1
-    logged = MlflowClient().get_run(result["run_id"]).data.metrics["val/best_f1"]
+    logged = MlflowClient().get_run(result.run_id).data.metrics["val/best_f1"]
     assert 0 < logged < 1          # the validation split holds unseen combinations: not a trivial 1.0
     assert f1 == pytest.approx(logged, abs=1e-9)
 
 
 def test_second_run_reuses_every_stage_and_registers_nothing_new(pipeline_result):
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     cfg, first = pipeline_result
-    again = ner_pipeline(cfg)
-    assert again["stages"] == {"validate": True, "tokenize": True, "train": True, "evaluate": True, "register": True,
+    again = pipeline(cfg)
+    assert again.stages == {"validate": True, "tokenize": True, "train": True, "evaluate": True, "register": True,
                                "promote": True}
-    assert again["metrics"] == first["metrics"]
-    assert again["version"] == first["version"]
+    assert again["evaluate"].metrics == first["evaluate"].metrics
+    assert again["register"].version == first["register"].version
     assert len(MlflowClient().search_model_versions("name='tiny-ner'")) == 1
 
 
@@ -102,11 +102,13 @@ def catalogue(types: set[str], splits: set[str], stages: set[str]) -> set[str]:
 
 
 def test_run_logs_exactly_the_documented_metrics(pipeline_result):
-    from nerflow.plan import STAGES
+    from nerflow.graph import PIPELINE
+
+    STAGES = PIPELINE.names
 
     _, result = pipeline_result
     client = MlflowClient()
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result.run_id)
     logged = {k for k in run.data.metrics if not k.startswith("system/")}   # MLflow's own: docs/metrics.md
     expected = catalogue({"PER", "ORG", "LOC", "PRODUCT"}, {"train", "validation", "test"}, set(STAGES))
     assert logged == expected, (sorted(logged - expected), sorted(expected - logged))
@@ -126,11 +128,11 @@ def test_run_logs_exactly_the_documented_metrics(pipeline_result):
 def test_run_page_has_source_description_and_log(pipeline_result):
     _, result = pipeline_result
     client = MlflowClient()
-    tags = client.get_run(result["run_id"]).data.tags
+    tags = client.get_run(result.run_id).data.tags
     assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
     note = tags["mlflow.note.content"]
     assert "fine-tuned on" in note and f"version {result['version']}" in note and "test F1" in note
-    (log,) = client.list_artifacts(result["run_id"], "logs")
+    (log,) = client.list_artifacts(result.run_id, "logs")
     assert log.path == "logs/1.log"
-    text = Path(mlflow.artifacts.download_artifacts(run_id=result["run_id"], artifact_path=log.path)).read_text()
+    text = Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path=log.path)).read_text()
     assert "train: computing" in text and "registered tiny-ner version" in text

@@ -51,8 +51,8 @@ def predict(capsys, *args: str) -> tuple[list[dict], str]:
 @pytest.fixture(scope="module")
 def version(pipeline_result):
     _, result = pipeline_result
-    assert result["model_name"] == MODEL
-    return MlflowClient().get_model_version(MODEL, str(result["version"]))
+    assert result["register"].model_name == MODEL
+    return MlflowClient().get_model_version(MODEL, str(result["register"].version))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def model_uris(pipeline_result, version, tmp_path_factory) -> dict[str, str]:
     cfg, result = pipeline_result
     mlflow_folder = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{version.version}",
                                                         dst_path=str(tmp_path_factory.mktemp("mlflow-model")))
-    train_key = MlflowClient().get_run(result["run_id"]).data.tags["stage.train.key"]
+    train_key = MlflowClient().get_run(result.run_id).data.tags["stage.train.key"]
     hf_folder = cache.lookup(Path(cfg.cache_dir), "train", train_key) / "model"
     assert ALIAS in version.aliases
     return {"alias": f"models:/{MODEL}@{ALIAS}", "version": f"models:/{MODEL}/{version.version}",

@@ -24,13 +24,13 @@ GATE = ["promote.min_f1=0.0", "promote.min_support=1"]   # a tiny test split: ev
 
 
 def pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name: str, *extra: str) -> dict:
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     cfg_dir = tmp_path / f"cfg-{len(list(tmp_path.glob('cfg-*')))}"
     cfg_dir.mkdir()
     cfg = tiny_config(cfg_dir, tiny_corpus, corpus_model_dir, cache_dir, f"registry.model_name={name}",
                       "experiment=nerflow-promotion", *GATE, *extra)
-    return ner_pipeline(cfg)
+    return pipeline(cfg)
 
 
 def champion_of(name: str) -> str | None:
@@ -45,26 +45,26 @@ def test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(tmp_path,
                                                                        cache_dir, mlflow_store):
     name = "gate-a"
     first = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *WEAK)
-    assert first["promotion"]["decision"] == "accepted" and "no champion yet" in first["promotion"]["reason"]
+    assert first["promote"].decision["decision"] == "accepted" and "no champion yet" in first["promote"].decision["reason"]
     assert str(champion_of(name)) == "1"
     better = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *STRONG)
-    assert better["promotion"]["accepted"] and better["promotion"]["moved"]
-    assert better["promotion"]["challenger_f1"] > better["promotion"]["champion_f1"]
+    assert better["promote"].decision["accepted"] and better["promote"].decision["moved"]
+    assert better["promote"].decision["challenger_f1"] > better["promote"].decision["champion_f1"]
     assert str(champion_of(name)) == "2"
     worse = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, "train.epochs=3")
-    assert not worse["promotion"]["accepted"] and str(champion_of(name)) == "2"
+    assert not worse["promote"].decision["accepted"] and str(champion_of(name)) == "2"
 
     client = MlflowClient()
     rejected = client.get_model_version(name, "3")
     assert rejected.tags["nerflow.promotion"] == "rejected"
-    assert rejected.tags["nerflow.reason"] == worse["promotion"]["reason"] and "champion F1" in rejected.tags["nerflow.reason"]
+    assert rejected.tags["nerflow.reason"] == worse["promote"].decision["reason"] and "champion F1" in rejected.tags["nerflow.reason"]
     assert client.get_model_version(name, "2").tags["nerflow.promotion"] == "accepted"
     assert [(e.action, e.from_version, e.to_version) for e in entries(name)] == [("promote", None, "1"),
                                                                                 ("promote", "1", "2")]
     evidence = entries(name)[1].evidence
-    assert evidence.mlflow_run_id == better["run_id"] and evidence.test_data_hash and evidence.champion_f1 is not None
+    assert evidence.mlflow_run_id == better.run_id and evidence.test_data_hash and evidence.champion_f1 is not None
     # the evidence is on the run too, and the version carries its model card
-    artifacts = {a.path for a in client.list_artifacts(worse["run_id"], "promotion")}
+    artifacts = {a.path for a in client.list_artifacts(worse.run_id, "promotion")}
     assert artifacts == {"promotion/comparison.json", "promotion/comparison.md"}
     card = client.get_model_version(name, "2").description
     assert card.startswith(f"# {name} version 2") and "| PER |" in card and f"nerflow rerun {better['run_id']}" in card
@@ -75,7 +75,7 @@ def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, c
     name = "gate-b"
     pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *WEAK)
     held = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *STRONG, "promote.auto=false")
-    assert held["promotion"]["accepted"] and not held["promotion"]["moved"]
+    assert held["promote"].decision["accepted"] and not held["promote"].decision["moved"]
     assert str(champion_of(name)) == "1"                              # the evidence, but no move
 
     assert cli.main(["promote", name, "2", "--actor", "bob"]) == 0      # by hand, through the same gate
@@ -219,12 +219,12 @@ def test_a_per_type_regression_is_rejected_although_overall_f1_is_higher(tmp_pat
     # Maria Lopez, Anna Schmidt, Pedro Alvarez; its PRODUCT is the Vortex 3000, labelled O 4 times to 1)
     champion = pipeline(tmp_path, blind_to(tmp_path, tiny_corpus, "PER", SHORT[0]), corpus_model_dir, cache_dir,
                         name, *STRONG)
-    assert champion["promotion"]["moved"]
+    assert champion["promote"].decision["moved"]
     challenger = pipeline(tmp_path, blind_to(tmp_path, tiny_corpus, "PRODUCT", UNSEEN[3]), corpus_model_dir,
                           cache_dir, name, *STRONG)
-    outcome = challenger["promotion"]
+    outcome = challenger["promote"].decision
     rows = {r["type"]: r for r in outcome["rows"]}
     assert outcome["challenger_f1"] > outcome["champion_f1"], rows
     assert not outcome["accepted"] and "PRODUCT" in outcome["reason"], rows
     assert rows["PRODUCT"]["flag"] == "type_drop" and rows["PRODUCT"]["delta_f1"] < -0.02
-    assert str(champion_of(name)) == str(champion["version"])
+    assert str(champion_of(name)) == str(champion["register"].version)

@@ -16,10 +16,10 @@ def test_a_registered_logical_run_is_found_from_the_registry_alone(pipeline_resu
     assert plan.first_to_compute() == "validate"   # nothing in this host's cache
     done = registered.find_registered(MlflowClient(), other_host, plan)
     assert done is not None
-    assert (done["model_name"], done["version"], done["run_id"]) == (result["model_name"], str(result["version"]),
-                                                                     result["run_id"])
-    assert done["metrics"]["test/f1"] == result["metrics"]["test/f1"]
-    assert done["promotion"]["decision"] == result["promotion"]["decision"]
+    assert (done["register"].model_name, done["register"].version, done.run_id) == (result["register"].model_name, str(result["register"].version),
+                                                                     result.run_id)
+    assert done["evaluate"].metrics["test/f1"] == result["evaluate"].metrics["test/f1"]
+    assert done["promote"].decision["decision"] == result["promote"].decision["decision"]
 
 
 def test_changed_settings_are_not_done(pipeline_result, tmp_path):
@@ -35,6 +35,6 @@ def test_changed_settings_are_not_done(pipeline_result, tmp_path):
 def test_the_check_is_noted_on_the_versions_run(pipeline_result):
     _, result = pipeline_result
     client = MlflowClient()
-    note = registered.note_unchanged(client, result["run_id"], "Prefect flow run f-1 of deployment nightly")
-    assert client.get_run(result["run_id"]).data.tags[registered.CHECK_TAG] == note
+    note = registered.note_unchanged(client, result.run_id, "Prefect flow run f-1 of deployment nightly")
+    assert client.get_run(result.run_id).data.tags[registered.CHECK_TAG] == note
     assert note.endswith("Prefect flow run f-1 of deployment nightly: nothing to do, data, config and code unchanged")

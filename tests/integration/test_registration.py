@@ -97,26 +97,26 @@ FAULTS = {
 
 @pytest.fixture(scope="module")
 def first_version(tmp_path_factory, tiny_corpus, corpus_model_dir, cache_dir, mlflow_store) -> str:
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     cfg = tiny_config(tmp_path_factory.mktemp("rollback"), tiny_corpus, corpus_model_dir, cache_dir,
                       f"registry.model_name={NAME}")
-    result = ner_pipeline(cfg)
-    assert result["new_version"] is True
-    assert aliases(MlflowClient(), NAME) == {"challenger": str(result["version"]), "champion": str(result["version"])}
-    return str(result["version"])
+    result = pipeline(cfg)
+    assert result["register"].new_version is True
+    assert aliases(MlflowClient(), NAME) == {"challenger": str(result["register"].version), "champion": str(result["register"].version)}
+    return str(result["register"].version)
 
 
 @pytest.mark.parametrize("step", list(FAULTS))
 def test_a_failure_at_any_step_after_the_version_exists_leaves_the_registry_as_it_was(
         step, first_version, tmp_path, tiny_corpus, corpus_model_dir, cache_dir, mlflow_store):
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     extra, fault, error = FAULTS[step]
     cfg = tiny_config(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, f"registry.model_name={NAME}",
                       f"evaluate.batch_size={3 + list(FAULTS).index(step)}", *extra)
     with fault(mlflow_store, cfg), pytest.raises(Exception, match=error):
-        ner_pipeline(cfg)
+        pipeline(cfg)
 
     client = MlflowClient()
     assert [str(v.version) for v in client.search_model_versions(f"name='{NAME}'")] == [first_version]
@@ -128,11 +128,11 @@ def test_a_failure_at_any_step_after_the_version_exists_leaves_the_registry_as_i
 
 def test_a_forced_rerun_with_the_same_weights_registers_no_new_version(tmp_path, tiny_corpus, corpus_model_dir,
                                                                        cache_dir, mlflow_store):
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     name = "same-weights-ner"
     cfg = tiny_config(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, f"registry.model_name={name}")
-    first = ner_pipeline(cfg)
+    first = pipeline(cfg)
     client = MlflowClient()
     (version,) = client.search_model_versions(f"name='{name}'")
     assert version.tags["nerflow.task"] == cfg.task
@@ -140,22 +140,22 @@ def test_a_forced_rerun_with_the_same_weights_registers_no_new_version(tmp_path,
     assert version.tags["nerflow.weights_sha256"] == weights_sha256(weights)
 
     with log_lines("nerflow.register") as lines:
-        again = ner_pipeline(cfg, force_from="train")          # training recomputed: the same weights
-    assert again["new_version"] is False and again["version"] == first["version"]
+        again = pipeline(cfg, force_from="train")          # training recomputed: the same weights
+    assert again["register"].new_version is False and again["register"].version == first["register"].version
     assert f"weights identical to {name} version {first['version']}: no new version registered " \
            "(use --force-register for one)" in lines
     assert [str(v.version) for v in client.search_model_versions(f"name='{name}'")] == [str(version.version)]
 
-    forced = ner_pipeline(cfg, force_from="register", force_register=True)
-    assert forced["new_version"] is True and forced["version"] == first["version"] + 1
-    assert aliases(client, name)["challenger"] == str(forced["version"])
+    forced = pipeline(cfg, force_from="register", force_register=True)
+    assert forced["register"].new_version is True and forced["register"].version == first["register"].version + 1
+    assert aliases(client, name)["challenger"] == str(forced["register"].version)
     record = make_plan(cfg, None, prefect_tasks.sources()).stages["register"].path / "registered.json"
-    assert json.loads(record.read_text())["version"] == forced["version"]     # the stage's record is the new one
+    assert json.loads(record.read_text())["version"] == forced["register"].version     # the stage's record is the new one
 
 
 def test_a_failing_clean_up_is_one_warning_and_the_first_error_is_raised(
         first_version, tmp_path, tiny_corpus, corpus_model_dir, cache_dir, mlflow_store):
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     cfg = tiny_config(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, f"registry.model_name={NAME}",
                       "evaluate.batch_size=11")
@@ -164,7 +164,7 @@ def test_a_failing_clean_up_is_one_warning_and_the_first_error_is_raised(
             db_fault(mlflow_store, "model_versions", "UPDATE",
                      f"NEW.name = '{NAME}' AND NEW.current_stage = 'Deleted_Internal'", "delete refused"), \
             pytest.raises(Exception, match="alias refused"):
-        ner_pipeline(cfg)
+        pipeline(cfg)
     (warning,) = [line for line in lines if "could not undo" in line]
     assert "delete refused" in warning
     client = MlflowClient()

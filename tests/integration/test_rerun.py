@@ -18,7 +18,9 @@ from mlflow import MlflowClient
 
 from nerflow.config import resolved_dict
 from nerflow.flows import cli
-from nerflow.plan import STAGES
+from nerflow.graph import PIPELINE
+
+STAGES = PIPELINE.names
 from nerflow.ner.validate import ValidationFailed
 
 from .corpus import tiny_config
@@ -93,29 +95,29 @@ def registered_weights(model_name: str, version: int, dst: Path) -> bytes:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_corpus, corpus_model_dir, mlflow_store):
     """A run that never failed: its own cache and model name, the same settings as every run below."""
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     cfg = rerun_config(tmp_path_factory.mktemp("reference"), tiny_corpus, corpus_model_dir,
                        tmp_path_factory.mktemp("reference-cache"), "rerun-reference")
-    return cfg, ner_pipeline(cfg)
+    return cfg, pipeline(cfg)
 
 
 @pytest.fixture(scope="module")
 def reference_weights(reference, tmp_path_factory) -> bytes:
     cfg, result = reference
-    return registered_weights(cfg.registry.model_name, result["version"], tmp_path_factory.mktemp("reference-model"))
+    return registered_weights(cfg.registry.model_name, result["register"].version, tmp_path_factory.mktemp("reference-model"))
 
 
 @pytest.mark.parametrize("failing", STAGES)
 def test_rerun_after_a_failure_redoes_only_the_failed_stage_and_later(failing, spies, reference, reference_weights,
                                                                        tmp_path, tiny_corpus, corpus_model_dir):
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     name = f"rerun-{failing}-ner"
     cfg = rerun_config(tmp_path / "cfg", tiny_corpus, corpus_model_dir, tmp_path / "cache", name)
     spies.fail_once.add(failing)
     with pytest.raises(RuntimeError, match=f"injected failure in {failing}"):
-        ner_pipeline(cfg)
+        pipeline(cfg)
     after = STAGES.index(failing)
     assert spies.ran() == {stage: i <= after for i, stage in enumerate(STAGES)}
     assert spies.calls[failing] == 1                      # a deterministic error is not retried
@@ -124,24 +126,24 @@ def test_rerun_after_a_failure_redoes_only_the_failed_stage_and_later(failing, s
     assert failed.data.tags["failed_stage"] == failing
 
     spies.calls.clear()
-    result = ner_pipeline(cfg)                            # the same command again
+    result = pipeline(cfg)                            # the same command again
     assert spies.ran() == {stage: i >= after for i, stage in enumerate(STAGES)}
-    assert result["stages"] == {stage: i < after for i, stage in enumerate(STAGES)}   # reused?
+    assert result.stages == {stage: i < after for i, stage in enumerate(STAGES)}   # reused?
 
     (run,) = runs_of(name)                                # the logical run continued: still one MLflow run
-    assert run.info.run_id == failed.info.run_id == result["run_id"]
+    assert run.info.run_id == failed.info.run_id == result.run_id
     assert run.data.tags["nerflow.attempts"] == "2"
     assert run.info.status == "FINISHED"
     assert not run.data.tags.get("failed_stage")
 
     _, ref = reference
-    assert result["metrics"] == ref["metrics"]
-    assert versions_of(name) == [result["version"]]
-    assert registered_weights(name, result["version"], tmp_path / "model") == reference_weights
+    assert result["evaluate"].metrics == ref["evaluate"].metrics
+    assert versions_of(name) == [result["register"].version]
+    assert registered_weights(name, result["register"].version, tmp_path / "model") == reference_weights
 
 
 def test_transient_tracking_error_is_retried_and_the_run_finishes(monkeypatch, reference):
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
     from nerflow.prefect_tasks import tracking
 
     original, calls = tracking.log_dataset, []
@@ -154,10 +156,10 @@ def test_transient_tracking_error_is_retried_and_the_run_finishes(monkeypatch, r
 
     monkeypatch.setattr(tracking, "log_dataset", flaky)
     cfg, first = reference
-    result = ner_pipeline(cfg)
+    result = pipeline(cfg)
     assert len(calls) > 1                                 # called again after the failed call: retried
-    assert MlflowClient().get_run(result["run_id"]).info.status == "FINISHED"
-    assert result["version"] == first["version"]
+    assert MlflowClient().get_run(result.run_id).info.status == "FINISHED"
+    assert result["register"].version == first["register"].version
 
 
 def test_a_retry_after_a_transient_fault_does_not_redo_a_finished_stage(monkeypatch, spies, reference,
@@ -165,7 +167,7 @@ def test_a_retry_after_a_transient_fault_does_not_redo_a_finished_stage(monkeypa
                                                                        corpus_model_dir):
     """Training finished, then the tracking server hiccuped: Prefect retries the task, which keeps the trained
     model instead of training again."""
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
     from nerflow.prefect_tasks import tracking
 
     original, faults = tracking.log_tags, []
@@ -179,18 +181,18 @@ def test_a_retry_after_a_transient_fault_does_not_redo_a_finished_stage(monkeypa
     monkeypatch.setattr(tracking, "log_tags", flaky)
     name = "rerun-retry-ner"
     cfg = rerun_config(tmp_path / "cfg", tiny_corpus, corpus_model_dir, tmp_path / "cache", name)
-    result = ner_pipeline(cfg)
+    result = pipeline(cfg)
     assert faults and spies.calls["train"] == 1
     assert spies.ran() == {stage: True for stage in STAGES}
-    assert MlflowClient().get_run(result["run_id"]).info.status == "FINISHED"
-    assert result["metrics"] == reference[1]["metrics"]
-    assert registered_weights(name, result["version"], tmp_path / "model") == reference_weights
+    assert MlflowClient().get_run(result.run_id).info.status == "FINISHED"
+    assert result["evaluate"].metrics == reference[1]["metrics"]
+    assert registered_weights(name, result["register"].version, tmp_path / "model") == reference_weights
 
 
 @pytest.fixture(scope="module")
 def bad_data_run(tmp_path_factory, tiny_corpus, corpus_model_dir, mlflow_store):
     """A run whose train file has a broken tag: (the validation function's call count, the failed MLflow run)."""
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     corpus = tmp_path_factory.mktemp("bad-corpus")
     for f in tiny_corpus.iterdir():
@@ -203,7 +205,7 @@ def bad_data_run(tmp_path_factory, tiny_corpus, corpus_model_dir, mlflow_store):
     with pytest.MonkeyPatch.context() as mp:
         spies = Spies(mp)
         with pytest.raises(ValidationFailed, match="train.txt"):
-            ner_pipeline(cfg)
+            pipeline(cfg)
     (run,) = runs_of("rerun-bad-data")
     return spies.calls, run
 
@@ -218,15 +220,15 @@ def test_bad_data_fails_once_without_retry(bad_data_run):
 
 
 def test_same_config_after_success_registers_nothing_new(reference, spies):
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     cfg, first = reference
-    again = ner_pipeline(cfg)
-    assert again["stages"] == {stage: True for stage in STAGES}
+    again = pipeline(cfg)
+    assert again.stages == {stage: True for stage in STAGES}
     assert not any(spies.ran().values())
-    assert again["version"] == first["version"]
-    assert again["metrics"] == first["metrics"]
-    assert versions_of(cfg.registry.model_name) == [first["version"]]
+    assert again["register"].version == first["register"].version
+    assert again["evaluate"].metrics == first["evaluate"].metrics
+    assert versions_of(cfg.registry.model_name) == [first["register"].version]
 
 
 def test_cli_says_already_registered_without_starting_prefect_or_torch(reference, tmp_path, mlflow_store):
@@ -240,18 +242,18 @@ def test_cli_says_already_registered_without_starting_prefect_or_torch(reference
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"already registered: {cfg.registry.model_name} version {first['version']}" in proc.stdout
     assert "loaded: {'prefect': False, 'torch': False, 'transformers': False}" in proc.stdout
-    assert versions_of(cfg.registry.model_name) == [first["version"]]
+    assert versions_of(cfg.registry.model_name) == [first["register"].version]
 
 
 @pytest.fixture(scope="module")
 def finished(reference, tmp_path_factory, tiny_corpus, corpus_model_dir):
     """A finished run of its own (own model name) on the reference's cache: only its registration was computed."""
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     ref_cfg, _ = reference
     cfg = rerun_config(tmp_path_factory.mktemp("finished"), tiny_corpus, corpus_model_dir, ref_cfg.cache_dir,
                        "rerun-cli-ner")
-    return cfg, ner_pipeline(cfg)
+    return cfg, pipeline(cfg)
 
 
 def test_rerun_from_evaluate_continues_the_run_and_registers_only_new_weights(finished, spies, tmp_path,
@@ -261,29 +263,29 @@ def test_rerun_from_evaluate_continues_the_run_and_registers_only_new_weights(fi
     cfg, first = finished
     name = cfg.registry.model_name
     monkeypatch.chdir(tmp_path)                           # the config comes from the run, not from here
-    assert cli.main(["rerun", first["run_id"], "--from", "evaluate"]) == 0
+    assert cli.main(["rerun", first.run_id, "--from", "evaluate"]) == 0
     out = capsys.readouterr().out
     # the register stage ran (tag below) but created no version: create_version, its spied function, was not called
     assert spies.ran() == {"validate": False, "tokenize": False, "train": False, "evaluate": True, "register": False,
                            "promote": False}   # promote: version 1 is @champion already, the gate had nothing to decide
     assert f"weights identical to {name} version {first['version']}: no new version registered" in out
-    assert versions_of(name) == [first["version"]]
+    assert versions_of(name) == [first["register"].version]
     (run,) = runs_of(name)                                # the same MLflow run, one attempt more
-    assert run.info.run_id == first["run_id"] and run.info.status == "FINISHED"
+    assert run.info.run_id == first.run_id and run.info.status == "FINISHED"
     assert run.data.tags["nerflow.attempts"] == "2"
     assert {s: run.data.tags[f"stage.{s}"] for s in STAGES} == {
         "validate": "reused", "tokenize": "reused", "train": "reused", "evaluate": "computed", "register": "computed",
         "promote": "computed"}
-    assert run.data.metrics["test/f1"] == first["metrics"]["test/f1"]
+    assert run.data.metrics["test/f1"] == first["evaluate"].metrics["test/f1"]
 
-    assert cli.main(["rerun", first["run_id"], "--from", "register", "--force-register"]) == 0
+    assert cli.main(["rerun", first.run_id, "--from", "register", "--force-register"]) == 0
     out = capsys.readouterr().out
-    assert versions_of(name) == [first["version"], first["version"] + 1]
+    assert versions_of(name) == [first["register"].version, first["register"].version + 1]
     assert f"registered: {name} version {first['version'] + 1}" in out
     alias = MlflowClient().get_model_version_by_alias(name, cfg.registry.alias)
-    assert int(alias.version) == first["version"] + 1
+    assert int(alias.version) == first["register"].version + 1
     (run,) = runs_of(name)
-    assert run.info.run_id == first["run_id"] and run.data.tags["nerflow.attempts"] == "3"
+    assert run.info.run_id == first.run_id and run.data.tags["nerflow.attempts"] == "3"
 
 
 def test_runs_lists_status_and_the_failed_stage(bad_data_run, reference, capsys):
@@ -295,5 +297,5 @@ def test_runs_lists_status_and_the_failed_stage(bad_data_run, reference, capsys)
     (failed_line, continue_line) = [line for line in lines if failed.info.run_id in line]
     assert failed_line.split()[2:5] == ["FAILED", "1", "validate"]
     assert continue_line.split() == ["continue:", "nerflow", "rerun", failed.info.run_id]
-    (ok_line,) = [line for line in lines if ok["run_id"] in line]
+    (ok_line,) = [line for line in lines if ok.run_id in line]
     assert ok_line.split()[2:5] == ["FINISHED", "1", "-"]

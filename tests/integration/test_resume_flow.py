@@ -86,12 +86,12 @@ def final_weights_of_training(into: list):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, corpus, corpus_model_dir, mlflow_store):
     """The uninterrupted run: its own cache, experiment and model name; the same training."""
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     cfg, final = config(tmp_path_factory.mktemp("resume-reference"), corpus, corpus_model_dir, "resume-ref"), []
     with final_weights_of_training(final):
-        result = ner_pipeline(cfg)
-    assert not result["stages"]["train"]
+        result = pipeline(cfg)
+    assert not result.stages["train"]
     return cfg, result, final
 
 
@@ -147,7 +147,7 @@ def kill_after_mid_epoch_checkpoint(proc: subprocess.Popen, log_path: Path, cach
 
 def test_sigkill_mid_epoch_then_rerun_resumes_and_equals_the_uninterrupted_run(
         reference, corpus, corpus_model_dir, steps_per_epoch, mlflow_store, tmp_path, caplog):
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     ref_cfg, ref, ref_final = reference
     cfg_path = tmp_path / "pipeline.yaml"
@@ -173,7 +173,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_equals_the_uninterrupted_run(
     final = []
     caplog.set_level(logging.INFO, logger="nerflow")
     with final_weights_of_training(final):
-        result = ner_pipeline(cfg)                           # the same run again, in this process
+        result = pipeline(cfg)                           # the same run again, in this process
 
     (resumed,) = RESUMED.findall(caplog.text)               # resumed, not restarted
     step, epoch, batch = map(int, resumed)
@@ -181,10 +181,10 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_equals_the_uninterrupted_run(
     assert f"{steps_per_epoch} steps/epoch" in caplog.text
 
     run = client.get_run(run_id)
-    assert result["run_id"] == run_id                        # the logical run continued its MLflow run
+    assert result.run_id == run_id                        # the logical run continued its MLflow run
     assert run.data.tags["nerflow.attempts"] == "2"
     assert run.info.status == "FINISHED"
-    assert result["metrics"] == ref["metrics"]
+    assert result["evaluate"].metrics == ref["evaluate"].metrics
 
     # every parameter after the last step, and the model the pipeline keeps (the best epoch's), equal the reference's
     ((name, weights),), ((ref_name, ref_weights),) = final, ref_final
@@ -198,7 +198,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_equals_the_uninterrupted_run(
 
     # the metric history, step for step: nothing lost, nothing logged twice
     for key in STEP_METRICS:
-        history, ref_history = metric_history(client, run_id, key), metric_history(client, ref["run_id"], key)
+        history, ref_history = metric_history(client, run_id, key), metric_history(client, ref.run_id, key)
         assert len(ref_history) == len({s for s, _ in ref_history}) > 0, key
         assert history == ref_history, key
         assert history[:len(delivered[key])] == delivered[key], key     # the points from before the kill stayed

@@ -12,34 +12,25 @@ import pytest
 from mlflow import MlflowClient
 
 from nerflow.flows.errors import EXIT_BAD_INPUT
-from nerflow.plan import STAGES
+from nerflow.graph import PIPELINE
 
-from ..conftest import build_tiny_model
 from .processes import nerflow_env, one_error, run
 from .test_pipeline import METRICS_DOC
-from .textcat_corpus import textcat_config, write_reviews
+from .textcat_corpus import textcat_config
+
+STAGES = PIPELINE.names
 
 MODEL = "tiny-textcat"
 
 
 @pytest.fixture(scope="module")
-def reviews(tmp_path_factory) -> Path:
-    return write_reviews(tmp_path_factory.mktemp("reviews"))
+def reviews(textcat_reviews) -> Path:
+    return textcat_reviews
 
 
 @pytest.fixture(scope="module")
-def textcat_model_dir(tmp_path_factory, reviews) -> Path:
-    texts = [p.read_text() for p in reviews.rglob("*.txt")]
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert-textcat"), texts * 3)
-
-
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory, reviews, textcat_model_dir, mlflow_store):
-    from nerflow.flows.pipeline import ner_pipeline
-
-    cfg = textcat_config(tmp_path_factory.mktemp("cfg"), reviews, textcat_model_dir,
-                         tmp_path_factory.mktemp("textcat-cache"))
-    return cfg, ner_pipeline(cfg)
+def first_run(textcat_run):
+    return textcat_run
 
 
 def documented_metrics(classes: set[str]) -> set[str]:
@@ -65,15 +56,15 @@ def test_flow_registers_promotes_and_predicts_by_alias(first_run, mlflow_store, 
     cfg, result = first_run
     client = MlflowClient()
     version = client.get_model_version_by_alias(MODEL, "champion")
-    assert str(version.version) == str(result["version"]) == "1"
+    assert str(version.version) == str(result["register"].version) == "1"
     assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "1"
     assert version.tags["nerflow.task"] == "text-classification" and version.tags["nerflow.promotion"] == "accepted"
-    assert result["metrics"]["test/f1"] == result["metrics"]["test/f1_macro"] > 0.5
-    run_ = client.get_run(result["run_id"])
+    assert result["evaluate"].metrics["test/f1"] == result["evaluate"].metrics["test/f1_macro"] > 0.5
+    run_ = client.get_run(result.run_id)
     logged = {k for k in run_.data.metrics if not k.startswith("system/")}
     expected = documented_metrics({"neg", "pos"})
     assert logged == expected, (sorted(logged - expected), sorted(expected - logged))
-    artifacts = {a.path for a in client.list_artifacts(result["run_id"], "evaluation")}
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluation")}
     assert {"evaluation/test_confusion.png", "evaluation/test_reliability.png", "evaluation/test_worst.json",
             "evaluation/test_predictions.jsonl", "evaluation/validation_worst.json"} <= artifacts
 
@@ -123,24 +114,24 @@ def test_mlflow_models_serve_answers_as_nerflow_predict(first_run, mlflow_store,
 def test_a_worse_version_is_rejected_and_the_champion_stays(first_run):
     """The same gate as for entity types, on macro and per-class F1: a model trained for one step at a tiny
     learning rate scores at chance and must not take @champion."""
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
 
     cfg, first = first_run
     worse = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 1e-7, "epochs": 1})})
-    result = ner_pipeline(worse)
+    result = pipeline(worse)
     client = MlflowClient()
-    assert result["version"] == 2 and result["promotion"]["decision"] == "rejected"
+    assert result["register"].version == 2 and result["promote"].decision["decision"] == "rejected"
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert client.get_model_version(MODEL, "2").tags["nerflow.promotion"] == "rejected"
-    rows = {row["type"] for row in result["promotion"]["rows"]}
+    rows = {row["type"] for row in result["promote"].decision["rows"]}
     assert rows == {"neg", "pos"}
-    assert result["promotion"]["champion_f1"] == pytest.approx(first["metrics"]["test/f1"], abs=1e-6)
+    assert result["promote"].decision["champion_f1"] == pytest.approx(first["evaluate"].metrics["test/f1"], abs=1e-6)
 
 
 def test_a_failed_stage_reruns_alone_in_the_same_mlflow_run(tmp_path, reviews, textcat_model_dir, monkeypatch):
     """The shared rerun behaviour, for text classification: training fails once; the same command reuses
     validate and tokenize, trains, and continues the MLflow run as attempt 2."""
-    from nerflow.flows.pipeline import ner_pipeline
+    from nerflow.flows.pipeline import pipeline
     from nerflow.textcat import training
 
     cfg = textcat_config(tmp_path, reviews, textcat_model_dir, tmp_path / "cache", "registry.model_name=tc-rerun",
@@ -155,13 +146,13 @@ def test_a_failed_stage_reruns_alone_in_the_same_mlflow_run(tmp_path, reviews, t
 
     monkeypatch.setattr(training, "train_job", fail_once)
     with pytest.raises(RuntimeError, match="injected failure in train"):
-        ner_pipeline(cfg)
-    result = ner_pipeline(cfg)
-    assert result["stages"] == {"validate": True, "tokenize": True, "train": False, "evaluate": False,
+        pipeline(cfg)
+    result = pipeline(cfg)
+    assert result.stages == {"validate": True, "tokenize": True, "train": False, "evaluate": False,
                                 "register": False, "promote": False}
     client = MlflowClient()
     (only,) = client.search_runs([client.get_experiment_by_name("nerflow-textcat-rerun").experiment_id])
-    assert only.info.run_id == result["run_id"] and only.data.tags["nerflow.attempts"] == "2"
+    assert only.info.run_id == result.run_id and only.data.tags["nerflow.attempts"] == "2"
     assert only.info.status == "FINISHED" and len(calls) == 2
 
 
