@@ -10,5 +10,5 @@ def sources() -> dict[str, list[Path]]:
     """Each stage's task file plus the shared plumbing: code too, hashed into the stage's cache key."""
     files = {stage: [_HERE / f"{stage}.py", _HERE / "stage.py"]
              for stage in ("validate", "tokenize", "train", "evaluate", "register", "promote")}
-    files["promote"] += [_HERE / "champion.py", _HERE / "score_served.py", _HERE / "score_served_textcat.py"]
+    files["promote"] += [_HERE / "champion.py"]
     return files

@@ -109,7 +109,7 @@ def test_data(client, name: str, version: str, config: Path | None, overrides: l
     folder = Path(tempfile.mkdtemp(prefix="nerflow-test-"))
     kind.write_validated({"test": corpus["test"]}, cfg.data, folder)
     split = folder / "test.jsonl"
-    return cfg, split, kind.gold(split), report.passed, kind.data_fingerprint(cfg.data)
+    return cfg, split, kind.gold(kind.examples(split)), report.passed, kind.data_fingerprint(cfg.data)
 
 
 def cmd_promote(args: argparse.Namespace) -> int:

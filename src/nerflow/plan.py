@@ -30,7 +30,7 @@ CODE = {
               ["torch", "transformers"]),
     "evaluate": (["data", "batching", "plots"], ["seqeval", "scikit-learn", "torch"]),
     "register": (["serving"], ["mlflow"]),
-    "promote": (["promotion", "history", "data"], ["mlflow", "seqeval"]),
+    "promote": (["promotion", "history", "data", "scoring"], ["mlflow", "seqeval"]),
 }
 # Where the files are and what they are called does not change the result; their content does.
 DATA_LOCATION_KEYS = {"dir", "train", "validation", "test"}

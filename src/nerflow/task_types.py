@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nerflow.config import DataConfig, PipelineConfig, TokenizeConfig
+from nerflow.scoring import LegacyRequest
 from nerflow.validation import ValidationReport
 
 IMPLEMENTATIONS = {"token-classification": "nerflow.ner.task", "text-classification": "nerflow.textcat.task"}
@@ -27,7 +28,6 @@ class TaskType(Protocol):
     keys: dict[str, frozenset[str]]   # per config section, the keys this task reads: only those enter stage keys
     modules: dict[str, list[str]]  # per stage, this task's own modules (hashed into the stage's key)
     trainer: str                   # the module whose train_job(job, on_metrics, should_stop) trains it
-    scorer: str                    # tasks/ script that scores a registered version as served (the gate)
 
     def data_fingerprint(self, cfg: DataConfig) -> str:
         """A content hash of the configured data (what the validate key hashes)."""
@@ -57,8 +57,21 @@ class TaskType(Protocol):
     def servable(self) -> tuple[Any, Any, list[str]]:
         """(the MLflow PythonModel, its signature, an input example) of a registered version."""
 
-    def gold(self, split: Path) -> list:
-        """Gold labels of a canonical split, as the served scorer's predictions are compared with."""
+    # The served-scorer protocol (nerflow.scoring): what the gate and `nerflow compare` need from the task. The
+    # models themselves implement nerflow.scoring.Scorer; these four read the data and speak to older versions.
+    def examples(self, split: Path) -> list[dict]:
+        """The examples of a canonical split as the task reads them (its JSON lines, as dicts): what a Scorer
+        predicts."""
+
+    def gold(self, examples: list[dict]) -> list:
+        """Gold labels of those examples, in the shape of a Scorer's predictions (tags per token, labels per text)."""
+
+    def legacy_request(self, examples: list[dict]) -> LegacyRequest:
+        """How to ask a version registered before the protocol (no `predict_examples`): its `predict` input and
+        params, and where its python model keeps its label set."""
+
+    def from_legacy(self, examples: list[dict], answers: list) -> list:
+        """Such a version's served answers to `legacy_request`, as predictions in the task's label space."""
 
     def gate_tables(self, gold: list, scored: dict, versions: tuple[str, str | None]
                     ) -> tuple[dict, dict | None, tuple | None]:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from nerflow.config import DataConfig, PipelineConfig, TokenizeConfig
 from nerflow.data import SPLITS
-from nerflow.ner import data, validate
+from nerflow.scoring import LegacyRequest
+from nerflow.ner import data, scoring, validate
 
 
 class TokenClassification:
@@ -24,9 +25,8 @@ class TokenClassification:
                "train": ["ner/training", "ner/predict", "ner/tokenization", "ner/evaluate", "ner/schemes", "ner/data"],
                "evaluate": ["ner/evaluate", "ner/predict", "ner/tokenization", "ner/schemes", "ner/data"],
                "register": ["ner/serving", "ner/predict", "ner/tokenization", "ner/schemes"],
-               "promote": ["ner/evaluate", "ner/schemes", "ner/data"]}
+               "promote": ["ner/evaluate", "ner/schemes", "ner/data", "ner/scoring"]}
     trainer = "nerflow.ner.training"
-    scorer = "score_served.py"
 
     def data_fingerprint(self, cfg: DataConfig) -> str:
         if cfg.format == "hf":
@@ -73,8 +73,18 @@ class TokenClassification:
 
         return serving.NerModel(), serving.SIGNATURE, serving.EXAMPLE
 
-    def gold(self, split: Path) -> list:
-        return [s.tags for s in data.read_split(split)]
+    # the served-scorer protocol (nerflow.scoring); the code is in nerflow.ner.scoring
+    def examples(self, split: Path) -> list[dict]:
+        return scoring.examples(split)
+
+    def gold(self, examples: list[dict]) -> list:
+        return scoring.gold(examples)
+
+    def legacy_request(self, examples: list[dict]) -> LegacyRequest:
+        return scoring.legacy_request(examples)
+
+    def from_legacy(self, examples: list[dict], answers: list) -> list:
+        return scoring.from_legacy(examples, answers)
 
     def gate_tables(self, gold: list, scored: dict, versions: tuple[str, str | None]):
         from nerflow.ner import evaluate

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from nerflow.config import DataConfig, PipelineConfig, TokenizeConfig
 from nerflow.data import SPLITS
-from nerflow.textcat import data, validate
+from nerflow.scoring import LegacyRequest
+from nerflow.textcat import data, scoring, validate
 
 
 class TextClassification:
@@ -28,9 +29,8 @@ class TextClassification:
                          "textcat/data"],
                "evaluate": ["textcat/evaluate", "textcat/predict", "textcat/tokenization", "textcat/data"],
                "register": ["textcat/serving", "textcat/predict", "textcat/tokenization"],
-               "promote": ["textcat/evaluate", "textcat/data"]}
+               "promote": ["textcat/evaluate", "textcat/data", "textcat/scoring"]}
     trainer = "nerflow.textcat.training"
-    scorer = "score_served_textcat.py"
 
     def data_fingerprint(self, cfg: DataConfig) -> str:
         return data.fingerprint(cfg)
@@ -74,8 +74,18 @@ class TextClassification:
 
         return serving.TextClassifierModel(), serving.SIGNATURE, serving.EXAMPLE
 
-    def gold(self, split: Path) -> list:
-        return [d.labels for d in data.read_split(split)]
+    # the served-scorer protocol (nerflow.scoring); the code is in nerflow.textcat.scoring
+    def examples(self, split: Path) -> list[dict]:
+        return scoring.examples(split)
+
+    def gold(self, examples: list[dict]) -> list:
+        return scoring.gold(examples)
+
+    def legacy_request(self, examples: list[dict]) -> LegacyRequest:
+        return scoring.legacy_request(examples)
+
+    def from_legacy(self, examples: list[dict], answers: list) -> list:
+        return scoring.from_legacy(examples, answers)
 
     def gate_tables(self, gold: list, scored: dict, versions: tuple[str, str | None]):
         from nerflow.textcat import evaluation
