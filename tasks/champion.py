@@ -1,8 +1,9 @@
 """Moving `champion`: score versions as they are served, decide with the gate, record every move in the registry.
 
 The decision is nerflow.promotion's (pure); the history's encoding and stack are nerflow.history's. This module is
-the MLflow edge: it scores each version as served (nerflow.scoring), reads and writes registry tags
-and aliases, and serialises every move of one alias with a lock (`promotion_lock`) that holds across processes:
+the MLflow edge: it scores each version as served (nerflow.scoring: a fresh process per version), reads and writes
+registry tags and aliases, and serialises every move of one alias with a lock (`promotion_lock`) that holds across
+processes:
 - a local sqlite store: an flock next to the database file (released by the kernel if its holder dies);
 - a tracking server with a Prefect server (PREFECT_API_URL): a Prefect global concurrency limit of 1, which every
   host that talks to that Prefect server shares (MLflow itself offers no lock or compare-and-set);
