@@ -1,8 +1,9 @@
 """Moving `champion`: score versions as they are served, decide with the gate, record every move in the registry.
 
 The decision is nerflow.promotion's (pure); the history's encoding and stack are nerflow.history's. This module is
-the MLflow edge: it scores each version in a fresh process (tasks/score_served.py), reads and writes registry tags
-and aliases, and serialises every move of one alias with a lock (`promotion_lock`) that holds across processes:
+the MLflow edge: it scores each version as served (nerflow.scoring: a fresh process per version), reads and writes
+registry tags and aliases, and serialises every move of one alias with a lock (`promotion_lock`) that holds across
+processes:
 - a local sqlite store: an flock next to the database file (released by the kernel if its holder dies);
 - a tracking server with a Prefect server (PREFECT_API_URL): a Prefect global concurrency limit of 1, which every
   host that talks to that Prefect server shares (MLflow itself offers no lock or compare-and-set);
@@ -15,12 +16,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import getpass
-import json
 import logging
 import os
 import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -28,7 +26,7 @@ from typing import Iterator
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from nerflow import history, promotion
+from nerflow import history, promotion, scoring
 from nerflow import task_types
 from nerflow.config import ConfigError
 from nerflow.promotion import Refused
@@ -95,25 +93,12 @@ def read_history(client: MlflowClient, name: str, alias: str) -> list[history.En
 
 # ------------------------------------------------------------------------------------------------ scoring
 def score_versions(name: str, versions: list[str], split: Path, task: str) -> dict[str, dict]:
-    """{version: {"labels", "pred", ...}}: each version served-as-registered in its own fresh process, all at once,
-    by the task's scorer (tasks/score_served*.py)."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(), "PYTHONWARNINGS": "ignore",
-           "TRANSFORMERS_VERBOSITY": "error", "MLFLOW_LOGGING_LEVEL": "WARNING"}
-    source = Path(__file__).with_name(task_types.entry(task, "promote").SERVED_SCRIPT).read_text()
-    with tempfile.TemporaryDirectory(prefix="nerflow-score-") as tmp:
-        procs = {}
-        for v in dict.fromkeys(versions):
-            out = Path(tmp) / f"{v}.json"
-            procs[v] = (subprocess.Popen([sys.executable, "-c", source, f"models:/{name}/{v}", str(split), str(out)],
-                                         cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True), out)
-        results = {}
-        for v, (proc, out) in procs.items():
-            _, err = proc.communicate()
-            if proc.returncode != 0:
-                raise RuntimeError(f"scoring {name} version {v} as served failed:\n{err[-3000:]}")
-            results[v] = json.loads(out.read_text())
-    return results
+    """{version: {"labels", "multi_label", "pred", "protocol"}}: each version loaded as registered and served, in its
+    own fresh process, all at once, predicting the split's examples through the served-scorer protocol
+    (nerflow.scoring; versions registered before it through their ordinary `predict`)."""
+    uris = {v: f"models:/{name}/{v}" for v in dict.fromkeys(versions)}
+    return scoring.score_served(uris, split, task_types.entry(task, "promote"),
+                                env={"MLFLOW_TRACKING_URI": tracking.tracking_uri()})
 
 
 # ------------------------------------------------------------------------------------------------ the lock

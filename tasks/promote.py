@@ -1,8 +1,9 @@
 """Promotion stage: the model card on the new version, then the evidence gate for `promote.alias` (champion).
 
 Both the challenger and the current champion are scored on this run's test split, each loaded from the registry
-exactly as it is served (tasks/champion.py); the decision, both models' per-class scores and the reason go to the
-MLflow run (promotion/comparison.json and .md) and onto the version (tags `nerflow.promotion`, `nerflow.reason`).
+exactly as it is served (tasks/champion.py, nerflow.scoring); the decision, both models' per-class scores and the
+reason go to the MLflow run (promotion/comparison.json and .md) and onto the version (tags `nerflow.promotion`,
+`nerflow.reason`).
 """
 from __future__ import annotations
 
@@ -56,9 +57,9 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
     if registered.new_version:
         client.update_model_version(name, version,
                                     description=model_card(cfg, evaluated.metrics, validated, registered, ctx.run_id))
-    split = Path(validated.path) / "test.jsonl"
+    split, scorer = Path(validated.path) / "test.jsonl", task_types.entry(cfg.task, "promote")
     decision = champion.gate(
-        client, name, version, alias, rules_of(cfg), split, task_types.entry(cfg.task, "promote").gold(split),
+        client, name, version, alias, rules_of(cfg), split, scorer.gold(scorer.examples(split)),
         data_passed=True, auto=cfg.promote.auto, actor=champion.actor_name(), task=cfg.task,
         evidence={"test_data_hash": validated.data_hash, "mlflow_run_id": ctx.run_id,
                   "prefect_flow_run_id": ctx.flow_run_id})

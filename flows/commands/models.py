@@ -110,7 +110,8 @@ def test_data(client, name: str, version: str, config: Path | None, overrides: l
     folder = Path(tempfile.mkdtemp(prefix="nerflow-test-"))
     validate.write_validated({"test": corpus["test"]}, cfg.data, folder)
     split = folder / "test.jsonl"
-    return cfg, split, task_types.entry(cfg.task, "promote").gold(split), report.passed, \
+    promote = task_types.entry(cfg.task, "promote")
+    return cfg, split, promote.gold(promote.examples(split)), report.passed, \
         data_identity.identity_digest(data_identity.identity(cfg.data))
 
 

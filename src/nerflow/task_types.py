@@ -15,7 +15,7 @@ code (nerflow.code_identity follows the entry of the stage it hashes). What each
 | train | `job_fields(cfg) -> dict` (what a training job needs beyond the shared fields), `train_job(job, on_metrics, should_stop)` |
 | evaluate | `evaluate_model(model_dir, validated, tokenized, cfg.evaluate, out) -> metrics` (`val/best_*`, `test/*`; `test/f1` is the headline) |
 | register | `servable() -> (python model, signature, input example)` of a registered version |
-| promote | the served-scorer side of the gate (nerflow.scoring): `examples`, `gold`, `gate_tables`, `hits`, `gold_count` |
+| promote | the task's side of the served-scorer protocol (nerflow.scoring): `examples(split)`, `gold(examples)`, `legacy_request`, `from_legacy`, `gate_tables`, `hits`, `gold_count` |
 | predict | `load_predictor(folder) -> texts -> answers` for a model folder nerflow trained |
 
 Stages hand each other folders with the same shape for every task: `validate` writes `<split>.jsonl` and

@@ -238,22 +238,3 @@ def score_restricted(gold: list[list[str]], pred: list[list[str]], keep: set[str
 
 def _mask(tags: list[str], keep: set[str]) -> list[str]:
     return [t if t == "O" or split_tag(t)[1] in keep else "O" for t in tags]
-
-
-def gold(split: Path) -> list[list[str]]:
-    """The gold tags of a canonical split, as the served scorer's predictions are compared with."""
-    from nerflow.ner.data import read_split
-
-    return [s.tags for s in read_split(split)]
-
-
-def hits(gold_tags: list[list[str]], served: dict) -> set:
-    """The gold entities a version's served predictions got right (`nerflow compare`)."""
-    predicted = {(i, *e) for i, seq in enumerate(served["pred"]) for e in entity_spans(seq)}
-    return predicted & {(i, *e) for i, seq in enumerate(gold_tags) for e in entity_spans(seq)}
-
-
-def gold_count(gold_tags: list[list[str]]) -> int:
-    return sum(len(entity_spans(seq)) for seq in gold_tags)
-
-SERVED_SCRIPT = "score_served.py"   # tasks/: scores a registered version as served (until the served-scorer protocol)

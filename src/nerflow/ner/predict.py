@@ -16,6 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -138,6 +139,14 @@ class Predictor:
         windows = [w for i, words in enumerate(sentences) for w in encoder.encode(i, words, None)]
         return predict_windows(self.model, windows, [len(s) for s in sentences], dict(enumerate(self.labels)),
                                self.tokenizer.pad_token_id or 0, batch_size, self.device)
+
+    multi_label: ClassVar[bool] = False   # one IOB2 tag per token (nerflow.scoring.Scorer)
+
+    def predict_examples(self, examples: list[dict]) -> list[list[str]]:
+        """The served-scorer protocol (nerflow.scoring.Scorer): one IOB2 tag per token of each example's `tokens`,
+        predicted from the tokens as given (the windows and decoding evaluation uses), never re-split: a token
+        holding a space stays one word."""
+        return self.predict_words([list(e["tokens"]) for e in examples])[0] if examples else []
 
     def predict_text(self, texts: list[str], pretokenized: bool = False) -> list[list[dict]]:
         """Entity spans per text: type, start/end character offsets into that text, the text itself, a score.

@@ -17,7 +17,7 @@ class TokenClassification:
     config = NerConfig
     entries = {"validate": "nerflow.ner.validate", "tokenize": "nerflow.ner.tokenization",
                "train": "nerflow.ner.training", "evaluate": "nerflow.ner.evaluate", "register": "nerflow.ner.serving",
-               "promote": "nerflow.ner.evaluate", "predict": "nerflow.ner.predict",
+               "promote": "nerflow.ner.scoring", "predict": "nerflow.ner.predict",
                "sample": "nerflow.ner.synthetic"}
     empty_answer: list | None = []    # a text without a word has no entity: the model is not asked
 

@@ -87,19 +87,3 @@ def gate_tables(gold: list[list[str]], scored: dict, versions: tuple[str, str | 
                             "per_type": {c: full[v]["per_type"][c] for c in shared}, "types": shared}
                            for v in versions)
     return full[challenger], full.get(champion) if champion else None, restricted
-
-
-def gold(split: Path) -> list[list[str]]:
-    """The gold labels of a canonical split, as the served scorer's predictions are compared with."""
-    return [d.labels for d in read_split(split)]
-
-
-def hits(gold_labels: list[list[str]], served: dict) -> set:
-    """The gold labels a version's served predictions got right (`nerflow compare`)."""
-    return {(i, label) for i, (g, p) in enumerate(zip(gold_labels, served["pred"])) for label in set(g) & set(p)}
-
-
-def gold_count(gold_labels: list[list[str]]) -> int:
-    return sum(len(g) for g in gold_labels)
-
-SERVED_SCRIPT = "score_served_textcat.py"   # tasks/: scores a registered version as served

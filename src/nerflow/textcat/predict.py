@@ -105,6 +105,16 @@ class Classifier:
     def labels(self) -> list[str]:
         return self.meta["labels"]
 
+    @property
+    def multi_label(self) -> bool:
+        return bool(self.meta["multi_label"])
+
+    def predict_examples(self, examples: list[dict]) -> list[list[str]]:
+        """The served-scorer protocol (nerflow.scoring.Scorer): the predicted labels of each example's `text`, the
+        same decision as `predict_text` (argmax, or every label at or above its threshold)."""
+        answers = self.predict_text([e["text"] for e in examples]) if examples else []
+        return [list(a["labels"]) if self.multi_label else [a["label"]] for a in answers]
+
     def probabilities(self, texts: list[str]) -> np.ndarray:
         encoder = Encoder(self.tokenizer, tokenize_settings(self.meta))
         segments = [s for i, ids in enumerate(encoder.token_ids(texts)) for s in encoder.encode(i, ids, [])]
