@@ -30,8 +30,10 @@ run: sample
 debian-deps:
 	bash infra/install-debian-deps.sh
 
+# Lint first (seconds), then the suite; --durations names the slowest tests (test time is a budget).
 test: install debian-deps
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q --durations=30
 
 # PostgreSQL + MLflow + Prefect (UI on) on 127.0.0.1, free ports; `source $(TEAM_DIR)/team.env` points a shell at them.
 team-up: install debian-deps

@@ -35,7 +35,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     config = Path(args.config)
     from nerflow.config import load_config
 
-    load_config(config, args.overrides)   # bad config or override: refused now, not at 3 a.m.
+    cfg = load_config(config, args.overrides)   # bad config or override: refused now, not at 3 a.m.
+    refuse_unpinned_hub_ids(cfg)
     deployments.require_server()
     name = args.name or re.sub(r"[^A-Za-z0-9_-]", "-", config.stem)
     workdir = str(Path(args.workdir).resolve()) if args.workdir else str(Path.cwd())
@@ -52,6 +53,28 @@ def cmd_schedule(args: argparse.Namespace) -> int:
           f"runs execute on {runs_on}; runs never overlap (a run due while one trains is "
           f"{'queued' if args.collision == 'enqueue' else 'cancelled'})")
     return 0
+
+
+def refuse_unpinned_hub_ids(cfg) -> None:
+    """A schedule reruns for years: a hub model or dataset named by a branch (main) would retrain on whatever the
+    hub holds that night. Refused unless pinned to a commit (the error names the key and, when it can be resolved
+    here, today's commit to pin)."""
+    from nerflow import data_identity, models
+    from nerflow.config import ConfigError
+
+    hub = []
+    if models.is_hub_id(cfg.model.name_or_path, cfg.cache_dir) and not data_identity.is_pinned(cfg.model.revision):
+        hub.append(("model.revision", cfg.model.name_or_path, "model"))
+    if cfg.data.format == "hf" and cfg.data.hf_dataset and not Path(cfg.data.hf_dataset).expanduser().is_dir() \
+            and not data_identity.is_pinned(cfg.data.hf_revision):
+        hub.append(("data.hf_revision", cfg.data.hf_dataset, "dataset"))
+    for key, repo, kind in hub:
+        try:
+            now = f" (today: {key}={data_identity.resolve_hub_revision(repo, None, repo_type=kind)})"
+        except ConfigError:
+            now = ""
+        raise ConfigError(f"{repo!r} is a hub {kind} without a pinned commit: a schedule would train on whatever "
+                          f"the hub holds when it runs; set {key} to a 40-character commit{now}")
 
 
 def check_cadence(cadence) -> None:

@@ -76,6 +76,22 @@ class SourceIndex:
     def __contains__(self, name: str) -> bool:
         return name in self.files
 
+    def add_outside(self, name: str) -> bool:
+        """A stage's adapter or library function outside nerflow's packages (a plugin, a test's toy stage): its
+        own file is indexed too, so its source is in the stage's key. True when found."""
+        if name in self.files:
+            return True
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return False
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return False
+        self.files[name] = (Path(spec.origin), spec.submodule_search_locations is not None)
+        return True
+
     def module(self, name: str) -> ModuleSource:
         if name not in self._parsed:
             path, is_package = self.files[name]
@@ -174,7 +190,7 @@ def closure(index: SourceIndex, context: Context) -> set[str]:
         return any(name == p or name.startswith(p + ".") for p in context.foreign)
 
     seen: set[str] = set()
-    todo = [m for m in context.roots if m in index]
+    todo = [m for m in context.roots if m in index or index.add_outside(m)]
     while todo:
         name = todo.pop()
         if name in seen or foreign(name):

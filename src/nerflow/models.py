@@ -63,10 +63,15 @@ def model_fingerprint(resolved: str, revision: str | None = None) -> str:
     return h.hexdigest()
 
 
+def is_hub_id(name_or_path: str, cache_dir: Path | None = None) -> bool:
+    """Neither a local folder nor the offline MiniLM: a model the Hugging Face hub names."""
+    return not (Path(name_or_path).expanduser().is_dir() or name_or_path in OFFLINE_MINILM)
+
+
 def resolved_revision(name_or_path: str, revision: str | None = None) -> str | None:
     """The commit to load a hub model at (`from_pretrained(..., revision=...)`): the one its fingerprint keyed.
     None for a local folder or the offline MiniLM, which are keyed by their files."""
-    if Path(name_or_path).expanduser().is_dir() or name_or_path in OFFLINE_MINILM:
+    if not is_hub_id(name_or_path):
         return None
     return resolve_hub_revision(name_or_path, revision)
 

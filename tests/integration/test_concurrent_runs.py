@@ -10,7 +10,6 @@ from pathlib import Path
 import yaml
 from mlflow import MlflowClient
 
-from nerflow import prefect_tasks
 from nerflow.config import resolved_dict
 from nerflow.plan import make_plan
 from nerflow.prefect_tasks import tracking
@@ -52,7 +51,7 @@ def test_two_runs_sharing_the_train_key_train_once_and_both_register(tmp_path, t
         path.write_text(yaml.safe_dump(resolved_dict(cfg)))
         cfgs.append(cfg)
         paths.append(path)
-    plans = [make_plan(cfg, None, prefect_tasks.sources()) for cfg in cfgs]
+    plans = [make_plan(cfg) for cfg in cfgs]
     assert plans[0].stages["train"].key == plans[1].stages["train"].key       # the same training ...
     assert plans[0].logical_run != plans[1].logical_run                        # ... for two different runs
 

@@ -87,6 +87,27 @@ def test_second_run_reuses_every_stage_and_registers_nothing_new(pipeline_result
     assert len(MlflowClient().search_model_versions("name='tiny-ner'")) == 1
 
 
+def test_a_toy_stage_runs_through_the_flow_with_no_other_change(pipeline_result, tmp_path):
+    """The flow body is the graph: a test-only graph with one more stage (tests/unit/toy_stage.py) runs it after the
+    stages it consumes, here on a copy of the template's cache, so every pipeline stage is reused."""
+    import shutil
+
+    from nerflow.flows.commands.run import format_summary
+    from nerflow.flows.pipeline import pipeline
+
+    cfg, first = pipeline_result
+    cache = tmp_path / "cache"
+    shutil.copytree(cfg.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    result = pipeline(cfg.model_copy(update={"cache_dir": cache}), graph="tests.unit.toy_stage:GRAPH")
+    assert result.stages == {"validate": True, "tokenize": True, "train": True, "evaluate": True, "register": True,
+                             "promote": True, "count": False}
+    sizes = result["validate"].sizes
+    assert result["count"].examples == sizes and sum(sizes.values()) > 0
+    assert f"counted:    {sum(sizes.values())} sentences" in format_summary(result, cfg.task)
+    tags = MlflowClient().get_run(result.run_id).data.tags
+    assert tags["stage.count"] == "computed" and tags["stage.count.key"] == result["count"].key
+
+
 def catalogue(types: set[str], splits: set[str], stages: set[str]) -> set[str]:
     """docs/metrics.md's table, each `<TYPE>` / `<split>` / `<stage>` expanded: the keys a full run must log."""
     keys: set[str] = set()
@@ -131,7 +152,7 @@ def test_run_page_has_source_description_and_log(pipeline_result):
     tags = client.get_run(result.run_id).data.tags
     assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
     note = tags["mlflow.note.content"]
-    assert "fine-tuned on" in note and f"version {result['version']}" in note and "test F1" in note
+    assert "fine-tuned on" in note and f"version {result['register'].version}" in note and "test F1" in note
     (log,) = client.list_artifacts(result.run_id, "logs")
     assert log.path == "logs/1.log"
     text = Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path=log.path)).read_text()

@@ -67,7 +67,7 @@ def test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(tmp_path,
     artifacts = {a.path for a in client.list_artifacts(worse.run_id, "promotion")}
     assert artifacts == {"promotion/comparison.json", "promotion/comparison.md"}
     card = client.get_model_version(name, "2").description
-    assert card.startswith(f"# {name} version 2") and "| PER |" in card and f"nerflow rerun {better['run_id']}" in card
+    assert card.startswith(f"# {name} version 2") and "| PER |" in card and f"nerflow rerun {better.run_id}" in card
 
 
 def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, corpus_model_dir, cache_dir,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from nerflow import prefect_tasks
 from nerflow.plan import make_plan
 from nerflow.prefect_tasks import registered
 
@@ -12,12 +11,13 @@ from nerflow.prefect_tasks import registered
 def test_a_registered_logical_run_is_found_from_the_registry_alone(pipeline_result, tmp_path):
     cfg, result = pipeline_result
     other_host = cfg.model_copy(update={"cache_dir": tmp_path / "empty-cache"})
-    plan = make_plan(other_host, None, prefect_tasks.sources())
+    plan = make_plan(other_host)
     assert plan.first_to_compute() == "validate"   # nothing in this host's cache
     done = registered.find_registered(MlflowClient(), other_host, plan)
     assert done is not None
-    assert (done["register"].model_name, done["register"].version, done.run_id) == (result["register"].model_name, str(result["register"].version),
-                                                                     result.run_id)
+    assert (done["register"].model_name, done["register"].version, done.run_id) == \
+        (result["register"].model_name, result["register"].version, result.run_id)
+    assert done.already_done and all(done.stages.values())        # read from the run's logged outputs, all reused
     assert done["evaluate"].metrics["test/f1"] == result["evaluate"].metrics["test/f1"]
     assert done["promote"].decision["decision"] == result["promote"].decision["decision"]
 
@@ -29,7 +29,7 @@ def test_changed_settings_are_not_done(pipeline_result, tmp_path):
                             ("promote", {"min_delta": cfg.promote.min_delta + 0.01})):  # same version, gate not run
         changed = cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=change),
                                          "cache_dir": tmp_path / section})
-        assert registered.find_registered(client, changed, make_plan(changed, None, prefect_tasks.sources())) is None
+        assert registered.find_registered(client, changed, make_plan(changed)) is None
 
 
 def test_the_check_is_noted_on_the_versions_run(pipeline_result):

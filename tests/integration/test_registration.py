@@ -15,8 +15,8 @@ from typing import Iterator
 import pytest
 from mlflow import MlflowClient
 
-from nerflow import prefect_tasks
 from nerflow.models import weights_sha256
+from nerflow import cache
 from nerflow.plan import make_plan
 from nerflow.prefect_tasks import tracking
 
@@ -67,7 +67,7 @@ def db_fault(mlflow_store: str, table: str, event: str, when: str, message: str 
 def immovable_leftover(cfg):
     """An incomplete folder under the register key that cannot be moved aside (immutable, which binds root too):
     writing the stage output fails after the version exists."""
-    final = make_plan(cfg, None, prefect_tasks.sources()).stages["register"].path
+    final = make_plan(cfg).stages["register"].path
     final.mkdir(parents=True)
     (final / "half-written.json").write_text("{")
     if subprocess.run(["chattr", "+i", str(final)], capture_output=True).returncode != 0:
@@ -121,7 +121,7 @@ def test_a_failure_at_any_step_after_the_version_exists_leaves_the_registry_as_i
     client = MlflowClient()
     assert [str(v.version) for v in client.search_model_versions(f"name='{NAME}'")] == [first_version]
     assert aliases(client, NAME) == {"challenger": first_version, "champion": first_version}
-    run = tracking.find_logical_run(client, cfg.experiment, make_plan(cfg, None, prefect_tasks.sources()).logical_run)
+    run = tracking.find_logical_run(client, cfg.experiment, make_plan(cfg).logical_run)
     assert run.info.status == "FAILED"
     assert error in run.data.tags["error"]
 
@@ -142,14 +142,14 @@ def test_a_forced_rerun_with_the_same_weights_registers_no_new_version(tmp_path,
     with log_lines("nerflow.register") as lines:
         again = pipeline(cfg, force_from="train")          # training recomputed: the same weights
     assert again["register"].new_version is False and again["register"].version == first["register"].version
-    assert f"weights identical to {name} version {first['version']}: no new version registered " \
+    assert f"weights identical to {name} version {first['register'].version}: no new version registered " \
            "(use --force-register for one)" in lines
     assert [str(v.version) for v in client.search_model_versions(f"name='{name}'")] == [str(version.version)]
 
     forced = pipeline(cfg, force_from="register", force_register=True)
     assert forced["register"].new_version is True and forced["register"].version == first["register"].version + 1
     assert aliases(client, name)["challenger"] == str(forced["register"].version)
-    record = make_plan(cfg, None, prefect_tasks.sources()).stages["register"].path / "registered.json"
+    record = cache.lookup(cfg.cache_dir, "register", make_plan(cfg).stages["register"].key) / "output.json"
     assert json.loads(record.read_text())["version"] == forced["register"].version     # the stage's record is the new one
 
 

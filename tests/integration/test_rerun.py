@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -185,7 +187,7 @@ def test_a_retry_after_a_transient_fault_does_not_redo_a_finished_stage(monkeypa
     assert faults and spies.calls["train"] == 1
     assert spies.ran() == {stage: True for stage in STAGES}
     assert MlflowClient().get_run(result.run_id).info.status == "FINISHED"
-    assert result["evaluate"].metrics == reference[1]["metrics"]
+    assert result["evaluate"].metrics == reference[1]["evaluate"].metrics
     assert registered_weights(name, result["register"].version, tmp_path / "model") == reference_weights
 
 
@@ -240,35 +242,63 @@ def test_cli_says_already_registered_without_starting_prefect_or_torch(reference
     proc = subprocess.run([sys.executable, "-c", script, str(cfg_path)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"already registered: {cfg.registry.model_name} version {first['version']}" in proc.stdout
+    assert f"already registered: {cfg.registry.model_name} version {first['register'].version}" in proc.stdout
     assert "loaded: {'prefect': False, 'torch': False, 'transformers': False}" in proc.stdout
     assert versions_of(cfg.registry.model_name) == [first["register"].version]
 
 
 @pytest.fixture(scope="module")
 def finished(reference, tmp_path_factory, tiny_corpus, corpus_model_dir):
-    """A finished run of its own (own model name) on the reference's cache: only its registration was computed."""
+    """A finished run of its own (own model name) on a copy of the reference's cache: only its registration and
+    promotion were computed."""
     from nerflow.flows.pipeline import pipeline
 
     ref_cfg, _ = reference
-    cfg = rerun_config(tmp_path_factory.mktemp("finished"), tiny_corpus, corpus_model_dir, ref_cfg.cache_dir,
-                       "rerun-cli-ner")
+    cache = tmp_path_factory.mktemp("finished-cache") / "cache"
+    shutil.copytree(ref_cfg.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    cfg = rerun_config(tmp_path_factory.mktemp("finished"), tiny_corpus, corpus_model_dir, cache, "rerun-cli-ner")
     return cfg, pipeline(cfg)
+
+
+def promotion_said(out: str) -> str:
+    (line,) = [line for line in out.splitlines() if line.startswith("promotion:")]
+    return line
+
+
+def assert_attempt_agrees(name: str, version: int, out: str) -> None:
+    """What the summary printed, the run's tags and the version's tags all describe this attempt's gate."""
+    (run,) = runs_of(name)
+    tagged = MlflowClient().get_model_version(name, str(version)).tags
+    said = promotion_said(out)
+    assert said.startswith(f"promotion:  {run.data.tags['promotion']} for @champion")
+    assert said.endswith(run.data.tags["promotion_reason"])
+    assert tagged["nerflow.promotion"] == run.data.tags["promotion"]
+    assert tagged["nerflow.reason"] == run.data.tags["promotion_reason"]
 
 
 def test_rerun_from_evaluate_continues_the_run_and_registers_only_new_weights(finished, spies, tmp_path,
                                                                              monkeypatch, capsys):
-    """`rerun RUN --from evaluate`: a new attempt of the same MLflow run; the weights are the same, so no new
-    version (and the output says so) unless --force-register asks for one."""
+    """`rerun RUN --from evaluate`: a new attempt of the same MLflow run that really re-evaluates (its metrics
+    replace the stored ones); the weights are the same, so no new version (and the output says so) unless
+    --force-register asks for one. Each time the summary, the run's tags and the version's gate tags agree."""
+    from nerflow import task_types
+
     cfg, first = finished
     name = cfg.registry.model_name
+    evaluate_entry = task_types.entry(cfg.task, "evaluate")
+    original = evaluate_entry.evaluate_model
+
+    def evaluated_differently(*args, **kwargs):   # what a changed evaluation gives: the rerun must report it
+        return {**original(*args, **kwargs), "test/f1": 0.123}
+
+    monkeypatch.setattr(evaluate_entry, "evaluate_model", evaluated_differently)
     monkeypatch.chdir(tmp_path)                           # the config comes from the run, not from here
     assert cli.main(["rerun", first.run_id, "--from", "evaluate"]) == 0
     out = capsys.readouterr().out
     # the register stage ran (tag below) but created no version: create_version, its spied function, was not called
     assert spies.ran() == {"validate": False, "tokenize": False, "train": False, "evaluate": True, "register": False,
                            "promote": False}   # promote: version 1 is @champion already, the gate had nothing to decide
-    assert f"weights identical to {name} version {first['version']}: no new version registered" in out
+    assert f"weights identical to {name} version {first['register'].version}: no new version registered" in out
     assert versions_of(name) == [first["register"].version]
     (run,) = runs_of(name)                                # the same MLflow run, one attempt more
     assert run.info.run_id == first.run_id and run.info.status == "FINISHED"
@@ -276,16 +306,49 @@ def test_rerun_from_evaluate_continues_the_run_and_registers_only_new_weights(fi
     assert {s: run.data.tags[f"stage.{s}"] for s in STAGES} == {
         "validate": "reused", "tokenize": "reused", "train": "reused", "evaluate": "computed", "register": "computed",
         "promote": "computed"}
-    assert run.data.metrics["test/f1"] == first["evaluate"].metrics["test/f1"]
+    assert run.data.metrics["test/f1"] == 0.123 and "0.1230  (micro)" in out          # the new metrics, not the old
+    assert "already @champion" in promotion_said(out)
+    assert_attempt_agrees(name, first["register"].version, out)
 
+    monkeypatch.setattr(evaluate_entry, "evaluate_model", original)
     assert cli.main(["rerun", first.run_id, "--from", "register", "--force-register"]) == 0
     out = capsys.readouterr().out
-    assert versions_of(name) == [first["register"].version, first["register"].version + 1]
-    assert f"registered: {name} version {first['version'] + 1}" in out
+    new = first["register"].version + 1
+    assert versions_of(name) == [first["register"].version, new]
+    assert f"registered: {name} version {new}" in out
     alias = MlflowClient().get_model_version_by_alias(name, cfg.registry.alias)
-    assert int(alias.version) == first["register"].version + 1
+    assert int(alias.version) == new
     (run,) = runs_of(name)
     assert run.info.run_id == first.run_id and run.data.tags["nerflow.attempts"] == "3"
+    # the same weights as the champion: the gate says tie, and everything says so (not the first attempt's answer)
+    assert "rejected for @champion" in promotion_said(out) and "no champion yet" not in out
+    assert_attempt_agrees(name, new, out)
+
+
+def test_rerun_from_train_retrains_and_registers_the_new_weights(finished, tmp_path, monkeypatch, capsys):
+    """`rerun RUN --from train` replaces the train stage's output: a retraining that gives other weights (here a
+    changed seed, as a changed library would) shows up as a new version holding exactly those weights."""
+    from nerflow import cache, task_types
+    from nerflow.models import weights_sha256
+
+    cfg, first = finished
+    name = cfg.registry.model_name
+    before = cache.lookup(cfg.cache_dir, "train", first["train"].key)
+    trainer = task_types.entry(cfg.task, "train")
+    original = trainer.train_job
+    monkeypatch.setattr(trainer, "train_job", lambda job, *a, **k: original({**job, "seed": job["seed"] + 1}, *a, **k))
+    monkeypatch.chdir(tmp_path)
+    known = versions_of(name)
+    assert cli.main(["rerun", first.run_id, "--from", "train"]) == 0
+    out = capsys.readouterr().out
+    after = cache.lookup(cfg.cache_dir, "train", first["train"].key)
+    assert after != before and before.is_dir()           # a new generation; the old one stays until pruned
+    assert weights_sha256(after / "model") != weights_sha256(before / "model")
+    new = max(versions_of(name))
+    assert versions_of(name) == [*known, new] and f"registered: {name} version {new}" in out
+    tagged = MlflowClient().get_model_version(name, str(new)).tags
+    assert tagged["nerflow.weights_sha256"] == weights_sha256(after / "model")
+    assert_attempt_agrees(name, new, out)
 
 
 def test_runs_lists_status_and_the_failed_stage(bad_data_run, reference, capsys):
@@ -295,7 +358,33 @@ def test_runs_lists_status_and_the_failed_stage(bad_data_run, reference, capsys)
     lines = capsys.readouterr().out.splitlines()
     assert "failed stage" in lines[0] and "status" in lines[0]
     (failed_line, continue_line) = [line for line in lines if failed.info.run_id in line]
-    assert failed_line.split()[2:5] == ["FAILED", "1", "validate"]
+    assert failed_line.split()[2:6] == ["FAILED", "1", "0/6", "validate"]
     assert continue_line.split() == ["continue:", "nerflow", "rerun", failed.info.run_id]
     (ok_line,) = [line for line in lines if ok.run_id in line]
-    assert ok_line.split()[2:5] == ["FINISHED", "1", "-"]
+    assert ok_line.split()[2:6] == ["FINISHED", "1", "6/6", "-"]
+    assert cli.main(["runs", "--limit", "200", "--json"]) == 0
+    (row,) = [r for r in json.loads(capsys.readouterr().out) if r["run_id"] == failed.info.run_id]
+    assert row["stages"] == {"validate": "failed", "tokenize": None, "train": None, "evaluate": None,
+                             "register": None, "promote": None}
+
+
+def test_a_rerun_id_matching_no_run_or_several_is_bad_input(mlflow_store, capsys):
+    """Matched whole: an MLflow run id, or a Prefect flow-run id among a run's attempts; never a substring."""
+    from nerflow.flows.errors import EXIT_BAD_INPUT
+    from nerflow.prefect_tasks import tracking
+
+    client = tracking.configure()
+    exp = tracking.experiment_id(client, "nerflow-rerun-ids")
+    shared, own = "0f1e2d3c-0000-4000-8000-00000000abcd", "0f1e2d3c-0000-4000-8000-00000000beef"
+    first, _ = [client.create_run(exp, tags={"nerflow.logical_run": "x", "prefect_flow_run_ids": ids}).info.run_id
+                for ids in (f"{shared},{own}", shared)]   # two runs claim one flow run (a hand-edited tag, say)
+    plain = client.create_run(exp).info.run_id     # an MLflow run that is not a pipeline run
+    for given, said in [(shared, "belongs to 2 MLflow runs"), (own[:-4], "no pipeline run with MLflow run id or "
+                                                                          "Prefect flow-run id"),
+                        (plain, "is not a nerflow pipeline run"), ("x'; drop", "is not an MLflow run id")]:
+        assert cli.main(["rerun", given]) == EXIT_BAD_INPUT, given
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and said in err and err.count("\n") == 1, (given, err)
+    from nerflow.flows.commands.run import find_run
+
+    assert find_run(client, own).info.run_id == first             # the whole id, among the run's attempts

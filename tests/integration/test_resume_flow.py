@@ -22,7 +22,6 @@ import yaml
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
-from nerflow import prefect_tasks
 from nerflow.config import load_config, resolved_dict
 from nerflow.plan import make_plan
 from nerflow.ner.tokenization import Encoder
@@ -154,7 +153,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_equals_the_uninterrupted_run(
     cfg_path.write_text(yaml.safe_dump(resolved_dict(config(tmp_path / "cfg", corpus, corpus_model_dir,
                                                             "resume-killed"))))
     cfg = load_config(cfg_path)
-    ref_plan, plan = make_plan(ref_cfg, None, prefect_tasks.sources()), make_plan(cfg, None, prefect_tasks.sources())   # as the flow
+    ref_plan, plan = make_plan(ref_cfg), make_plan(cfg)   # as the flow
     assert plan.stages["train"].key == ref_plan.stages["train"].key      # the same training ...
     assert plan.logical_run != ref_plan.logical_run                       # ... in another MLflow run
 

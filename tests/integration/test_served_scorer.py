@@ -52,11 +52,11 @@ def scored(pipeline_result, tmp_path_factory):
     process each, at once) on the sentences above followed by the run's own test split."""
     cfg, result = pipeline_result
     tmp = tmp_path_factory.mktemp("served-scorer")
-    old = register_before_protocol("tiny-ner-before-protocol", TASK, stage_output(cfg, result["run_id"], "train")
+    old = register_before_protocol("tiny-ner-before-protocol", TASK, stage_output(cfg, result.run_id, "train")
                                    / "model", tmp)
-    test = read_split(stage_output(cfg, result["run_id"], "validate") / "test.jsonl")
+    test = read_split(stage_output(cfg, result.run_id, "validate") / "test.jsonl")
     write_split(SPACED + test, tmp / "test.jsonl")
-    return scoring.score_served({"new": f"models:/{MODEL}/{result['version']}", "old": old}, tmp / "test.jsonl",
+    return scoring.score_served({"new": f"models:/{MODEL}/{result['register'].version}", "old": old}, tmp / "test.jsonl",
                                 task_types.entry(TASK, "promote"))
 
 
@@ -65,7 +65,7 @@ def test_the_gate_scores_a_token_holding_a_space_as_one_token_like_evaluation(pi
     served = scored["new"]
     assert served["protocol"] == "examples" and "B-LOC" in served["labels"]
     assert [len(tags) for tags in served["pred"][:len(SPACED)]] == [len(s.tokens) for s in SPACED]
-    assert served["pred"][:len(SPACED)] == evaluation_tags(cfg, result["run_id"], SPACED)
+    assert served["pred"][:len(SPACED)] == evaluation_tags(cfg, result.run_id, SPACED)
 
 
 def test_a_version_registered_before_the_protocol_is_scored_through_its_predict(pipeline_result, scored):
@@ -75,5 +75,5 @@ def test_a_version_registered_before_the_protocol_is_scored_through_its_predict(
     new, old = scored["new"], scored["old"]
     assert (new["protocol"], old["protocol"]) == ("examples", "legacy")
     assert old["labels"] == new["labels"] and old["multi_label"] is new["multi_label"] is False
-    _, _, evaluated = read_predictions_conll(stage_output(cfg, result["run_id"], "evaluate") / "test_predictions.conll")
+    _, _, evaluated = read_predictions_conll(stage_output(cfg, result.run_id, "evaluate") / "test_predictions.conll")
     assert old["pred"][len(SPACED):] == new["pred"][len(SPACED):] == evaluated

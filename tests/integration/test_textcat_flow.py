@@ -121,15 +121,15 @@ def test_the_gate_scores_texts_through_the_protocol_and_old_versions_through_pre
 
     cfg, result = first_run
     old = register_before_protocol(f"{MODEL}-before-protocol", "text-classification",
-                                   stage_output(cfg, result["run_id"], "train") / "model", tmp_path)
-    split = stage_output(cfg, result["run_id"], "validate") / "test.jsonl"
-    scored = scoring.score_served({"new": f"models:/{MODEL}/{result['version']}", "old": old}, split,
+                                   stage_output(cfg, result.run_id, "train") / "model", tmp_path)
+    split = stage_output(cfg, result.run_id, "validate") / "test.jsonl"
+    scored = scoring.score_served({"new": f"models:/{MODEL}/{result['register'].version}", "old": old}, split,
                                   task_types.entry("text-classification", "promote"))
     new, legacy = scored["new"], scored["old"]
     assert (new["protocol"], legacy["protocol"]) == ("examples", "legacy")
     assert new["labels"] == legacy["labels"] and sorted(new["labels"]) == ["neg", "pos"]
     assert new["multi_label"] is legacy["multi_label"] is False
-    with (stage_output(cfg, result["run_id"], "evaluate") / "test_predictions.jsonl").open() as f:
+    with (stage_output(cfg, result.run_id, "evaluate") / "test_predictions.jsonl").open() as f:
         evaluated = [json.loads(line)["predicted"] for line in f]
     assert new["pred"] == legacy["pred"] == evaluated and len(evaluated) > 0
 

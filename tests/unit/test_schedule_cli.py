@@ -31,3 +31,23 @@ def test_bad_schedules_are_refused_with_one_line(cfg, args, said, capsys):
 def test_a_good_schedule_without_a_server_says_how_to_start_one(cfg, capsys):
     assert cli.main(["schedule", cfg, "--interval", "60"]) == EXIT_UNAVAILABLE
     assert "make team-up" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides, said", [
+    (["model.name_or_path=someone/bert-ner"], "'someone/bert-ner' is a hub model without a pinned commit"),
+    (["model.name_or_path=someone/bert-ner", "model.revision=main"], "set model.revision to a 40-character commit"),
+    (["data.format=hf", "data.hf_dataset=someone/corpus"], "'someone/corpus' is a hub dataset without a pinned "
+                                                           "commit: a schedule would train on whatever the hub holds"),
+])
+def test_an_unpinned_hub_id_in_a_schedule_is_refused(cfg, overrides, said, capsys):
+    """The hub cannot be reached here: the refusal must not need it (and it comes before any server is asked)."""
+    assert cli.main(["schedule", cfg, *overrides, "--interval", "60"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
+
+
+def test_a_hub_model_pinned_to_a_commit_may_be_scheduled(cfg, capsys):
+    pinned = "model.revision=" + "0123456789abcdef" * 2 + "01234567"
+    assert cli.main(["schedule", cfg, "model.name_or_path=someone/bert-ner", pinned, "--interval", "60"]) == \
+        EXIT_UNAVAILABLE                                        # refused only for want of a server
+    assert "make team-up" in capsys.readouterr().err
