@@ -19,6 +19,7 @@ its latest attempt. On that host the rerun reuses what the cache holds; elsewher
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ def rerun_pipeline(run_id: str, from_stage: Stage | None = None, force_register:
 
     plan = make_plan(past.cfg, from_stage)
     recompute = [s for s in plan.graph.names if not plan.stages[s].complete]
-    logger.log(20 if not past.host or past.host == here else 30, "%s", where.why)
+    logger.log(logging.INFO if not past.host or past.host == here else logging.WARNING, "%s", where.why)
     logger.info("continuing MLflow run %s (%s) from %s on %s; recomputing here: %s\n%s", past.run_id, past.status,
                 from_stage or "the first stage not done", here, ", ".join(recompute) or "nothing",
                 "\n".join(describe(plan, past.cfg.cache_dir)))
