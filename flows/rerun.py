@@ -99,6 +99,7 @@ def rerun_pipeline(run_id: str, from_stage: Stage | None = None, force_register:
     for key, value in MLFLOW_HTTP_BOUNDS.items():   # an unreachable MLflow server fails the run in seconds
         os.environ.setdefault(key, value)
     logger = get_run_logger()
+    from_stage = from_stage or None   # a cleared form field
     try:
         past = past_run.load(run_id, from_stage)
     except ConfigError as e:
