@@ -10,8 +10,8 @@ import httpx
 
 from nerflow.graph import PIPELINE
 
-from .scheduling import NERFLOW, Background, flow_run, make_project, pipeline_runs, process_env, run_info, versions, \
-    wait_for
+from .scheduling import NERFLOW, Background, flow_run, make_project, nerflow, pipeline_runs, process_env, run_info, \
+    versions, wait_for
 
 FULL_RUN_S = 240   # as tests/team/test_schedules.py: generous for a busy 2-core CI host
 # `nerflow run` with the evaluate stage's library function broken: the run fails at evaluate, nothing registered
@@ -51,6 +51,9 @@ def test_a_run_failed_at_evaluate_continues_from_the_rerun_deployment_in_the_sam
         made = httpx.post(f"{api}/deployments/{rerun['id']}/create_flow_run",
                           json={"parameters": {"run_id": run_id, "from_stage": "evaluate"}})
         made.raise_for_status()
+        listed = nerflow(["schedule", "ls"], tmp_path, env)   # while the rerun runs
+        assert "reruns from the Prefect UI: deployment nerflow-rerun/rerun, runs on `nerflow serve`" in \
+            listed.stdout, listed.stdout + listed.stderr
         ended = wait_for(lambda: (r := flow_run(api, made.json()["id"]))["state"]["type"] in (
             "COMPLETED", "FAILED", "CRASHED", "CANCELLED") and r, FULL_RUN_S, "the rerun", server)
     finally:
