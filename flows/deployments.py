@@ -1,4 +1,5 @@
-"""Schedules of the pipeline as Prefect deployments of `nerflow-scheduled` (flows/scheduled.py), and `serve`.
+"""Schedules of the pipeline as Prefect deployments of `nerflow-scheduled` (flows/scheduled.py). `nerflow serve`, which
+executes them and the rerun deployment, is flows/runner.py.
 
 Prefect keeps them: a deployment holds the parameters (config path, overrides, working directory: visible and
 editable in the Prefect UI), one schedule, and a concurrency limit of 1 so runs of one deployment never overlap.
@@ -20,7 +21,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from nerflow.flows.prefect_server import ServiceUnavailable
 
@@ -230,36 +230,3 @@ def delete(name: str) -> None:
 
     with get_client(sync_client=True) as client:
         client.delete_deployment(get(client, name).id)
-
-
-def serve(names: list[str], limit: int | None = None) -> None:
-    """Execute the scheduled runs of these deployments (all served ones when none are named) until stopped.
-    A Prefect Runner that watches existing deployments: it neither re-applies them (a re-apply recreates their
-    schedules) nor pauses them when it stops (`pause_on_shutdown=False`), so the schedule stays active while no
-    process serves it, and the next `nerflow serve` or a restart picks up the due runs."""
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-    from prefect.runner import Runner
-
-    with get_client(sync_client=True) as client:
-        deployments = [get(client, n) for n in names] if names else \
-            [d for d in list_all(client) if not d.work_pool_name]
-    from nerflow.config import ConfigError
-
-    if not deployments:
-        raise ConfigError("no schedules to serve: create one with `nerflow schedule CONFIG --interval SECONDS` "
-                          "(schedules of a work pool run on `prefect worker start --pool POOL`)")
-    pooled = [d.name for d in deployments if d.work_pool_name]
-    if pooled:
-        raise ConfigError(f"{', '.join(pooled)} run on a work pool: start `prefect worker start --pool "
-                          f"{deployments[0].work_pool_name}` instead, or reschedule without --pool")
-    runner = Runner(name=f"nerflow-serve-{os.getpid()}", pause_on_shutdown=False, limit=limit)
-    for d in deployments:
-        # Runner.add_deployment would apply the deployment again; registering the id only is what serving an
-        # existing deployment needs (Prefect 3.8.8's registry; covered by tests/team/test_schedules.py)
-        runner._deployment_registry.register_deployment(d.id, d.name)
-    log.info("serving %s (Ctrl-C stops; the schedules stay active)", ", ".join(d.name for d in deployments))
-    print(f"serving {', '.join(d.name for d in deployments)} from {Path.cwd()}; Ctrl-C stops serving, the "
-          "schedules stay active", flush=True)
-    asyncio.run(runner.start())

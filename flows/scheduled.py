@@ -40,7 +40,7 @@ def scheduled_pipeline(config: str, overrides: list[str] | None = None, workdir:
     done = registered.find_registered(client, cfg, plan)
     if done is not None:
         who = f"Prefect flow run {flow_run.get_id()} of deployment {deployment.get_name() or '-'}"
-        registered.note_unchanged(client, done["run_id"], who)
+        registered.note_unchanged(client, done.run_id, who)
         return Completed(message=nothing_to_do(done))
     from nerflow.flows.pipeline import pipeline   # torch from here on
 

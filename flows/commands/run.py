@@ -10,12 +10,10 @@ import importlib
 import json
 import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
 
-from nerflow.config import ConfigError
 from nerflow.flows.errors import EXIT_INTERRUPTED
 
 log = logging.getLogger("nerflow.cli")
@@ -39,14 +37,14 @@ def _quote(arg: str) -> str:
 def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: bool = False,
                  continue_run_id: str | None = None, again: str = "the same command") -> int:
     from nerflow import graph
-    from nerflow.plan import explain, make_plan
+    from nerflow.flows import past_run
+    from nerflow.plan import describe, make_plan
 
     plan = make_plan(cfg, force_from, graph.PIPELINE)
     if dry_run:
-        for stage in plan.graph.names:
-            print(f"{stage:<9} {explain(plan.stages[stage], cfg.cache_dir)}")
+        print("\n".join(describe(plan, cfg.cache_dir)))
         return 0
-    reap_dead_runs()
+    past_run.reap_dead_runs()
     done = already_done(cfg, plan)
     if done is None and force_from is None and continue_run_id is None and shared_registry():
         from nerflow.prefect_tasks import registered, tracking
@@ -81,19 +79,6 @@ def shared_registry() -> bool:
     return os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://", "databricks"))
 
 
-def reap_dead_runs() -> None:
-    """Runs left RUNNING by a process that died (kill -9) are marked KILLED, and their orphaned temporary Prefect
-    servers stopped, by the next nerflow command on the host."""
-    from nerflow.flows.prefect_server import stop_orphans
-    from nerflow.prefect_tasks import tracking
-
-    stop_orphans()
-    for run_id in tracking.reap_dead_runs(tracking.configure()):
-        log.warning("run %s was left RUNNING by a process on this host that ended without closing it (killed, or "
-                    "the tracking server was unreachable): marked KILLED; the same command, or `nerflow rerun %s`, "
-                    "continues it", run_id, run_id)
-
-
 def already_done(cfg, plan):
     """Every stage complete, and what each stage's output names outside the cache (a registered version) still
     there: the result, read from the cache alone (no flow, no torch). None when there is work to do."""
@@ -123,61 +108,19 @@ def already_done(cfg, plan):
 def cmd_rerun(args: argparse.Namespace) -> int:
     """Rerun a past pipeline run with exactly its resolved config (MLflow run id or Prefect flow-run id), as a new
     attempt of the same MLflow run."""
-    import tempfile
+    from nerflow.flows import past_run
 
-    import mlflow
-    from mlflow import MlflowClient
-
-    from nerflow.config import load_config
-    from nerflow.prefect_tasks import tracking
-
-    tracking.configure()
-    reap_dead_runs()
-    run = find_run(MlflowClient(), args.run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="config/resolved.yaml",
-                                                   dst_path=tmp)
-        cfg = load_config(path, resolved=True)
-    print(f"rerunning {run.info.run_id} ({run.info.status}) from {args.from_stage or 'the first stage not done'}")
-    return run_pipeline(cfg, force_from=args.from_stage, dry_run=args.dry_run, force_register=args.force_register,
-                        continue_run_id=run.info.run_id, again=f"nerflow rerun {run.info.run_id}")
-
-
-def find_run(client, run_or_flow_id: str):
-    """The pipeline run with this MLflow run id, or whose attempts include this Prefect flow-run id: exactly one,
-    matched whole (no substring guessing); none or several is bad input."""
-    from mlflow.exceptions import MlflowException
-
-    from nerflow.prefect_tasks.tracking import LOGICAL_RUN_TAG
-
-    wanted = run_or_flow_id.strip()
-    if not re.fullmatch(r"[0-9A-Za-z-]{8,64}", wanted):
-        raise ConfigError(f"{run_or_flow_id!r} is not an MLflow run id or a Prefect flow-run id")
-    try:
-        run = client.get_run(wanted)
-    except MlflowException as e:
-        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise
-    else:
-        if LOGICAL_RUN_TAG not in run.data.tags:
-            raise ConfigError(f"MLflow run {wanted} is not a nerflow pipeline run (no {LOGICAL_RUN_TAG} tag)")
-        return run
-    # every attempt's Prefect flow-run id is kept, comma-separated (a continued run has several): the search
-    # narrows, the exact comparison decides
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    found = [r for r in (client.search_runs(experiments, f"tags.prefect_flow_run_ids LIKE '%{wanted}%'")
-                         if experiments else [])
-             if wanted in r.data.tags.get("prefect_flow_run_ids", "").split(",")]
-    if not found:
-        raise ConfigError(f"no pipeline run with MLflow run id or Prefect flow-run id {wanted!r} (see `nerflow runs`)")
-    if len(found) > 1:
-        raise ConfigError(f"Prefect flow-run id {wanted!r} belongs to {len(found)} MLflow runs "
-                          f"({', '.join(r.info.run_id for r in found)}): give the MLflow run id")
-    return found[0]
+    past = past_run.load(args.run_id, args.from_stage)
+    print(f"rerunning {past.run_id} ({past.status}) from {args.from_stage or 'the first stage not done'}")
+    return run_pipeline(past.cfg, force_from=args.from_stage, dry_run=args.dry_run,
+                        force_register=args.force_register, continue_run_id=past.run_id,
+                        again=f"nerflow rerun {past.run_id}")
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from nerflow.prefect_tasks import tracking
+
+    from nerflow.flows.past_run import reap_dead_runs
 
     client = tracking.configure()
     reap_dead_runs()

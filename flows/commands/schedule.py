@@ -6,7 +6,8 @@
     nerflow serve [NAME ...]
 
 Schedules live on the Prefect server named by PREFECT_API_URL (flows/deployments.py); without one every command
-here fails at once with the commands that start one.
+here fails at once with the commands that start one. `nerflow serve` (flows/runner.py) also serves the rerun
+deployment `nerflow-rerun/rerun` (flows/rerun.py), creating it.
 """
 from __future__ import annotations
 
@@ -111,6 +112,9 @@ def schedule_action(action: str, names: list[str], as_json: bool) -> int:
                   f"{'':<20} config {r['config']} {' '.join(r['overrides'])}\n"
                   f"{'':<20} next {r['next_run'] or '-'}; last "
                   f"{(last['state'] + ': ' + (last['message'] or '')) if last else '-'}")
+        from nerflow.flows import runner
+
+        print(runner.rerun_line())
         return 0
     if len(names) != 1:
         raise ConfigError(f"nerflow schedule {action} takes one schedule name (see `nerflow schedule ls`)")
@@ -124,11 +128,11 @@ def schedule_action(action: str, names: list[str], as_json: bool) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from nerflow.flows import deployments
+    from nerflow.flows import deployments, runner
 
     deployments.require_server()
     try:
-        deployments.serve(args.names, limit=args.limit)
+        runner.serve(args.names, limit=args.limit)
     except KeyboardInterrupt:
         print("stopped serving; the schedules stay active: `nerflow serve` again, or a worker, runs what comes due",
               file=sys.stderr)
@@ -160,7 +164,9 @@ def add_parsers(sub) -> None:
     schedule.add_argument("--json", action="store_true", help="machine-readable output, for scripts")
     schedule.set_defaults(func=cmd_schedule)
     serve = sub.add_parser("serve", help="run the scheduled runs of these schedules (all served ones by default) "
-                                         "until stopped; their schedules stay active when it stops")
+                                         "and the reruns started from the Prefect UI (deployment "
+                                         "nerflow-rerun/rerun, created here) until stopped; the schedules stay "
+                                         "active when it stops")
     serve.add_argument("names", nargs="*")
     serve.add_argument("--limit", type=int, help="at most this many runs at once (default: no limit)")
     serve.set_defaults(func=cmd_serve)

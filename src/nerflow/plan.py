@@ -94,6 +94,12 @@ def stage_parts(stage: Stage, cfg: PipelineConfig, identities: dict, keys: dict[
             "code": code_identity.stage_code(stage, cfg.task, graph)}
 
 
+def describe(plan: Plan, root: Path) -> list[str]:
+    """One line per stage, in the graph's order: reuse or compute, and why (`--dry-run`, and what the rerun flow
+    says before it starts)."""
+    return [f"{stage:<9} {explain(plan.stages[stage], root)}" for stage in plan.graph.names]
+
+
 def explain(step: StagePlan, root: Path) -> str:
     """Why a stage computes: which part of its key differs from the newest complete output of that stage."""
     if step.complete:

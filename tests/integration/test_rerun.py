@@ -385,6 +385,30 @@ def test_a_rerun_id_matching_no_run_or_several_is_bad_input(mlflow_store, capsys
         assert cli.main(["rerun", given]) == EXIT_BAD_INPUT, given
         err = capsys.readouterr().err
         assert err.startswith("error: ") and said in err and err.count("\n") == 1, (given, err)
-    from nerflow.flows.commands.run import find_run
+    from nerflow.flows.past_run import find_run
 
     assert find_run(client, own).info.run_id == first             # the whole id, among the run's attempts
+
+
+@pytest.mark.parametrize("run_id, from_stage, said", [
+    ("0123456789abcdef0123456789abcdef", "evalute", "no stage 'evalute' (did you mean 'evaluate'?): the stages are "
+                                                    "validate, tokenize, train, evaluate, register, promote"),
+    ("0123456789abcdef0123456789abcdef", "evaluate", "no pipeline run with MLflow run id or Prefect flow-run id "
+                                                     "'0123456789abcdef0123456789abcdef'"),
+    ("'; drop", None, "is not an MLflow run id or a Prefect flow-run id"),
+], ids=["unknown-stage", "no-such-run", "not-an-id"])
+def test_the_rerun_flow_refuses_bad_parameters_with_one_message(run_id, from_stage, said, mlflow_store):
+    """What the Prefect UI's Run form of `nerflow-rerun/rerun` can be given: a bad stage or an id that matches no
+    run fails the flow run with one line, before anything is written."""
+    from nerflow.flows.rerun import rerun_pipeline
+
+    def all_runs():
+        client = MlflowClient()
+        return len(client.search_runs([e.experiment_id for e in client.search_experiments()] or ["0"]))
+
+    before = all_runs()
+    state = rerun_pipeline(run_id, from_stage, return_state=True)
+    assert all_runs() == before
+    assert state.is_failed()
+    assert state.message.startswith("rerun refused: ") and said in state.message, state.message
+    assert "\n" not in state.message

@@ -226,7 +226,8 @@ def test_a_cancel_from_the_prefect_ui_stops_training_cleanly(team, team_env, tmp
 
 def test_prefect_yaml_deploys_the_team_route_to_a_process_pool(team, team_env, tmp_path):
     """`prefect deploy --all` from the checkout: the deployments of prefect.yaml land on the process pool
-    `nerflow`, one run at a time, with their schedules and the checkout as working directory."""
+    `nerflow`, the schedules one run at a time, with their schedules and the checkout as working directory; the
+    rerun deployment with its Run form and no schedule."""
     api = team.prefect_api_url
     env = {**process_env(team_env, tmp_path), "PWD": str(ROOT)}
     made = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "nerflow", "--type", "process"],
@@ -247,7 +248,13 @@ def test_prefect_yaml_deploys_the_team_route_to_a_process_pool(team, team_env, t
             assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
             assert [{k: s["schedule"][k] for k in schedule} for s in d["schedules"]] == [schedule]
             assert d["job_variables"]["env"]["PREFECT_LOGGING_EXTRA_LOGGERS"] == "nerflow"
+        rerun = httpx.get(f"{api}/deployments/name/nerflow-rerun/rerun").raise_for_status().json()
+        assert rerun["work_pool_name"] == "nerflow" and rerun["work_queue_name"] == "default"
+        assert rerun["entrypoint"] == "flows/rerun.py:rerun_pipeline" and rerun["schedules"] == []
+        assert rerun["parameter_openapi_schema"]["required"] == ["run_id"]
     finally:
         for name in ("quickstart-nightly", "quickstart-on-new-data"):
             if (d := deployment(api, name)) is not None:
                 httpx.delete(f"{api}/deployments/{d['id']}")
+        if (r := httpx.get(f"{api}/deployments/name/nerflow-rerun/rerun")).status_code == 200:
+            httpx.delete(f"{api}/deployments/{r.json()['id']}")

@@ -1,0 +1,116 @@
+"""A past pipeline run to continue: found by its MLflow run id or a Prefect flow-run id of one of its attempts, with
+exactly the resolved config it logged. What `nerflow rerun` (flows/commands/run.py) and the `nerflow-rerun` flow
+(flows/rerun.py, the Prefect UI's route) both start from.
+
+No Prefect and no torch here: `nerflow rerun --dry-run` stays cheap.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+
+from nerflow.config import ConfigError, PipelineConfig
+
+log = logging.getLogger("nerflow.cli")
+
+
+@dataclass(frozen=True)
+class PastRun:
+    run: object            # the MLflow run (mlflow.entities.Run)
+    cfg: PipelineConfig    # its `config/resolved.yaml`, loaded as `nerflow rerun` loads it
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    @property
+    def status(self) -> str:
+        return self.run.info.status
+
+    @property
+    def host(self) -> str | None:
+        """The host whose process ran the latest attempt (tag `nerflow.host`): its stage cache holds that
+        attempt's outputs. None for a run logged without the tag."""
+        from nerflow.prefect_tasks.tracking import HOST_TAG
+
+        return self.run.data.tags.get(HOST_TAG) or None
+
+
+def check_stage(stage: str | None) -> None:
+    """A stage of the pipeline graph, or None (the first stage not done); anything else is bad input."""
+    from nerflow.graph import PIPELINE
+
+    if stage is None or stage in PIPELINE.names:
+        return
+    close = difflib.get_close_matches(str(stage), PIPELINE.names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"no stage {stage!r}{hint}: the stages are {', '.join(PIPELINE.names)}")
+
+
+def load(run_or_flow_id: str, from_stage: str | None = None) -> PastRun:
+    """The pipeline run to continue and exactly its resolved config. Bad input (an unknown stage, an id matching no
+    run or several, a resolved config this code cannot use) raises ConfigError before anything is written; the
+    stage is checked first, before any server is asked."""
+    import mlflow
+
+    from nerflow.config import load_config
+    from nerflow.prefect_tasks import tracking
+
+    check_stage(from_stage)
+    client = tracking.configure()
+    reap_dead_runs()
+    run = find_run(client, run_or_flow_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="config/resolved.yaml",
+                                                   dst_path=tmp)
+        cfg = load_config(path, resolved=True)
+    return PastRun(run, cfg)
+
+
+def find_run(client, run_or_flow_id: str):
+    """The pipeline run with this MLflow run id, or whose attempts include this Prefect flow-run id: exactly one,
+    matched whole (no substring guessing); none or several is bad input."""
+    from mlflow.exceptions import MlflowException
+
+    from nerflow.prefect_tasks.tracking import LOGICAL_RUN_TAG
+
+    wanted = str(run_or_flow_id).strip()
+    if not re.fullmatch(r"[0-9A-Za-z-]{8,64}", wanted):
+        raise ConfigError(f"{run_or_flow_id!r} is not an MLflow run id or a Prefect flow-run id")
+    try:
+        run = client.get_run(wanted)
+    except MlflowException as e:
+        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+    else:
+        if LOGICAL_RUN_TAG not in run.data.tags:
+            raise ConfigError(f"MLflow run {wanted} is not a nerflow pipeline run (no {LOGICAL_RUN_TAG} tag)")
+        return run
+    # every attempt's Prefect flow-run id is kept, comma-separated (a continued run has several): the search
+    # narrows, the exact comparison decides
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = [r for r in (client.search_runs(experiments, f"tags.prefect_flow_run_ids LIKE '%{wanted}%'")
+                         if experiments else [])
+             if wanted in r.data.tags.get("prefect_flow_run_ids", "").split(",")]
+    if not found:
+        raise ConfigError(f"no pipeline run with MLflow run id or Prefect flow-run id {wanted!r} (see `nerflow runs`)")
+    if len(found) > 1:
+        raise ConfigError(f"Prefect flow-run id {wanted!r} belongs to {len(found)} MLflow runs "
+                          f"({', '.join(r.info.run_id for r in found)}): give the MLflow run id")
+    return found[0]
+
+
+def reap_dead_runs() -> None:
+    """Runs left RUNNING by a process that died (kill -9) are marked KILLED, and their orphaned temporary Prefect
+    servers stopped, by the next nerflow command on the host."""
+    from nerflow.flows.prefect_server import stop_orphans
+    from nerflow.prefect_tasks import tracking
+
+    stop_orphans()
+    for run_id in tracking.reap_dead_runs(tracking.configure()):
+        log.warning("run %s was left RUNNING by a process on this host that ended without closing it (killed, or "
+                    "the tracking server was unreachable): marked KILLED; the same command, or `nerflow rerun %s`, "
+                    "continues it", run_id, run_id)
