@@ -33,7 +33,7 @@ STAGE_FUNCTIONS = {
     "validate": ("nerflow.ner.validate", "validate_corpus"),
     "tokenize": ("nerflow.ner.tokenization", "tokenize_corpus"),
     "train": ("nerflow.ner.training", "train_job"),
-    "evaluate": ("nerflow.ner.evaluate", "evaluate_model"),   # score() also serves the promotion gate
+    "evaluate": ("nerflow.ner.evaluation", "evaluate_model"),
     "register": ("nerflow.prefect_tasks.register", "create_version"),
     "promote": ("nerflow.promotion", "decide"),
 }

@@ -17,7 +17,7 @@ FULL_RUN_S = 240   # as tests/team/test_schedules.py: generous for a busy 2-core
 # `nerflow run` with the evaluate stage's library function broken: the run fails at evaluate, nothing registered
 FAIL_AT_EVALUATE = """
 import sys
-import nerflow.ner.evaluate as evaluate
+import nerflow.ner.evaluation as evaluate
 
 def broken(*args, **kwargs):
     raise RuntimeError("injected failure in evaluate")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from mlflow import MlflowClient
-
 from nerflow import graph as stage_graph
 from nerflow.config import resolved_dict
 from nerflow.flows import cli
 from nerflow.graph import PIPELINE, Graph, Stage
 from nerflow.outputs import Validated
 from nerflow.plan import explain, make_plan
+from nerflow.prefect_tasks import tracking
 from tests.unit.test_plan import complete_cache, config, keys, project  # noqa: F401 - the fixture, reused
 from tests.unit.toy_stage import COUNT, GRAPH
 
@@ -75,7 +74,7 @@ def test_dry_run_and_rerun_from_handle_the_toy_stage(project, monkeypatch, tmp_p
 
     plan = make_plan(cfg, graph=GRAPH)
     complete_toy_cache(plan)
-    client = MlflowClient()
+    client = tracking.configure()       # this test's store (a test before may have pointed MLflow elsewhere)
     run_id = client.create_run(client.create_experiment("toy"), tags={"nerflow.logical_run": plan.logical_run}
                                ).info.run_id
     client.log_text(run_id, yaml.safe_dump(resolved_dict(cfg)), "config/resolved.yaml")

@@ -1,0 +1,46 @@
+"""The evaluate stage of token classification (the task type's `evaluate` entry): the best weights on validation
+and test, scored entity by entity (nerflow.ner.evaluate), with reports, the type confusion plot and the predictions
+next to the gold tags as artifacts. The scoring itself stays in nerflow.ner.evaluate, which training and the
+promotion gate use too; this module is the part only the evaluate stage runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nerflow.ner.evaluate import plot_type_confusion, score, type_confusion, write_predictions_conll
+
+# metric names per split (docs/metrics.md): `val/f1` etc. are the per-epoch history the training loop logs, so the
+# registered (best) weights' validation scores are `val/best_*`; per type only F1 there, the full set on test
+METRIC_NAMES = {"validation": ("val/best_", ("f1",)), "test": ("test/", ("f1", "precision", "recall", "support"))}
+
+
+def evaluate_model(model_dir: Path, validated: Path, windows: Path, cfg, out: Path) -> dict[str, float]:
+    """The best weights on validation and test: scores, reports, the type confusion plot and the predictions in
+    CoNLL format next to the gold tags, written into `out`; returns the metrics."""
+    import json
+
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from nerflow.ner.data import read_split
+    from nerflow.ner.predict import predict_windows
+    from nerflow.ner.tokenization import load_windows
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForTokenClassification.from_pretrained(model_dir).to(device)
+    pad_id = AutoTokenizer.from_pretrained(model_dir).pad_token_id or 0
+    labels = json.loads((validated / "labels.json").read_text())
+    metrics: dict[str, float] = {}
+    for split, (prefix, per_type) in METRIC_NAMES.items():
+        sentences = read_split(validated / f"{split}.jsonl")
+        tags, _ = predict_windows(model, load_windows(windows / split), [len(s.tokens) for s in sentences],
+                                  dict(enumerate(labels)), pad_id, cfg.batch_size, device,
+                                  batch_tokens=cfg.batch_tokens)
+        gold = [s.tags for s in sentences]
+        scores = score(gold, tags)
+        (out / f"{split}_report.txt").write_text(scores.report_text)
+        (out / f"{split}_report.json").write_text(json.dumps(scores.report, indent=1))
+        write_predictions_conll(sentences, tags, out / f"{split}_predictions.conll")
+        plot_type_confusion(*type_confusion(gold, tags), out / f"{split}_confusion.png")
+        metrics |= scores.metrics(prefix, per_type)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
