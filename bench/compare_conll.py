@@ -14,7 +14,8 @@ from pathlib import Path
 def main(nerflow_json: str, recipe_json: str) -> int:
     nerflow, recipe = (json.loads(Path(p).read_text()) for p in (nerflow_json, recipe_json))
     for name, r in (("nerflow", nerflow), ("recipe", recipe)):
-        print(f"{name:8} test F1 {r['test_f1']:.4f}  train {r['train_seconds']:,.0f} s  wall {r['wall_seconds']:,.0f} s")
+        print(f"{name:8} test F1 {r['test_f1']:.4f}  train {r['train_seconds']:,.0f} s  "
+              f"wall {r['wall_seconds']:,.0f} s")
     gap = nerflow["test_f1"] - recipe["test_f1"]
     print(f"nerflow - recipe: {gap:+.4f} test F1 ({'at least as high' if gap >= 0 else 'BEHIND'})")
     return 0 if gap >= 0 else 1

@@ -86,7 +86,8 @@ def predict_speed(model_uri: str, data_dir: Path, work: Path, uri: str) -> dict:
                           text=True)
     stats = json.loads(done.stdout.strip().splitlines()[-1])
     words = sum(len(s.tokens) for s in sentences)
-    return {"predict_words_per_s": round(words / stats["seconds"], 0), "predict_wall_seconds": round(time.time() - started, 1)}
+    return {"predict_words_per_s": round(words / stats["seconds"], 0),
+            "predict_wall_seconds": round(time.time() - started, 1)}
 
 
 if __name__ == "__main__":

@@ -17,11 +17,16 @@ import numpy as np
 import torch
 from seqeval.metrics import f1_score
 from seqeval.scheme import IOB2
-from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
-                          Trainer, TrainingArguments)
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    DataCollatorForTokenClassification,
+    Trainer,
+    TrainingArguments,
+)
 
-from nerflow.ner.data import label_list, read_conll
 from nerflow.models import resolve_model
+from nerflow.ner.data import label_list, read_conll
 
 
 def encode(tokenizer, sentences, label_to_id):

@@ -47,7 +47,8 @@ def baseline(corpus) -> dict:
     best = None
     for c in (0.3, 1.0, 3.0, 10.0, 30.0):
         model = LogisticRegression(C=c, max_iter=2000).fit(x_train, gold["train"])
-        accuracy = float(np.mean(model.predict(vectorizer.transform(texts["validation"])) == np.array(gold["validation"])))
+        predicted = model.predict(vectorizer.transform(texts["validation"]))
+        accuracy = float(np.mean(predicted == np.array(gold["validation"])))
         if best is None or accuracy > best[0]:
             best = (accuracy, c, model)
     seconds = time.perf_counter() - started
@@ -76,7 +77,8 @@ def run_strategy(spec: str, args) -> dict:
     m, tags = run.data.metrics, run.data.tags
     predictions = args.work / "cache" / "evaluate" / tags["stage.evaluate.key"] / "test_predictions.jsonl"
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
-    return {"system": f"nerflow {spec}", "strategy": strategy, "overrides": [portable(o) for o in overrides], "run_id": run.info.run_id,
+    return {"system": f"nerflow {spec}", "strategy": strategy, "overrides": [portable(o) for o in overrides],
+            "run_id": run.info.run_id,
             "val_f1_macro": m["val/best_f1"], "train_seconds": m.get("train/train_seconds"),
             "train_stage_seconds": m["stage/train_seconds"], "wall_seconds_this_call": wall,
             "samples_per_s": m.get("train/samples_per_s"), "truncated_share": m.get("tokenize/truncated_share"),
@@ -129,7 +131,7 @@ def main() -> None:
         row["test_accuracy"], row["test_f1_macro"] = scores(gold, row["test_pred"])
         if row is not base:
             row["vs_baseline"] = paired_bootstrap(gold, row["test_pred"], base["test_pred"], args.bootstrap)
-    print(f"test reviews: {len(gold)} ({', '.join(f'{l} {gold.count(l)}' for l in sorted(set(gold)))})")
+    print(f"test reviews: {len(gold)} ({', '.join(f'{label} {gold.count(label)}' for label in sorted(set(gold)))})")
     print(f"{'system':<40} {'test acc':>8} {'macro F1':>8} {'train s':>8}  vs baseline (95% paired bootstrap)")
     for row in rows:
         ci = row.get("vs_baseline")

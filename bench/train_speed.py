@@ -93,14 +93,14 @@ def random_model(spec: str, labels: list[str]):
 def run_nerflow(args, seed: int, overrides: list[str], device: str) -> dict:
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+    from nerflow import distributed
     from nerflow.config import load_config
+    from nerflow.devices import select_device
     from nerflow.ner.evaluate import score
-    from nerflow.ner.training import trainable
     from nerflow.ner.predict import predict_windows
     from nerflow.ner.tokenization import Encoder, encode_split
-    from nerflow.devices import select_device
+    from nerflow.ner.training import trainable
     from nerflow.train import fit
-    from nerflow import distributed
 
     # the documented command's settings, as the pipeline resolves them
     cfg = load_config(ROOT / "configs" / "conll2003.yaml", [f"train.device={device}", *overrides])
@@ -139,12 +139,17 @@ def run_nerflow(args, seed: int, overrides: list[str], device: str) -> dict:
 
 def run_recipe(args, seed: int, device: str) -> dict:
     import torch
+    from hf_trainer_recipe import encode, word_predictions
     from seqeval.metrics import f1_score
     from seqeval.scheme import IOB2
-    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
-                              Trainer, TrainerCallback, TrainingArguments)
-
-    from hf_trainer_recipe import encode, word_predictions
+    from transformers import (
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     splits, labels = load_data(args)
     label_to_id = {t: i for i, t in enumerate(labels)}

@@ -20,7 +20,8 @@ log = logging.getLogger("nerflow.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nerflow", description="run, rerun and inspect pipeline runs, schedule them, check data, manage the stage cache, predict",
+    parser = argparse.ArgumentParser(prog="nerflow", description="run, rerun and inspect pipeline runs, schedule "
+                                     "them, check data, manage the stage cache, predict",
                                      epilog="exit codes: 0 done, 1 bug, 2 bad input, 3 service unreachable, "
                                             "4 refused, 130 interrupted (docs/cli.md)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of every error")

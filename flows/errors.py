@@ -40,12 +40,11 @@ def classify(exc: BaseException) -> int:
     """The exit code of an exception that ended a command."""
     from nerflow.config import ConfigError
     from nerflow.data import DataError
+    from nerflow.flows.prefect_server import ServiceUnavailable
     from nerflow.locks import RunLockedError
     from nerflow.progress import TrainingInterrupted
     from nerflow.promotion import Refused
     from nerflow.validation import ValidationFailed
-
-    from nerflow.flows.prefect_server import ServiceUnavailable
 
     if isinstance(exc, (KeyboardInterrupt, TrainingInterrupted)):
         return EXIT_INTERRUPTED

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from nerflow.flows.errors import EXIT_INTERRUPTED
 

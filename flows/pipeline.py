@@ -14,8 +14,8 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
-from nerflow.config import PipelineConfig
 from nerflow import graph as stage_graph
+from nerflow.config import PipelineConfig
 from nerflow.locks import run_lock
 from nerflow.outputs import RunResult
 from nerflow.plan import make_plan
@@ -23,7 +23,6 @@ from nerflow.prefect_tasks import global_locks, run_record, tracking
 from nerflow.prefect_tasks.registered import OUTPUTS_ARTIFACT, find_registered
 from nerflow.prefect_tasks.stage import RunContext, stage_task
 from nerflow.progress import TrainingInterrupted
-
 
 run_stage_task = stage_task()
 

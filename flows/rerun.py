@@ -119,7 +119,7 @@ def rerun_pipeline(run_id: str, from_stage: Stage | None = None, force_register:
     logger.info("continuing MLflow run %s (%s) from %s on %s; recomputing here: %s\n%s", past.run_id, past.status,
                 from_stage or "the first stage not done", here, ", ".join(recompute) or "nothing",
                 "\n".join(describe(plan, past.cfg.cache_dir)))
-    from nerflow.flows.pipeline import pipeline   # torch from here on
+    from nerflow.flows.pipeline import pipeline  # torch from here on
     from nerflow.flows.scheduled import finished
 
     state = pipeline(past.cfg, force_from=from_stage, force_register=force_register, continue_run_id=past.run_id,
@@ -146,7 +146,7 @@ def _route(past, here: str):
                     .last_polled
             except ObjectNotFound:
                 pass
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return route(past.run_id, past.host, here, me.work_pool_name, me.work_queue_name, polled, now), me
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 
 from prefect import flow
-
-from nerflow.flows.errors import MLFLOW_HTTP_BOUNDS
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed
+
+from nerflow.flows.errors import MLFLOW_HTTP_BOUNDS
 
 
 @flow(name="nerflow-scheduled", log_prints=False)
@@ -42,7 +42,7 @@ def scheduled_pipeline(config: str, overrides: list[str] | None = None, workdir:
         who = f"Prefect flow run {flow_run.get_id()} of deployment {deployment.get_name() or '-'}"
         registered.note_unchanged(client, done.run_id, who)
         return Completed(message=nothing_to_do(done))
-    from nerflow.flows.pipeline import pipeline   # torch from here on
+    from nerflow.flows.pipeline import pipeline  # torch from here on
 
     state = pipeline(cfg, return_state=True)
     if state.is_cancelled():

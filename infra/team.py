@@ -160,7 +160,7 @@ class TeamServers:
         self._spawn("mlflow")
         self._wait("mlflow")
 
-    def __enter__(self) -> "TeamServers":
+    def __enter__(self) -> TeamServers:
         self.up()
         return self
 

@@ -20,18 +20,17 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from nerflow import history, promotion, scoring
-from nerflow import task_types
+from nerflow import history, promotion, scoring, task_types
 from nerflow.config import ConfigError
-from nerflow.promotion import Refused
 from nerflow.prefect_tasks import tracking
 from nerflow.prefect_tasks.global_locks import global_lock, limit_name, team_prefect_api
+from nerflow.promotion import Refused
 
 log = logging.getLogger("nerflow.promote")
 TASK_TAG, DECISION_TAG, REASON_TAG, ROLLED_BACK_TAG = "nerflow.task", "nerflow.promotion", "nerflow.reason", \

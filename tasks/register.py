@@ -13,8 +13,8 @@ import dataclasses
 import json
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import mlflow
 from mlflow import MlflowClient

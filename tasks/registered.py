@@ -47,7 +47,7 @@ def find_registered(client: MlflowClient, cfg: PipelineConfig, plan: Plan) -> Ru
 
 def note_unchanged(client: MlflowClient, run_id: str, who: str) -> str:
     """Say on the version's MLflow run that a scheduled run found nothing to rebuild (the newest check wins)."""
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     note = f"{when} {who}: nothing to do, data, config and code unchanged"
     client.set_tag(run_id, CHECK_TAG, note)
     return note

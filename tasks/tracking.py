@@ -12,8 +12,8 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import mlflow
 import yaml
@@ -110,7 +110,7 @@ def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_r
     """Continue the logical run's MLflow run if its last attempt did not finish (or `continue_run_id`, whatever its
     status: `nerflow rerun`); else start a new run with the flattened config as params and the resolved config as
     an artifact."""
-    from nerflow.prefect_tasks import run_record   # it imports this module
+    from nerflow.prefect_tasks import run_record  # it imports this module
 
     previous = client.get_run(continue_run_id) if continue_run_id else \
         find_logical_run(client, cfg.experiment, logical_run)

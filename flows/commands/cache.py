@@ -17,8 +17,8 @@ def cmd_cache_ls(args: argparse.Namespace) -> int:
         total += e.bytes
         note = "" if e.complete and e.current else "  (partial: checkpoints of an unfinished run)" if e.current \
             else "  (replaced by a forced recompute; pruned once no run reads it)"
-        print(f"{e.stage:<9} {e.key}  {e.bytes / 1e6:>9.1f} MB  {time.strftime('%Y-%m-%d %H:%M', time.localtime(e.modified))}"
-              f"{note}")
+        when = time.strftime('%Y-%m-%d %H:%M', time.localtime(e.modified))
+        print(f"{e.stage:<9} {e.key}  {e.bytes / 1e6:>9.1f} MB  {when}{note}")
     print(f"{len(entries)} entries, {total / 1e6:.1f} MB in {args.cache_dir}")
     return 0
 

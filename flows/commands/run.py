@@ -118,9 +118,8 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from nerflow.prefect_tasks import tracking
-
     from nerflow.flows.past_run import reap_dead_runs
+    from nerflow.prefect_tasks import tracking
 
     client = tracking.configure()
     reap_dead_runs()

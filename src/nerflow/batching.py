@@ -1,10 +1,10 @@
 """Which examples go into which optimizer step: a pure function of (seed, epoch), so a resumed run recomputes it.
 
 Batches are sized by tokens (`train.batch_tokens`: padded positions per step; on GPUs sequences are padded to a
-multiple of 8, `pad_multiple`) or, the Trainer recipe's way, by a fixed number of sequences (`train.batch_size`). Length grouping sorts shuffled
-chunks of ~50 batches by length, so a batch pads little while every epoch still sees another order; the batches
-are then shuffled again. On small data the token budget shrinks so that a run still makes `train.min_steps`
-optimizer steps (a 300-sentence set would otherwise get ~10 steps, too few to learn anything).
+multiple of 8, `pad_multiple`) or, the Trainer recipe's way, by a fixed number of sequences (`train.batch_size`).
+Length grouping sorts shuffled chunks of ~50 batches by length, so a batch pads little while every epoch still sees
+another order; the batches are then shuffled again. On small data the token budget shrinks so that a run still makes
+`train.min_steps` optimizer steps (a 300-sentence set would otherwise get ~10 steps, too few to learn anything).
 
 With several processes (DDP) every process computes the same global batches and takes its share of each
 (`shard`), so a run makes the same optimizer steps whatever its world size: the plan never depends on it. A batch

@@ -1,17 +1,18 @@
 """Training checkpoints: atomic saves, resume from the newest readable one, and metric delivery bookkeeping.
 
 A checkpoint (`checkpoints/step-NNNNNNNN`) holds everything a resume needs: weights, optimizer, schedule, the RNG
-states of every process of the run and the loop's bookkeeping. It is written to a temp file and renamed, so a crash never leaves half of one; one that
-does not load is set aside as `*.corrupt` and the one before it is used. `checkpoints/metrics-delivered` counts the
-metric points already handed to `on_metrics`, so a resume neither loses nor repeats one. The loop is `nerflow.train`.
+states of every process of the run and the loop's bookkeeping. It is written to a temp file and renamed, so a crash
+never leaves half of one; one that does not load is set aside as `*.corrupt` and the one before it is used.
+`checkpoints/metrics-delivered` counts the metric points already handed to `on_metrics`, so a resume neither loses
+nor repeats one. The loop is `nerflow.train`.
 """
 from __future__ import annotations
 
 import logging
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

@@ -15,8 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from nerflow.config_errors import describe, key_lines
 
@@ -108,7 +116,7 @@ class TrainConfig(_Section):
     lr: PositiveFloat | Literal["auto"] = "auto"   # auto: by model size, run length and batch, nerflow.optim.default_lr
     batch_tokens: PositiveInt | None = 1024        # padded positions per optimizer step (length-grouped batches)
     batch_size: PositiveInt | None = None          # or: this many sequences per step (the recipe's way)
-    min_steps: NonNegativeInt = 100                # small data: the token budget shrinks to give at least this many steps
+    min_steps: NonNegativeInt = 100                # small data: the token budget shrinks to give this many steps
     eval_batch_tokens: PositiveInt = 16384         # validation: padded positions per forward pass ...
     eval_batch_size: PositiveInt = 256             # ... and at most this many sequences
     weight_decay: float = Field(0.01, ge=0.0)
@@ -121,8 +129,9 @@ class TrainConfig(_Section):
     log_every: Annotated[PositiveInt, REPORTING] = 20              # steps between logged training-loss points
     group_by_length: bool = True                   # batches of similar length: less padding, same epochs
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"   # auto: bf16 on GPUs that have it, else fp16; fp32 on CPU
-    compile: bool = False                          # torch.compile the model (measured slower on CPU: docs/benchmarks.md)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"   # auto: bf16 on GPUs that have it, else fp16;
+    #                                                               fp32 on CPU
+    compile: bool = False                          # torch.compile the model (slower on CPU: docs/benchmarks.md)
     devices: PositiveInt | Literal["auto"] = 1     # processes per machine (DDP through torchrun); auto: one per GPU
     nodes: PositiveInt = 1                         # machines; more than 1 needs master_addr (docs/distributed.md)
     master_addr: Annotated[str | None, REPORTING] = None   # node 0's address, reachable from the other nodes

@@ -3,10 +3,10 @@
 Input is either plain text, one document per line, or JSON lines with a `text` field (every other field passes
 through to the output). JSON lines are recognised by a `.jsonl` suffix or by every non-empty line starting with `{`.
 The output line carries the model's answer as its task type shapes it (nerflow.task_types: `entities` for NER;
-`label`, `score` and `scores`, or `labels` for multi-label, from a classifier). In plain text an empty line is an empty document (NER: `"entities": []`), so
-output line N belongs to input
-line N; in JSON lines an empty line is skipped, as the format has it. A final newline ends the last line and adds
-no document. Every problem is a DataError that names `file:line`.
+`label`, `score` and `scores`, or `labels` for multi-label, from a classifier). In plain text an empty line is an
+empty document (NER: `"entities": []`), so output line N belongs to input line N; in JSON lines an empty line is
+skipped, as the format has it. A final newline ends the last line and adds no document. Every problem is a DataError
+that names `file:line`.
 """
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from nerflow.data import DataError, decode_utf8
-from nerflow.data import _lines as split_lines   # \n, \r\n and \r only, as the corpus readers split
+from nerflow.data import _lines as split_lines  # \n, \r\n and \r only, as the corpus readers split
 
 STDIN = "-"
 

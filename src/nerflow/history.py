@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 ACTIONS = ("promote", "force", "rollback", "external")
 PREFIX = "nerflow.champion"
@@ -67,7 +67,7 @@ def new_entry(entries: list[Entry], action: str, actor: str, from_version: str |
     """The next entry after `entries` (re-read under the lock), with seq and time filled in."""
     if action not in ACTIONS:
         raise ValueError(f"unknown history action {action!r}; expected one of {', '.join(ACTIONS)}")
-    when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    when = (now or datetime.now(UTC)).astimezone(UTC)
     return Entry(next_seq(entries), when.isoformat(timespec="seconds"), action, actor,
                  from_version, to_version, reason, evidence)
 

@@ -112,8 +112,8 @@ def explain(step: StagePlan, root: Path) -> str:
     if previous.get("key") == step.key:
         return "compute: output missing or incomplete"
     old = previous.get("parts", {})
-    detail = [_what_changed(name, old.get(name), step.parts.get(name))
-              for name in sorted(set(old) | set(step.parts)) if hash_json(old.get(name)) != hash_json(step.parts.get(name))]
+    detail = [_what_changed(name, old.get(name), step.parts.get(name)) for name in sorted(set(old) | set(step.parts))
+              if hash_json(old.get(name)) != hash_json(step.parts.get(name))]
     return "compute: changed " + ", ".join(detail) if detail else "compute: output missing or incomplete"
 
 

@@ -8,15 +8,18 @@ A task type is a small descriptor (`TASK` in `nerflow.<task>.task`) plus one ent
 `entries` table and imported only by the stage that runs it, so a stage's code identity holds only its own task
 code (nerflow.code_identity follows the entry of the stage it hashes). What each entry module provides:
 
-| entry | module provides |
-|---|---|
-| validate | `load_corpus(cfg.data)`, `validate_corpus(corpus, cfg.data) -> ValidationReport`, `write_validated(corpus, cfg.data, out)` (`<split>.jsonl` canonical splits and `labels.json`) |
-| tokenize | `tokenize_validated(tokenizer, validated, cfg.tokenize, out) -> stats` (one Arrow folder per split) |
-| train | `job_fields(cfg) -> dict` (what a training job needs beyond the shared fields), `train_job(job, on_metrics, should_stop)` |
-| evaluate | `evaluate_model(model_dir, validated, tokenized, cfg.evaluate, out) -> metrics` (`val/best_*`, `test/*`; `test/f1` is the headline) |
-| register | `servable() -> (python model, signature, input example)` of a registered version |
-| promote | the task's side of the served-scorer protocol (nerflow.scoring): `examples(split)`, `gold(examples)`, `legacy_request`, `from_legacy`, `gate_tables`, `hits`, `gold_count` |
-| predict | `load_predictor(folder) -> texts -> answers` for a model folder nerflow trained |
+- validate: `load_corpus(cfg.data)`, `validate_corpus(corpus, cfg.data) -> ValidationReport`,
+  `write_validated(corpus, cfg.data, out)` (`<split>.jsonl` canonical splits and `labels.json`)
+- tokenize: `tokenize_validated(tokenizer, validated, cfg.tokenize, out) -> stats` (one Arrow folder per split)
+- train: `job_fields(cfg) -> dict` (what a training job needs beyond the shared fields),
+  `train_job(job, on_metrics, should_stop)`
+- evaluate: `evaluate_model(model_dir, validated, tokenized, cfg.evaluate, out) -> metrics` (`val/best_*`,
+  `test/*`; `test/f1` is the headline)
+- register: `servable() -> (python model, signature, input example)` of a registered version
+- promote: the task's side of the served-scorer protocol (nerflow.scoring): `examples(split)`, `gold(examples)`,
+  `legacy_request`, `from_legacy`, `gate_tables`, `hits`, `gold_count`
+- predict: `load_predictor(folder) -> texts -> answers` for a model folder nerflow trained
+- sample (NER only): `generate_corpus(folder, seed)`, the synthetic quickstart corpus
 
 Stages hand each other folders with the same shape for every task: `validate` writes `<split>.jsonl` and
 `labels.json`; `tokenize` one Arrow folder per split; `train` a Hugging Face model folder with `nerflow.json`;

@@ -21,19 +21,22 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
 from nerflow import batching, distributed, optim
-from nerflow.devices import peak_memory, seed_everything, select_device, weights_digest
 from nerflow.checkpoints import MetricsCallback, flush_metrics, resume, rng_state, save_checkpoint
 from nerflow.config import TrainConfig
-from nerflow.progress import TrainingInterrupted  # noqa: F401 - raised here; defined where no torch is needed
+from nerflow.devices import peak_memory, seed_everything, select_device, weights_digest
 from nerflow.optim import default_lr
-from nerflow.progress import Progress, stop_requests
+from nerflow.progress import (
+    Progress,
+    TrainingInterrupted,  # noqa: F401 - raised here; defined where no torch is needed
+    stop_requests,
+)
 
 log = logging.getLogger(__name__)
 

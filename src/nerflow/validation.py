@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 MAX_PER_RULE = 50            # failures kept per rule (all are counted in metrics["failures_<rule>"])
 

@@ -1,8 +1,8 @@
 """Real Prefect (one temporary test server for the whole session) and a real MLflow on a temporary sqlite store."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

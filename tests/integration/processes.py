@@ -28,7 +28,8 @@ def nerflow_env(mlflow_store: str, prefect_home: Path | None = None, **extra: st
     return env
 
 
-def start(args: list[str], cwd: Path, env: dict[str, str], log_name: str = "nerflow.log") -> tuple[subprocess.Popen, Path]:
+def start(args: list[str], cwd: Path, env: dict[str, str], log_name: str = "nerflow.log"
+          ) -> tuple[subprocess.Popen, Path]:
     log_path = cwd / log_name
     with log_path.open("w") as log_file:
         proc = subprocess.Popen([*NERFLOW, *args], cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,

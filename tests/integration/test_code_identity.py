@@ -61,7 +61,7 @@ def library_modules(root: Path) -> dict[str, Path]:
 
 def test_the_probe_measured_every_stage_of_both_task_types(executed):
     assert set(executed) == {"token-classification", "text-classification"}
-    for task, stages in executed.items():
+    for stages in executed.values():
         assert set(stages) == set(PIPELINE.names)
         assert all("nerflow.prefect_tasks.stage" in modules for modules in stages.values())
     ner, textcat = executed["token-classification"], executed["text-classification"]

@@ -1,8 +1,6 @@
 """The defaults must learn: the offline MiniLM, 300 CoNLL-2003 sentences, 1 epoch, through the real flow."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from mlflow import MlflowClient
 
 from nerflow.config import load_config

@@ -9,10 +9,9 @@ from mlflow import MlflowClient
 
 from nerflow.ner.data import read_conll
 from nerflow.ner.evaluate import score
-from nerflow.ner.schemes import entity_spans
 from nerflow.ner.tokenization import Encoder
 
-from .corpus import LONG, tiny_config
+from .corpus import LONG
 
 METRICS_DOC = Path(__file__).parents[2] / "docs" / "metrics.md"
 
@@ -29,7 +28,8 @@ def test_flow_registers_a_challenger_version_with_lineage_tags(pipeline_result):
     assert run.data.params["train.epochs"] == "25"
     assert {"test/f1", "val/best_f1", "train/samples_per_s", "stage/train_seconds"} <= set(run.data.metrics)
     assert len(client.get_metric_history(result.run_id, "train/loss")) >= 5
-    artifacts = {a.path for d in ("config", "validation", "evaluation") for a in client.list_artifacts(result.run_id, d)}
+    artifacts = {a.path for d in ("config", "validation", "evaluation")
+                 for a in client.list_artifacts(result.run_id, d)}
     assert {"config/resolved.yaml", "validation/report.json", "validation/report.html",
             "evaluation/test_report.json", "evaluation/test_confusion.png",
             "evaluation/test_predictions.conll"} <= artifacts

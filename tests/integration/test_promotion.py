@@ -45,7 +45,8 @@ def test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(tmp_path,
                                                                        cache_dir, mlflow_store):
     name = "gate-a"
     first = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *WEAK)
-    assert first["promote"].decision["decision"] == "accepted" and "no champion yet" in first["promote"].decision["reason"]
+    said = first["promote"].decision
+    assert said["decision"] == "accepted" and "no champion yet" in said["reason"]
     assert str(champion_of(name)) == "1"
     better = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *STRONG)
     assert better["promote"].decision["accepted"] and better["promote"].decision["moved"]
@@ -57,7 +58,8 @@ def test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(tmp_path,
     client = MlflowClient()
     rejected = client.get_model_version(name, "3")
     assert rejected.tags["nerflow.promotion"] == "rejected"
-    assert rejected.tags["nerflow.reason"] == worse["promote"].decision["reason"] and "champion F1" in rejected.tags["nerflow.reason"]
+    assert rejected.tags["nerflow.reason"] == worse["promote"].decision["reason"]
+    assert "champion F1" in rejected.tags["nerflow.reason"]
     assert client.get_model_version(name, "2").tags["nerflow.promotion"] == "accepted"
     assert [(e.action, e.from_version, e.to_version) for e in entries(name)] == [("promote", None, "1"),
                                                                                 ("promote", "1", "2")]

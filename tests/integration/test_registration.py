@@ -9,14 +9,14 @@ import json
 import logging
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from mlflow import MlflowClient
 
-from nerflow.models import weights_sha256
 from nerflow import cache
+from nerflow.models import weights_sha256
 from nerflow.plan import make_plan
 from nerflow.prefect_tasks import tracking
 
@@ -103,7 +103,8 @@ def first_version(tmp_path_factory, tiny_corpus, corpus_model_dir, cache_dir, ml
                       f"registry.model_name={NAME}")
     result = pipeline(cfg)
     assert result["register"].new_version is True
-    assert aliases(MlflowClient(), NAME) == {"challenger": str(result["register"].version), "champion": str(result["register"].version)}
+    version = str(result["register"].version)
+    assert aliases(MlflowClient(), NAME) == {"challenger": version, "champion": version}
     return str(result["register"].version)
 
 
@@ -150,7 +151,7 @@ def test_a_forced_rerun_with_the_same_weights_registers_no_new_version(tmp_path,
     assert forced["register"].new_version is True and forced["register"].version == first["register"].version + 1
     assert aliases(client, name)["challenger"] == str(forced["register"].version)
     record = cache.lookup(cfg.cache_dir, "register", make_plan(cfg).stages["register"].key) / "output.json"
-    assert json.loads(record.read_text())["version"] == forced["register"].version     # the stage's record is the new one
+    assert json.loads(record.read_text())["version"] == forced["register"].version   # the stage's record: the new one
 
 
 def test_a_failing_clean_up_is_one_warning_and_the_first_error_is_raised(
@@ -160,7 +161,8 @@ def test_a_failing_clean_up_is_one_warning_and_the_first_error_is_raised(
     cfg = tiny_config(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, f"registry.model_name={NAME}",
                       "evaluate.batch_size=11")
     # the alias move fails, and so does deleting the version (a soft delete: an UPDATE of its row)
-    with log_lines("nerflow.register") as lines, db_fault(mlflow_store, "registered_model_aliases", "UPDATE", f"NEW.name = '{NAME}'", "alias refused"), \
+    with log_lines("nerflow.register") as lines, \
+            db_fault(mlflow_store, "registered_model_aliases", "UPDATE", f"NEW.name = '{NAME}'", "alias refused"), \
             db_fault(mlflow_store, "model_versions", "UPDATE",
                      f"NEW.name = '{NAME}' AND NEW.current_stage = 'Deleted_Internal'", "delete refused"), \
             pytest.raises(Exception, match="alias refused"):

@@ -21,12 +21,11 @@ from mlflow import MlflowClient
 from nerflow.config import resolved_dict
 from nerflow.flows import cli
 from nerflow.graph import PIPELINE
-
-STAGES = PIPELINE.names
 from nerflow.ner.validate import ValidationFailed
 
 from .corpus import tiny_config
 
+STAGES = PIPELINE.names
 EXPERIMENT = "nerflow-rerun"
 # The library function each stage runs, patched where the task looks it up.
 STAGE_FUNCTIONS = {
@@ -107,7 +106,8 @@ def reference(tmp_path_factory, tiny_corpus, corpus_model_dir, mlflow_store):
 @pytest.fixture(scope="module")
 def reference_weights(reference, tmp_path_factory) -> bytes:
     cfg, result = reference
-    return registered_weights(cfg.registry.model_name, result["register"].version, tmp_path_factory.mktemp("reference-model"))
+    return registered_weights(cfg.registry.model_name, result["register"].version,
+                              tmp_path_factory.mktemp("reference-model"))
 
 
 @pytest.mark.parametrize("failing", STAGES)

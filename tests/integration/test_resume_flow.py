@@ -23,8 +23,8 @@ from mlflow import MlflowClient
 from safetensors.torch import load_file
 
 from nerflow.config import load_config, resolved_dict
-from nerflow.plan import make_plan
 from nerflow.ner.tokenization import Encoder
+from nerflow.plan import make_plan
 
 from .corpus import LONG, SHORT, tiny_config, write_conll
 
@@ -176,7 +176,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_equals_the_uninterrupted_run(
 
     (resumed,) = RESUMED.findall(caplog.text)               # resumed, not restarted
     step, epoch, batch = map(int, resumed)
-    assert step >= checkpointed and step % steps_per_epoch == batch > 0 and epoch == step // steps_per_epoch + 1, resumed
+    assert step >= checkpointed and step % steps_per_epoch == batch > 0, resumed
+    assert epoch == step // steps_per_epoch + 1, resumed
     assert f"{steps_per_epoch} steps/epoch" in caplog.text
 
     run = client.get_run(run_id)

@@ -56,7 +56,8 @@ def scored(pipeline_result, tmp_path_factory):
                                    / "model", tmp)
     test = read_split(stage_output(cfg, result.run_id, "validate") / "test.jsonl")
     write_split(SPACED + test, tmp / "test.jsonl")
-    return scoring.score_served({"new": f"models:/{MODEL}/{result['register'].version}", "old": old}, tmp / "test.jsonl",
+    new = f"models:/{MODEL}/{result['register'].version}"
+    return scoring.score_served({"new": new, "old": old}, tmp / "test.jsonl",
                                 task_types.entry(TASK, "promote"))
 
 

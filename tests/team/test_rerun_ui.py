@@ -10,8 +10,18 @@ import httpx
 
 from nerflow.graph import PIPELINE
 
-from .scheduling import NERFLOW, Background, flow_run, make_project, nerflow, pipeline_runs, process_env, run_info, \
-    versions, wait_for
+from .scheduling import (
+    NERFLOW,
+    Background,
+    flow_run,
+    make_project,
+    nerflow,
+    pipeline_runs,
+    process_env,
+    run_info,
+    versions,
+    wait_for,
+)
 
 FULL_RUN_S = 240   # as tests/team/test_schedules.py: generous for a busy 2-core CI host
 # `nerflow run` with the evaluate stage's library function broken: the run fails at evaluate, nothing registered

@@ -14,8 +14,21 @@ import httpx
 from nerflow.flows.errors import EXIT_UNAVAILABLE
 from tests.integration.corpus import UNSEEN
 
-from .scheduling import (NERFLOW, Background, deployment, flow_run, flow_runs, make_project, nerflow, pipeline_runs,
-                         process_env, run_info, trigger, versions, wait_for)
+from .scheduling import (
+    NERFLOW,
+    Background,
+    deployment,
+    flow_run,
+    flow_runs,
+    make_project,
+    nerflow,
+    pipeline_runs,
+    process_env,
+    run_info,
+    trigger,
+    versions,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL_RUN_S = 240      # a tiny full pipeline run takes ~30-40 s here alone; generous for a busy 2-core CI host
@@ -208,7 +221,8 @@ def test_a_cancel_from_the_prefect_ui_stops_training_cleanly(team, team_env, tmp
     try:
         flow_run_id = trigger(api, "cancel-me")
         work = tmp_path / "cache" / "train"
-        wait_for(lambda: any(work.glob("*.work/checkpoints/step-*")), FULL_RUN_S, "training to write its first checkpoint", server)
+        wait_for(lambda: any(work.glob("*.work/checkpoints/step-*")), FULL_RUN_S,
+                 "training to write its first checkpoint", server)
         httpx.post(f"{api}/flow_runs/{flow_run_id}/set_state",
                    json={"state": {"type": "CANCELLING", "message": "cancelled from the UI"}}).raise_for_status()
         ended = wait_for(lambda: flow_run(api, flow_run_id)["state"]["type"] in ("CANCELLED", "COMPLETED", "FAILED",

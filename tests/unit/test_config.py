@@ -123,7 +123,8 @@ def test_a_value_of_a_union_type_is_one_message_with_its_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value).count("config key 'train.lr'") == 1
-    assert str(err.value).startswith(f"{path}:4: config key 'train.lr': ") and "or input should be 'auto'" in str(err.value)
+    assert str(err.value).startswith(f"{path}:4: config key 'train.lr': ")
+    assert "or input should be 'auto'" in str(err.value)
 
 
 def test_config_file_that_is_not_utf8_names_its_line(tmp_path):

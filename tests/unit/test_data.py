@@ -12,8 +12,20 @@ import pytest
 
 from nerflow.config import SplitConfig
 from nerflow.ner.config import NerDataConfig as DataConfig
-from nerflow.ner.data import (DataError, Sentence, canonicalize, hash_files, input_files, label_list, load_corpus,
-                          read_conll, read_jsonl, read_split, split_by_document, write_split)
+from nerflow.ner.data import (
+    DataError,
+    Sentence,
+    canonicalize,
+    hash_files,
+    input_files,
+    label_list,
+    load_corpus,
+    read_conll,
+    read_jsonl,
+    read_split,
+    split_by_document,
+    write_split,
+)
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -13,12 +13,12 @@ import pytest
 
 from nerflow import data_identity, models
 from nerflow.config import ConfigError
-from nerflow.ner.config import NerDataConfig as DataConfig
-from nerflow.textcat.config import TextcatDataConfig
 from nerflow.data import DataError
 from nerflow.data_identity import check_read, identity, is_pinned, load_checked, reading, resolve_hub_revision
 from nerflow.ner import data as ner_data
+from nerflow.ner.config import NerDataConfig as DataConfig
 from nerflow.textcat import data as textcat_data
+from nerflow.textcat.config import TextcatDataConfig
 
 COMMIT_A, COMMIT_B = "a" * 40, "0123456789abcdef0123456789abcdef01234567"
 A = "John B-PER\nsleeps O\n"

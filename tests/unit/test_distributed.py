@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from nerflow import launch
-from nerflow.ner import data, tokenization
 from nerflow.checkpoints import list_checkpoints
 from nerflow.config import TrainConfig
+from nerflow.ner import data, tokenization
 from nerflow.ner.data import Sentence
 from nerflow.train import TrainingInterrupted
 from tests.conftest import TINY_TEXTS, build_tiny_model

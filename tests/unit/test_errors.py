@@ -9,8 +9,8 @@ from nerflow.config import ConfigError
 from nerflow.data import DataError
 from nerflow.flows import errors
 from nerflow.locks import RunLockedError
-from nerflow.promotion import Refused
 from nerflow.ner.validate import ValidationFailed
+from nerflow.promotion import Refused
 
 
 @pytest.mark.parametrize("exc, code", [

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from nerflow.ner.data import Sentence
-from nerflow.ner.evaluate import (EntityScores, plot_type_confusion, read_predictions_conll, score, type_confusion,
-                              write_predictions_conll)
+from nerflow.ner.evaluate import (
+    EntityScores,
+    plot_type_confusion,
+    read_predictions_conll,
+    score,
+    type_confusion,
+    write_predictions_conll,
+)
 
 approx = pytest.approx
 

@@ -8,8 +8,8 @@ from pydantic import ValidationError
 
 from nerflow import batching, optim
 from nerflow.config import TrainConfig
-from nerflow.ner.training import train
 from nerflow.ner.tokenization import Encoder
+from nerflow.ner.training import train
 from tests.conftest import TINY_TEXTS
 
 LENGTHS = [5, 9, 17, 30, 12, 12, 3, 64, 8, 8, 20, 41] * 10

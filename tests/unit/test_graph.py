@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+
 from nerflow import graph as stage_graph
 from nerflow.config import resolved_dict
 from nerflow.flows import cli

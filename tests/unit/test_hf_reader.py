@@ -1,9 +1,8 @@
 """The Hugging Face dataset reader, offline: a local dataset folder stands in for a hub id (same loader)."""
 from __future__ import annotations
 
-from datasets import ClassLabel, Dataset, Features, Sequence, Value
-
 import pytest
+from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
 from nerflow.ner.data import DataError, read_hf
 
@@ -12,7 +11,8 @@ NAMES = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
 def test_read_hf_maps_classlabel_ids_to_tag_names(tmp_path):
     features = Features({"tokens": Sequence(Value("string")), "ner_tags": Sequence(ClassLabel(names=NAMES))})
-    rows = {"tokens": [["Maria", "Lopez", "visited", "Berlin"], ["Nothing", "here"]], "ner_tags": [[1, 2, 0, 3], [0, 0]]}
+    rows = {"tokens": [["Maria", "Lopez", "visited", "Berlin"], ["Nothing", "here"]],
+            "ner_tags": [[1, 2, 0, 3], [0, 0]]}
     for split in ("train", "validation", "test"):
         Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / f"{split}.parquet"))
     sentences = read_hf(str(tmp_path), "validation")

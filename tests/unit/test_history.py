@@ -2,14 +2,27 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nerflow.history import (MAX_REASON, MAX_VALUE, Entry, Evidence, decode_all, encode, entry_tag,
-                             external_move, new_entry, next_seq, rollback_target, rolled_back_versions, stack)
+from nerflow.history import (
+    MAX_REASON,
+    MAX_VALUE,
+    Entry,
+    Evidence,
+    decode_all,
+    encode,
+    entry_tag,
+    external_move,
+    new_entry,
+    next_seq,
+    rollback_target,
+    rolled_back_versions,
+    stack,
+)
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def moves(*steps: tuple[str, str | None, str | None]) -> list[Entry]:

@@ -15,7 +15,8 @@ from nerflow.plan import explain, make_plan
 
 STAGES = PIPELINE.names
 
-TRAIN = "-DOCSTART- O\n\nJohn B-PER\nSmith I-PER\nvisited O\nBerlin B-LOC\n. O\n\nAcme B-ORG\nhired O\nAnna B-PER\n. O\n"
+TRAIN = ("-DOCSTART- O\n\nJohn B-PER\nSmith I-PER\nvisited O\nBerlin B-LOC\n. O\n\n"
+         "Acme B-ORG\nhired O\nAnna B-PER\n. O\n")
 VALID = "John B-PER\nvisited O\nParis B-LOC\n. O\n"
 TEST = "Anna B-PER\nworks O\nfor O\nAcme B-ORG\n. O\n"
 

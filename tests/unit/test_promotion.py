@@ -6,8 +6,15 @@ import json
 import pytest
 
 from nerflow.ner.evaluate import score, score_restricted
-from nerflow.promotion import (FLAG_LOW_SUPPORT, FLAG_NOT_SHARED, FLAG_TYPE_DROP, GateRules, comparison_markdown,
-                               decide, decision_json)
+from nerflow.promotion import (
+    FLAG_LOW_SUPPORT,
+    FLAG_NOT_SHARED,
+    FLAG_TYPE_DROP,
+    GateRules,
+    comparison_markdown,
+    decide,
+    decision_json,
+)
 
 approx = pytest.approx
 RULES = GateRules()

@@ -8,7 +8,7 @@ import pytest
 
 from nerflow.flows.rerun import POLLED_WITHIN_S, host_queue, route
 
-NOW = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
 RECENT, STALE = NOW - dt.timedelta(seconds=5), NOW - dt.timedelta(seconds=POLLED_WITHIN_S + 1)
 
 

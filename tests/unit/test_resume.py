@@ -18,11 +18,10 @@ import pytest
 import torch
 
 from nerflow import batching
+from nerflow.checkpoints import list_checkpoints
 from nerflow.config import TrainConfig
 from nerflow.ner.tokenization import Encoder
-from nerflow.checkpoints import list_checkpoints
 from nerflow.ner.training import train
-from nerflow.train import TrainingInterrupted
 from tests.conftest import TINY_TEXTS
 
 LABELS = ["O", "B-ENT", "I-ENT"]

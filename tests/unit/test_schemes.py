@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import pytest
 
-from nerflow.ner.schemes import (bioes_to_iob2, entity_spans, entity_types, invalid_iob2_positions, iob1_to_iob2,
-                             is_well_formed, repair_iob2, split_tag, to_iob2)
+from nerflow.ner.schemes import (
+    bioes_to_iob2,
+    entity_spans,
+    entity_types,
+    invalid_iob2_positions,
+    iob1_to_iob2,
+    is_well_formed,
+    repair_iob2,
+    split_tag,
+    to_iob2,
+)
 
 
 @pytest.mark.parametrize("tag, expected", [

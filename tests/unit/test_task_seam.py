@@ -74,7 +74,9 @@ def test_a_task_never_imports_the_other_one(package, other):
 ENTRY_FUNCTIONS = {"validate": ("load_corpus", "validate_corpus", "write_validated"),
                    "tokenize": ("tokenize_validated",), "train": ("job_fields", "train_job"),
                    "evaluate": ("evaluate_model",), "register": ("servable",),
-                   "promote": ("examples", "gold", "legacy_request", "from_legacy", "gate_tables", "hits", "gold_count"), "predict": ("load_predictor",)}
+                   "promote": ("examples", "gold", "legacy_request", "from_legacy", "gate_tables", "hits",
+                               "gold_count"),
+                   "predict": ("load_predictor",)}
 
 
 @pytest.mark.parametrize("name", sorted(task_types.IMPLEMENTATIONS))

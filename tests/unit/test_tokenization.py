@@ -7,7 +7,16 @@ import torch
 from nerflow.ner.config import NerTokenizeConfig as TokenizeConfig
 from nerflow.ner.data import Sentence
 from nerflow.ner.predict import predict_windows
-from nerflow.ner.tokenization import IGNORE, Encoder, encode_split, load_windows, merge_windows, plan_windows, save_windows, tokenize_corpus
+from nerflow.ner.tokenization import (
+    IGNORE,
+    Encoder,
+    encode_split,
+    load_windows,
+    merge_windows,
+    plan_windows,
+    save_windows,
+    tokenize_corpus,
+)
 
 LABELS = ["O", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 LONG = ("Maria Lopez works for Northwind Trading in New Salem . John Smith visited Berlin and Paris with "
@@ -100,7 +109,8 @@ def test_windowed_prediction_gives_one_tag_per_word(tiny_model_dir, tiny_tokeniz
 
 
 def test_tokenize_corpus_roundtrips_windows_through_arrow(tiny_tokenizer, tmp_path):
-    corpus = {"train": [Sentence(LONG, ["O"] * len(LONG), "t:1")], "validation": [Sentence(["Maria"], ["B-PER"], "v:1")],
+    corpus = {"train": [Sentence(LONG, ["O"] * len(LONG), "t:1")],
+              "validation": [Sentence(["Maria"], ["B-PER"], "v:1")],
               "test": [Sentence(["Lopez"], ["B-PER"], "x:1")]}
     stats = tokenize_corpus(tiny_tokenizer, corpus, LABELS, TokenizeConfig(max_length=16, stride=4), tmp_path)
     assert stats["extra_windows_train"] >= 1 and stats["sentences_per_s"] > 0

@@ -12,8 +12,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nerflow.ner.config import NerDataConfig as DataConfig
 from nerflow.data import SPLITS, DataError, _lines, _read_text, decode_utf8, hash_files  # noqa: F401 - re-exported
+from nerflow.ner.config import NerDataConfig as DataConfig
 from nerflow.ner.schemes import repair_iob2, split_tag, to_iob2
 
 _COLUMN_SEP = re.compile(r"[ \t]+")   # columns are separated by spaces/tabs; a no-break space may be part of a token

@@ -17,8 +17,8 @@ from seqeval.scheme import IOB2
 
 from nerflow.data import plain
 from nerflow.ner.data import Sentence
-from nerflow.plots import confusion_png
 from nerflow.ner.schemes import entity_spans, entity_types, is_well_formed, split_tag
+from nerflow.plots import confusion_png
 
 _AVERAGES = ("micro avg", "macro avg", "weighted avg")
 _LINE_BREAK = re.compile(r"[\r\n]")

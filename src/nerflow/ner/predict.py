@@ -134,7 +134,8 @@ class Predictor:
         return cls(model, AutoTokenizer.from_pretrained(model_dir), meta["labels"], meta["max_length"],
                    meta["stride"], device)
 
-    def predict_words(self, sentences: list[list[str]], batch_size: int = 64) -> tuple[list[list[str]], list[list[float]]]:
+    def predict_words(self, sentences: list[list[str]], batch_size: int = 64
+                      ) -> tuple[list[list[str]], list[list[float]]]:
         encoder = Encoder(self.tokenizer, self.max_length, self.stride)
         windows = [w for i, words in enumerate(sentences) for w in encoder.encode(i, words, None)]
         return predict_windows(self.model, windows, [len(s) for s in sentences], dict(enumerate(self.labels)),

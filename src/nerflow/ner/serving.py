@@ -1,9 +1,10 @@
 """The registered NER model's serving code: an MLflow pyfunc that runs nerflow's own windowed predictor.
 
-The serving modules (this one and nerflow.textcat.serving) are the library modules that import MLflow: a served model must load with nothing but its own files and
-pinned requirements, so the wrapper travels inside the model (code_paths) rather than in the orchestration layer.
-MLflow's transformers flavor is not used because its pyfunc flattens token-classification output to comma-joined
-tags; this one answers entity types, whole words and character offsets.
+The serving modules (this one and nerflow.textcat.serving) are the library modules that import MLflow: a served
+model must load with nothing but its own files and pinned requirements, so the wrapper travels inside the model
+(code_paths) rather than in the orchestration layer. MLflow's transformers flavor is not used because its pyfunc
+flattens token-classification output to comma-joined tags; this one answers entity types, whole words and character
+offsets.
 """
 from __future__ import annotations
 

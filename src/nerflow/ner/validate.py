@@ -11,12 +11,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nerflow.ner.config import NerDataConfig as DataConfig
 from nerflow.data import SPLITS
+from nerflow.ner.config import NerDataConfig as DataConfig
 from nerflow.ner.data import Sentence, canonicalize, label_list, load_corpus, write_split  # noqa: F401 - load_corpus: this entry's reader
 from nerflow.ner.schemes import invalid_iob2_positions, is_well_formed, split_tag
-from nerflow.validation import (MAX_PER_RULE, Failure, ValidationFailed, ValidationReport, capped,  # noqa: F401
-                                gx_failures, gx_modules, render_html, rule, run_gx)
+from nerflow.validation import (  # noqa: F401
+    MAX_PER_RULE,
+    Failure,
+    ValidationFailed,
+    ValidationReport,
+    capped,
+    gx_failures,
+    gx_modules,
+    render_html,
+    rule,
+    run_gx,
+)
 
 RULES = ("sentence_not_empty", "token_not_blank", "tokens_tags_aligned", "tags_well_formed", "iob2_continuation",
          "sentence_length", "entity_types_in_train")

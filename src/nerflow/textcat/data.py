@@ -13,10 +13,10 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nerflow.textcat.config import TextcatDataConfig as DataConfig
 from nerflow.data import SPLITS, DataError, _lines, _read_text, decode_utf8, read_bytes
 from nerflow.data_identity import identity, identity_digest, role_paths
-from nerflow.data_identity import label_folder_layout as _folder_layout   # the files the identity hashes
+from nerflow.data_identity import label_folder_layout as _folder_layout  # the files the identity hashes
+from nerflow.textcat.config import TextcatDataConfig as DataConfig
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nerflow.textcat.config import TextcatEvaluateConfig as EvaluateConfig
 from nerflow.textcat import evaluate
+from nerflow.textcat.config import TextcatEvaluateConfig as EvaluateConfig
 from nerflow.textcat.data import read_split
 from nerflow.textcat.predict import META_FILE, predict_logits, to_probabilities
 from nerflow.textcat.tokenization import load_segments
@@ -65,7 +65,7 @@ def write_artifacts(out: Path, split: str, docs, gold, probs, labels, multi, thr
 def served_table(gold: list[list[str]], served: dict) -> tuple[dict, list[str]]:
     """Macro F1 and per-class scores of one version's served labels. Classes of the gold data the model does not
     know count as classes it never predicts."""
-    labels = list(served["labels"]) + sorted({l for g in gold for l in g} - set(served["labels"]))
+    labels = list(served["labels"]) + sorted({label for g in gold for label in g} - set(served["labels"]))
     index = {label: j for j, label in enumerate(labels)}
     decided = np.zeros((len(gold), len(labels)))
     for i, predicted in enumerate(served["pred"]):

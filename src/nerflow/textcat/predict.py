@@ -12,7 +12,6 @@ import torch
 
 from nerflow.batching import inference_batches, pad_multiple, padded
 from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
-
 from nerflow.textcat.tokenization import Encoder, Segment
 
 META_FILE = "nerflow.json"   # next to the weights: what the predictor needs besides them
@@ -131,7 +130,7 @@ class Classifier:
             scores = {label: round(float(p), 6) for label, p in zip(self.labels, row)}
             if self.meta["multi_label"]:
                 thresholds = self.meta.get("thresholds") or [0.5] * len(self.labels)
-                out.append({"labels": [l for l, p, t in zip(self.labels, row, thresholds) if p >= t],
+                out.append({"labels": [label for label, p, t in zip(self.labels, row, thresholds) if p >= t],
                             "scores": scores})
             else:
                 best = int(row.argmax())

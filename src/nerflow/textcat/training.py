@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from nerflow import distributed
 from nerflow.checkpoints import MetricsCallback
 from nerflow.config import TrainConfig
-from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
 from nerflow.textcat import evaluate
+from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
 from nerflow.textcat.data import read_split
 from nerflow.textcat.predict import META_FILE, collate, pool_rows, predict_logits, to_probabilities, write_meta
 from nerflow.textcat.tokenization import Segment, load_segments
@@ -62,7 +62,8 @@ def trainable(model_path: str, tokenizer, labels: list[str], train_segments: lis
         return AutoModelForSequenceClassification.from_pretrained(
             model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
             label2id={t: i for i, t in enumerate(labels)}, ignore_mismatched_sizes=True, dtype=torch.float32,
-            revision=meta.get("base_model_revision"), problem_type="multi_label_classification" if multi_label else "single_label_classification")
+            revision=meta.get("base_model_revision"),
+            problem_type="multi_label_classification" if multi_label else "single_label_classification")
 
     def validate(model, device: str, autocast_dtype) -> dict[str, float]:
         logits = predict_logits(model, val_segments, len(val_gold), tokenize.pool, pad_id, cfg.eval_batch_size,

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from nerflow.textcat.config import TextcatDataConfig as DataConfig
 from nerflow.data import SPLITS
+from nerflow.textcat.config import TextcatDataConfig as DataConfig
 from nerflow.textcat.data import Corpus, Document, label_list, load_corpus, write_split  # noqa: F401 - load_corpus: this entry's reader
 from nerflow.validation import ValidationReport, capped, gx_failures, gx_modules, rule, run_gx
 

@@ -8,10 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from nerflow.textcat.config import TextcatDataConfig as DataConfig
 from nerflow.data import DataError
-from nerflow.textcat.data import (Document, fingerprint, input_paths, label_list, load_corpus, read_csv, read_folders,
-                                  read_hf, read_jsonl, read_split, split_stratified, write_split)
+from nerflow.textcat.config import TextcatDataConfig as DataConfig
+from nerflow.textcat.data import (
+    Document,
+    fingerprint,
+    input_paths,
+    label_list,
+    load_corpus,
+    read_csv,
+    read_folders,
+    read_hf,
+    read_jsonl,
+    read_split,
+    split_stratified,
+    write_split,
+)
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -6,9 +6,18 @@ import json
 import numpy as np
 import pytest
 
-from nerflow.textcat.evaluate import (ClassScores, calibration, choose_thresholds, confusion, confusion_png,
-                                      expected_calibration_error, predicted_labels, reliability_png, score,
-                                      worst_examples)
+from nerflow.textcat.evaluate import (
+    ClassScores,
+    calibration,
+    choose_thresholds,
+    confusion,
+    confusion_png,
+    expected_calibration_error,
+    predicted_labels,
+    reliability_png,
+    score,
+    worst_examples,
+)
 
 approx = pytest.approx
 

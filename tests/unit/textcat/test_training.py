@@ -19,15 +19,15 @@ import torch
 from nerflow import batching, launch
 from nerflow.checkpoints import list_checkpoints
 from nerflow.config import TrainConfig
-from nerflow.textcat.config import TextcatConfig as PipelineConfig
-from nerflow.textcat.config import TextcatDataConfig as DataConfig
-from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
 from nerflow.textcat import evaluate, training
-from nerflow.textcat.data import Document
-from nerflow.textcat.predict import META_FILE, Classifier
 from nerflow.textcat import tokenization as textcat_tokenization
 from nerflow.textcat import training as textcat_training
 from nerflow.textcat import validate as textcat_validate
+from nerflow.textcat.config import TextcatConfig as PipelineConfig
+from nerflow.textcat.config import TextcatDataConfig as DataConfig
+from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
+from nerflow.textcat.data import Document
+from nerflow.textcat.predict import META_FILE, Classifier
 from nerflow.textcat.tokenization import Encoder, encode_split
 
 SEED = 5
