@@ -60,3 +60,21 @@ def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+# ------------------------------------------------------------------------------------------ pytest-xdist (-n 2)
+# With workers (`pytest -n 2 --dist loadgroup`): each test file is one group, so module fixtures are built once; the
+# team tests are one group, so one worker starts one set of team servers; and each worker (and every process it
+# starts) uses one torch thread, so two workers share the two cores instead of fighting over four threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = "team" if "tests/team/" in item.nodeid.replace("\\", "/") else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(name=group))
