@@ -10,6 +10,12 @@ processes:
 - a tracking server without one: an flock on this host only, and a warning that says so.
 Under the lock the alias is re-read right before it moves; if it moved since the gate scored it (someone used the
 MLflow UI), the gate scores against the new champion before deciding.
+
+Crash consistency (a kill at any point, an MLflow error between two writes): every move writes its history entry as
+"intended" before it moves the alias, then the version tags, then marks the entry done (`_move`); every command that
+touches the alias first settles what an interrupted one left (`settle_history`, under the lock). The rolled-back
+marks on versions (`nerflow.rolled_back`) are kept in step with the history in the same pass, so the gate can read
+either. Kill points (nerflow.faults) sit between the writes; tests/integration/test_crash_points.py uses them.
 """
 from __future__ import annotations
 
@@ -21,12 +27,13 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from nerflow import history, promotion, scoring, task_types
+from nerflow import faults, history, promotion, scoring, task_types
 from nerflow.config import ConfigError
 from nerflow.prefect_tasks import tracking
 from nerflow.prefect_tasks.global_locks import global_lock, limit_name, team_prefect_api
@@ -129,11 +136,91 @@ def promotion_lock(name: str, alias: str) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------------ moves
-def record(client: MlflowClient, name: str, alias: str, entries: list[history.Entry], **fields) -> history.Entry:
-    entry = history.new_entry(entries, **fields)
+def _write(client: MlflowClient, name: str, alias: str, entry: history.Entry) -> None:
     client.set_registered_model_tag(name, history.entry_tag(alias, entry.seq), history.encode(entry))
+
+
+def record(client: MlflowClient, name: str, alias: str, entries: list[history.Entry], **fields) -> history.Entry:
+    """Append a done entry in one write: for a move that has already happened (an external one)."""
+    entry = history.new_entry(entries, **fields)
+    _write(client, name, alias, entry)
     entries.append(entry)
     return entry
+
+
+def tag_decision(client: MlflowClient, name: str, version: str, verdict: str, reason: str) -> None:
+    """The gate's (or a person's) verdict on the version. The reason goes first: a version with a verdict always
+    has the reason for it (a kill between the two leaves a reason with the version's previous verdict)."""
+    client.set_model_version_tag(name, version, REASON_TAG, reason[:4900])
+    faults.point("version.reason-tagged")   # reason written, verdict not yet: the next gate or force rewrites both
+    client.set_model_version_tag(name, version, DECISION_TAG, verdict)
+
+
+def sync_rolled_back_marks(client: MlflowClient, name: str, entries: list[history.Entry]) -> None:
+    """Make the versions' `nerflow.rolled_back` tags say what this alias's history says: marked when a rollback
+    left the version and no one put it back since. Only versions this history rolled back are unmarked (another
+    alias's rollback is that alias's business); a version deleted since is skipped."""
+    want = history.rolled_back_versions(entries)
+    ours = {e.from_version for e in entries if e.state == history.DONE and e.action == "rollback"}
+    marked = {str(v.version) for v in client.search_model_versions(
+        f"name = '{name}' and tag.`{ROLLED_BACK_TAG}` = 'true'")}
+    for version in sorted(want - marked, key=int):
+        try:
+            client.set_model_version_tag(name, version, ROLLED_BACK_TAG, "true")
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        faults.point("version.rolled-back-marked")   # marks half-synced: the next settle finishes them
+    for version in sorted((marked & ours) - want, key=int):
+        client.delete_model_version_tag(name, version, ROLLED_BACK_TAG)
+        faults.point("version.rolled-back-unmarked")   # as above
+
+
+def _finish(client: MlflowClient, name: str, entries: list[history.Entry], entry: history.Entry) -> None:
+    """What a move writes on versions once the alias has moved (idempotent: a settle after a kill repeats it)."""
+    if entry.action == "force":
+        tag_decision(client, name, entry.to_version, "forced", entry.reason)
+    sync_rolled_back_marks(client, name, entries)
+
+
+def _move(client: MlflowClient, name: str, alias: str, entries: list[history.Entry], **fields) -> history.Entry:
+    """Move the alias crash-consistently: intended entry, alias, version tags, entry done (see the module doc)."""
+    entry = history.new_entry(entries, **fields, state=history.INTENDED)
+    _write(client, name, alias, entry)
+    faults.point("promotion.intended")   # entry intended, alias not moved: the next settle marks it abandoned
+    client.set_registered_model_alias(name, alias, entry.to_version)
+    faults.point("promotion.alias-moved")   # alias moved, entry intended: the next settle completes the move
+    done = replace(entry, state=history.DONE)
+    entries.append(done)
+    _finish(client, name, entries, done)
+    faults.point("promotion.versions-tagged")   # all written but the entry's state: the next settle marks it done
+    _write(client, name, alias, done)
+    return done
+
+
+def settle_history(client: MlflowClient, name: str, alias: str) -> tuple[list[history.Entry], str | None]:
+    """(the alias's history, the version it points at), after repairing what an interrupted command left: each
+    intended entry settled by where the alias is (a move that happened is finished: its version tags written, its
+    entry done; one that did not is marked abandoned), a move made outside nerflow recorded, and the rolled-back
+    marks in step with the history. Call it under `promotion_lock`."""
+    entries = read_history(client, name, alias)
+    current = alias_version(client, name, alias)
+    settled = history.settle(entries, current)
+    for before, after in zip(entries, settled, strict=True):
+        if before.state == after.state:
+            continue
+        if after.state == history.DONE:
+            log.warning("@%s of %s: completing an interrupted %s (%s -> %s, entry %d)", alias, name, after.action,
+                        after.from_version, after.to_version, after.seq)
+            _finish(client, name, settled, after)
+        else:
+            log.warning("@%s of %s: an interrupted %s (%s -> %s, entry %d) never moved the alias: marked abandoned",
+                        alias, name, after.action, after.from_version, after.to_version, after.seq)
+        _write(client, name, alias, after)
+    entries[:] = settled
+    current = note_external_move(client, name, alias, entries)
+    sync_rolled_back_marks(client, name, entries)
+    return entries, current
 
 
 def note_external_move(client: MlflowClient, name: str, alias: str, entries: list[history.Entry]) -> str | None:
@@ -147,6 +234,13 @@ def note_external_move(client: MlflowClient, name: str, alias: str, entries: lis
     return current
 
 
+def is_rolled_back(client: MlflowClient, name: str, version: str, entries: list[history.Entry]) -> bool:
+    """Marked in the history or on the version (settle_history keeps the two in step; either is enough to refuse)."""
+    if version in history.rolled_back_versions(entries):
+        return True
+    return client.get_model_version(name, version).tags.get(ROLLED_BACK_TAG) == "true"
+
+
 def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promotion.GateRules, split: Path,
          gold: list, data_passed: bool, auto: bool, actor: str, evidence: dict, task: str) -> promotion.Decision:
     """Score the challenger and the current champion as served, decide, and (when `auto` and accepted) move the
@@ -155,10 +249,10 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
     check_version(client, name, version, task)
     check_alias_task(client, name, alias, task)
     with promotion_lock(name, alias):
-        entries = read_history(client, name, alias)
-        champion = note_external_move(client, name, alias, entries)
+        entries, champion = settle_history(client, name, alias)
+        rolled_back = is_rolled_back(client, name, version, entries)
         for _ in range(MAX_RESCORES):
-            decision = _decide(name, version, champion, rules, split, gold, data_passed, entries, task)
+            decision = _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task)
             now = alias_version(client, name, alias)
             if now == champion:
                 break
@@ -167,28 +261,26 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
         else:
             raise RuntimeError(f"@{alias} of {name} kept moving while it was being scored; try again")
         verdict = "accepted" if decision.accepted else "rejected"
-        client.set_model_version_tag(name, version, DECISION_TAG, verdict)
-        client.set_model_version_tag(name, version, REASON_TAG, decision.reason[:4900])
+        tag_decision(client, name, version, verdict, decision.reason)
+        faults.point("gate.decided")   # verdict on the version, alias not moved, no entry: the gate is rerun as is
         if decision.accepted and auto and champion != version:
-            client.set_registered_model_alias(name, alias, version)
-            record(client, name, alias, entries, action="promote", actor=actor, from_version=champion,
-                   to_version=version, reason=decision.reason, evidence=history.Evidence(
-                       challenger_f1=decision.challenger_f1, champion_f1=decision.champion_f1, **evidence))
+            _move(client, name, alias, entries, action="promote", actor=actor, from_version=champion,
+                  to_version=version, reason=decision.reason, evidence=history.Evidence(
+                      challenger_f1=decision.challenger_f1, champion_f1=decision.champion_f1, **evidence))
         log.info("%s version %s: %s for @%s: %s%s", name, version, verdict, alias, decision.reason,
                  "" if auto or not decision.accepted else " (promote.auto is false: nothing moved)")
     return decision
 
 
-def _decide(name, version, champion, rules, split, gold, data_passed, entries, task) -> promotion.Decision:
+def _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task) -> promotion.Decision:
     if champion == version:
         return promotion.Decision(True, f"version {version} is already @champion", 0.0, None, None, ())
-    if version in history.rolled_back_versions(entries):   # refused whatever the scores: do not compute them
+    if rolled_back:   # refused whatever the scores: do not compute them
         return promotion.decide({"f1": 0.0, "per_type": {}}, None, rules, data_passed, challenger_rolled_back=True)
     scored = score_versions(name, [v for v in (version, champion) if v], split, task)
     challenger_table, champion_table, restricted = task_types.entry(task, "promote").gate_tables(
         gold, scored, (version, champion))
-    return promotion.decide(challenger_table, champion_table, rules, data_passed,
-                            challenger_rolled_back=version in history.rolled_back_versions(entries),
+    return promotion.decide(challenger_table, champion_table, rules, data_passed, challenger_rolled_back=False,
                             restricted=restricted)
 
 
@@ -196,29 +288,21 @@ def force(client: MlflowClient, name: str, version: str, alias: str, actor: str,
     version = str(version)
     check_alias_task(client, name, alias, task_of(check_version(client, name, version)))
     with promotion_lock(name, alias):
-        entries = read_history(client, name, alias)
-        champion = note_external_move(client, name, alias, entries)
+        entries, champion = settle_history(client, name, alias)
         if champion == version:
             raise Refused(f"{name} version {version} is @{alias} already")
-        client.set_registered_model_alias(name, alias, version)
-        client.set_model_version_tag(name, version, DECISION_TAG, "forced")
-        client.set_model_version_tag(name, version, REASON_TAG, reason[:4900])
-        return record(client, name, alias, entries, action="force", actor=actor, from_version=champion,
-                      to_version=version, reason=reason)
+        return _move(client, name, alias, entries, action="force", actor=actor, from_version=champion,
+                     to_version=version, reason=reason)
 
 
 def rollback(client: MlflowClient, name: str, alias: str, actor: str, reason: str | None = None) -> history.Entry:
     if not model_exists(client, name):
         raise ConfigError(f"{name}: no registered model of that name (see `nerflow models`)")
     with promotion_lock(name, alias):
-        entries = read_history(client, name, alias)
-        note_external_move(client, name, alias, entries)
+        entries, _ = settle_history(client, name, alias)
         target = history.rollback_target(entries)
         if target is None:
             raise Refused(f"{name} @{alias}: nothing to roll back to (no earlier champion in its history)")
         current, previous = target
-        client.set_registered_model_alias(name, alias, previous)
-        client.set_model_version_tag(name, current, ROLLED_BACK_TAG, "true")
-        return record(client, name, alias, entries, action="rollback", actor=actor, from_version=current,
-                      to_version=previous, reason=reason or f"rolled back from version {current}")
-
+        return _move(client, name, alias, entries, action="rollback", actor=actor, from_version=current,
+                     to_version=previous, reason=reason or f"rolled back from version {current}")

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
 import nerflow
-from nerflow import task_types
+from nerflow import faults, task_types
 from nerflow.config import config_hash
 from nerflow.models import SERVED_ARTIFACT, weights_sha256
 from nerflow.outputs import OUTPUT_FILE, Registered, write_fields
@@ -208,7 +208,11 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
                        f"{validated.data_hash[:12]} by MLflow run {ctx.run_id}")
         version, new, by = create_version(client, undo, name, ctx.run_id, trained.model_dir, tags,
                                           description, cfg.task), True, ctx.run_id
+        # a version with all its tags, no alias, no stage output: the next run finds it by its key (above)
+        faults.point("register.version-created")
         undo.move_alias(alias, version)
+    # alias moved, no stage output: the next run finds the version by its key and moves the alias again (a no-op)
+    faults.point("register.alias-moved")
     write_fields(out, {"model_name": name, "version": int(version), "alias": alias, "registered_by_run": by,
                        "new_version": new})
 

@@ -73,6 +73,10 @@ def versions(client, name: str, as_json: bool) -> int:
            f"{' (rolled back)' if r['rolled_back'] else ''}" for r in rs]))
 
 
+STATE_NOTES = {"abandoned": "  [interrupted before the alias moved: nothing happened]",
+               "unreadable": "  [not a nerflow entry: skipped]"}
+
+
 def history(client, name: str, alias: str, as_json: bool) -> int:
     from dataclasses import asdict
 
@@ -80,12 +84,14 @@ def history(client, name: str, alias: str, as_json: bool) -> int:
 
     if not champion.model_exists(client, name):
         raise ConfigError(f"{name}: no registered model of that name (see `nerflow models`)")
-    entries = champion.read_history(client, name, alias)
+    with champion.promotion_lock(name, alias):   # reading repairs what an interrupted move left (settle_history)
+        entries, _ = champion.settle_history(client, name, alias)
     rows = [asdict(e) for e in entries]
     return _emit(rows, as_json, lambda rs: "\n".join(
         [f"{'#':>3}  {'time':<25} {'action':<8} {'from':>4} -> {'to':<4} {'actor':<12} reason"]
         + [f"{r['seq']:>3}  {r['time']:<25} {r['action']:<8} {r['from_version'] or '-':>4} -> "
-           f"{r['to_version'] or '-':<4} {r['actor'][:12]:<12} {r['reason']}" for r in rs]
+           f"{r['to_version'] or '-':<4} {r['actor'][:12]:<12} {r['reason']}{STATE_NOTES.get(r['state'], '')}"
+           for r in rs]
         + ([f"@{alias} of {name} has no history yet"] if not rs else [])))
 
 

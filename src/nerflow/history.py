@@ -17,15 +17,29 @@ optimisation. The key format also sorts by seq, so a reader needs no index.
 The stack: promote / force / external push the new version, rollback pops. The top of the replayed stack is where
 the alias should point; when it does not, the alias was moved outside nerflow (the MLflow UI) and the caller
 records an "external" entry first, so the history names the real predecessor of its own move.
+
+Crash consistency: a move writes its entry FIRST, as "intended", then moves the alias, then rewrites the same key
+as "done". A process killed anywhere in between leaves an intended entry that the next reader settles with the
+alias it finds (`settle`): the alias is where the entry says, so the move happened ("done"); it is not, so it never
+did ("abandoned", kept as evidence, never replayed). Only done entries replay into the stack, so a kill can neither
+leave a move unrecorded (which would read as an "external" move by "unknown") nor record one that did not happen.
+
+A tag that is not a readable entry (anyone can add tags in the MLflow UI) is skipped with a warning: one bad tag
+must not block every promotion of the model.
 """
 from __future__ import annotations
 
 import json
+import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
 ACTIONS = ("promote", "force", "rollback", "external")
+INTENDED, DONE, ABANDONED = "intended", "done", "abandoned"
+STATES = (INTENDED, DONE, ABANDONED)
+UNREADABLE = "unreadable"   # a placeholder for a tag that does not decode: holds its seq, never replayed
+log = logging.getLogger("nerflow.history")
 PREFIX = "nerflow.champion"
 MAX_VALUE = 5000  # MLflow's cap on a registered-model tag value (characters)
 MAX_REASON = 500  # keeps an entry far below MAX_VALUE whatever the user typed
@@ -51,6 +65,7 @@ class Entry:
     to_version: str | None  # what it points at after (None: an external move deleted the alias)
     reason: str
     evidence: Evidence = field(default_factory=Evidence)
+    state: str = DONE   # intended -> done | abandoned (see the module docstring); entries before states are done
 
 
 def entry_tag(alias: str, seq: int) -> str:
@@ -63,13 +78,15 @@ def _clip(value: str | None, limit: int) -> str | None:
 
 
 def new_entry(entries: list[Entry], action: str, actor: str, from_version: str | None, to_version: str | None,
-              reason: str, evidence: Evidence = Evidence(), now: datetime | None = None) -> Entry:
+              reason: str, evidence: Evidence = Evidence(), now: datetime | None = None, state: str = DONE) -> Entry:
     """The next entry after `entries` (re-read under the lock), with seq and time filled in."""
     if action not in ACTIONS:
         raise ValueError(f"unknown history action {action!r}; expected one of {', '.join(ACTIONS)}")
+    if state not in STATES:
+        raise ValueError(f"unknown history entry state {state!r}; expected one of {', '.join(STATES)}")
     when = (now or datetime.now(UTC)).astimezone(UTC)
     return Entry(next_seq(entries), when.isoformat(timespec="seconds"), action, actor,
-                 from_version, to_version, reason, evidence)
+                 from_version, to_version, reason, evidence, state)
 
 
 def encode(entry: Entry) -> str:
@@ -79,7 +96,7 @@ def encode(entry: Entry) -> str:
     ev = {k: (_clip(v, _MAX_FIELD) if isinstance(v, str) else v) for k, v in asdict(entry.evidence).items()}
     data = {"seq": entry.seq, "time": entry.time, "action": entry.action, "actor": _clip(entry.actor, _MAX_FIELD),
             "from_version": _clip(entry.from_version, _MAX_FIELD), "to_version": _clip(entry.to_version, _MAX_FIELD),
-            "reason": _clip(entry.reason, MAX_REASON), "evidence": ev}
+            "reason": _clip(entry.reason, MAX_REASON), "evidence": ev, "state": entry.state}
     # ensure_ascii=False: MLflow counts characters, and \uXXXX escapes would make a non-Latin reason 6x longer.
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     if len(text) >= MAX_VALUE:  # a real check, not assert: it must hold under python -O too
@@ -92,25 +109,65 @@ def _decode(key: str, seq: int, value: str) -> Entry:
         data = json.loads(value)
         ev = Evidence(**{k: data.get("evidence", {}).get(k) for k in Evidence.__dataclass_fields__})
         entry = Entry(int(data["seq"]), str(data["time"]), str(data["action"]), str(data["actor"]),
-                      data.get("from_version"), data.get("to_version"), str(data.get("reason", "")), ev)
+                      data.get("from_version"), data.get("to_version"), str(data.get("reason", "")), ev,
+                      str(data.get("state", DONE)))
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise ValueError(f"registry tag {key}: not a nerflow history entry ({e})") from None
     # The key is what makes an entry unique; a value that disagrees was edited by hand, so do not guess.
-    if entry.seq != seq or entry.action not in ACTIONS:
-        raise ValueError(f"registry tag {key}: seq {entry.seq} / action {entry.action!r} do not fit the key")
+    if entry.seq != seq or entry.action not in ACTIONS or entry.state not in STATES:
+        raise ValueError(f"registry tag {key}: seq {entry.seq} / action {entry.action!r} / state {entry.state!r} "
+                         "do not fit the key")
     return entry
 
 
 def decode_all(tags: dict[str, str], alias: str) -> list[Entry]:
-    """The alias's entries, sorted by seq; tags of other aliases and unrelated tags are ignored."""
-    pattern = re.compile(rf"{re.escape(PREFIX)}\.{re.escape(alias)}\.(\d{{6,}})")
-    found = [(int(m.group(1)), key) for key in tags if (m := pattern.fullmatch(key))]
-    return [_decode(key, seq, tags[key]) for seq, key in sorted(found)]
+    """The alias's entries, sorted by seq. Tags of other aliases and unrelated tags are ignored; a tag in this
+    alias's namespace that is not a readable entry (malformed, hand-edited, foreign) is skipped with a warning that
+    names it, never fatal: anyone can add a tag in the MLflow UI. One with an entry's key stays in the list as an
+    UNREADABLE placeholder, so that its seq is not reused; nothing replays it."""
+    namespace = f"{PREFIX}.{alias}."
+    pattern = re.compile(rf"{re.escape(namespace)}(\d{{6,}})")
+    found = []
+    for key in tags:
+        if (m := pattern.fullmatch(key)) is not None:
+            found.append((int(m.group(1)), key))
+        elif key.startswith(namespace):
+            log.warning("registry tag %s is not a nerflow history entry (its key has no 6-digit seq): skipped", key)
+    entries = []
+    for seq, key in sorted(found):
+        try:
+            entries.append(_decode(key, seq, tags[key]))
+        except ValueError as e:
+            log.warning("%s: skipped", e)
+            # kept as a placeholder so its seq is never written over (it may be a newer nerflow's entry)
+            entries.append(Entry(seq, "", "?", "?", None, None, str(e), state=UNREADABLE))
+    return entries
 
 
 def next_seq(entries: list[Entry]) -> int:
-    """One past the highest seq (1 for an empty history); gaps from deleted tags are never reused."""
+    """One past the highest seq (1 for an empty history); gaps from deleted tags are never reused. (A skipped,
+    unreadable tag's seq can be reused: its key is then overwritten by a readable entry, which is the repair.)"""
     return max((e.seq for e in entries), default=0) + 1
+
+
+def settle(entries: list[Entry], alias_version: str | None) -> list[Entry]:
+    """Each intended entry decided by where the alias is now: the newest entry, intended, whose `to_version` is
+    the alias's version moved it (done); any other intended entry never moved it (abandoned: a writer settles
+    the previous move under the lock before it writes its own, so only the newest can still be in flight). The
+    caller holds the promotion lock and writes back the entries that changed."""
+    newest = max((e.seq for e in entries if e.state != UNREADABLE), default=None)
+    out = []
+    for e in entries:
+        if e.state == INTENDED:
+            moved = e.seq == newest and e.to_version == alias_version
+            e = replace(e, state=DONE if moved else ABANDONED)
+        out.append(e)
+    return out
+
+
+def _done(entries: list[Entry]) -> list[Entry]:
+    """The moves that happened, in seq order. An intended entry counts only once `settle` has made it done."""
+    return sorted((e for e in entries if e.state == DONE), key=lambda e: e.seq)
 
 
 def stack(entries: list[Entry]) -> list[str]:
@@ -122,7 +179,7 @@ def stack(entries: list[Entry]) -> list[str]:
     the alias (to_version None) empties the stack: there is no champion to go back from.
     """
     out: list[str] = []
-    for e in sorted(entries, key=lambda e: e.seq):
+    for e in _done(entries):
         if e.to_version is None:
             out.clear()
         elif e.action == "rollback":
@@ -147,7 +204,7 @@ def rollback_target(entries: list[Entry]) -> tuple[str, str] | None:
 def rolled_back_versions(entries: list[Entry]) -> set[str]:
     """Versions a rollback left and no one has put back since (a person can, with a forced or UI move)."""
     out: set[str] = set()
-    for e in sorted(entries, key=lambda e: e.seq):
+    for e in _done(entries):
         if e.action == "rollback" and e.from_version is not None:
             out.add(e.from_version)
         elif e.action in ("force", "external") and e.to_version is not None:

@@ -7,8 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from nerflow.history import (
+    ABANDONED,
+    DONE,
+    INTENDED,
     MAX_REASON,
     MAX_VALUE,
+    UNREADABLE,
     Entry,
     Evidence,
     decode_all,
@@ -19,6 +23,7 @@ from nerflow.history import (
     next_seq,
     rollback_target,
     rolled_back_versions,
+    settle,
     stack,
 )
 
@@ -61,12 +66,45 @@ def test_decode_sorts_by_seq_and_ignores_unrelated_tags():
     assert next_seq(decoded) == 4 and next_seq([]) == 1
 
 
-def test_decode_refuses_a_hand_edited_entry():
-    e = new_entry([], "promote", "ada", None, "1", "r", now=T0)
-    with pytest.raises(ValueError, match="000002"):
-        decode_all({entry_tag("champion", 2): encode(e)}, "champion")  # value says seq 1
-    with pytest.raises(ValueError, match="000001"):
-        decode_all({entry_tag("champion", 1): "not json"}, "champion")
+def test_a_malformed_or_hand_edited_tag_is_skipped_with_a_warning_not_fatal(caplog):
+    """Anyone can add a tag in the MLflow UI; one bad tag must not block every promotion of the model."""
+    entries = moves(("promote", None, "1"), ("promote", "1", "2"))
+    tags = as_tags(entries) | {entry_tag("champion", 3): "not json",
+                               entry_tag("champion", 4): encode(entries[0]),   # value says seq 1
+                               "nerflow.champion.champion.notes": "typed in the UI"}
+    with caplog.at_level("WARNING", logger="nerflow.history"):
+        decoded = decode_all(tags, "champion")
+    assert [e for e in decoded if e.state != UNREADABLE] == entries
+    assert {e.seq for e in decoded if e.state == UNREADABLE} == {3, 4}
+    assert stack(decoded) == ["1", "2"] and rollback_target(decoded) == ("2", "1")
+    assert next_seq(decoded) == 5   # a skipped tag's key is never written over
+    for key in ("000003", "000004", "champion.notes"):
+        assert key in caplog.text
+
+
+def test_an_intended_move_counts_only_once_the_alias_is_found_where_it_says():
+    """A kill between the intended entry and the alias (or between the alias and the done entry) is settled by where
+    the alias is: the move happened or it did not; nothing reads as an external move."""
+    entries = moves(("promote", None, "1"), ("promote", "1", "2"))
+    rollback = new_entry(entries, "rollback", "ada", "2", "1", "bad in prod", state=INTENDED)
+    pending = [*entries, rollback]
+    assert stack(pending) == ["1", "2"] and rolled_back_versions(pending) == set()   # not replayed while intended
+    # killed after the alias moved: the rollback happened
+    moved = settle(pending, "1")
+    assert moved[-1].state == DONE and stack(moved) == ["1"] and rolled_back_versions(moved) == {"2"}
+    assert not external_move(moved, "1") and rollback_target(moved) is None   # no way back to the rolled-back 2
+    # killed before: it never happened
+    stayed = settle(pending, "2")
+    assert stayed[-1].state == ABANDONED and stack(stayed) == ["1", "2"] and rolled_back_versions(stayed) == set()
+    assert not external_move(stayed, "2")
+    # only the newest entry can still be in flight: an older intended one was never completed by its writer
+    later = [*pending, new_entry(pending, "force", "bob", "2", "1", "r")]
+    assert settle(later, "1")[2].state == ABANDONED
+    # states survive the tag round trip; an entry written before states is done
+    assert decode_all(as_tags(pending), "champion")[-1].state == INTENDED
+    legacy = json.loads(encode(entries[0]))
+    del legacy["state"]
+    assert decode_all({entry_tag("champion", 1): json.dumps(legacy)}, "champion")[0].state == DONE
 
 
 def test_stack_replay():

@@ -1,0 +1,157 @@
+"""Kill a promotion command at a named point, run the next command, and check the registry: for
+tests/integration/test_crash_points.py.
+
+`python crash_driver.py WORK_DIR`. WORK_DIR/scenarios.json lists {"name", "operation", "point", "junk"} ("junk":
+malformed history tags are added first; "point" "" runs the operation to the end). This process imports
+MLflow and nerflow once and then forks: one child builds the starting registry (a sqlite store, snapshot copied per
+scenario), and per scenario one child runs the operation with NERFLOW_FAULT_POINT=<point> (it must die by SIGKILL
+there), one runs the next command (`nerflow models history`, which settles the history under the lock) and one reads
+the registry and checks the invariants. The parent never opens a store, so no child inherits a database connection.
+Results go to WORK_DIR/results.json: {name: {"killed", "next_command_status", "problems", "alias", "marks"}}.
+
+The starting registry, 4 versions: promote ->1, promote 1->3, rollback 3->1 (3 marked rolled back), promote 1->2.
+So @champion is 2, the stack [1, 2], the rolled-back set {3}.
+"""
+import json
+import os
+import shutil
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+import mlflow  # noqa: F401 - imported once here, before the forks
+from mlflow import MlflowClient
+
+from nerflow import faults, history, promotion
+from nerflow.flows.commands import models
+from nerflow.prefect_tasks import champion
+
+NAME, ALIAS, TASK = "crash-model", "champion", "token-classification"
+START = {"alias": "2", "marks": ["3"]}
+# the state an uninterrupted operation leaves (the gate is told to accept version 4)
+FINAL = {"gate": {"alias": "4", "marks": ["3"]}, "force": {"alias": "3", "marks": []},
+         "rollback": {"alias": "1", "marks": ["2", "3"]}}
+
+
+def use_store(db: Path) -> MlflowClient:
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
+    return MlflowClient()
+
+
+def build_start(db: Path, artifacts: Path) -> None:
+    client = use_store(db)
+    client.create_registered_model(NAME)
+    run = client.create_run(client.create_experiment("crash", artifact_location=artifacts.as_uri())).info.run_id
+    for _ in range(4):
+        client.create_model_version(NAME, source=f"{artifacts.as_uri()}/model", run_id=run,
+                                    tags={champion.TASK_TAG: TASK, "data_hash": "d"})
+    entries: list[history.Entry] = []
+    for action, old, new in (("promote", None, "1"), ("promote", "1", "3"), ("rollback", "3", "1"),
+                             ("promote", "1", "2")):
+        champion.record(client, NAME, ALIAS, entries, action=action, actor="test", from_version=old,
+                        to_version=new, reason="start")
+    client.set_registered_model_alias(NAME, ALIAS, "2")
+    client.set_model_version_tag(NAME, "3", champion.ROLLED_BACK_TAG, "true")
+
+
+def accept(*args, **kwargs) -> promotion.Decision:
+    """The gate's scores do not matter here (its writes do): version 4 is accepted without serving models."""
+    return promotion.Decision(True, "accepted by the crash test", 0.9, 0.8, None, ())
+
+
+JUNK = {f"{history.PREFIX}.{ALIAS}.000099": "{not json", f"{history.PREFIX}.{ALIAS}.notes": "typed in the UI"}
+
+
+def operate(db: Path, operation: str, junk: bool) -> None:
+    client = use_store(db)
+    for key, value in (JUNK if junk else {}).items():   # tags anyone can add in the MLflow UI
+        client.set_registered_model_tag(NAME, key, value)
+    if operation == "gate":
+        champion._decide = accept
+        champion.gate(client, NAME, "4", ALIAS, promotion.GateRules(), Path("unused"), [], True, auto=True,
+                      actor="test", evidence={}, task=TASK)
+    elif operation == "force":
+        champion.force(client, NAME, "3", ALIAS, "test", "forced by the crash test")
+    elif operation == "rollback":
+        champion.rollback(client, NAME, ALIAS, "test")
+    else:
+        raise ValueError(operation)
+
+
+def next_command(db: Path) -> None:
+    use_store(db)
+    models.history(MlflowClient(), NAME, ALIAS, as_json=True)
+
+
+def check(db: Path, operation: str, out: Path) -> None:
+    """The invariants, read straight from the registry."""
+    client = use_store(db)
+    model = client.get_registered_model(NAME)
+    entries = history.decode_all(model.tags, ALIAS)
+    alias = model.aliases.get(ALIAS)
+    alias = None if alias is None else str(alias)
+    versions = client.search_model_versions(f"name = '{NAME}'")
+    marks = sorted(str(v.version) for v in versions if v.tags.get(champion.ROLLED_BACK_TAG) == "true")
+    stack = history.stack(entries)
+    problems = []
+    if any(e.state == history.INTENDED for e in entries):
+        problems.append(f"intended entries left: {[e.seq for e in entries if e.state == history.INTENDED]}")
+    if (stack[-1] if stack else None) != alias:
+        problems.append(f"alias {alias} is not the top of the history's stack {stack}")
+    if sorted(history.rolled_back_versions(entries)) != marks:
+        problems.append(f"rolled back by the history {sorted(history.rolled_back_versions(entries))}, "
+                        f"marked on versions {marks}")
+    if any(champion.TASK_TAG not in v.tags for v in versions):
+        problems.append("a version without its registration tags")
+    done = [e for e in entries if e.state == history.DONE]
+    if done[-1].action == "force" and client.get_model_version(NAME, done[-1].to_version).tags.get(
+            champion.DECISION_TAG) != "forced":
+        problems.append(f"forced version {done[-1].to_version} is not tagged forced")
+    state = {"alias": alias, "marks": marks}
+    if state not in (START, FINAL[operation]):
+        problems.append(f"{state} is neither the start {START} nor what {operation} makes {FINAL[operation]}")
+    out.write_text(json.dumps({"problems": problems, **state}))
+
+
+def in_child(target, *args, env: dict | None = None) -> int:
+    """Run `target` in a forked child; its wait status (a signal number when it was killed)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.environ.update(env or {})
+            target(*args)
+        except BaseException:  # noqa: BLE001 - report whatever failed
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return os.waitpid(pid, 0)[1]
+
+
+def main(work: Path) -> int:
+    assert not os.environ.get(faults.ENV)
+    start = work / "start.db"
+    if in_child(build_start, start, work / "artifacts") != 0:
+        return 1
+    results = {}
+    for scenario in json.loads((work / "scenarios.json").read_text()):
+        db = work / f"{scenario['name']}.db"
+        shutil.copy(start, db)
+        status = in_child(operate, db, scenario["operation"], scenario.get("junk", False),
+                          env={faults.ENV: scenario["point"]})
+        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        repaired = in_child(next_command, db)
+        checked = work / f"{scenario['name']}.json"
+        in_child(check, db, scenario["operation"], checked)
+        results[scenario["name"]] = {"killed": killed, "next_command_status": repaired,
+                                     **json.loads(checked.read_text())}
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
