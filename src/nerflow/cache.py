@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from nerflow import faults
 from nerflow.config import hash_json
 
 MANIFEST = "manifest.json"
@@ -88,6 +89,9 @@ def stage_output(root: Path, stage: str, key: str, parts: dict | None = None, re
                                                 "parts": parts or {}, "files": _file_list(tmp)}, indent=1))
         if not replace and lookup(root, stage, key) is not None:
             return                                   # keep the existing complete entry; the finally drops tmp
+        # the output is complete in a hidden temp folder, the key names nothing: the next run computes the stage
+        # again (register finds its version by key); the temp folder stays behind, unread
+        faults.point("cache.output-written", stage)
         generation = stage_dir / GENERATIONS / f"{key}@{uuid.uuid4().hex[:8]}"
         generation.parent.mkdir(exist_ok=True)
         tmp.rename(generation)

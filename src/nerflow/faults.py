@@ -1,11 +1,15 @@
-"""Named kill points, for crash tests: `NERFLOW_FAULT_POINT=<name>` makes the process SIGKILL itself when it
-reaches `faults.point("<name>")`; `<name>@<n>` waits for the n-th time it is reached (a checkpoint saved twice).
+"""Named fault points, for crash tests: `NERFLOW_FAULT_POINT=<name>` makes the process SIGKILL itself when it
+reaches `faults.point("<name>")`.
+
+The switch's grammar: `NAME[/WHERE][@N][:error]`. `/WHERE` narrows a point that several callers pass to one of
+them (`cache.output-written/register`: the register stage's output, not the first stage's); `@N` waits for the
+N-th time the point is reached (a checkpoint saved twice); `:error` raises `InjectedFault` (an OSError) instead of
+killing, for tests of what a failing write undoes.
 
 Off unless the variable is set: one dictionary lookup per point. Each point sits between two writes that a crash
-could separate, with a comment saying what the state is when it fires and who repairs it. The points are listed by
-`points_in_source()` (tests/integration/test_crash_points.py kills at every one of them, so a new point cannot be
-left untested). SIGKILL, not an exception: nothing runs after it (no `finally`, no atexit), as with a power cut or
-the OOM killer.
+could separate, with a comment saying what the state is when it fires and who repairs it. `points_in_source()` lists
+them; tests/unit/test_faults.py fails if a test kills at none of them. SIGKILL, not an exception: nothing runs after
+it (no `finally`, no atexit), as with a power cut or the OOM killer.
 """
 from __future__ import annotations
 
@@ -18,17 +22,26 @@ ENV = "NERFLOW_FAULT_POINT"
 _hits: dict[str, int] = {}
 
 
-def point(name: str) -> None:
-    """Kill this process here if `NERFLOW_FAULT_POINT` names this point (and, with `@n`, this is its n-th hit)."""
+class InjectedFault(OSError):
+    """Raised at a point when the switch ends in `:error`."""
+
+
+def point(name: str, where: str = "") -> None:
+    """Kill this process here (or raise InjectedFault) if `NERFLOW_FAULT_POINT` names this point."""
     wanted = os.environ.get(ENV)
     if not wanted:
         return
-    target, _, nth = wanted.partition("@")
-    if target != name:
+    spec, _, mode = wanted.partition(":")
+    spec, _, nth = spec.partition("@")
+    target, _, target_where = spec.partition("/")
+    if target != name or (target_where and target_where != where):
         return
-    _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] == (int(nth) if nth else 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    _hits[spec] = _hits.get(spec, 0) + 1
+    if _hits[spec] != (int(nth) if nth else 1):
+        return
+    if mode == "error":
+        raise InjectedFault(f"injected fault at {name}{'/' + where if where else ''} ({ENV})")
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def points_in_source(*roots: Path) -> set[str]:
