@@ -54,7 +54,7 @@ def test_a_kill_between_any_two_writes_of_a_promotion_is_repaired_by_the_next_co
                                                          "killed": True}
 
 
-REGISTER_POINTS = ["register.version-created", "register.alias-moved"]
+REGISTER_POINTS = ["register.version-created", "register.alias-moved", "cache.output-written/register"]
 
 
 def test_a_kill_between_the_writes_of_registration_leaves_one_tagged_version_after_the_next_run(
@@ -77,7 +77,7 @@ def test_a_kill_between_the_writes_of_registration_leaves_one_tagged_version_aft
     template, _ = pipeline_result
     client = MlflowClient()
     for point in REGISTER_POINTS:
-        name = f"crash-register-{point.split('.')[-1]}"
+        name = f"crash-register-{point.split('.')[-1].replace('/', '-')}"
         cache_copy = tmp_path / name
         shutil.copytree(template.cache_dir, cache_copy, symlinks=True, ignore=shutil.ignore_patterns("locks"))
         shutil.rmtree(cache_copy / "register")   # this copy has everything but a registered version

@@ -1,0 +1,51 @@
+"""The fault switch (nerflow.faults): off unless set, kills (or raises) exactly at the named point, and every point
+in the code is killed at by some test."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nerflow import faults
+
+TESTS = Path(__file__).resolve().parents[1]
+PROGRAM = """
+from nerflow import faults
+for i in range(3):
+    faults.point("a.b", "register")
+    print("passed", i, flush=True)
+"""
+
+
+def run(switch: str | None) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", **({faults.ENV: switch} if switch is not None else {})}
+    return subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("switch,passed,killed", [
+    (None, 3, False), ("", 3, False), ("other", 3, False), ("a.b/train", 3, False),   # off, or another point
+    ("a.b", 0, True), ("a.b/register", 0, True), ("a.b@2", 1, True), ("a.b/register@3", 2, True),
+])
+def test_the_switch_kills_at_the_named_point_only(switch, passed, killed):
+    done = run(switch)
+    assert done.stdout.count("passed") == passed, done.stderr
+    assert done.returncode == (-signal.SIGKILL if killed else 0), done.stderr
+
+
+def test_error_mode_raises_an_oserror_naming_the_point(monkeypatch):
+    monkeypatch.setenv(faults.ENV, "a.b/register:error")
+    faults.point("a.b", "train")   # another caller of the point: nothing
+    with pytest.raises(faults.InjectedFault, match="a.b/register") as raised:
+        faults.point("a.b", "register")
+    assert isinstance(raised.value, OSError)
+
+
+def test_every_point_in_the_code_is_killed_at_by_a_test():
+    """A new point that no crash test names is a crash nobody checked."""
+    points = faults.points_in_source()
+    assert {"promotion.intended", "register.version-created", "cache.output-written"} <= points
+    text = "\n".join(p.read_text() for p in TESTS.rglob("*.py") if p.name != Path(__file__).name)
+    assert sorted(p for p in points if f'"{p}' not in text) == []
