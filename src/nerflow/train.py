@@ -11,9 +11,10 @@ with several processes, averaged over them there, together with the stop flag).
 
 Resumable: `out_dir/checkpoints` gets a checkpoint every `checkpoint_every` steps and at each epoch end (model,
 optimizer, schedule, every rank's RNG states, the loop's bookkeeping; see `nerflow.checkpoints`). `fit` called
-again on the same `out_dir` continues from the newest readable one, mid-epoch included, and on CPU ends with
-exactly the weights of an uninterrupted run. SIGTERM (a pre-emption notice) or SIGINT (Ctrl-C) writes a checkpoint
-at the next step boundary and raises `TrainingInterrupted`.
+again on the same `out_dir` continues from the newest intact one, mid-epoch included, and on CPU ends with
+exactly the weights of an uninterrupted run; a kill at any point, a best-model swap included, is repaired first.
+SIGTERM (a pre-emption notice) or SIGINT (Ctrl-C) writes a checkpoint at the next step boundary and raises
+`TrainingInterrupted`.
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from nerflow import batching, distributed, optim
-from nerflow.checkpoints import MetricsCallback, flush_metrics, resume, rng_state, save_checkpoint
+from nerflow import batching, best_model, distributed, optim
+from nerflow.checkpoints import MetricsCallback, flush_metrics, recover, resume, rng_state, save_checkpoint
 from nerflow.config import TrainConfig
 from nerflow.devices import peak_memory, seed_everything, select_device, weights_digest
 from nerflow.optim import default_lr
@@ -163,6 +164,9 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
     best_dir, ckpt_dir = out_dir / "best", out_dir / "checkpoints"
     run_id = {**job.identity, "seed": seed, "examples": len(job.examples), "batches": plan.describe(),
               "epochs": cfg.epochs, "world_size": world.size}   # checkpoints of another run must not be resumed
+    if world.main:   # the writes of a resume (repairs, setting aside) by one process, before any rank reads
+        recover(ckpt_dir, best_dir, run_id)
+    distributed.barrier(world)
     loop = resume(ckpt_dir, run_id, best_dir, model, optimizer, scheduler, world.rank, extra)
     s = LoopState(**loop) if loop is not None else LoopState()
     if world.main:
@@ -275,11 +279,11 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
 
 
 def save_pretrained(model, tokenizer, target: Path, write_extra: Callable[[Path], None]) -> None:
-    """Write to a sibling temp folder, then swap it in: a crash never leaves half a model at `target`."""
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Write to a sibling temp folder, then swap it in (`nerflow.best_model`): a kill at any point leaves `target`
+    whole or in a state `nerflow.checkpoints.recover` repairs before training resumes."""
+    tmp = best_model.temp_dir(target)
+    shutil.rmtree(tmp, ignore_errors=True)   # a save cut short that no repair saw (recover removes it first)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     write_extra(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    best_model.swap_in(tmp, target)

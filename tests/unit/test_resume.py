@@ -259,16 +259,16 @@ def checkpoint_files(root: Path) -> dict[str, int]:
 
 @pytest.mark.parametrize("keep", [1, 2])
 def test_disk_use_stays_bounded_over_many_saves_crashes_and_corruptions(keep, tmp_path):
-    """`keep_checkpoints` bounds the folder: at most `keep` checkpoints, no `.tmp` left by a failed write, and at most
-    one `.corrupt` however many torn checkpoints were set aside."""
-    from nerflow.checkpoints import load_newest_checkpoint, save_checkpoint
+    """`keep_checkpoints` bounds the checkpoints: at most `keep`, no `.tmp` left by a failed write. A torn checkpoint
+    set aside stays as `.corrupt` (evidence of a disk fault, never deleted by nerflow) and is not counted."""
+    from nerflow.checkpoints import load_newest_checkpoint, recover, save_checkpoint
 
     model = torch.nn.Linear(64, 64)
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     model(torch.randn(2, 64)).sum().backward()
     optimizer.step()   # AdamW state exists: a checkpoint is ~3x the weights
-    position = {"run": {}, "loop": {}}
+    position = {"run": {}, "loop": {"best_epoch": 0}}
     one = save_checkpoint(tmp_path, 0, model, optimizer, scheduler, keep, position).stat().st_size
     assert one > 3 * 64 * 65 * 4   # weights + two AdamW moments, fp32
     for step in range(1, 41):
@@ -276,6 +276,7 @@ def test_disk_use_stays_bounded_over_many_saves_crashes_and_corruptions(keep, tm
         if step % 10 == 0:   # a torn newest checkpoint, found by the next resume
             newest = list_checkpoints(tmp_path)[-1]
             newest.write_bytes(newest.read_bytes()[:100])
+            recover(tmp_path, tmp_path / "best", {})
             assert load_newest_checkpoint(tmp_path) is not None or keep == 1
         if step % 7 == 0:    # a write that fails half-way (disk full): no partial file stays behind
             with pytest.MonkeyPatch.context() as mp:
@@ -287,9 +288,9 @@ def test_disk_use_stays_bounded_over_many_saves_crashes_and_corruptions(keep, tm
                     save_checkpoint(tmp_path, 1000 + step, model, optimizer, scheduler, keep, position)
         files = checkpoint_files(tmp_path)
         assert len([n for n in files if not n.endswith(".corrupt")]) <= keep, files
-        assert len([n for n in files if n.endswith(".corrupt")]) <= 1, files
+        assert len([n for n in files if n.endswith(".corrupt")]) == step // 10, files
         assert not [n for n in files if n.endswith(".tmp")], files
-        assert sum(files.values()) <= (keep + 1) * one * 1.01, files
+        assert sum(size for n, size in files.items() if not n.endswith(".corrupt")) <= (keep + 1) * one * 1.01, files
 
 
 def test_checkpoint_cost_is_reported(reference):
