@@ -6,7 +6,10 @@ training goes on. nerflow starts that server itself instead:
 - in its own session (`start_new_session`): the terminal's SIGINT reaches nerflow, which stops the server last;
 - with `PR_SET_PDEATHSIG` (Linux): the kernel sends it SIGTERM when nerflow dies, kill -9 included;
 - with a pid file under `<prefect home>/servers/`: the next nerflow command stops any server whose owner is gone
-  (the fallback where the death signal does not exist).
+  (the fallback where the death signal does not exist). The file holds the identities (pid, start time, command
+  line) of the server and of its owner (nerflow.processes): after a kill -9 the death signal has usually stopped
+  the server already and its pid may belong to anything by now, so only a process that is provably that server is
+  signalled.
 With `PREFECT_API_URL` set (a real server), nothing is started.
 """
 from __future__ import annotations
@@ -23,6 +26,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from nerflow.processes import ProcessId, owned, signal_if_owned
 
 log = logging.getLogger("nerflow.prefect")
 PR_SET_PDEATHSIG = 1
@@ -66,20 +71,46 @@ def _alive(pid: int) -> bool:
 
 
 def stop_orphans() -> list[int]:
-    """Stop temporary servers whose nerflow process is gone (killed before it could stop them)."""
+    """Stop temporary servers whose nerflow process is gone (killed before it could stop them); returns their pids.
+
+    A record is acted on only through the identities it holds: the owner counts as alive only if it is still that
+    process, and the server is signalled only if it is still the server that was started. Any other record of a
+    dead owner is stale (the server died with its owner, and its pid may have been reused since): it is removed
+    and nothing is signalled."""
     stopped = []
-    for pidfile in servers_dir().glob("*.json") if servers_dir().is_dir() else []:
-        with contextlib.suppress(OSError, ValueError, KeyError):
+    for pidfile in sorted(servers_dir().glob("*.json")) if servers_dir().is_dir() else []:
+        try:
             info = json.loads(pidfile.read_text())
-            if _alive(info["owner"]):
+            server, owner = ProcessId.from_json(info.get("server")), ProcessId.from_json(info.get("owner_process"))
+            # A record written before identities were (only pids) proves nothing about whoever holds those pids
+            # now: its owner is taken as alive while its pid is (nothing is lost by waiting), its server is never
+            # signalled.
+            if owned(owner) if owner is not None else _alive(int(info["owner"])):
                 continue
-            if _alive(info["pid"]):
-                os.kill(info["pid"], signal.SIGTERM)
-                stopped.append(info["pid"])
-                log.info("stopped an orphaned temporary Prefect server (pid %s, port %s) of dead process %s",
-                         info["pid"], info["port"], info["owner"])
-            pidfile.unlink()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue   # unreadable: left alone
+        if signal_if_owned(server, signal.SIGTERM):
+            stopped.append(server.pid)
+            log.info("stopped an orphaned temporary Prefect server (pid %s, port %s) of dead process %s",
+                     server.pid, info.get("port"), info.get("owner"))
+        else:
+            log.debug("removing the stale record %s: its server (pid %s) is gone; nothing signalled", pidfile,
+                      info.get("pid"))
+        pidfile.unlink(missing_ok=True)
     return stopped
+
+
+def write_record(pidfile: Path, proc: subprocess.Popen, port: int) -> None:
+    """The server's record, written whole (a concurrent `stop_orphans` never reads half of it): both identities,
+    taken now, after the server's exec (Popen returns only then) and from this very process."""
+    record = {"pid": proc.pid, "owner": os.getpid(), "port": port, "started": time.time(),
+              # a server that already died gets an identity no process matches
+              "server": (ProcessId.of(proc.pid) or ProcessId(proc.pid, 0.0, ())).to_json(),
+              "owner_process": ProcessId.of(os.getpid()).to_json()}
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    partial = pidfile.with_name(f".{pidfile.name}.tmp")   # not `*.json`: stop_orphans does not see it
+    partial.write_text(json.dumps(record))
+    os.replace(partial, pidfile)
 
 
 def _start(port: int) -> subprocess.Popen:
@@ -141,8 +172,7 @@ def prefect_api(meanwhile: Callable[[], object] | None = None) -> Iterator[str]:
     port = free_port()
     proc = _start(port)
     pidfile = servers_dir() / f"{proc.pid}.json"
-    pidfile.parent.mkdir(parents=True, exist_ok=True)
-    pidfile.write_text(json.dumps({"pid": proc.pid, "owner": os.getpid(), "port": port, "started": time.time()}))
+    write_record(pidfile, proc, port)
     url = f"http://127.0.0.1:{port}/api"
     try:
         log.info("starting a temporary Prefect server on %s (set PREFECT_API_URL to use a running one)", url)

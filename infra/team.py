@@ -1,7 +1,11 @@
 """Local team servers: PostgreSQL (Debian's binaries), `mlflow server` and `prefect server start` on it, on free
 ports of one host address, no docker. Importable (tests: TeamServers) and a CLI: `python infra/team.py up|down|env
 --state-dir DIR`. Everything lives in DIR (state.json, team.env, logs/, artifacts/, prefect-home/) except the
-PostgreSQL data dir, which sits in a /tmp dir the `postgres` user can reach when we run as root."""
+PostgreSQL data dir, which sits in a /tmp dir the `postgres` user can reach when we run as root.
+
+A server is stopped only if it is provably the one this state started: state.json keeps each server's identity
+(pid, start time, command line; nerflow.processes), not just its pid, which the kernel may have handed to another
+process since. Run it with the project's Python (`.venv/bin/python infra/team.py`): it imports nerflow."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +21,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from nerflow.processes import ProcessId, owned
 
 PG_ROLE = "nerflow"
 START_TIMEOUT = {"mlflow": 180.0, "prefect": 360.0}  # first start migrates both schemas on 2 busy cores
@@ -203,6 +209,7 @@ class TeamServers:
                 "-c unix_socket_permissions=0700")
         self._pg("pg_ctl", "-D", str(root / "data"), "-l", str(root / "postgres.log"), "-o", opts,
                  "-w", "-t", "60", "start", start_new_session=True)
+        self._remember("postgres", int((root / "data" / "postmaster.pid").read_text().split()[0]))
         pw = self.state["pg_password"]  # token_urlsafe: [A-Za-z0-9_-] only, safe inside a SQL literal
         self._psql("postgres", f"CREATE ROLE {PG_ROLE} LOGIN PASSWORD '{pw}';"
                                f"CREATE DATABASE mlflow OWNER {PG_ROLE}; CREATE DATABASE prefect OWNER {PG_ROLE};")
@@ -217,11 +224,14 @@ class TeamServers:
     def _stop_postgres(self) -> None:
         root = Path(self.state.get("pg_root") or "/nonexistent")
         pid_file = root / "data" / "postmaster.pid"
+        recorded = ProcessId.from_json(self.state.get("procs", {}).pop("postgres", None))
         if pid_file.exists():
             try:
                 self._pg("pg_ctl", "-D", str(root / "data"), "-m", "fast", "-w", "-t", "30", "stop")
             except RuntimeError:  # hung or half dead: the postmaster leads its own group (pg_ctl setsid()s)
-                stop_group(int(pid_file.read_text().split()[0]), kill=True)
+                # the pid in postmaster.pid may be stale (a postmaster killed -9): only the one we started
+                if self._is_ours("postgres", recorded, int(pid_file.read_text().split()[0])):
+                    stop_group(recorded.pid, kill=True)
         if (root / "postgres.log").exists() and (self.dir / "logs").is_dir():
             shutil.copyfile(root / "postgres.log", self.dir / "logs" / "postgres.log")  # kept for a post-mortem
         shutil.rmtree(root, ignore_errors=True)
@@ -256,6 +266,12 @@ class TeamServers:
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         self.state["pids"][name] = proc.pid
+        self._remember(name, proc.pid)
+
+    def _remember(self, name: str, pid: int) -> None:
+        """Record the server's identity, read after its exec (Popen, `pg_ctl start -w`, return only then)."""
+        found = ProcessId.of(pid) or ProcessId(pid, 0.0, ())   # one that already died: an identity nothing matches
+        self.state.setdefault("procs", {})[name] = found.to_json()
         self._save()
 
     def _wait(self, name: str) -> None:
@@ -277,8 +293,9 @@ class TeamServers:
 
     def _stop(self, name: str, kill: bool = False) -> None:
         pid = self.state.get("pids", {}).pop(name, None)
-        if pid and self._is_ours(pid, name):
-            stop_group(pid, kill=kill)
+        recorded = ProcessId.from_json(self.state.get("procs", {}).pop(name, None))
+        if self._is_ours(name, recorded, pid):
+            stop_group(recorded.pid, kill=kill)
         if name in self.procs:
             proc = self.procs.pop(name)
             proc.kill()  # a no-op unless it survived its group being stopped
@@ -286,15 +303,19 @@ class TeamServers:
         if self.state:
             self._save()
 
-    def _is_ours(self, pid: int, name: str) -> bool:
-        """The pid in state.json may have been reused since: only stop a process that is still our server."""
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            cmdline = []
-        if cmdline in ([], [b""]):  # leader gone or a zombie: its group (pgid == pid) holds only its workers
-            return True
-        return name.encode() in cmdline and str(self.state["ports"][name]).encode() in cmdline
+    @staticmethod
+    def _is_ours(name: str, recorded: ProcessId | None, pid: int | None = None) -> bool:
+        """Is the process group `recorded` names still the server this state started? Yes while its leader is still
+        the recorded process (pid, start time and command line). With the leader gone (or a zombie) while its group
+        lives on, yes too: the kernel keeps a process group's id reserved while any member lives, so no process
+        started since has been given that pid. (The one case this cannot tell apart: our whole group died, a new
+        process got the pid, founded a group of its own and died leaving members. Not a case that happens.)"""
+        if recorded is None:
+            if pid:   # state.json from an older team.py: a pid only, which proves nothing about its holder now
+                print(f"team.py: not stopping {name} (pid {pid}): the state holds no start time to tell it from a "
+                      "process that reused the pid; if it is still running, stop it yourself", file=sys.stderr)
+            return False
+        return owned(recorded) or (ProcessId.of(recorded.pid) is None and group_alive(recorded.pid))
 
 
 def main(argv: list[str] | None = None) -> int:

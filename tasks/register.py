@@ -1,7 +1,8 @@
 """Registration stage: log the fine-tuned model as a servable pyfunc, register a new version, tag it, alias it.
 
 Idempotent: a version is found by its `nerflow.register_key` tag before a new one is made, and a complete stage
-output whose version still exists means "already registered", nothing new.
+output whose version is still there, on the registry it was registered in and with the register key it was
+recorded with, means "already registered", nothing new.
 All or nothing: the version is created with its tags and description in one registry call; if anything after
 it fails (the alias, the stage output, the run's tags), the version is deleted and the alias put back where it was.
 """
@@ -162,19 +163,28 @@ def transaction(ctx: RunContext, step: StagePlan) -> Iterator[Undo]:
             _UNDO.reset(token)
 
 
-def still_valid(ctx: RunContext, step: StagePlan, entry: Path) -> bool:
-    """A complete entry whose version someone deleted from the registry is registered again."""
-    client = tracking.configure()
+def still_valid(ctx: RunContext | None, step: StagePlan, entry: Path) -> bool:
+    """A complete entry names a version by name and number, and a number means nothing on its own: the entry holds
+    only while that version is on the registry it was registered in (another tracking server may hold a version of
+    the same name and number: someone else's) and still carries the register key recorded with it. Otherwise (the
+    version deleted since, or nerflow pointed at another registry) the stage registers again."""
     try:
         done = json.loads((entry / OUTPUT_FILE).read_text())
-        client.get_model_version(done["model_name"], str(done["version"]))
-        return True
+        name, version = done["model_name"], str(done["version"])
     except (OSError, ValueError, KeyError):
         return False
+    if "registry" in done and done["registry"] != tracking.registry_id():
+        return False   # decided without asking any registry
+    # An entry written before entries named their registry: the register key is then the only evidence that the
+    # version of that name and number is the one this stage made (on another registry it would carry another key).
+    expected = done.get("version_key", step.key)
+    try:
+        found = tracking.configure().get_model_version(name, version)
     except MlflowException as e:   # only "gone" means gone: an unreachable registry must not re-register
         if _not_found(e):
             return False
         raise
+    return found.tags.get(KEY_TAG, "") == expected
 
 
 def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None:
@@ -189,11 +199,12 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
     # Forced (--force-register, rerun --from) means a new version: only one this attempt made counts.
     existing = find_version(client, name, step.key, *((ctx.run_id, attempt) if step.forced else ()))
     same = newest_version(client, name, {WEIGHTS_TAG: weights}) if step.forced and not ctx.force_register else None
+    version_key = step.key   # the register key of the version this output names (still_valid checks it)
     if existing is not None:  # made by an attempt that died before recording it
         version, new, by = existing.version, False, existing.run_id
         undo.move_alias(alias, version)
     elif same is not None:
-        version, new, by = same.version, False, same.run_id
+        version, new, by, version_key = same.version, False, same.run_id, same.tags.get(KEY_TAG, "")
         log.info("weights identical to %s version %s: no new version registered (use --force-register "
                  "for one)", name, version)
     else:
@@ -214,7 +225,7 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
     # alias moved, no stage output: the next run finds the version by its key and moves the alias again (a no-op)
     faults.point("register.alias-moved")
     write_fields(out, {"model_name": name, "version": int(version), "alias": alias, "registered_by_run": by,
-                       "new_version": new})
+                       "new_version": new, "registry": tracking.registry_id(), "version_key": version_key})
 
 
 def record(ctx: RunContext, step: StagePlan, upstream: dict, output: Registered) -> Registered:

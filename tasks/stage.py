@@ -57,8 +57,8 @@ def run_stage(ctx: RunContext, stage: str, upstream: dict[str, StageOutput]) -> 
     root = Path(ctx.cfg.cache_dir)
     with getattr(adapter, "transaction", _no_transaction)(ctx, step):
         entry = cache.lookup(root, stage, step.key)
-        if entry is not None and step.complete and hasattr(adapter, "still_valid") and \
-                not adapter.still_valid(ctx, step, entry):
+        if entry is not None and step.complete and (renewed_outside(ctx, upstream) or (
+                hasattr(adapter, "still_valid") and not adapter.still_valid(ctx, step, entry))):
             step = dataclasses.replace(step, complete=False, forced=True)
         reused = step.complete and entry is not None
         if reused:
@@ -75,6 +75,15 @@ def run_stage(ctx: RunContext, stage: str, upstream: dict[str, StageOutput]) -> 
         tracking.log_metrics(client, ctx.run_id, {f"stage/{stage}_seconds": time.perf_counter() - started},
                              step=tracking.attempt_of(client, ctx.run_id))
     return output
+
+
+def renewed_outside(ctx: RunContext, upstream: dict[str, StageOutput]) -> list[str]:
+    """Consumed stages whose output names something outside the cache (a model version) and that this attempt
+    computed although their key was complete: what they named had gone (a deleted version, another registry), so
+    they name something new, and an output computed from the old one (the gate's decision about the old version)
+    does not hold for it."""
+    return [name for name, out in upstream.items() if ctx.plan.graph.stage(name).external and not out.reused
+            and ctx.plan.stages[name].complete]
 
 
 @contextlib.contextmanager

@@ -36,6 +36,25 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
+def registry_id(uri: str | None = None) -> str:
+    """The registry `uri` (default: the tracking URI, which nerflow also uses as the registry URI) names, spelled one
+    way however it was written: a sqlite or file store by its absolute path, a server by scheme, host and port in
+    lower case, without credentials, query or trailing slash. What a register output records as where its version
+    is (tasks/register.py)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///').split('?')[0]).resolve()}"
+    parts = urlsplit(uri)
+    if uri in ("databricks", "databricks-uc", "uc"):   # MLflow's names without a scheme: not paths
+        return uri
+    if parts.scheme in ("", "file"):
+        return Path(parts.path).resolve().as_uri()
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
+
+
 def configure() -> MlflowClient:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

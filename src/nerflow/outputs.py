@@ -102,6 +102,10 @@ class Registered(StageOutput):
     alias: str = ""
     registered_by_run: str = ""
     new_version: bool = False   # this attempt created the version (False: reused, or equal weights found)
+    registry: str = ""          # where the version is: the tracking URI, normalised (tracking.registry_id); ""
+    #                             in an output written before outputs named it
+    version_key: str = ""       # the version's `nerflow.register_key`: this stage's key, or for a version reused
+    #                             for identical weights, that version's
 
     @property
     def uri(self) -> str:

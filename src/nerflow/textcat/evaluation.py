@@ -1,7 +1,7 @@
 """The evaluate stage for text classification: the trained model on validation and test, scored from its
 probabilities (nerflow.textcat.evaluate), with the reports, a confusion matrix, a reliability diagram, the
-predictions and the worst-classified texts as artifacts; and the promotion gate's score tables from served
-predictions."""
+predictions and the worst-classified texts as artifacts. (The promotion gate's score tables from served
+predictions: nerflow.textcat.scoring.)"""
 from __future__ import annotations
 
 import json
@@ -60,30 +60,3 @@ def write_artifacts(out: Path, split: str, docs, gold, probs, labels, multi, thr
     worst = evaluate.worst_examples([d.text for d in docs], [d.source for d in docs], gold, probs, labels, multi,
                                     cfg.worst_examples, thresholds)
     (out / f"{split}_worst.json").write_text(json.dumps(worst, indent=1, ensure_ascii=False))
-
-
-def served_table(gold: list[list[str]], served: dict) -> tuple[dict, list[str]]:
-    """Macro F1 and per-class scores of one version's served labels. Classes of the gold data the model does not
-    know count as classes it never predicts."""
-    labels = list(served["labels"]) + sorted({label for g in gold for label in g} - set(served["labels"]))
-    index = {label: j for j, label in enumerate(labels)}
-    decided = np.zeros((len(gold), len(labels)))
-    for i, predicted in enumerate(served["pred"]):
-        decided[i, [index[label] for label in predicted]] = 1.0
-    multi = bool(served.get("multi_label"))
-    scores = evaluate.score(gold, decided, labels, multi)
-    return {"f1": scores.macro_f1, "per_type": scores.per_class}, labels
-
-
-def gate_tables(gold: list[list[str]], scored: dict, versions: tuple[str, str | None]):
-    """Tables of (challenger, champion) for nerflow.promotion.decide, and tables over the shared classes only when
-    the two models know different label sets (macro F1 over those classes)."""
-    challenger, champion = versions
-    full = {v: served_table(gold, scored[v])[0] for v in versions if v is not None}
-    restricted = None
-    if champion is not None and set(scored[challenger]["labels"]) != set(scored[champion]["labels"]):
-        shared = sorted(set(scored[challenger]["labels"]) & set(scored[champion]["labels"]))
-        restricted = tuple({"f1": float(np.mean([full[v]["per_type"][c]["f1"] for c in shared])) if shared else 0.0,
-                            "per_type": {c: full[v]["per_type"][c] for c in shared}, "types": shared}
-                           for v in versions)
-    return full[challenger], full.get(champion) if champion else None, restricted
