@@ -169,7 +169,8 @@ def race(tmp_path: Path, name: str, mlflow_store: str) -> list[history.Entry]:
                               cwd=tmp_path, env=nerflow_env(mlflow_store), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for v, w in (("2", "3"), ("3", "2"))]
     outputs = [p.communicate(timeout=240)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    # one accepted (exit 0); the other, scored against the winner (the same weights), rejected: a tie (exit 4)
+    assert sorted(p.returncode for p in procs) == [0, EXIT_REFUSED], outputs
     for v in ("2", "3"):                                      # both decisions recorded
         assert client.get_model_version(name, v).tags.get("nerflow.promotion") in ("accepted", "rejected"), outputs
     return entries(name)
