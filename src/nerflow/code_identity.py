@@ -242,16 +242,22 @@ def _distributions_of(name: str) -> list[str]:
     return _top_level_names().get(name) or importlib.metadata.packages_distributions().get(name, [name])
 
 
+@functools.cache
+def _versions_of(name: str) -> tuple[tuple[str, str], ...]:
+    """((distribution, version), ...) behind one import name. Once per process: each lookup reads package metadata
+    from disk, and a plan asks for the same libraries for every stage (a process imports one version anyway)."""
+    out = []
+    for dist in _distributions_of(name):
+        try:
+            out.append((dist, importlib.metadata.version(dist)))
+        except importlib.metadata.PackageNotFoundError:
+            out.append((dist, "not installed"))
+    return tuple(out)
+
+
 def library_versions(top_level_names: set[str]) -> dict[str, str]:
     """{distribution: version} of the libraries behind these import names ("yaml" -> PyYAML)."""
-    out: dict[str, str] = {}
-    for name in sorted(top_level_names):
-        for dist in _distributions_of(name):
-            try:
-                out[dist] = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                out[dist] = "not installed"
-    return out
+    return dict(pair for name in sorted(top_level_names) for pair in _versions_of(name))
 
 
 def stage_code(stage, task: str, graph, roots: dict[str, Path] | None = None) -> dict:

@@ -5,12 +5,11 @@ nerflow.data_identity can check that what was read is what the run was planned w
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 import re
 from contextvars import ContextVar
 from pathlib import Path
-
-import numpy as np
 
 SPLITS = ("train", "validation", "test")
 
@@ -79,6 +78,6 @@ def plain(value: object) -> object:
     """numpy scalars -> float/int, so a report dict goes straight into json.dump / mlflow.log_dict."""
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):   # numpy's integers register here
         return int(value)
     return float(value)  # type: ignore[arg-type]

@@ -39,7 +39,7 @@ def write_config(tmp_path: Path, corpus_model_dir: Path, name: str) -> Path:
     write_conll(corpus / "valid.txt", SHORT)
     write_conll(corpus / "test.txt", SHORT)
     cfg = tiny_config(tmp_path, corpus, corpus_model_dir, tmp_path / "cache", f"experiment=nerflow-{name}",
-                      f"registry.model_name={name}", "train.epochs=60", "train.batch_size=4",
+                      f"registry.model_name={name}", "train.epochs=12", "train.batch_size=4",
                       "train.checkpoint_every=10", "train.num_threads=1", "train.device=cpu")
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(resolved_dict(cfg)))

@@ -111,6 +111,17 @@ def test_one_byte_of_training_data_changes_every_key(project):
     assert "data" in explain(plan.stages["validate"], project / "cache").removeprefix("compute:")
 
 
+def test_swapping_a_files_role_between_validation_and_test_recomputes_validate(project):
+    """The same files in other roles are other data: `data.validation=null data.test=test.txt` and
+    `data.validation=test.txt data.test=null` once shared a validate key, so the second run evaluated on the first
+    run's test split."""
+    as_test = make_plan(config(project, "data.validation=null", "data.test=test.txt"))
+    complete_cache(as_test)
+    as_validation = make_plan(config(project, "data.validation=test.txt", "data.test=null"))
+    assert changed(keys(as_test), keys(as_validation)) == list(STAGES)
+    assert as_validation.first_to_compute() == "validate"
+
+
 def test_moving_and_renaming_the_data_files_changes_nothing(project):
     first = make_plan(config(project))
     complete_cache(first)
