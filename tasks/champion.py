@@ -98,13 +98,20 @@ def read_history(client: MlflowClient, name: str, alias: str) -> list[history.En
 
 
 # ------------------------------------------------------------------------------------------------ scoring
-def score_versions(name: str, versions: list[str], split: Path, task: str) -> dict[str, dict]:
+def score_versions(name: str, versions: list[str], split: Path, task: str,
+                   warm: scoring.WarmScorers | None = None) -> dict[str, dict]:
     """{version: {"labels", "multi_label", "pred", "protocol"}}: each version loaded as registered and served, in its
-    own fresh process, all at once, predicting the split's examples through the served-scorer protocol
-    (nerflow.scoring; versions registered before it through their ordinary `predict`)."""
-    uris = {v: f"models:/{name}/{v}" for v in dict.fromkeys(versions)}
-    return scoring.score_served(uris, split, task_types.entry(task, "promote"),
-                                env={"MLFLOW_TRACKING_URI": tracking.tracking_uri()})
+    own fresh process (`warm`: started ahead, see scorer_env), all at once, predicting the split's examples through
+    the served-scorer protocol (nerflow.scoring; versions registered before it through their ordinary `predict`).
+    Each process loads the version from where the registry stores it (what `models:/NAME/VERSION` resolves to), so
+    it never opens the tracking store itself."""
+    client = tracking.configure()
+    uris = {v: client.get_model_version_download_uri(name, v) for v in dict.fromkeys(versions)}
+    return scoring.score_served(uris, split, task_types.entry(task, "promote"), env=scorer_env(), warm=warm)
+
+
+def scorer_env() -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": tracking.tracking_uri()}
 
 
 # ------------------------------------------------------------------------------------------------ the lock
@@ -242,9 +249,11 @@ def is_rolled_back(client: MlflowClient, name: str, version: str, entries: list[
 
 
 def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promotion.GateRules, split: Path,
-         gold: list, data_passed: bool, auto: bool, actor: str, evidence: dict, task: str) -> promotion.Decision:
+         gold: list, data_passed: bool, auto: bool, actor: str, evidence: dict, task: str,
+         warm: scoring.WarmScorers | None = None) -> promotion.Decision:
     """Score the challenger and the current champion as served, decide, and (when `auto` and accepted) move the
-    alias and record the move. The decision goes on the version as tags whatever it is."""
+    alias and record the move. The decision goes on the version as tags whatever it is. `warm`: scorer processes
+    started ahead (score_versions)."""
     version = str(version)
     check_version(client, name, version, task)
     check_alias_task(client, name, alias, task)
@@ -252,7 +261,7 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
         entries, champion = settle_history(client, name, alias)
         rolled_back = is_rolled_back(client, name, version, entries)
         for _ in range(MAX_RESCORES):
-            decision = _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task)
+            decision = _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task, warm)
             now = alias_version(client, name, alias)
             if now == champion:
                 break
@@ -272,12 +281,13 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
     return decision
 
 
-def _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task) -> promotion.Decision:
+def _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task, warm
+            ) -> promotion.Decision:
     if champion == version:
         return promotion.Decision(True, f"version {version} is already @champion", 0.0, None, None, ())
     if rolled_back:   # refused whatever the scores: do not compute them
         return promotion.decide({"f1": 0.0, "per_type": {}}, None, rules, data_passed, challenger_rolled_back=True)
-    scored = score_versions(name, [v for v in (version, champion) if v], split, task)
+    scored = score_versions(name, [v for v in (version, champion) if v], split, task, warm)
     challenger_table, champion_table, restricted = task_types.entry(task, "promote").gate_tables(
         gold, scored, (version, champion))
     return promotion.decide(challenger_table, champion_table, rules, data_passed, challenger_rolled_back=False,

@@ -7,13 +7,15 @@ reason go to the MLflow run (promotion/comparison.json and .md) and onto the ver
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
-from nerflow import promotion, task_types
+from nerflow import promotion, scoring, task_types
 from nerflow.config import PipelineConfig, resolved_dict
 from nerflow.outputs import Promoted, Registered, Validated, write_fields
 from nerflow.plan import StagePlan
@@ -50,6 +52,17 @@ def model_card(cfg: PipelineConfig, metrics: dict, validated: Validated, registe
         "```yaml", yaml.safe_dump(resolved_dict(cfg), sort_keys=False).strip(), "```"])[:19000]
 
 
+@contextlib.contextmanager
+def ahead(ctx: RunContext, step: StagePlan) -> Iterator[scoring.WarmScorers]:
+    """Scorer processes warming up while the stages before this one run (their imports take seconds; the gate
+    then only loads and scores): one for the challenger, one more when the alias has a champion to score."""
+    client, name = tracking.configure(), ctx.cfg.registry.model_name
+    has_champion = champion.model_exists(client, name) and \
+        champion.alias_version(client, name, ctx.cfg.promote.alias) is not None
+    with scoring.WarmScorers(1 + has_champion, env=champion.scorer_env()) as warm:
+        yield warm
+
+
 def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None:
     cfg, client = ctx.cfg, tracking.configure()
     validated, evaluated, registered = upstream["validate"], upstream["evaluate"], upstream["register"]
@@ -61,6 +74,7 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
     decision = champion.gate(
         client, name, version, alias, rules_of(cfg), split, scorer.gold(scorer.examples(split)),
         data_passed=True, auto=cfg.promote.auto, actor=champion.actor_name(), task=cfg.task,
+        warm=ctx.ahead.get("promote"),
         evidence={"test_data_hash": validated.data_hash, "mlflow_run_id": ctx.run_id,
                   "prefect_flow_run_id": ctx.flow_run_id})
     moved = decision.accepted and cfg.promote.auto and champion.alias_version(client, name, alias) == version

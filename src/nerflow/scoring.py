@@ -13,6 +13,11 @@ sys.modules), so an older version would be scored with today's windows and decod
 the protocol existed have no `predict_examples`; the stub then asks their ordinary `predict` with a request the task
 type prepared (`LegacyRequest`), and the task type turns those answers back into its label space in this process.
 The task type's side of the protocol is its `promote` entry module (nerflow.task_types).
+
+`WarmScorers` starts such processes ahead of need (the pipeline does, while the stages before promote run): each
+imports the serving libraries (mlflow.pyfunc, torch, transformers; never nerflow), then waits for its one request on
+stdin and goes on exactly as a fresh process would. Loading and scoring a small model then takes about a second
+instead of the ~8 s of imports.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -50,15 +56,25 @@ class LegacyRequest:
     multi_label_at: str | None = None     # None: one label per item (False)
 
 
-# Run as `python -c STUB URI EXAMPLES REQUEST OUT` with an empty working directory. It must not import nerflow
-# before load_model: the model's pyfunc imports nerflow from the model's own bundled copy.
+# Run as `python -c STUB URI EXAMPLES REQUEST OUT` with an empty working directory, or as `python -c STUB` (warm:
+# the same four as one JSON line on stdin; end of input: nothing to do). It must not import nerflow before
+# load_model: the model's pyfunc imports nerflow from the model's own bundled copy.
 STUB = '''
 import json
 import sys
 
 import mlflow.pyfunc
 
-uri, examples_path, request_path, out_path = sys.argv[1:5]
+if len(sys.argv) > 1:
+    uri, examples_path, request_path, out_path = sys.argv[1:5]
+else:   # warm: what any served transformers model imports, then wait for the request
+    import torch  # noqa: F401
+    import transformers.modeling_utils  # noqa: F401
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        sys.exit(0)
+    uri, examples_path, request_path, out_path = json.loads(line)
 model = mlflow.pyfunc.load_model(uri)
 python_model = model.unwrap_python_model()
 
@@ -91,13 +107,52 @@ with open(out_path, "w", encoding="utf-8") as f:
 QUIET = {"PYTHONWARNINGS": "ignore", "TRANSFORMERS_VERBOSITY": "error", "MLFLOW_LOGGING_LEVEL": "WARNING"}
 
 
+class WarmScorers:
+    """`count` scorer processes started now, each used for one request later (`take`) and then gone; those not
+    taken are killed by `close` (a process this object started and holds). A process that died warming up is
+    passed over: the caller then starts a fresh one, whose error it reports."""
+
+    def __init__(self, count: int, env: dict[str, str] | None = None):
+        self.dir = tempfile.TemporaryDirectory(prefix="nerflow-warm-")   # empty: nothing importable from cwd
+        self.extra_env = dict(env or {})
+        self.procs = [subprocess.Popen([sys.executable, "-c", STUB], cwd=self.dir.name,
+                                       env={**os.environ, **QUIET, **self.extra_env},
+                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                       text=True) for _ in range(count)]
+
+    def take(self, env: dict[str, str]) -> subprocess.Popen | None:
+        """A waiting process started with these environment settings (`env` as given to both), or None. The rest of
+        the environment is this process's at start (imports since may add variables such as KMP_*: not ours)."""
+        if env != self.extra_env:
+            return None
+        while self.procs:
+            proc = self.procs.pop(0)
+            if proc.poll() is None:
+                return proc
+        return None
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.communicate()
+        self.procs = []
+        self.dir.cleanup()
+
+    def __enter__(self) -> WarmScorers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def score_served(model_uris: dict[str, str], examples_path: Path, task_scoring: ModuleType,
-                 env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+                 env: dict[str, str] | None = None, warm: WarmScorers | None = None) -> dict[str, dict[str, Any]]:
     """{key: {"labels", "multi_label", "pred", "protocol"}} for each `{key: model URI}`: every model loaded as
     served, each in its own fresh process, all at once, predicting the examples of `examples_path` (a canonical
     split). `pred` is in the task's label space whichever protocol the model speaks ("examples" or "legacy").
     `task_scoring`: the task type's `promote` entry (nerflow.task_types): `examples`, `legacy_request`,
-    `from_legacy`. `env`: more environment for the processes (e.g. MLFLOW_TRACKING_URI)."""
+    `from_legacy`. `env`: more environment for the processes (e.g. MLFLOW_TRACKING_URI). `warm`: processes
+    started ahead (same environment) to use first."""
     examples = task_scoring.examples(Path(examples_path))
     legacy = task_scoring.legacy_request(examples)
     child_env = {**os.environ, **QUIET, **(env or {})}
@@ -107,13 +162,20 @@ def score_served(model_uris: dict[str, str], examples_path: Path, task_scoring: 
         procs = {}
         for i, (key, uri) in enumerate(model_uris.items()):
             out = Path(tmp) / f"scored-{i}.json"
-            procs[key] = (uri, out, subprocess.Popen(
-                [sys.executable, "-c", STUB, uri, str(Path(examples_path).resolve()), str(request_path), str(out)],
-                cwd=tmp, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True))
-        errors = {key: proc.communicate()[1] for key, (_, _, proc) in procs.items()}   # all finish before tmp goes
+            args = [uri, str(Path(examples_path).resolve()), str(request_path), str(out)]
+            proc = warm.take(dict(env or {})) if warm is not None else None
+            request = None
+            if proc is not None:
+                request = json.dumps(args) + "\n"
+            else:
+                proc = subprocess.Popen([sys.executable, "-c", STUB, *args], cwd=tmp, env=child_env,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+            procs[key] = (uri, out, proc, request)
+        with ThreadPoolExecutor(len(procs) or 1) as pool:   # all finish before tmp goes
+            errors = dict(zip(procs, pool.map(lambda p: p[2].communicate(p[3])[1], procs.values()), strict=True))
         results = {}
-        for key, (uri, out, proc) in procs.items():
+        for key, (uri, out, proc, _) in procs.items():
             if proc.returncode != 0:
                 raise RuntimeError(f"scoring {uri} as served failed:\n{errors[key][-3000:]}")
             results[key] = json.loads(out.read_text(encoding="utf-8"))

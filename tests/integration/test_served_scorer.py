@@ -57,8 +57,15 @@ def scored(pipeline_result, tmp_path_factory):
     test = read_split(stage_output(cfg, result.run_id, "validate") / "test.jsonl")
     write_split(SPACED + test, tmp / "test.jsonl")
     new = f"models:/{MODEL}/{result['register'].version}"
-    return scoring.score_served({"new": new, "old": old}, tmp / "test.jsonl",
-                                task_types.entry(TASK, "promote"))
+    # warm processes, as the pipeline's gate uses them: the version registered before the protocol must still be
+    # served by its own bundled nerflow (legacy answers), so the warm-up imported no nerflow
+    with scoring.WarmScorers(3) as warm:
+        scored = scoring.score_served({"new": new, "old": old}, tmp / "test.jsonl",
+                                      task_types.entry(TASK, "promote"), warm=warm)
+        spare = warm.take({})
+        _, err = spare.communicate("", timeout=120)   # end of input without a request: it exits cleanly
+    assert spare.returncode == 0, err
+    return scored
 
 
 def test_the_gate_scores_a_token_holding_a_space_as_one_token_like_evaluation(pipeline_result, scored):

@@ -83,3 +83,20 @@ def test_text_classification_speaks_the_protocol_and_reads_old_answers(tmp_path)
     served = TextClassifierModel()
     served.classifier = Classifier(None, None, {"labels": ["neg", "pos"], "multi_label": True})
     assert isinstance(served, scoring.Scorer) and served.labels == ["neg", "pos"] and served.multi_label is True
+
+
+def test_warm_scorers_serve_one_request_each_only_for_their_settings_and_close_kills_the_rest():
+    env = {"MLFLOW_TRACKING_URI": "sqlite:////nowhere/mlflow.db"}
+    with scoring.WarmScorers(3, env=env) as warm:
+        procs = list(warm.procs)
+        assert warm.take({"MLFLOW_TRACKING_URI": "sqlite:////elsewhere.db"}) is None   # other settings: a fresh one
+        procs[0].kill()
+        procs[0].wait()
+        taken = warm.take(dict(env))
+        assert taken is procs[1]                      # a process that died warming up is passed over
+        assert warm.procs == [procs[2]]               # and each process serves one request
+    assert procs[2].poll() is not None                # not taken: killed and reaped on close
+    assert taken.poll() is None                       # taken: the caller's to finish
+    taken.kill()
+    taken.communicate()
+
