@@ -2,14 +2,9 @@
 
 The decision is nerflow.promotion's (pure); the history's encoding and stack are nerflow.history's. This module is
 the MLflow edge: it scores each version as served (nerflow.scoring: a fresh process per version), reads and writes
-registry tags and aliases, and serialises every move of one alias with a lock (`promotion_lock`) that holds across
-processes:
-- a local sqlite store: an flock next to the database file (released by the kernel if its holder dies);
-- a tracking server with a Prefect server (PREFECT_API_URL): a Prefect global concurrency limit of 1, which every
-  host that talks to that Prefect server shares (MLflow itself offers no lock or compare-and-set);
-- a tracking server without one: an flock on this host only, and a warning that says so.
-Under the lock the alias is re-read right before it moves; if it moved since the gate scored it (someone used the
-MLflow UI), the gate scores against the new champion before deciding.
+registry tags and aliases, and serialises every move of one alias with a lock that holds across processes
+(tasks/promotion_lock.py). Under the lock the alias is re-read right before it moves; if it moved since the gate
+scored it (someone used the MLflow UI), the gate scores against the new champion before deciding.
 
 Crash consistency (a kill at any point, an MLflow error between two writes): every move writes its history entry as
 "intended" before it moves the alias, then the version tags, then marks the entry done (`_move`); every command that
@@ -19,14 +14,9 @@ either. Kill points (nerflow.faults) sit between the writes; tests/integration/t
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import getpass
 import logging
 import os
-import re
-import tempfile
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +26,7 @@ from mlflow.exceptions import MlflowException
 from nerflow import faults, history, promotion, scoring, task_types
 from nerflow.config import ConfigError
 from nerflow.prefect_tasks import tracking
-from nerflow.prefect_tasks.global_locks import global_lock, limit_name, team_prefect_api
+from nerflow.prefect_tasks.promotion_lock import promotion_lock
 from nerflow.promotion import Refused
 
 log = logging.getLogger("nerflow.promote")
@@ -112,34 +102,6 @@ def score_versions(name: str, versions: list[str], split: Path, task: str,
 
 def scorer_env() -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": tracking.tracking_uri()}
-
-
-# ------------------------------------------------------------------------------------------------ the lock
-@contextlib.contextmanager
-def promotion_lock(name: str, alias: str) -> Iterator[None]:
-    uri = tracking.tracking_uri()
-    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{name}-{alias}")
-    if uri.startswith("sqlite:///") or team_prefect_api() is None:
-        if not uri.startswith("sqlite:///"):
-            log.warning("the promotion lock holds on this host only: set PREFECT_API_URL to a Prefect server for "
-                        "a lock every host shares")
-        root = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else \
-            Path(tempfile.gettempdir())
-        path = root / "locks" / f"promote-{slug}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("waiting for another promotion of %s @%s to finish", name, alias)
-                fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-        return
-    with global_lock(limit_name("promote", slug), timeout_s=900, what=f"another promotion of {name} @{alias}"):
-        yield
 
 
 # ------------------------------------------------------------------------------------------------ moves
