@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from nerflow.flows import deployments
@@ -52,7 +53,35 @@ def serve(names: list[str], limit: int | None = None) -> None:
     reruns = "" if rerun_id is not None else f"; reruns run on work pool {rerun_pool}'s workers"
     log.info("serving %s (Ctrl-C stops; the schedules stay active)%s", what, reruns)
     print(f"serving {what} from {Path.cwd()}{reruns}; Ctrl-C stops serving, the schedules stay active", flush=True)
-    asyncio.run(runner.start())
+    asyncio.run(until_stopped(runner))
+
+
+async def until_stopped(runner) -> None:
+    """Run `runner` until Ctrl-C: then Prefect's graceful stop, which cancels the runs in flight (their process is
+    signalled and their state set to Cancelled) instead of leaving them Running: a run killed with no final state
+    keeps its deployment's concurrency slot (limit 1) until the slot's lease runs out, up to 300 s, and the next due
+    runs are cancelled meanwhile. A second Ctrl-C stops at once. (SIGTERM: Prefect's own handler, the same stop.)"""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    started = loop.create_task(runner.start())
+
+    def on_interrupt() -> None:
+        if runner.started and not runner.stopping:
+            print("stopping: cancelling the runs in flight (Ctrl-C again stops at once)", file=sys.stderr,
+                  flush=True)
+            loop.create_task(runner.astop())
+        else:
+            started.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    try:
+        await started
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 def rerun_name() -> str:

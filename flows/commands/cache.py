@@ -50,11 +50,19 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
     protected = protected_keys(args.cache_dir)
     doomed = cache.select_prunable(cache.list_entries(args.cache_dir), args.keep,
                                    args.older_than * 86400 if args.older_than is not None else None, protected)
+    verb = "would remove" if args.dry_run else "removing"
     for e in doomed:
         name = e.path.name if not e.current or e.path.name.endswith(".work") else e.key
-        print(f"{'would remove' if args.dry_run else 'removing'} {e.stage}/{name} ({e.bytes / 1e6:.1f} MB)")
+        print(f"{verb} {e.stage}/{name} ({e.bytes / 1e6:.1f} MB)")
         if not args.dry_run:
             cache.remove(e)
+    # what killed writes left (never read); a key a live process holds may be mid-write: kept
+    for stage, key, path in cache.leftovers(args.cache_dir):
+        if key not in protected:
+            size = cache.folder_size(path) if path.is_dir() and not path.is_symlink() else 0
+            print(f"{verb} {stage}/{path.name} ({size / 1e6:.1f} MB, left by an interrupted write)")
+            if not args.dry_run:
+                cache.remove_path(path)
     print(f"{len(doomed)} entries, {sum(e.bytes for e in doomed) / 1e6:.1f} MB"
           f"{' would be' if args.dry_run else ''} freed; {len(protected)} keys protected (aliased models, live runs)")
     return 0

@@ -134,8 +134,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         runner.serve(args.names, limit=args.limit)
     except KeyboardInterrupt:
-        print("stopped serving; the schedules stay active: `nerflow serve` again, or a worker, runs what comes due",
-              file=sys.stderr)
+        pass
+    print("stopped serving; the schedules stay active: `nerflow serve` again, or a worker, runs what comes due",
+          file=sys.stderr)
     return 0
 
 

@@ -119,10 +119,7 @@ def discard(path: Path) -> None:
     """Rename first, then delete: a half-deleted folder never sits under a key's name looking complete."""
     trash = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
     path.rename(trash)
-    if trash.is_dir() and not trash.is_symlink():
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        trash.unlink(missing_ok=True)
+    remove_path(trash)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +168,30 @@ def list_entries(root: Path) -> list[Entry]:
                 entries.append(Entry(stage_dir.name, key, generation, folder_size(generation),
                                      generation.stat().st_mtime, True, current=False))
     return sorted(entries, key=lambda e: -e.modified)
+
+
+def leftovers(root: Path) -> list[tuple[str, str, Path]]:
+    """(stage, key, path) of what a killed write or deletion left hidden in the stage folders: a temp output folder
+    (`.KEY.ID.tmp`, from stage_output), a pointer not yet renamed into place (`.KEY.ID.lnk`, from point), a folder
+    renamed for deletion (`.NAME.ID.tmp`, from discard). Lookups never read them; pruning removes those whose key no
+    live process holds."""
+    found = []
+    for stage_dir in (p for p in Path(root).iterdir() if p.is_dir() and p.name not in ("models", "locks")) \
+            if Path(root).is_dir() else []:
+        generations = stage_dir / GENERATIONS
+        for item in [*stage_dir.iterdir(), *(generations.iterdir() if generations.is_dir() else [])]:
+            name = item.name
+            if name.startswith(".") and name != GENERATIONS and name.endswith((".tmp", ".lnk")):
+                key = name[1:].rsplit(".", 2)[0].partition("@")[0].removesuffix(".work")
+                found.append((stage_dir.name, key, item))
+    return sorted(found)
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def select_prunable(entries: list[Entry], keep: int | None, older_than_s: float | None, protected: set[str],

@@ -107,13 +107,15 @@ def test_serve_runs_the_schedule_then_nothing_to_do_then_a_data_change_registers
                        and run_info(mlflow_uri, v1["run_id"]), 60, "the MLflow run to finish", server)
         assert 0.0 <= run["metrics"]["test/f1"] <= 1.0 and "val/best_f1" in run["metrics"]
         assert run["tags"]["nerflow.logical_run"]
-        # stop serve between runs, as docs/cli.md says: a run killed before its final state keeps the schedule's
-        # concurrency slot until the slot's lease runs out (Prefect: up to 300 s), and cancels every run due before
         first_run = wait_for(lambda: [r for r in finished_runs(api, state["id"]) if r["parent_task_run_id"] is None],
                              60, "the first scheduled run to end", server)
         assert first_run[0]["state"]["message"].startswith(f"registered {model} version 1"), first_run[0]["state"]
+        # stopped while the next due run (the interval is 5 s) is in flight: Ctrl-C cancels it, so it ends with a
+        # final state and keeps no concurrency slot (a run killed without one would, for up to 300 s)
+        wait_for(lambda: flow_runs(api, state["id"], ["RUNNING"]), 30, "the next due run to start", server)
     finally:
         assert server.stop() is not None
+    assert flow_runs(api, state["id"], ["RUNNING", "PENDING", "CANCELLING"]) == []
     state = schedule_state(api, name)
     assert state["paused"] is False and state["active"] == [True], "stopping serve paused the schedule"
 

@@ -251,3 +251,34 @@ def test_prune_removes_replaced_generations_unless_a_live_run_reads_them(populat
     assert cli.main(["cache", "prune", "--keep", "5", "--cache-dir", str(populated)]) == 0
     assert f"removing train/{current.name}" in capsys.readouterr().out
     assert not current.exists() and cache.lookup(populated, "train", "t-new") == replacement
+
+
+def test_prune_removes_what_killed_writes_left_unless_a_live_process_holds_the_key(populated, empty_mlflow, capsys):
+    """A write killed before its rename leaves a hidden temp folder (`cache.output-written`: output complete, key
+    unnamed); a kill in `point` leaves a `.lnk`; one in `discard`, a renamed folder. Lookups never read them; prune
+    removes them, but not while a live process computes that key (its temp folder is the work in progress)."""
+    import multiprocessing
+
+    def killed_write():
+        os.environ["NERFLOW_FAULT_POINT"] = "cache.output-written"
+        write_entry(populated, "train", "t-killed", {"model.bin": "x" * 1000})
+
+    child = multiprocessing.get_context("fork").Process(target=killed_write)
+    child.start()
+    child.join(60)
+    assert child.exitcode == -9                                     # SIGKILLed at the point
+    assert cache.lookup(populated, "train", "t-killed") is None
+    left = [p.name for _, _, p in cache.leftovers(populated)]
+    assert len(left) == 1 and left[0].startswith(".t-killed.") and left[0].endswith(".tmp")
+    os.symlink("nowhere", populated / "train" / ".t-new.0badc0de.lnk")
+    (populated / "train" / cache.GENERATIONS / ".t-old@1234abcd.5678ef.tmp").mkdir()
+    busy = populated / "validate" / ".v-busy.0123abcd.tmp"
+    busy.mkdir()
+
+    from nerflow.locks import stage_lock
+    with stage_lock(populated, "validate", "v-busy"):               # a live process computes this key
+        assert cli.main(["cache", "prune", "--keep", "5", "--cache-dir", str(populated)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("left by an interrupted write") == 3 and "v-busy" not in out
+    assert [p for _, _, p in cache.leftovers(populated)] == [busy]
+    assert cache.lookup(populated, "train", "t-new") is not None   # the entries themselves untouched
