@@ -163,7 +163,7 @@ def list_entries(root: Path) -> list[Entry]:
                 entries.append(Entry(stage_dir.name, key, item, folder_size(item), item.stat().st_mtime,
                                      not item.name.endswith(".work")))
         for generation in (stage_dir / GENERATIONS).glob("*") if (stage_dir / GENERATIONS).is_dir() else []:
-            if generation.name not in named and generation.is_dir():
+            if generation.name not in named and generation.is_dir() and not generation.name.startswith("."):
                 key = generation.name.partition("@")[0]
                 entries.append(Entry(stage_dir.name, key, generation, folder_size(generation),
                                      generation.stat().st_mtime, True, current=False))
