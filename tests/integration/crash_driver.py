@@ -35,7 +35,9 @@ FINAL = {"gate": {"alias": "4", "marks": ["3"]}, "force": {"alias": "3", "marks"
 
 
 def use_store(db: Path) -> MlflowClient:
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
+    # both: mlflow.set_registry_uri (nerflow's tracking.configure, run in-process by earlier tests) exports
+    # MLFLOW_REGISTRY_URI, and a child inheriting it would register in that other store
+    os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = f"sqlite:///{db}"
     return MlflowClient()
 
 
