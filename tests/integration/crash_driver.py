@@ -28,6 +28,7 @@ from nerflow.flows.commands import models
 from nerflow.prefect_tasks import champion
 
 NAME, ALIAS, TASK = "crash-model", "champion", "token-classification"
+PARALLEL = 2
 START = {"alias": "2", "marks": ["3"]}
 # the state an uninterrupted operation leaves (the gate is told to accept version 4)
 FINAL = {"gate": {"alias": "4", "marks": ["3"]}, "force": {"alias": "3", "marks": []},
@@ -116,8 +117,8 @@ def check(db: Path, operation: str, out: Path) -> None:
     out.write_text(json.dumps({"problems": problems, **state}))
 
 
-def in_child(target, *args, env: dict | None = None) -> int:
-    """Run `target` in a forked child; its wait status (a signal number when it was killed)."""
+def fork(target, *args, env: dict | None = None) -> int:
+    """Run `target` in a forked child; its pid."""
     pid = os.fork()
     if pid == 0:
         code = 0
@@ -131,7 +132,27 @@ def in_child(target, *args, env: dict | None = None) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    return os.waitpid(pid, 0)[1]
+    return pid
+
+
+def in_child(target, *args, env: dict | None = None) -> int:
+    """Run `target` in a forked child; its wait status (a signal number when it was killed)."""
+    return os.waitpid(fork(target, *args, env=env), 0)[1]
+
+
+def scenario_result(work: Path, start: Path, scenario: dict) -> None:
+    """One scenario on its own copy of the start: the operation killed at its point, the next command, the check;
+    each in its own child."""
+    db = work / f"{scenario['name']}.db"
+    shutil.copy(start, db)
+    status = in_child(operate, db, scenario["operation"], scenario.get("junk", False),
+                      env={faults.ENV: scenario["point"]})
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    repaired = in_child(next_command, db)
+    checked = work / f"{scenario['name']}.json"
+    in_child(check, db, scenario["operation"], checked)
+    (work / f"{scenario['name']}.result.json").write_text(json.dumps(
+        {"killed": killed, "next_command_status": repaired, **json.loads(checked.read_text())}))
 
 
 def main(work: Path) -> int:
@@ -139,18 +160,13 @@ def main(work: Path) -> int:
     start = work / "start.db"
     if in_child(build_start, start, work / "artifacts") != 0:
         return 1
-    results = {}
-    for scenario in json.loads((work / "scenarios.json").read_text()):
-        db = work / f"{scenario['name']}.db"
-        shutil.copy(start, db)
-        status = in_child(operate, db, scenario["operation"], scenario.get("junk", False),
-                          env={faults.ENV: scenario["point"]})
-        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        repaired = in_child(next_command, db)
-        checked = work / f"{scenario['name']}.json"
-        in_child(check, db, scenario["operation"], checked)
-        results[scenario["name"]] = {"killed": killed, "next_command_status": repaired,
-                                     **json.loads(checked.read_text())}
+    scenarios = json.loads((work / "scenarios.json").read_text())
+    pending, running = list(scenarios), set()
+    while pending or running:   # scenarios are independent (each its own store): two at a time, one per core
+        while pending and len(running) < PARALLEL:
+            running.add(fork(scenario_result, work, start, pending.pop(0)))
+        running.discard(os.wait()[0])
+    results = {s["name"]: json.loads((work / f"{s['name']}.result.json").read_text()) for s in scenarios}
     (work / "results.json").write_text(json.dumps(results, indent=1))
     return 0
 
