@@ -1,13 +1,12 @@
 """Kill a promotion command at a named point, run the next command, and check the registry: for
-tests/integration/test_crash_points.py.
-
-`python crash_driver.py WORK_DIR`. WORK_DIR/scenarios.json lists {"name", "operation", "point", "junk"} ("junk":
-malformed history tags are added first; "point" "" runs the operation to the end). This process imports
-MLflow and nerflow once and then forks: one child builds the starting registry (a sqlite store, snapshot copied per
-scenario), and per scenario one child runs the operation with NERFLOW_FAULT_POINT=<point> (it must die by SIGKILL
-there), one runs the next command (`nerflow models history`, which settles the history under the lock) and one reads
-the registry and checks the invariants. The parent never opens a store, so no child inherits a database connection.
-Results go to WORK_DIR/results.json: {name: {"killed", "next_command_status", "problems", "alias", "marks"}}.
+tests/integration/test_crash_points.py. `python crash_driver.py WORK_DIR`. WORK_DIR/scenarios.json lists {"name",
+"operation", "point", "junk"} ("junk": malformed history tags are added first; "point" "" runs the operation to the
+end). This process imports MLflow and nerflow once and then forks: one child builds the starting registry (a sqlite
+store, snapshot copied per scenario), and per scenario (two at a time, each on its own copy) one child runs the
+operation with NERFLOW_FAULT_POINT=<point> (it must die by SIGKILL there), one runs the next command (`nerflow
+models history`, which settles the history under the lock) and one reads the registry and checks the invariants. The
+parent never opens a store, so no child inherits a database connection. Results go to WORK_DIR/results.json: {name:
+{"killed", "next_command_status", "problems", "alias", "marks"}}.
 
 The starting registry, 4 versions: promote ->1, promote 1->3, rollback 3->1 (3 marked rolled back), promote 1->2.
 So @champion is 2, the stack [1, 2], the rolled-back set {3}.
