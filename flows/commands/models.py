@@ -7,12 +7,16 @@ alias anyway and records that it did. Every move is an entry of the alias's hist
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
 
 from nerflow.config import ConfigError
+from nerflow.flows.tables import decision_text, render
 
 
 def _client():
@@ -31,28 +35,36 @@ def _emit(rows, as_json: bool, render) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    client = _client()
     words = args.words
+    if words and words[0] == "history" and len(words) != 2:
+        raise ConfigError("usage: nerflow models history NAME")
+    if len(words) > 1 and words[0] != "history":
+        raise ConfigError(_unknown_models_word(words[0]))
+    client = _client()
     if not words:
         rows = [{"name": m.name, "aliases": {a: str(v) for a, v in (m.aliases or {}).items()},
                  "updated": _date(m.last_updated_timestamp)} for m in client.search_registered_models()]
-        return _emit(rows, args.json, lambda rs: "\n".join(
-            [f"{'model':<28} {'updated':<17} aliases"] + [f"{r['name']:<28} {r['updated']:<17} " + ", ".join(
-                f"@{a}={v}" for a, v in sorted(r["aliases"].items())) for r in rs]))
+        return _emit(rows, args.json, lambda rs: render(["model", "updated", "aliases"], [
+            [r["name"], r["updated"], ", ".join(f"@{a}={v}" for a, v in sorted(r["aliases"].items()))] for r in rs]))
     if words[0] == "history":
-        if len(words) != 2:
-            raise ConfigError("usage: nerflow models history NAME")
         return history(client, words[1], args.alias, args.json)
-    if len(words) != 1:
-        raise ConfigError("usage: nerflow models [NAME] | nerflow models history NAME")
     return versions(client, words[0], args.json)
+
+
+def _unknown_models_word(word: str) -> str:
+    """`models WORD NAME` with WORD not `history`: most likely a typo of it."""
+    usage = "usage: nerflow models [NAME] | nerflow models history NAME"
+    if difflib.get_close_matches(word, ["history"], n=1):
+        return f"unknown command 'models {word}'; did you mean 'models history'? ({usage})"
+    return usage
 
 
 def versions(client, name: str, as_json: bool) -> int:
     from nerflow.prefect_tasks import champion
 
     if not champion.model_exists(client, name):
-        raise ConfigError(f"{name}: no registered model of that name (see `nerflow models`)")
+        typo = " (or did you mean 'models history NAME'?)" if difflib.get_close_matches(name, ["history"], n=1) else ""
+        raise ConfigError(f"{name}: no registered model of that name (see `nerflow models`){typo}")
     aliases = {}
     for alias, v in (client.get_registered_model(name).aliases or {}).items():
         aliases.setdefault(str(v), []).append(alias)
@@ -65,12 +77,12 @@ def versions(client, name: str, as_json: bool) -> int:
                      "created": _date(v.creation_timestamp), "promotion": v.tags.get(champion.DECISION_TAG, "-"),
                      "rolled_back": v.tags.get(champion.ROLLED_BACK_TAG) == "true",
                      "reason": v.tags.get(champion.REASON_TAG, "")})
-    return _emit(rows, as_json, lambda rs: "\n".join(
-        [f"{'version':>7}  {'aliases':<22} {'test F1':>7}  {'data':<12} {'base model':<20} {'created':<17} promotion"]
-        + [f"{r['version']:>7}  {','.join('@' + a for a in r['aliases']) or '-':<22} "
-           f"{'-' if r['test_f1'] is None else format(r['test_f1'], '.4f'):>7}  {r['data_hash'][:12]:<12} "
-           f"{r['base_model'][-20:]:<20} {r['created']:<17} {r['promotion']}"
-           f"{' (rolled back)' if r['rolled_back'] else ''}" for r in rs]))
+    return _emit(rows, as_json, lambda rs: render(
+        ["version", "aliases", "test F1", "data", "base model", "created", "promotion"],
+        [[r["version"], ",".join("@" + a for a in r["aliases"]) or None, r["test_f1"], r["data_hash"][:12] or None,
+          r["base_model"].rstrip("/").rsplit("/", 1)[-1] or None,   # the model's own name, not the folder it is in
+          r["created"], r["promotion"] + (" (rolled back)" if r["rolled_back"] else "")] for r in rs],
+        right={"version", "test F1"}))
 
 
 STATE_NOTES = {"abandoned": "  [interrupted before the alias moved: nothing happened]",
@@ -87,12 +99,13 @@ def history(client, name: str, alias: str, as_json: bool) -> int:
     with champion.promotion_lock(name, alias):   # reading repairs what an interrupted move left (settle_history)
         entries, _ = champion.settle_history(client, name, alias)
     rows = [asdict(e) for e in entries]
-    return _emit(rows, as_json, lambda rs: "\n".join(
-        [f"{'#':>3}  {'time':<25} {'action':<8} {'from':>4} -> {'to':<4} {'actor':<12} reason"]
-        + [f"{r['seq']:>3}  {r['time']:<25} {r['action']:<8} {r['from_version'] or '-':>4} -> "
-           f"{r['to_version'] or '-':<4} {r['actor'][:12]:<12} {r['reason']}{STATE_NOTES.get(r['state'], '')}"
-           for r in rs]
-        + ([f"@{alias} of {name} has no history yet"] if not rs else [])))
+    if not rows and not as_json:
+        print(f"@{alias} of {name} has no history yet")
+        return 0
+    return _emit(rows, as_json, lambda rs: render(
+        ["#", "time", "action", "from -> to", "actor", "reason"],
+        [[r["seq"], r["time"], r["action"], f"{r['from_version'] or '-'} -> {r['to_version'] or '-'}", r["actor"],
+          r["reason"] + STATE_NOTES.get(r["state"], "")] for r in rs], right={"#"}))
 
 
 def test_data(client, name: str, version: str, config: Path | None, overrides: list[str]):
@@ -139,17 +152,30 @@ def cmd_promote(args: argparse.Namespace) -> int:
     # the gate refuses a version of another task type too; asked here first, before the test data is read
     champion.check_alias_task(client, args.name, args.alias, champion.task_of(found))
     cfg, split, gold, passed, data_hash = test_data(client, args.name, version, args.config, args.overrides)
-    decision = champion.gate(client, args.name, version, args.alias, rules_of(cfg), split, gold, passed, auto=True,
-                             actor=actor, evidence={"test_data_hash": data_hash, "mlflow_run_id": None,
-                                                    "prefect_flow_run_id": None}, task=cfg.task)
-    out = promotion.decision_json(decision)
+    with _decision_not_logged():
+        decision = champion.gate(client, args.name, version, args.alias, rules_of(cfg), split, gold, passed,
+                                 auto=True, actor=actor, evidence={"test_data_hash": data_hash, "mlflow_run_id": None,
+                                                                   "prefect_flow_run_id": None}, task=cfg.task)
     if args.json:
-        print(json.dumps(out, indent=1))
+        print(json.dumps(promotion.decision_json(decision), indent=1))
     else:
-        print(promotion.comparison_markdown(decision))
-    if not decision.accepted:
+        print(decision_text(decision))
+    if not decision.accepted:   # the reason is said here, once, in the error line (exit 4)
         raise promotion.Refused(f"{args.name} version {version} not promoted to @{args.alias}: {decision.reason}")
     return 0
+
+
+@contextlib.contextmanager
+def _decision_not_logged():
+    """The gate logs its decision for the pipeline's log and the Prefect UI; `promote` prints it itself, so on the
+    terminal that log line would be a second copy of the reason."""
+    logger = logging.getLogger("nerflow.promote")
+    level = logger.level
+    logger.setLevel(logging.WARNING)   # the gate's warnings (a move found made outside nerflow) still show
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -183,20 +209,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
               "only_found_by": {v1: len(hits[v1] - hits[v2]), v2: len(hits[v2] - hits[v1])},
               f"gold_{kind.hit_key}": scorer.gold_count(gold)}
 
-    def render(r) -> str:
-        f = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
-        lines = [f"{'type':<12} {'support':>7}  " + "  ".join(f"v{v} P/R/F1".ljust(22) for v in (v1, v2))]
-        for row in rows:
-            lines.append(f"{row['type']:<12} {int(row['support']):>7}  " + "  ".join(
-                f"{f(row[f'v{v}_precision'])}/{f(row[f'v{v}_recall'])}/{f(row[f'v{v}_f1'])}".ljust(22)
-                for v in (v1, v2)))
-        lines.append(f"{'overall':<12} {r[f'gold_{kind.hit_key}']:>7}  " + "  ".join(
-            f"F1 {f(r['f1'][v])}".ljust(22) for v in (v1, v2)))
-        lines.append(f"gold {kind.hit_key} found only by version {v1}: {r['only_found_by'][v1]}; only by version "
-                     f"{v2}: {r['only_found_by'][v2]}")
-        return "\n".join(lines)
+    def prf(row: dict, v: str) -> str:
+        return "/".join("-" if row[f"v{v}_{k}"] is None else f"{row[f'v{v}_{k}']:.4f}"
+                        for k in ("precision", "recall", "f1"))
 
-    return _emit(result, args.json, render)
+    def text(r) -> str:
+        table = render([kind.class_column, "support", f"v{v1} P/R/F1", f"v{v2} P/R/F1"],
+                       [[row["type"], int(row["support"]), prf(row, v1), prf(row, v2)] for row in rows]
+                       + [["overall", r[f"gold_{kind.hit_key}"], f"F1 {r['f1'][v1]:.4f}", f"F1 {r['f1'][v2]:.4f}"]],
+                       right={"support"})
+        return (f"{table}\ngold {kind.hit_key} found only by version {v1}: {r['only_found_by'][v1]}; only by "
+                f"version {v2}: {r['only_found_by'][v2]}")
+
+    return _emit(result, args.json, text)
 
 
 def add_parsers(sub) -> None:

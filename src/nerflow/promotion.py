@@ -1,9 +1,10 @@
 """The promotion gate: does a challenger earn the `champion` alias? Pure rules over score tables.
 
 A score table is what the task's evaluation gives for one model on the CURRENT test split:
-`{"f1": headline_f1, "per_type": {TYPE: {"precision", "recall", "f1", "support"}}}` (NER: micro F1 over entity
-types; text classification: macro F1 over classes). Both models are scored on the same gold, so a type's support
-(its gold count) is the same in both tables. The caller (the promote stage)
+`{"f1": headline_f1, "per_type": {TYPE: {"precision", "recall", "f1", "support"}}, "metric": NAME}` (NER: micro F1
+over entity types; text classification: macro F1 over classes; `metric` names it for the reader and may be missing:
+then it reads "F1"). Both models are scored on the same gold, so a type's support (its gold count) is the same in
+both tables. The caller (the promote stage)
 loads and scores the models; this module only decides and explains, so every rule is unit-testable without a model.
 """
 from __future__ import annotations
@@ -42,6 +43,13 @@ class Decision:
     challenger_full_f1: float | None = None  # own-label-set F1s, set only for a shared-types comparison
     champion_full_f1: float | None = None
     rules: GateRules = GateRules()  # the thresholds that decided, kept with the evidence
+    metric: str = "F1"  # what challenger_f1 / champion_f1 are: "micro F1" (NER), "macro F1" (text classification)
+
+    @property
+    def compared(self) -> bool:
+        """Whether any scores were compared: a decision taken before scoring (a rolled-back challenger, a version
+        that is already the champion) has no row and no figure worth showing."""
+        return bool(self.rows)
 
 
 def _f1(table: dict, who: str) -> float:
@@ -103,7 +111,8 @@ def decide(challenger: dict, champion: dict | None, rules: GateRules, data_passe
 
     def done(accepted: bool, reason: str) -> Decision:
         full = (full_f1, float(champion["f1"])) if shared is not None and champion is not None else (None, None)
-        return Decision(accepted, reason, c_f1, k_f1, shared, rows, full[0], full[1], rules)
+        return Decision(accepted, reason, c_f1, k_f1, shared, rows, full[0], full[1], rules,
+                        str(challenger.get("metric", "F1")))
 
     if not data_passed:
         return done(False, "data validation failed: a model is never promoted on data that did not pass the checks")
@@ -160,10 +169,14 @@ def comparison_markdown(decision: Decision) -> str:
             cells[cols.index("delta_f1")] = f"{row['delta_f1']:+.4f}"  # the sign is the point of this column
         lines.append("| " + " | ".join(cells) + " |")
     scope = " (shared types only)" if decision.shared_types is not None else ""
-    lines += ["", f"Micro F1{scope}: challenger {_cell(decision.challenger_f1)}, "
+    lines += ["", f"{_capitalised(decision.metric)}{scope}: challenger {_cell(decision.challenger_f1)}, "
                   f"champion {_cell(decision.champion_f1)}",
               "", f"**{'accepted' if decision.accepted else 'rejected'}**: {decision.reason}"]
     return "\n".join(lines) + "\n"
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def decision_json(decision: Decision) -> dict:

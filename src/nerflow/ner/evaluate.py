@@ -168,7 +168,7 @@ def gate_tables(gold: list[list[str]], scored: dict, versions: tuple[str, str | 
     """Full score tables of (challenger, champion) from their served tags, and tables restricted to the entity
     types both know when their label sets differ (nerflow.promotion.decide)."""
     challenger, champion = versions
-    full = {v: {"f1": float(s.f1), "per_type": s.per_type} for v in versions if v is not None
+    full = {v: {"f1": float(s.f1), "per_type": s.per_type, "metric": "micro F1"} for v in versions if v is not None
             for s in [score(gold, scored[v]["pred"])]}
     restricted = None
     if champion is not None:

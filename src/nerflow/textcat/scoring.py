@@ -63,7 +63,7 @@ def served_table(gold: list[list[str]], served: dict) -> tuple[dict, list[str]]:
         decided[i, [index[label] for label in predicted]] = 1.0
     multi = bool(served.get("multi_label"))
     scores = evaluate.score(gold, decided, labels, multi)
-    return {"f1": scores.macro_f1, "per_type": scores.per_class}, labels
+    return {"f1": scores.macro_f1, "per_type": scores.per_class, "metric": "macro F1"}, labels
 
 
 def shared_table(gold: list[list[str]], served: dict, shared: list[str]) -> dict:
