@@ -3,6 +3,8 @@ registry's history, reversible, and serialised across processes."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
 import sys
 import textwrap
@@ -40,6 +42,29 @@ def entries(name: str) -> list[history.Entry]:
     return history.decode_all(MlflowClient().get_registered_model(name).tags, "champion")
 
 
+def reason_of(name: str, version: str) -> str:
+    return MlflowClient().get_model_version(name, version).tags["nerflow.reason"]
+
+
+def assert_terminal_decision(said, caplog, verdict: str, reason: str) -> None:
+    """`nerflow promote` on a terminal: an aligned table (no Markdown), the compared figures, and the reason once
+    (on stdout when accepted, in the one error line when rejected; not in the log too)."""
+    table, figures = said.out.split("\n\n")[:2]
+    assert "|" not in said.out and "**" not in said.out and "---" not in said.out
+    header, *rows = table.split("\n")
+    assert header.split()[:2] == ["type", "support"] and {r.split()[0] for r in rows} >= {"PER", "LOC", "ORG"}
+    support_ends = header.index("support") + len("support")   # numbers end under their header, whatever the type
+    assert all(re.match(r"\S+ +\d+", r).end() == support_ends for r in rows), table
+    assert figures.startswith("Micro F1: challenger ")
+    assert (said.out + said.err).count(reason) == 1, (said.out, said.err)
+    assert not [r for r in caplog.records if r.name == "nerflow.promote" and reason in r.getMessage()]
+    if verdict == "accepted":
+        assert said.out.rstrip().endswith(f"accepted: {reason}") and said.err == ""
+    else:
+        assert said.err.startswith("error: ") and said.err.count("\n") == 1
+    caplog.clear()
+
+
 def test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(tmp_path, tiny_corpus, corpus_model_dir,
                                                                        cache_dir, mlflow_store):
     name = "gate-a"
@@ -72,17 +97,21 @@ def test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(tmp_path,
 
 
 def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, corpus_model_dir, cache_dir,
-                                                        mlflow_store, capsys):
+                                                        mlflow_store, capsys, caplog):
     name = "gate-b"
     pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *WEAK)
     held = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *STRONG, "promote.auto=false")
     assert held["promote"].decision["accepted"] and not held["promote"].decision["moved"]
     assert str(champion_of(name)) == "1"                              # the evidence, but no move
 
+    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="nerflow.promote")          # as the CLI's own logging shows it
     assert cli.main(["promote", name, "2", "--actor", "bob"]) == 0      # by hand, through the same gate
     assert str(champion_of(name)) == "2"
+    assert_terminal_decision(capsys.readouterr(), caplog, "accepted", reason_of(name, "2"))
     assert cli.main(["promote", name, "1", "--actor", "carol"]) == EXIT_REFUSED     # the gate says no
     assert str(champion_of(name)) == "2"
+    assert_terminal_decision(capsys.readouterr(), caplog, "rejected", reason_of(name, "1"))
     assert cli.main(["promote", name, "1", "--force"]) == EXIT_BAD_INPUT           # no reason given
     assert cli.main(["promote", name, "9"]) == EXIT_BAD_INPUT                      # no such version
     assert cli.main(["promote", "no-such-model", "1"]) == EXIT_BAD_INPUT
@@ -102,9 +131,10 @@ def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, c
     assert [(e.action, e.from_version, e.to_version) for e in entries(name)] == [
         ("promote", None, "1"), ("promote", "1", "2"), ("force", "2", "1"), ("rollback", "1", "2"),
         ("rollback", "2", "1")]
-    # the gate never re-promotes a rolled-back version on its own
+    # the gate never re-promotes a rolled-back version on its own: nothing scored, no empty table
     assert cli.main(["promote", name, "2"]) == EXIT_REFUSED
-    assert "rolled back" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert said.out == "nothing compared: the gate decided without scoring\n" and "rolled back" in said.err
 
     assert cli.main(["models", "history", name, "--json"]) == 0
     assert [r["action"] for r in json.loads(capsys.readouterr().out)][-1] == "rollback"
@@ -128,6 +158,13 @@ def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, c
     assert compared["f1"]["2"] > compared["f1"]["1"]
     assert {r["type"] for r in compared["rows"]} >= {"PER", "ORG", "LOC"}
     assert compared["only_found_by"]["2"] > 0 and compared["gold_entities"] > 0
+
+    # the registry's tables as text (plain: the output is captured, as in a pipe): a header, one line per row
+    for argv, header, count in ((["models", name], ["version", "aliases"], 3),
+                                (["models", "history", name], ["#", "time"], len(entries(name)))):
+        assert cli.main(argv) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split()[:2] == header and len(lines) == 1 + count and "\x1b[" not in "".join(lines), lines
 
 
 RACER = textwrap.dedent("""
