@@ -105,7 +105,9 @@ def test_models_with_a_mistyped_history_says_so_before_asking_the_registry(tmp_p
 def test_a_closed_pipe_ends_the_command_quietly_with_141(tmp_path):
     """`nerflow cache ls | head -n1` with more lines than a pipe holds: the listing is still being written when
     head exits, as a real shell runs it."""
-    for i in range(1000):   # ~45 bytes a line: well past the pipe's 64 KiB, so the write is cut, not buffered
+    # ~50 bytes a line, ~150 KB in all: more than the pipe (64 KiB) and head's one read hold, so nerflow is still
+    # writing when head exits, however the two are scheduled
+    for i in range(3000):
         (tmp_path / "cache" / "train" / f"key{i:04d}").mkdir(parents=True)
     err = tmp_path / "stderr.txt"
     done = subprocess.run(["bash", "-c", f'"{NERFLOW}" cache ls --cache-dir "{tmp_path / "cache"}" 2>"{err}" | '
