@@ -104,6 +104,9 @@ def rerun_pipeline(run_id: str, from_stage: Stage | None = None, force_register:
     try:
         past = past_run.load(run_id, from_stage)
     except ConfigError as e:
+        from nerflow.flows.scheduled import report_failure
+
+        report_failure(e)   # the terminal's one line (Prefect's end-of-run line is not shown there)
         return Failed(message=f"rerun refused: {e}")
     here = socket.gethostname()
     where, me = _route(past, here)

@@ -432,9 +432,10 @@ def test_a_rerun_id_matching_no_run_or_several_is_bad_input(mlflow_store, capsys
                                                      "'0123456789abcdef0123456789abcdef'"),
     ("'; drop", None, "is not an MLflow run id or a Prefect flow-run id"),
 ], ids=["unknown-stage", "no-such-run", "not-an-id"])
-def test_the_rerun_flow_refuses_bad_parameters_with_one_message(run_id, from_stage, said, mlflow_store):
+def test_the_rerun_flow_refuses_bad_parameters_with_one_message(run_id, from_stage, said, mlflow_store, capfd):
     """What the Prefect UI's Run form of `nerflow-rerun/rerun` can be given: a bad stage or an id that matches no
-    run fails the flow run with one line, before anything is written."""
+    run fails the flow run with one line, before anything is written; the terminal (`nerflow serve`, a worker)
+    gets that line once, as `error: ...`."""
     from nerflow.flows.rerun import rerun_pipeline
 
     def all_runs():
@@ -447,3 +448,6 @@ def test_the_rerun_flow_refuses_bad_parameters_with_one_message(run_id, from_sta
     assert state.is_failed()
     assert state.message.startswith("rerun refused: ") and said in state.message, state.message
     assert "\n" not in state.message
+    printed = capfd.readouterr().err.splitlines()
+    assert [line for line in printed if said in line] == [f"error: {state.message.removeprefix('rerun refused: ')}"], \
+        printed
