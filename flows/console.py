@@ -104,13 +104,19 @@ def configure_output() -> None:
 
 
 class _NoFailureReports(logging.Filter):
-    """Prefect logs a failed or crashed task and flow run at ERROR with the traceback, once per level (task, flow);
-    the command reports the same error once itself (`error: ...`, or the traceback of a bug), so on the terminal
-    these are repeats. The Prefect UI still shows each run's final state and its message."""
+    """Prefect logs a failed or crashed task and flow run at ERROR with the traceback, once per level (task, flow),
+    and a flow run's end as `Finished in state Failed('...')` with the whole exception text (at INFO in a sync
+    flow: a data error's ~500 characters again). The command reports the same error once itself (`error: ...`,
+    or the traceback of a bug), so on the terminal these are repeats. Console handlers only: the Prefect UI (the
+    API log handler) still gets every record, and each run's final state keeps its message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name in ("prefect.flow_runs", "prefect.task_runs") and
-                    (record.levelno >= logging.ERROR or record.exc_info))
+        if record.name not in ("prefect.flow_runs", "prefect.task_runs"):
+            return True
+        if record.levelno >= logging.ERROR or record.exc_info:
+            return False
+        text = record.getMessage()
+        return not (text.startswith("Finished in state ") and not text.startswith("Finished in state Completed"))
 
 
 def quiet_prefect_failures() -> None:

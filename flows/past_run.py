@@ -114,3 +114,45 @@ def reap_dead_runs() -> None:
         log.warning("run %s was left RUNNING by a process on this host that ended without closing it (killed, or "
                     "the tracking server was unreachable): marked KILLED; the same command, or `nerflow rerun %s`, "
                     "continues it", run_id, run_id)
+
+
+def stopped_stage(client, run) -> str | None:
+    """The stage an unfinished run stopped in: its `failed_stage` tag (the stage raised, or took a Ctrl-C), else,
+    for a run killed outright (kill -9: marked KILLED by a later command, no stage could tag itself), the first
+    stage of the graph that its latest attempt did not finish: each finished stage logs `stage/<name>_seconds` at
+    the attempt's step. None for a run that finished or still runs."""
+    from nerflow import graph
+    from nerflow.prefect_tasks.tracking import ATTEMPTS_TAG
+
+    tagged = run.data.tags.get("failed_stage") or None
+    if tagged or run.info.status != "KILLED":
+        return tagged
+    attempt = int(run.data.tags.get(ATTEMPTS_TAG, "1"))
+    return next((name for name in graph.PIPELINE.names if not finished_in(client, run, name, attempt)), None)
+
+
+def finished_in(client, run, stage: str, attempt: int) -> bool:
+    """Whether `attempt` finished `stage`. Its tag `stage.<name>` alone may be an earlier attempt's; only then is
+    the stage's timing metric asked for a point at the attempt's step."""
+    if not run.data.tags.get(f"stage.{stage}"):
+        return False
+    return attempt == 1 or any(m.step == attempt for m in
+                               client.get_metric_history(run.info.run_id, f"stage/{stage}_seconds"))
+
+
+def superseded_by(client, run, experiments: list[str] | None = None) -> str | None:
+    """For a failed or killed run: the newest other run of the same logical run (same data, settings and code; tag
+    nerflow.logical_run) that finished after this one started, in any of `experiments` (default: all). Continuing
+    this run would find every stage done: there is nothing left to continue."""
+    from nerflow.prefect_tasks.tracking import LOGICAL_RUN_TAG
+
+    logical_run = run.data.tags.get(LOGICAL_RUN_TAG)
+    if run.info.status not in ("FAILED", "KILLED") or not logical_run:
+        return None
+    if experiments is None:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+    finished = client.search_runs(experiments, f"tags.`{LOGICAL_RUN_TAG}` = '{logical_run}' and "
+                                               "attributes.status = 'FINISHED'",
+                                  order_by=["attributes.end_time DESC"], max_results=10)
+    return next((r.info.run_id for r in finished if r.info.run_id != run.info.run_id
+                 and (r.info.end_time or 0) > run.info.start_time), None)

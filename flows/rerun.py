@@ -93,9 +93,10 @@ def rerun_pipeline(run_id: str, from_stage: Stage | None = None, force_register:
     """
     from nerflow.config import ConfigError
     from nerflow.flows import past_run
-    from nerflow.flows.console import quiet_libraries
+    from nerflow.flows.console import quiet_libraries, quiet_prefect_failures
 
     quiet_libraries()
+    quiet_prefect_failures()   # a failed rerun: one line on the terminal (report_failure), not Prefect's tracebacks
     for key, value in MLFLOW_HTTP_BOUNDS.items():   # an unreachable MLflow server fails the run in seconds
         os.environ.setdefault(key, value)
     logger = get_run_logger()
@@ -103,6 +104,9 @@ def rerun_pipeline(run_id: str, from_stage: Stage | None = None, force_register:
     try:
         past = past_run.load(run_id, from_stage)
     except ConfigError as e:
+        from nerflow.flows.scheduled import report_failure
+
+        report_failure(e)   # the terminal's one line (Prefect's end-of-run line is not shown there)
         return Failed(message=f"rerun refused: {e}")
     here = socket.gethostname()
     where, me = _route(past, here)
@@ -120,13 +124,17 @@ def rerun_pipeline(run_id: str, from_stage: Stage | None = None, force_register:
                 from_stage or "the first stage not done", here, ", ".join(recompute) or "nothing",
                 "\n".join(describe(plan, past.cfg.cache_dir)))
     from nerflow.flows.pipeline import pipeline  # torch from here on
-    from nerflow.flows.scheduled import finished
+    from nerflow.flows.scheduled import finished, report_failure
 
     state = pipeline(past.cfg, force_from=from_stage, force_register=force_register, continue_run_id=past.run_id,
                      return_state=True)
     if state.is_cancelled():
         return Cancelled(message=f"{state.message}; run this deployment again to continue")
-    result = state.result()   # raises what the pipeline raised: this flow run fails with it
+    try:
+        result = state.result()   # raises what the pipeline raised: this flow run fails with it
+    except Exception as e:
+        report_failure(e)
+        raise
     return Completed(message=f"rerun on {here} from {from_stage or 'the first stage not done'} (recomputed: "
                              f"{', '.join(recompute) or 'nothing'}): {finished(result)}")
 

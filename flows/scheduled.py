@@ -10,13 +10,18 @@ file beside the configured ones is not read, so it changes nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 from prefect import flow
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed
 
+from nerflow.flows import errors
 from nerflow.flows.errors import MLFLOW_HTTP_BOUNDS
+
+ERROR_LABEL = "nerflow.error"   # a failed run's one error line, for `nerflow schedule ls`
 
 
 @flow(name="nerflow-scheduled", log_prints=False)
@@ -24,14 +29,24 @@ def scheduled_pipeline(config: str, overrides: list[str] | None = None, workdir:
     """Retrain `config` (with `overrides`, key=value) when its data, settings or code changed since the version
     registered for them; `workdir`: the project checkout relative paths are read from (default: where the worker
     or `nerflow serve` runs)."""
+    from nerflow.flows.console import quiet_libraries, quiet_prefect_failures
+
+    quiet_libraries()
+    quiet_prefect_failures()   # the terminal gets one line per failed run (report_failure), not Prefect's tracebacks
+    for key, value in MLFLOW_HTTP_BOUNDS.items():   # an unreachable MLflow server fails the run in seconds
+        os.environ.setdefault(key, value)
+    try:
+        return _retrain_if_changed(config, overrides, workdir)
+    except Exception as e:
+        report_failure(e)
+        raise   # the flow run fails with it: Prefect's state message and the UI's logs keep the exception
+
+
+def _retrain_if_changed(config: str, overrides: list[str] | None, workdir: str | None):
     from nerflow.config import load_config
-    from nerflow.flows.console import quiet_libraries
     from nerflow.plan import make_plan
     from nerflow.prefect_tasks import registered, tracking
 
-    quiet_libraries()
-    for key, value in MLFLOW_HTTP_BOUNDS.items():   # an unreachable MLflow server fails the run in seconds
-        os.environ.setdefault(key, value)
     if workdir:
         os.chdir(workdir)
     cfg = load_config(config, list(overrides or []))
@@ -51,6 +66,27 @@ def scheduled_pipeline(config: str, overrides: list[str] | None = None, workdir:
     if result.already_done:   # another worker registered it while this one waited for the run lock
         return Completed(message=nothing_to_do(result))
     return Completed(message=finished(result))
+
+
+def report_failure(exc: BaseException) -> None:
+    """What `nerflow run` would print for this error, printed once on the terminal of `nerflow serve` (or the
+    worker), and kept as the flow run's label `nerflow.error` for `nerflow schedule ls`. A bug prints its
+    traceback; an interruption (a cancel) is no error."""
+    code = errors.classify(exc)
+    if code == errors.EXIT_INTERRUPTED:
+        return
+    if code == errors.EXIT_BUG:
+        print(errors.format_bug(exc), file=sys.stderr, flush=True)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        line = f"error: a bug in nerflow: {type(exc).__name__}: {first} (the traceback is in the flow run's logs)"
+    else:
+        text = errors.message(exc, code)
+        print(text, file=sys.stderr, flush=True)
+        line = text.splitlines()[0]
+    from prefect.client.orchestration import get_client
+
+    with contextlib.suppress(Exception), get_client(sync_client=True) as client:   # best effort: the state stays
+        client.update_flow_run_labels(flow_run.get_id(), {ERROR_LABEL: line})
 
 
 def nothing_to_do(done) -> str:

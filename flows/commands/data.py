@@ -16,7 +16,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     corpus = validate.load_corpus(cfg.data)
     report = validate.validate_corpus(corpus, cfg.data)
     if not report.passed:
-        raise ValidationFailed(report.summary())
+        # every problem on stdout (a pipe gets them all), the count as the one error line
+        print("\n".join(report.problem_lines() + [f"warning: {w}" for w in report.warnings]), flush=True)
+        raise ValidationFailed(f"{report.headline()}, listed above")
     print(report.summary())
     print("data OK: " + ", ".join(f"{split} {len(s)} {kind.unit}" for split, s in corpus.items()))
     return 0

@@ -126,13 +126,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     exps = {e.experiment_id: e.name for e in client.search_experiments()}
     runs = client.search_runs(list(exps), "tags.`nerflow.logical_run` != ''", order_by=["attributes.start_time DESC"],
                               max_results=args.limit) if exps else []
-    rows = [{"run_id": r.info.run_id, "experiment": exps.get(r.info.experiment_id), "status": r.info.status,
-             "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000)),
-             "attempts": int(r.data.tags.get("nerflow.attempts", "1")),
-             "failed_stage": r.data.tags.get("failed_stage") or None, "stages": stage_states(r),
-             "test_f1": r.data.metrics.get("test/f1"),
-             "continue": None if r.info.status in ("FINISHED", "RUNNING") else f"nerflow rerun {r.info.run_id}"}
-            for r in runs]
+    rows = [run_row(client, r, exps) for r in runs]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -144,18 +138,41 @@ def cmd_runs(args: argparse.Namespace) -> int:
         progress = f"{done}/{len(row['stages'])}"
         print(f"{row['started']:<17} {row['status']:<9} {row['attempts']:>8} {progress:<8} "
               f"{row['failed_stage'] or '-':<12} {f1:>7}  {row['run_id']:<32} {row['experiment']}")
-        if row["continue"]:
+        if row["superseded_by"]:
+            print(f"{'':<17} superseded by {row['superseded_by']}")
+        elif row["continue"]:
             print(f"{'':<17} continue: {row['continue']}")
     return 0
 
 
-def stage_states(run) -> dict[str, str | None]:
-    """Per stage of the graph, what the run's latest attempt did with it: "computed", "reused", "failed", or None
-    (not reached)."""
+def run_row(client, run, experiments: dict[str, str]) -> dict:
+    """One pipeline run as `nerflow runs` shows it (`experiments`: id -> name). A failed or killed run that a later
+    run of the same logical run completed is `superseded_by` that run and has nothing to `continue`."""
+    from nerflow.flows.past_run import stopped_stage, superseded_by
+
+    stopped, newer = stopped_stage(client, run), superseded_by(client, run, list(experiments))
+    unfinished = run.info.status not in ("FINISHED", "RUNNING")
+    return {"run_id": run.info.run_id, "experiment": experiments.get(run.info.experiment_id), "status": run.info.status,
+            "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)),
+            "attempts": int(run.data.tags.get("nerflow.attempts", "1")),
+            "failed_stage": stopped, "stages": stage_states(run, stopped), "test_f1": run.data.metrics.get("test/f1"),
+            "superseded_by": newer,
+            "continue": f"nerflow rerun {run.info.run_id}" if unfinished and newer is None else None}
+
+
+def stage_states(run, stopped: str | None) -> dict[str, str | None]:
+    """Per stage of the graph, what the run's latest attempt did with it: "computed", "reused", "failed" or
+    "killed" (the stage it stopped in), or None (not reached: stages run in the graph's order, so none after the
+    stopped one, whatever an earlier attempt's tags say)."""
     from nerflow import graph
 
-    tags, failed = run.data.tags, run.data.tags.get("failed_stage") or None
-    return {name: "failed" if name == failed else tags.get(f"stage.{name}") for name in graph.PIPELINE.names}
+    states, reached = {}, True
+    for name in graph.PIPELINE.names:
+        if name == stopped:
+            states[name], reached = ("killed" if run.info.status == "KILLED" else "failed"), False
+        else:
+            states[name] = run.data.tags.get(f"stage.{name}") if reached else None
+    return states
 
 
 def format_summary(result, task: str) -> str:

@@ -99,7 +99,7 @@ def schedule_action(action: str, names: list[str], as_json: bool) -> int:
     from nerflow.flows import deployments
 
     if action == "ls":
-        rows = deployments.rows()
+        rows = with_error_lines(deployments.rows())
         if as_json:
             print(json.dumps(rows, indent=1))
             return 0
@@ -107,11 +107,9 @@ def schedule_action(action: str, names: list[str], as_json: bool) -> int:
             print("no schedules (create one: nerflow schedule CONFIG --interval SECONDS)")
         for r in rows:
             state = "paused" if not r["active"] else "active"
-            last = r["last_run"]
             print(f"{r['name']:<20} {state:<7} {r['schedule'] or '-':<28} runs on {r['runs_on']}\n"
                   f"{'':<20} config {r['config']} {' '.join(r['overrides'])}\n"
-                  f"{'':<20} next {r['next_run'] or '-'}; last "
-                  f"{(last['state'] + ': ' + (last['message'] or '')) if last else '-'}")
+                  f"{'':<20} next {r['next_run'] or '-'}; last {last_outcome(r['last_run'])}")
         from nerflow.flows import runner
 
         print(runner.rerun_line())
@@ -125,6 +123,31 @@ def schedule_action(action: str, names: list[str], as_json: bool) -> int:
         deployments.set_paused(names[0], action == "pause")
         print(f"{action}d schedule {names[0]}")
     return 0
+
+
+def with_error_lines(rows: list[dict]) -> list[dict]:
+    """Each failed last run gets `error`: the one line its run printed (flows/scheduled.py keeps it as the flow
+    run's label); None for a run that failed before it could say (a crash) or with an older nerflow."""
+    failed = [r["last_run"] for r in rows if r["last_run"] and r["last_run"]["state"] not in ("Completed",
+                                                                                              "Cancelled")]
+    if not failed:
+        return rows
+    from prefect.client.orchestration import get_client
+
+    from nerflow.flows.scheduled import ERROR_LABEL
+
+    with get_client(sync_client=True) as client:
+        for last in failed:
+            last["error"] = client.read_flow_run(last["flow_run_id"]).labels.get(ERROR_LABEL)
+    return rows
+
+
+def last_outcome(last: dict | None) -> str:
+    """`State: message` on one line: a failed run's error line, not the exception Prefect keeps as its message."""
+    if not last:
+        return "-"
+    said = last.get("error") or ((last["message"] or "").strip().splitlines() or [""])[0]
+    return f"{last['state']}: {said}"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

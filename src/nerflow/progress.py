@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from types import SimpleNamespace
 
 log = logging.getLogger("nerflow.train")
@@ -20,18 +21,26 @@ class TrainingInterrupted(Exception):
 
 class Progress:
     """tqdm bar with loss and throughput on a terminal; plain log lines otherwise (CI, files, Prefect workers).
-    The loss shown is the newest `train/loss` point (`loss`), read from the device only every `log_every` steps."""
+    The loss shown is the newest `train/loss` point (`loss`), read from the device only every `log_every` steps.
+    The throughput is this attempt's: a resumed run starts at `initial` steps, `samples` and `seconds` (what its
+    checkpoint counted), and only what came after them is divided."""
 
-    def __init__(self, total: int, every: int, initial: int = 0):
+    def __init__(self, total: int, every: int, initial: int = 0, samples: int = 0, seconds: float = 0.0):
         # log lines: every `every` steps, but no more than ~50 over the run (a CoNLL run has 1,000s of steps)
         self.every, self.total, self.bar, self.loss = max(every, total // 50), total, None, float("nan")
+        self.before = (samples, seconds)   # the earlier attempts' share of the totals `update` is given
         if sys.stderr.isatty():
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
+    def samples_per_s(self, samples: int, seconds: float) -> float:
+        """Throughput of this attempt, from the run's totals so far."""
+        return (samples - self.before[0]) / max(seconds - self.before[1], 1e-9)
+
     def update(self, step: int, samples: int, seconds: float) -> None:
-        samples_per_s = samples / max(seconds, 1e-9)
+        """`samples` and `seconds`: the run's totals so far (earlier attempts included)."""
+        samples_per_s = self.samples_per_s(samples, seconds)
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{self.loss:.4f}", samples_s=f"{samples_per_s:.1f}", refresh=False)
@@ -41,6 +50,31 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class StepClock:
+    """Time spent in training steps, not yet added to the run's `train_seconds`: the loop adds it at every
+    checkpoint (mid-epoch ones too) and at every epoch end, and stops it around checkpoints and validation. A
+    checkpoint's `train_seconds` then covers exactly the steps of its `seen_samples`, so after a resume neither the
+    progress throughput nor the run's `train/samples_per_s` divides samples by a time that lacks theirs."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.since is not None
+
+    def start(self) -> None:
+        self.since = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.since if self.since is not None else 0.0
+
+    def stop(self) -> float:
+        """The seconds since `start` (0 when stopped); stopped afterwards."""
+        seconds, self.since = self.elapsed(), None
+        return seconds
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ from nerflow.devices import peak_memory, seed_everything, select_device, weights
 from nerflow.optim import default_lr
 from nerflow.progress import (
     Progress,
+    StepClock,
     TrainingInterrupted,  # noqa: F401 - raised here; defined where no torch is needed
     stop_requests,
 )
@@ -179,9 +180,13 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
              f"{sum(p.numel() for p in model.parameters() if not p.requires_grad):,}", cfg.freeze)
     loss_sum = torch.tensor(s.loss_sum, device=device)
 
+    clock = StepClock()
+
     def checkpoint() -> None:
+        s.loss_sum = float(loss_sum)   # reads the device once per checkpoint (after the steps queued on it)
+        timing = clock.running
+        s.train_seconds += clock.stop()   # the checkpoint's seen_samples come with their time
         started = time.perf_counter()
-        s.loss_sum = float(loss_sum)   # reads the device once per checkpoint
         rng = distributed.gather(rng_state(), world)
         if world.main:
             path = save_checkpoint(ckpt_dir, s.step, model, optimizer, scheduler, cfg.keep_checkpoints,
@@ -191,17 +196,20 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
         s.metrics.clear()
         # the cost of checkpointing is reported (train/checkpoint_*), so `checkpoint_every` can be chosen knowingly
         s.checkpoint_seconds += time.perf_counter() - started
+        if timing:
+            clock.start()
 
     def interrupted(signal_name: str) -> TrainingInterrupted:
         return TrainingInterrupted(f"{signal_name or 'stop requested'}: stopped at step {s.step} "
                                    f"(epoch {s.epoch}, batch {s.batches_done}) after writing checkpoint "
                                    f"step-{s.step:08d}; train again on the same out_dir to continue")
 
-    with stop_requests() as stop, contextlib.closing(Progress(total_steps, cfg.log_every, s.step)) as progress:
+    progress = Progress(total_steps, cfg.log_every, s.step, s.seen_samples, s.train_seconds)
+    with stop_requests() as stop, contextlib.closing(progress):
         while s.epoch <= cfg.epochs and not s.stopped:
             step_model.train()
             batches = batching.epoch_batches(job.lengths, plan, seed, s.epoch)
-            timer, ckpt_before = time.perf_counter(), s.checkpoint_seconds
+            clock.start()
             for global_batch in batches[s.batches_done:]:   # a resumed epoch skips the batches already done
                 share = batching.shard(global_batch, world.rank, world.size)
                 # a process left without a sequence steps on a stand-in with loss weight 0: DDP needs every rank
@@ -242,7 +250,7 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
                     progress.loss = mean_loss
                 elif world.distributed:
                     stopping = False   # ranks agree on a stop only where they exchange the flag
-                progress.update(s.step, s.seen_samples, s.train_seconds + time.perf_counter() - timer)
+                progress.update(s.step, s.seen_samples, s.train_seconds + clock.elapsed())
                 if stopping or (cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0):
                     checkpoint()
                     # one process may also stop for a signal that came during the checkpoint: it is complete
@@ -250,7 +258,7 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
                         raise interrupted(stop.signal)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()   # the epoch's queued work belongs to its training time
-            s.train_seconds += time.perf_counter() - timer - (s.checkpoint_seconds - ckpt_before)
+            s.train_seconds += clock.stop()
             val = distributed.from_main(job.validate(model, device, autocast_dtype) if world.main else None, world)
             score = val[job.score]
             s.history.append({"epoch": s.epoch, "step": s.step, f"val_{job.score}": score})

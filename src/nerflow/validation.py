@@ -35,20 +35,36 @@ class ValidationReport:
     rules: tuple[str, ...] = ()
     unit: str = "sentences"   # what `n_<unit>_<split>` counts: sentences, documents
 
-    def summary(self, first: int = 5) -> str:
-        counts = {r: int(self.metrics.get(f"failures_{r}", 0)) for r in self.rules}
-        total = sum(counts.values()) or len(self.failures)
-        prefix = f"n_{self.unit}_"
+    def summary(self, first: int | None = 5) -> str:
+        """The headline, the first `first` problems (all kept ones with None), the warnings."""
         if self.passed:
+            prefix = f"n_{self.unit}_"
             n = {k.removeprefix(prefix): int(v) for k, v in self.metrics.items() if k.startswith(prefix)}
             lines = [f"data validation passed: {n} {self.unit}, {len(self.warnings)} warning(s)"]
         else:
-            by_rule = ", ".join(f"{r}: {n}" for r, n in counts.items() if n)
-            lines = [f"data validation failed: {total} problem(s) ({by_rule})"]
-            lines += [f"{f.source}: [{f.rule}] {f.message}" for f in self.failures[:first]]
-            if total > first:
-                lines.append(f"... and {total - first} more")
+            lines = [self.headline(), *self.problem_lines(first)]
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+
+    def problem_counts(self) -> dict[str, int]:
+        return {r: int(self.metrics.get(f"failures_{r}", 0)) for r in self.rules}
+
+    def headline(self) -> str:
+        """`data validation failed: N problem(s) (rule: n, ...)`: every problem counted, listed or not."""
+        counts = self.problem_counts()
+        total = sum(counts.values()) or len(self.failures)
+        return f"data validation failed: {total} problem(s) ({', '.join(f'{r}: {n}' for r, n in counts.items() if n)})"
+
+    def problem_lines(self, first: int | None = None) -> list[str]:
+        """`file:line: [rule] message` for the first `first` problems (None: every one kept), then `... and N more`
+        for those counted but not listed (beyond `first`, or beyond the MAX_PER_RULE a report keeps per rule)."""
+        total = sum(self.problem_counts().values()) or len(self.failures)
+        shown = self.failures if first is None else self.failures[:first]
+        lines = [f"{f.source}: [{f.rule}] {f.message}" for f in shown]
+        if total > len(shown):
+            why = "" if first is not None and len(self.failures) > first else \
+                f" (a report keeps the first {MAX_PER_RULE} of each rule)"
+            lines.append(f"... and {total - len(shown)} more{why}")
+        return lines
 
     def to_json(self) -> dict:
         return asdict(self)

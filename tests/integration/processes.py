@@ -85,4 +85,8 @@ def one_error(result, code: int, pattern: str) -> str:
     assert len(errors) == 1 and noise == [], result.stderr[-3000:]
     assert len([line for line in lines if line.startswith("hint: ")]) <= 1
     assert re.search(pattern, errors[0]), errors[0]
+    # ... and said once: no log line repeats it (Prefect's `Finished in state Failed('...')` would, at INFO)
+    said = errors[0].removeprefix("error: ")[:80]
+    repeats = [line for line in lines if said in line and not line.startswith("error: ")]
+    assert repeats == [], result.stderr[-3000:]
     return errors[0]

@@ -162,4 +162,6 @@ def test_validate_command_checks_data_only(corpus, tmp_path, cache_dir, mlflow_s
     ok = run(["validate", str(cfg)], tmp_path, env)
     assert ok.returncode == 0 and "data OK" in ok.stdout, ok.stderr[-2000:]
     break_file(corpus / "test.txt", "unknown-tag")
-    one_error(run(["validate", str(cfg)], tmp_path, env), EXIT_BAD_INPUT, r"test\.txt:6")
+    failed = run(["validate", str(cfg)], tmp_path, env)
+    one_error(failed, EXIT_BAD_INPUT, r"^error: data validation failed: 1 problem\(s\) \(tags_well_formed: 1\)")
+    assert f"{corpus / 'test.txt'}:6: [tags_well_formed]" in failed.stdout   # the problem itself: listed

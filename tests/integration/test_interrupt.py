@@ -3,7 +3,8 @@ Prefect server (no PREFECT_API_URL), signalled with os.killpg.
 
 SIGINT during training: exit 130 within INTERRUPT_BOUND_S, checkpoint written, MLflow run KILLED, no version, no
 server left, and the same command resumes from the checkpoint and finishes. SIGKILL: the next command (`nerflow
-runs`) shows the run KILLED with the command that continues it, and no Prefect server is left listening."""
+runs`) shows the run KILLED in the stage it died in (train) with the command that continues it, and no Prefect
+server is left listening."""
 from __future__ import annotations
 
 import json
@@ -121,7 +122,11 @@ def test_kill_9_leaves_no_server_and_the_next_command_shows_the_run_killed(tmp_p
     assert listed.returncode == 0, listed.stderr
     (row,) = [r for r in json.loads(listed.stdout) if r["experiment"] == "nerflow-interrupt-sigkill"]
     assert row["status"] == "KILLED"
-    assert row["continue"] == f"nerflow rerun {row['run_id']}"
+    assert row["continue"] == f"nerflow rerun {row['run_id']}" and row["superseded_by"] is None
+    # the stage it died in, although no stage could say so (the process had no chance to tag it)
+    assert row["failed_stage"] == "train", row
+    assert row["stages"] == {"validate": "computed", "tokenize": "computed", "train": "killed", "evaluate": None,
+                             "register": None, "promote": None}, row
     assert only_run("nerflow-interrupt-sigkill").info.status == "KILLED"
     wait_for(lambda: not process_alive(server["pid"]), 10, "the orphaned server to stop")
     assert not listening(server["port"])

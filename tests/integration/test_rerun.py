@@ -368,6 +368,41 @@ def test_runs_lists_status_and_the_failed_stage(bad_data_run, reference, capsys)
                              "register": None, "promote": None}
 
 
+def test_a_failed_or_killed_run_that_a_later_run_completed_is_superseded_not_continued(mlflow_store, capsys):
+    """Runs as the tracking store holds them (the pipeline's tags and statuses, no pipeline needed): a killed run
+    whose logical run another run finished afterwards says `superseded by` that run instead of `continue:` (its
+    rerun would only answer "nothing to do"); a failed run whose logical run finished only before it started, or
+    never, still says how to continue it."""
+    import time
+
+    from nerflow.prefect_tasks import tracking
+
+    client = tracking.configure()
+    exp = tracking.experiment_id(client, "nerflow-superseded")
+    now = int(time.time() * 1000)
+
+    def logged(logical: str, status: str, start: int, end: int) -> str:
+        run_id = client.create_run(exp, start_time=now + start * 1000,
+                                   tags={"nerflow.logical_run": logical, "nerflow.attempts": "1"}).info.run_id
+        client.set_terminated(run_id, status, end_time=now + end * 1000)
+        return run_id
+
+    killed, completed = logged("l-superseded", "KILLED", -60, -50), logged("l-superseded", "FINISHED", -40, -10)
+    old = logged("l-again", "FINISHED", -120, -100)
+    failed, never = logged("l-again", "FAILED", -30, -20), logged("l-never", "FAILED", -30, -20)
+    assert cli.main(["runs", "--limit", "500", "--json"]) == 0
+    rows = {r["run_id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (rows[killed]["superseded_by"], rows[killed]["continue"]) == (completed, None)
+    for run_id in (failed, never):
+        assert (rows[run_id]["superseded_by"], rows[run_id]["continue"]) == (None, f"nerflow rerun {run_id}")
+    assert (rows[completed]["superseded_by"], rows[old]["superseded_by"]) == (None, None)
+    assert cli.main(["runs", "--limit", "500"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    below = lines[[i for i, line in enumerate(lines) if killed in line][0] + 1].split()
+    assert below == ["superseded", "by", completed]
+    assert not [line for line in lines if line.split()[-1:] == [killed] and "continue:" in line]
+
+
 def test_a_rerun_id_matching_no_run_or_several_is_bad_input(mlflow_store, capsys):
     """Matched whole: an MLflow run id, or a Prefect flow-run id among a run's attempts; never a substring."""
     from nerflow.flows.errors import EXIT_BAD_INPUT
@@ -397,9 +432,10 @@ def test_a_rerun_id_matching_no_run_or_several_is_bad_input(mlflow_store, capsys
                                                      "'0123456789abcdef0123456789abcdef'"),
     ("'; drop", None, "is not an MLflow run id or a Prefect flow-run id"),
 ], ids=["unknown-stage", "no-such-run", "not-an-id"])
-def test_the_rerun_flow_refuses_bad_parameters_with_one_message(run_id, from_stage, said, mlflow_store):
+def test_the_rerun_flow_refuses_bad_parameters_with_one_message(run_id, from_stage, said, mlflow_store, capfd):
     """What the Prefect UI's Run form of `nerflow-rerun/rerun` can be given: a bad stage or an id that matches no
-    run fails the flow run with one line, before anything is written."""
+    run fails the flow run with one line, before anything is written; the terminal (`nerflow serve`, a worker)
+    gets that line once, as `error: ...`."""
     from nerflow.flows.rerun import rerun_pipeline
 
     def all_runs():
@@ -412,3 +448,6 @@ def test_the_rerun_flow_refuses_bad_parameters_with_one_message(run_id, from_sta
     assert state.is_failed()
     assert state.message.startswith("rerun refused: ") and said in state.message, state.message
     assert "\n" not in state.message
+    printed = capfd.readouterr().err.splitlines()
+    assert [line for line in printed if said in line] == [f"error: {state.message.removeprefix('rerun refused: ')}"], \
+        printed

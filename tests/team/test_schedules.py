@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -138,21 +139,41 @@ def test_serve_runs_the_schedule_then_nothing_to_do_then_a_data_change_registers
     assert "nothing to do" in run_info(mlflow_uri, v1["run_id"])["tags"]["nerflow.schedule.last_check"]
     assert len(versions(mlflow_uri, model)) == 1
 
-    # paused, data changed, one run triggered by hand: a full run, version 2 and the gate's decision
+    # paused; a data error, one run triggered by hand: it fails, and says so in one line (serve's terminal,
+    # `schedule ls`); then the data fixed and changed, one more run: a full run, version 2 and the gate's decision
     paused = nerflow(["schedule", "pause", name], tmp_path, env)
     assert paused.returncode == 0, paused.stderr
     assert schedule_state(api, name)["paused"] is True
     assert scheduled_times(api, state["id"]) == []   # pausing removed the runs not yet started
-    with (tmp_path / "data" / "train.txt").open("a") as f:
-        f.write("".join(f"{w} {t}\n" for w, t in UNSEEN[0]) + "\n")
+    train = tmp_path / "data" / "train.txt"
+    good = train.read_text()
+    train.write_text(good + "Berlin LOCATION\n\n")
+    bad_line = good.count("\n") + 1
     server = serve(tmp_path, env, name, "serve-3.log")
     try:
+        failing = trigger(api, name)
+        failed = wait_for(lambda: flow_run(api, failing)["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED",
+                                                                               "CANCELLED")
+                          and flow_run(api, failing), FULL_RUN_S, "the run with bad data", server)
+        listed = nerflow(["schedule", "ls"], tmp_path, env)
+        train.write_text(good + "".join(f"{w} {t}\n" for w, t in UNSEEN[0]) + "\n")
         flow_run_id = trigger(api, name)
         ended = wait_for(lambda: flow_run(api, flow_run_id)["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED",
                                                                                   "CANCELLED")
                          and flow_run(api, flow_run_id), FULL_RUN_S, "the triggered run", server)
     finally:
         server.stop()
+    assert failed["state"]["type"] == "FAILED", failed["state"]
+    problem = rf"train\.txt:{bad_line}: \[tags_well_formed\] tag 'LOCATION'"
+    # the Prefect UI keeps its own record: the exception as the state's message
+    assert re.search(rf"ValidationFailed: data validation failed.*\n.*{problem}", failed["state"]["message"])
+    output = server.log.read_text(errors="replace")
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and re.search(problem, errors[0]), output[-6000:]
+    assert "Traceback" not in output and "Finished in state Failed" not in output, output[-6000:]
+    rows = listed.stdout.splitlines()
+    row = next(i for i, line in enumerate(rows) if line.startswith(f"{name} "))
+    assert rows[row + 2].endswith(f"; last Failed: {errors[0]}"), listed.stdout   # its third line: next; last
     assert ended["state"]["type"] == "COMPLETED", ended["state"]
     assert ended["state"]["message"].startswith(f"registered {model} version 2"), ended["state"]["message"]
     v2 = versions(mlflow_uri, model)[-1]

@@ -137,6 +137,10 @@ def test_crash_mid_epoch_then_resume_equals_uninterrupted(data, tiny_tokenizer, 
         run(data, tiny_tokenizer, tmp_path, calls, windows=CrashingWindows(data["train"], steps_ok=8))
     assert signal.getsignal(signal.SIGTERM) is handler_before
     assert [c[0] for c in calls] == [2, 4, 6]   # only what a checkpoint covers
+    # a mid-epoch checkpoint counts the time of the samples it counts: a resume's throughput (progress line,
+    # train/samples_per_s) must not divide 6 steps' samples by a time that lacks them
+    loop = torch.load(list_checkpoints(tmp_path / "checkpoints")[-1], weights_only=False)["loop"]
+    assert loop["step"] == 6 and loop["seen_samples"] > 0 and loop["train_seconds"] > 0, loop
     caplog.set_level(logging.INFO, logger="nerflow")
     result = run(data, tiny_tokenizer, tmp_path, calls)
     assert "resuming from checkpoint step 6 (epoch 1, batch 6)" in caplog.text

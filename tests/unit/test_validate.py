@@ -160,6 +160,7 @@ def test_failures_are_capped_but_all_counted():
     assert len(by_rule(report, "tags_well_formed")) == 50
     assert report.metrics["failures_tags_well_formed"] == 60
     assert "60 problem" in report.summary()
+    assert report.problem_lines()[-1] == "... and 10 more (a report keeps the first 50 of each rule)"
 
 
 def test_render_html_for_passing_and_failing_reports(clean, broken):
@@ -178,3 +179,26 @@ def test_validation_is_quiet(capfd):
     validate_corpus(CLEAN, DataConfig())
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_the_validate_command_lists_every_problem_with_its_line_then_the_count(tmp_path, capsys):
+    """Seven bad tags (more than the five a run's error hint counts from): `nerflow validate` prints each with its
+    file:line on stdout, then one error line with the count; a pipe gets them all."""
+    from nerflow.flows import cli
+    from nerflow.flows.errors import EXIT_BAD_INPUT
+
+    sentence = "John B-PER\nvisited O\nBonn B-LOC\n\n"
+    bad = "John PERSON\nvisited O\nBonn B-LOC\n\n"
+    # line 1 -DOCSTART-, line 2 blank; each sentence takes 4 lines: sentence i starts at line 3 + 4 * i
+    (tmp_path / "train.txt").write_text("-DOCSTART- O\n\n" + sentence + bad * 7)
+    for name in ("valid.txt", "test.txt"):
+        (tmp_path / name).write_text("-DOCSTART- O\n\n" + sentence)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"data:\n  dir: {tmp_path}\n  train: train.txt\n  validation: valid.txt\n  test: test.txt\n")
+    assert cli.main(["validate", str(cfg)]) == EXIT_BAD_INPUT
+    out, err = capsys.readouterr()
+    listed = [line for line in out.splitlines() if "[tags_well_formed]" in line]
+    assert [line.split(": [")[0] for line in listed] == [f"{tmp_path / 'train.txt'}:{3 + 4 * i}" for i in range(1, 8)]
+    assert [line for line in err.splitlines() if line.startswith("error: ")] == \
+        ["error: data validation failed: 7 problem(s) (tags_well_formed: 7), listed above"]
+    assert "lists them" not in err   # no hint pointing at the command that just ran
