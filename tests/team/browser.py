@@ -29,21 +29,25 @@ class Page:
         """Load `url`, wait until `ready(body text)` holds, screenshot it as `<prefix>-<name>.png`; the body text."""
         self.driver.get(url)
         try:
-            return self.wait(ready, what)
+            self.wait(lambda: ready(self.text()), what)
+            return self.text()
         finally:
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            self.driver.save_screenshot(str(SCREENSHOTS / f"{self.prefix}-{name}.png"))
+            self.screenshot(name)
 
-    def wait(self, ready, what: str) -> str:
+    def screenshot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.driver.save_screenshot(str(SCREENSHOTS / f"{self.prefix}-{name}.png"))
+
+    def wait(self, ready, what: str):
+        """What `ready()` returns once it is true, polled until PAGE_S have passed."""
         from selenium.common.exceptions import TimeoutException
         from selenium.webdriver.support.ui import WebDriverWait
 
         try:
-            WebDriverWait(self.driver, PAGE_S, poll_frequency=0.25).until(lambda d: ready(self.text()))
+            return WebDriverWait(self.driver, PAGE_S, poll_frequency=0.25).until(lambda d: ready())
         except TimeoutException:
             raise AssertionError(f"{self.driver.current_url}: no {what} within {PAGE_S} s; the page shows:\n"
                                  f"{self.text()[:3000]}") from None
-        return self.text()
 
     def text(self) -> str:
         from selenium.common.exceptions import WebDriverException
@@ -102,8 +106,9 @@ def check_prefect_ui(page: Page, prefect_url: str, flow_run: dict, deployment_na
     listed = page.open(f"{prefect_url}/runs", "prefect-runs", lambda t: (name in t and page.show_link(name))
                        or NO_API_BANNER in t, f"a link to flow run {name} in the runs list")
     assert NO_API_BANNER not in listed, listed[:2000]
-    row = page.show_link(name)
+    row = page.wait(lambda: page.show_link(name), f"the row of {name}")   # scrolled to it once the list settled
     assert re.search(rf"Deployment\s+{re.escape(deployment_name)}", row), row   # the run's row names its deployment
+    page.screenshot("prefect-runs")
     shown = page.open(f"{prefect_url}/runs/flow-run/{flow_run['id']}", "prefect-flow-run",
                       lambda t: deployment_name in t or NO_API_BANNER in t, f"deployment {deployment_name}")
     assert NO_API_BANNER not in shown, shown[:2000]
