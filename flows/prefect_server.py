@@ -185,7 +185,8 @@ def prefect_api(meanwhile: Callable[[], object] | None = None) -> Iterator[str]:
     write_record(pidfile, proc, port)
     url = f"http://127.0.0.1:{port}/api"
     try:
-        log.info("starting a temporary Prefect server on %s (set PREFECT_API_URL to use a running one)", url)
+        log.info("starting a temporary Prefect server on %s for this command only (no UI: the summary at the end "
+                 "names the MLflow run; set PREFECT_API_URL to use a running server)", url)
         if meanwhile is not None:
             meanwhile()
         _wait_healthy(proc, url, float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
