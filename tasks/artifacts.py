@@ -47,9 +47,10 @@ def decision_markdown(output: Promoted) -> str:
     d = output.decision
     moved = "the alias moved to it" if d["moved"] else \
         "not moved (promote.auto is false)" if d["accepted"] else "the alias stays where it was"
-    comparison = (Path(output.path) / "comparison.md").read_text()   # promotion.comparison_markdown(decision)
+    # promotion.comparison_markdown(decision): the per-type table, then the decision and its reason
+    comparison = (Path(output.path) / "comparison.md").read_text()
     return "\n".join([f"### Promotion of version {d['version']} to @{d['alias']}: {d['decision']}", "",
-                      f"{d['reason']}", "", f"- {moved}", "", comparison])
+                      f"- {moved}", "", comparison])
 
 
 def publish_stage(model_name: str, output: StageOutput, task: str) -> None:
