@@ -10,7 +10,8 @@ training goes on. nerflow starts that server itself instead:
   line) of the server and of its owner (nerflow.processes): after a kill -9 the death signal has usually stopped
   the server already and its pid may belong to anything by now, so only a process that is provably that server is
   signalled.
-With `PREFECT_API_URL` set (a real server), nothing is started.
+With `PREFECT_API_URL` set (a real server), nothing is started. Only then do flow runs log a Prefect UI link
+("View at ..."): the temporary server has no UI and is gone when the command ends (NO_UI_LINK).
 """
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ from nerflow.processes import ProcessId, owned, signal_if_owned
 
 log = logging.getLogger("nerflow.prefect")
 PR_SET_PDEATHSIG = 1
+# PREFECT_UI_URL while a temporary server is the API: Prefect's engine logs "View at <UI URL>/runs/flow-run/<id>"
+# for each flow run whose UI URL it knows (prefect.utilities.urls.url_for: none for an empty setting). That server
+# serves no UI and stops with the command, so the link would lead nowhere; the run summary names the MLflow run.
+NO_UI_LINK = ""
 
 
 class ServiceUnavailable(RuntimeError):
@@ -160,7 +165,12 @@ def prefect_api(meanwhile: Callable[[], object] | None = None) -> Iterator[str]:
     """The API URL flows report to: `PREFECT_API_URL` when set, else a temporary server started for this command
     and stopped when the block ends (last, after the flow has recorded its final state). `meanwhile` runs while a
     temporary server boots (the flow's imports: a few seconds of a run that would otherwise wait in line)."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        PREFECT_UI_URL,
+        temporary_settings,
+    )
 
     configured = PREFECT_API_URL.value()
     if configured:
@@ -175,11 +185,12 @@ def prefect_api(meanwhile: Callable[[], object] | None = None) -> Iterator[str]:
     write_record(pidfile, proc, port)
     url = f"http://127.0.0.1:{port}/api"
     try:
-        log.info("starting a temporary Prefect server on %s (set PREFECT_API_URL to use a running one)", url)
+        log.info("starting a temporary Prefect server on %s for this command only (no UI: the summary at the end "
+                 "names the MLflow run; set PREFECT_API_URL to use a running server)", url)
         if meanwhile is not None:
             meanwhile()
         _wait_healthy(proc, url, float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_UI_URL: NO_UI_LINK}):
             yield url
     finally:
         _drain_logs()   # log lines still queued for the API go out while it is up

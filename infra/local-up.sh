@@ -13,7 +13,7 @@ source "$state_dir/team.env"
 cat <<MSG
 Team servers are up; stop them with: infra/local-down.sh $state_dir  (or make team-down)
 Point a shell at them:  source $state_dir/team.env
-MLflow UI:   $MLFLOW_TRACKING_URI
-Prefect UI:  ${PREFECT_API_URL%/api}
+MLflow UI:   $MLFLOW_TRACKING_URI/#/experiments?workflowType=machine_learning  (the model-training view)
+Prefect UI:  ${PREFECT_API_URL%/api}  (its /ui-settings names this server's API)
 Logs:        $state_dir/logs/
 MSG

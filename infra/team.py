@@ -251,7 +251,12 @@ class TeamServers:
                     str(self.dir / "artifacts"), "--host", self.host, "--port", port, "--workers", "1"], env
         env.update(PREFECT_SERVER_DATABASE_CONNECTION_URL=self.postgres_url.replace(
             "postgresql://", "postgresql+asyncpg://") + "/prefect",
-            PREFECT_HOME=str(self.dir / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+            PREFECT_HOME=str(self.dir / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false")   # no "Prefect Cloud" toast in a team's UI
+        # The UI asks /ui-settings where its API is; unset, the answer is 127.0.0.1:4200, not this server. A value
+        # in the environment wins (a proxy in front of the server: the address browsers use).
+        if not {"PREFECT_SERVER_UI_API_URL", "PREFECT_UI_API_URL"} & env.keys():
+            env["PREFECT_SERVER_UI_API_URL"] = self.prefect_api_url
         for key, value in FAST_SERVICES.items() if self.fast_services else ():
             env.setdefault(key, value)
         ui = ["--ui"] if self.ui else ["--no-ui"]

@@ -2,8 +2,8 @@
 
 Both the challenger and the current champion are scored on this run's test split, each loaded from the registry
 exactly as it is served (tasks/champion.py, nerflow.scoring); the decision, both models' per-class scores and the
-reason go to the MLflow run (promotion/comparison.json and .md) and onto the version (tags `nerflow.promotion`,
-`nerflow.reason`).
+reason go to the MLflow run (promotion/comparison.json and .md), onto the version (tags `nerflow.promotion`,
+`nerflow.reason`) and onto the Prefect flow run (a markdown artifact, tasks/artifacts.py).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from nerflow import promotion, scoring, task_types
 from nerflow.config import PipelineConfig, resolved_dict
 from nerflow.outputs import Promoted, Registered, Validated, write_fields
 from nerflow.plan import StagePlan
-from nerflow.prefect_tasks import champion, tracking
+from nerflow.prefect_tasks import artifacts, champion, tracking
 from nerflow.prefect_tasks.stage import RunContext
 
 log = logging.getLogger("nerflow.promote")
@@ -91,4 +91,5 @@ def record(ctx: RunContext, step: StagePlan, upstream: dict, output: Promoted) -
         client.log_artifact(ctx.run_id, str(out / name), "promotion")
     tracking.log_tags(client, ctx.run_id, {"promotion": output.decision["decision"],
                                            "promotion_reason": output.decision["reason"][:4900]})
+    artifacts.publish_decision(ctx.cfg.registry.model_name, output)   # the comparison on the Prefect run page
     return output

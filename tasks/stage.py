@@ -29,7 +29,7 @@ from nerflow import cache, locks
 from nerflow.config import PipelineConfig
 from nerflow.outputs import StageOutput
 from nerflow.plan import Plan, StagePlan
-from nerflow.prefect_tasks import tracking
+from nerflow.prefect_tasks import artifacts, tracking
 
 log = logging.getLogger("nerflow.stage")
 
@@ -90,6 +90,7 @@ def run_stage(ctx: RunContext, stage: str, upstream: dict[str, StageOutput]) -> 
                                                f"stage.{stage}.key": step.key})
         tracking.log_metrics(client, ctx.run_id, {f"stage/{stage}_seconds": time.perf_counter() - started},
                              step=tracking.attempt_of(client, ctx.run_id))
+    artifacts.publish_stage(ctx.cfg.registry.model_name, output, ctx.cfg.task)   # the Prefect UI's view of it
     return output
 
 

@@ -101,6 +101,9 @@ def test_ctrl_c_during_training_stops_cleanly_and_the_same_command_resumes(tmp_p
 
     again = run(["run", str(cfg)], tmp_path, env)      # the same command continues it
     assert again.returncode == 0, again.stderr[-3000:]
+    # the temporary server has no UI and is gone when the command ends: no Prefect link; the summary's MLflow run
+    assert "View at" not in output + again.stdout + again.stderr, (output + again.stderr)[-3000:]
+    assert run_.info.run_id in again.stdout, again.stdout
     resumed = re.search(r"resuming from checkpoint step (\d+)", again.stderr)
     assert resumed and int(resumed.group(1)) == stopped_at > 0, again.stderr[-3000:]
     finished = MlflowClient().get_run(run_.info.run_id)

@@ -36,6 +36,28 @@ def test_flow_registers_a_challenger_version_with_lineage_tags(pipeline_result):
     assert {d.dataset.name.split("-")[0] for d in run.inputs.dataset_inputs} == {"train", "validation", "test"}
 
 
+def test_prefect_run_page_shows_each_stage_result_and_the_gate_decision(pipeline_result):
+    """The flow run's Prefect artifacts (its page's Artifacts tab), read back from the session's Prefect server:
+    one per stage (computed or reused, key, summary lines) and the promotion decision with its comparison."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    cfg, result = pipeline_result
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[result.flow_run_id])))
+    by_key = {a.key: a for a in found}
+    stages = list(result.outputs)
+    assert set(by_key) == {f"tiny-ner-{s}" for s in stages} | {"tiny-ner-promotion"}, sorted(by_key)
+    assert all(a.type == "markdown" and a.task_run_id for a in found)   # each on its stage's task run too
+    for stage, output in result.outputs.items():
+        text = by_key[f"tiny-ner-{stage}"].data
+        assert f"Stage `{stage}`: computed" in text and f"key: `{output.key}`" in text, text
+    assert "overall" in by_key["tiny-ner-evaluate"].data   # the evaluation table of the run summary
+    assert f"registered: tiny-ner version {result['register'].version}" in by_key["tiny-ner-register"].data
+    decision, promoted = by_key["tiny-ner-promotion"].data, result["promote"].decision
+    assert f"to @{promoted['alias']}: {promoted['decision']}" in decision and promoted["reason"] in decision
+    assert "| type | support | chal. P |" in decision   # promotion.comparison_markdown's table
+
 def test_entity_across_window_edge_is_served_with_exact_char_offsets(pipeline_result, corpus_tokenizer):
     words = [w for w, _ in LONG]
     windows = Encoder(corpus_tokenizer, 16, 4).encode(0, words, None)

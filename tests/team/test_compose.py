@@ -70,6 +70,9 @@ def test_servers_use_postgresql_and_the_worker_the_servers(resolved):
     assert "--serve-artifacts" in services["mlflow-server"]["command"]
     assert services["prefect-server"]["environment"]["PREFECT_SERVER_DATABASE_CONNECTION_URL"].startswith(
         "postgresql+asyncpg://")
+    # the UI (in the browser) calls the API at the published address, not the container's 0.0.0.0
+    assert services["prefect-server"]["environment"]["PREFECT_UI_API_URL"] == env["PREFECT_UI_API_URL"]
+    assert services["prefect-server"]["environment"]["PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT"] == "false"
     assert services["worker"]["environment"] == {"MLFLOW_TRACKING_URI": "http://mlflow-server:5000",
                                                  "PREFECT_API_URL": "http://prefect-server:4200/api"}
 

@@ -15,6 +15,7 @@ import httpx
 from nerflow.flows.errors import EXIT_UNAVAILABLE
 from tests.integration.corpus import UNSEEN
 
+from . import browser
 from .scheduling import (
     NERFLOW,
     Background,
@@ -79,7 +80,8 @@ def test_serve_runs_the_schedule_then_nothing_to_do_then_a_data_change_registers
     version 1; stopping serve leaves the schedule active; a serve whose runs cannot import torch ends the next run
     as "nothing to do"; paused, data changed, triggered: version 2 with a gate decision; resume; delete."""
     api, mlflow_uri, model = team.prefect_api_url, team.mlflow_uri, "sched-serve"
-    cfg = make_project(tmp_path, model)
+    # no F1 floor: the tiny model's version 1 becomes the first champion, so the model page has a history to show
+    cfg = make_project(tmp_path, model, extra="promote: {min_f1: 0.0}\n")
     env = process_env(team_env, tmp_path)
     name = "tiny-every-5s"
 
@@ -180,6 +182,10 @@ def test_serve_runs_the_schedule_then_nothing_to_do_then_a_data_change_registers
     assert v2["version"] == "2"
     assert {t["key"]: t["value"] for t in v2["tags"]}["nerflow.promotion"] in ("accepted", "rejected")
 
+    # the same runs in both UIs, in a real browser: the first scheduled run and its deployment in Prefect's, its
+    # MLflow run in the experiment's training view, the champion history on the model's page
+    look_at_both_uis(team, model, first_run[0], name, v1["run_id"])
+
     # resume, then delete
     assert nerflow(["schedule", "resume", name], tmp_path, env).returncode == 0
     assert schedule_state(api, name) == {"paused": False, "active": [True], "id": state["id"]}
@@ -187,6 +193,23 @@ def test_serve_runs_the_schedule_then_nothing_to_do_then_a_data_change_registers
     assert deployment(api, name) is None
     missing = nerflow(["schedule", "pause", name], tmp_path, env)
     assert missing.returncode == 2 and "no schedule named" in missing.stderr
+
+
+def look_at_both_uis(team, model: str, scheduled: dict, deployment_name: str, run_id: str) -> None:
+    """tests/team/browser.py's checks of the Prefect and MLflow UIs (screenshots in tests/team/out/screenshots/)."""
+    mlflow_uri = team.mlflow_uri
+    version = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/registered-models/alias",
+                        params={"name": model, "alias": "champion"}).raise_for_status().json()["model_version"]
+    run = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id}).raise_for_status().json()
+    experiment_id, run_name = run["run"]["info"]["experiment_id"], run["run"]["info"]["run_name"]
+    experiment = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/experiments/get",
+                           params={"experiment_id": experiment_id}).raise_for_status().json()["experiment"]
+    with browser.browser("schedules") as page:
+        browser.check_prefect_ui(page, team.prefect_api_url.removesuffix("/api"), scheduled, deployment_name)
+        # the kind nerflow gives its experiments (tasks/tracking.py): model training, not GenAI
+        assert {t["key"]: t["value"] for t in experiment.get("tags", [])}.get("mlflow.experimentKind") == \
+            "custom_model_development", experiment
+        browser.check_mlflow_ui(page, mlflow_uri, experiment_id, run_name, model, version["version"])
 
 
 def test_two_workers_of_a_pool_register_one_version(team, team_env, tmp_path):

@@ -71,7 +71,17 @@ def test_prefect_runs_fast_service_loops(team):
     wanted = float(os.environ.get("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", 2))
     settings = httpx.get(f"{team.prefect_api_url}/admin/settings", timeout=30).json()
     assert settings["server"]["services"]["scheduler"]["loop_seconds"] == wanted
-    assert settings["server"]["ui"]["enabled"] is False
+
+
+def test_prefect_ui_calls_this_servers_own_api(team):
+    """The UI (as `make team-up` starts it) asks /ui-settings where its API is: this server's address, not
+    Prefect's default 127.0.0.1:4200, which answers nothing here ("Can't connect to Server API"); no Cloud toasts."""
+    base = team.prefect_api_url.removesuffix("/api")
+    assert httpx.get(f"{base}/ui-settings", timeout=30).json()["api_url"] == team.prefect_api_url
+    ui = httpx.get(f"{team.prefect_api_url}/admin/settings", timeout=30).json()["server"]["ui"]
+    assert ui["enabled"] is True and ui["show_promotional_content"] is False
+    page = httpx.get(f"{base}/runs", headers={"accept": "text/html"}, timeout=30, follow_redirects=True)
+    assert page.status_code == 200 and "<html" in page.text.lower()
 
 
 def test_every_server_listens_on_loopback_only(team):

@@ -1,0 +1,78 @@
+"""Stage results and the gate's decision as Prefect artifacts of the flow run: the run's page in the Prefect UI
+(Artifacts tab, and the task run of each stage) then says what each stage did and what the gate decided, as the
+summary of `nerflow run` does on the terminal and the MLflow run does in full.
+
+One markdown artifact per stage result (reused or computed, its key, its summary lines) and one for the promotion
+decision (the gate's comparison table, decision and reason). Keys name the registered model and the stage, so the
+Artifacts page keeps one latest entry per model and stage. Best effort: the run's record is MLflow's; an artifact
+the Prefect API refuses is a warning in the log, never a failed stage.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from nerflow import task_types
+from nerflow.outputs import Promoted, StageOutput
+
+log = logging.getLogger("nerflow.artifacts")
+SHORT_FIELD = 120   # a stage's own fields are listed when their JSON is this short (sizes, hashes, a version)
+
+
+def artifact_key(model_name: str, what: str) -> str:
+    """A valid Prefect artifact key (lowercase letters, digits, dashes) from the model name and what it shows."""
+    return re.sub(r"[^a-z0-9]+", "-", f"{model_name}-{what}".lower()).strip("-")
+
+
+def stage_markdown(output: StageOutput, task: str) -> str:
+    """The stage's result: reused or computed, its key, its short fields, its lines of the run summary."""
+    how = "reused from the stage cache (inputs, settings and code unchanged)" if output.reused else \
+        "computed by this run"
+    lines = [f"### Stage `{output.stage}`: {'reused' if output.reused else 'computed'}", "",
+             f"- {how}", f"- key: `{output.key}`"]
+    for name, value in output.fields().items():
+        text = json.dumps(value, default=str)
+        if len(text) <= SHORT_FIELD:
+            lines.append(f"- {name}: `{text}`")
+    summary = [line for line in output.summary_lines(task_types.get(task)) if line.strip()]
+    if summary:   # fixed-width lines (the evaluation table): a code block keeps their columns
+        lines += ["", "```", *summary, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def decision_markdown(output: Promoted) -> str:
+    """The gate's decision: which version for which alias, whether the alias moved, the comparison it rests on."""
+    d = output.decision
+    moved = "the alias moved to it" if d["moved"] else \
+        "not moved (promote.auto is false)" if d["accepted"] else "the alias stays where it was"
+    # promotion.comparison_markdown(decision): the per-type table, then the decision and its reason
+    comparison = (Path(output.path) / "comparison.md").read_text()
+    return "\n".join([f"### Promotion of version {d['version']} to @{d['alias']}: {d['decision']}", "",
+                      f"- {moved}", "", comparison])
+
+
+def publish_stage(model_name: str, output: StageOutput, task: str) -> None:
+    _publish(artifact_key(model_name, output.stage), lambda: stage_markdown(output, task),
+             f"{output.stage}: {'reused' if output.reused else 'computed'}")
+
+
+def publish_decision(model_name: str, output: Promoted) -> None:
+    if output.decision:
+        _publish(artifact_key(model_name, "promotion"), lambda: decision_markdown(output),
+                 f"promotion: {output.decision['decision']} for @{output.decision['alias']}")
+
+
+def _publish(key: str, markdown, description: str) -> None:
+    """Create the artifact on the current flow run (and task run); outside one (a stage called by a test or
+    script without Prefect) there is nothing to attach it to."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return
+    try:
+        create_markdown_artifact(markdown=markdown(), key=key, description=description)
+    except Exception as e:   # whatever goes wrong here must not fail the stage whose result it shows
+        log.warning("could not write the Prefect artifact %r (the run's record in MLflow is complete): %s", key, e)
