@@ -36,6 +36,7 @@ PR_SET_PDEATHSIG = 1
 # for each flow run whose UI URL it knows (prefect.utilities.urls.url_for: none for an empty setting). That server
 # serves no UI and stops with the command, so the link would lead nowhere; the run summary names the MLflow run.
 NO_UI_LINK = ""
+STARTUP_TIMEOUT_S = 90.0   # when nothing configures it; prefect.toml in the project says the same
 
 
 class ServiceUnavailable(RuntimeError):
@@ -160,17 +161,23 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def startup_timeout() -> float:
+    """How long the temporary server may take to answer: `server.ephemeral.startup_timeout_seconds` when set (the
+    project's prefect.toml, the environment), else STARTUP_TIMEOUT_S, not Prefect's 20 s: a command run outside the
+    project directory does not read its prefect.toml, and on 2 busy cores a first start can take longer than 20 s."""
+    from prefect.settings import get_current_settings
+
+    ephemeral = get_current_settings().server.ephemeral
+    configured = "startup_timeout_seconds" in ephemeral.model_fields_set
+    return float(ephemeral.startup_timeout_seconds if configured else STARTUP_TIMEOUT_S)
+
+
 @contextlib.contextmanager
 def prefect_api(meanwhile: Callable[[], object] | None = None) -> Iterator[str]:
     """The API URL flows report to: `PREFECT_API_URL` when set, else a temporary server started for this command
     and stopped when the block ends (last, after the flow has recorded its final state). `meanwhile` runs while a
     temporary server boots (the flow's imports: a few seconds of a run that would otherwise wait in line)."""
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        PREFECT_UI_URL,
-        temporary_settings,
-    )
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
     configured = PREFECT_API_URL.value()
     if configured:
@@ -189,7 +196,7 @@ def prefect_api(meanwhile: Callable[[], object] | None = None) -> Iterator[str]:
                  "names the MLflow run; set PREFECT_API_URL to use a running server)", url)
         if meanwhile is not None:
             meanwhile()
-        _wait_healthy(proc, url, float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
+        _wait_healthy(proc, url, startup_timeout())
         with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_UI_URL: NO_UI_LINK}):
             yield url
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -177,3 +178,14 @@ def test_team_down_stops_the_server_it_started(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_temporary_servers_start_up_wait_is_90_s_outside_the_project_unless_configured(tmp_path):
+    """A command run outside the project reads no prefect.toml: Prefect's own 20 s was too short on busy cores."""
+    probe = ("from nerflow.flows.prefect_server import startup_timeout; print(startup_timeout())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_SERVER_EPHEMERAL")}
+    default = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert default.stdout.strip() == "90.0", default.stderr
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "33"
+    told = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert told.stdout.strip() == "33.0", told.stderr
