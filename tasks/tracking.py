@@ -170,6 +170,7 @@ def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_r
             "prefect_flow_run_id": flow_run_id, "prefect_flow_run_ids": flow_run_id,
             LOGICAL_RUN_TAG: logical_run, ATTEMPTS_TAG: "1", **process_tags(),
             **git_state(), **library_versions(), **run_record.opening_tags(cfg)}
+    tags = {k: v for k, v in tags.items() if v}   # no empty tags (no flow run: none of its id)
     run = client.create_run(experiment_id(client, cfg.experiment), tags=tags, run_name=tags.pop(RUN_NAME_TAG))
     run_id = run.info.run_id
     params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
