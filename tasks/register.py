@@ -28,7 +28,7 @@ from nerflow.config import config_hash
 from nerflow.models import SERVED_ARTIFACT, weights_sha256
 from nerflow.outputs import OUTPUT_FILE, Registered, write_fields
 from nerflow.plan import StagePlan
-from nerflow.prefect_tasks import model_page, run_record, tracking
+from nerflow.prefect_tasks import model_page, tracking
 from nerflow.prefect_tasks.stage import RunContext
 
 log = logging.getLogger("nerflow.register")
@@ -214,7 +214,7 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
         keys = {s: p.key for s, p in ctx.plan.stages.items()}
         # MLflow 3.17 has no way to set a version's "Created by" (its user_id): no store sets it, and the REST call
         # that creates a version has no field for it. The creator is a tag and a line of the description instead.
-        creator, data = tracking.user_name(), run_record.run_data_name(cfg)
+        creator, data = tracking.user_name(), tracking.data_name(cfg)
         labels = json.loads((Path(validated.path) / "labels.json").read_text())
         tags = {"data_hash": validated.data_hash, "config_hash": config_hash(cfg),
                 "git_commit": tracking.git_state()["git_commit"], "base_model": cfg.model.name_or_path,

@@ -17,7 +17,15 @@ from mlflow import MlflowClient
 from nerflow import run_label
 from nerflow.config import PipelineConfig
 from nerflow.outputs import Registered, RunResult
-from nerflow.prefect_tasks.tracking import RUN_NAME_TAG, attempt_of, git_state, log_tags, tracking_uri, user_name
+from nerflow.prefect_tasks.tracking import (
+    RUN_NAME_TAG,
+    attempt_of,
+    data_name,
+    git_state,
+    log_tags,
+    tracking_uri,
+    user_name,
+)
 
 log = logging.getLogger("nerflow.tracking")
 NOTE_TAG = "mlflow.note.content"   # the run page's "Description"
@@ -33,14 +41,8 @@ def opening_tags(cfg: PipelineConfig) -> dict[str, str]:
 
 def run_name(cfg: PipelineConfig, schedule: str | None, started: datetime | None = None) -> str:
     """What the runs table calls the run (nerflow.run_label): model, data, seed or schedule, start time."""
-    return run_label.run_name(cfg.model.name_or_path, run_data_name(cfg), cfg.seed, started or datetime.now(UTC),
+    return run_label.run_name(cfg.model.name_or_path, data_name(cfg), cfg.seed, started or datetime.now(UTC),
                               schedule)
-
-
-def run_data_name(cfg: PipelineConfig) -> str:
-    """The data's short name (nerflow.run_label.data_name), as the run name and the registered model show it."""
-    return run_label.data_name(cfg.data.hf_dataset if cfg.data.format == "hf" else None,
-                               str(Path(cfg.data.dir).resolve()), cfg.data.train)
 
 
 def schedule_name() -> str | None:

@@ -20,6 +20,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from nerflow import run_label
 from nerflow.config import PipelineConfig, config_hash, flatten, resolved_dict
 from nerflow.progress import TrainingInterrupted
 
@@ -80,8 +81,7 @@ EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_dev
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """The experiment's id, created if missing; it is marked a model-training experiment unless someone already
-    chose its kind."""
+    """The experiment's id, created if missing; marked a model-training experiment unless someone chose a kind."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if not exp.tags.get(EXPERIMENT_KIND_TAG):
@@ -97,14 +97,19 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 
 
 def user_name() -> str:
-    """Who does it: the MLflow user name when the server has authentication, else the OS user (its uid where the
-    uid has no name, as in some containers)."""
+    """The MLflow user name when the server has authentication, else the OS user (else its uid: some containers)."""
     import getpass
 
     try:
         return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
+
+
+def data_name(cfg: PipelineConfig) -> str:
+    """The data's short name (nerflow.run_label.data_name), as run names and the registered model's page show it."""
+    return run_label.data_name(cfg.data.hf_dataset if cfg.data.format == "hf" else None,
+                               str(Path(cfg.data.dir).resolve()), cfg.data.train)
 
 
 def git_state() -> dict[str, str]:
