@@ -14,9 +14,7 @@ either. Kill points (nerflow.faults) sit between the writes; tests/integration/t
 """
 from __future__ import annotations
 
-import getpass
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from nerflow import faults, history, promotion, scoring, task_types
 from nerflow.config import ConfigError
-from nerflow.prefect_tasks import tracking
+from nerflow.prefect_tasks import model_page, tracking
 from nerflow.prefect_tasks.promotion_lock import promotion_lock
 from nerflow.promotion import Refused
 
@@ -37,7 +35,7 @@ MAX_RESCORES = 3   # the alias moved under us this often in a row: give up rathe
 
 def actor_name(explicit: str | None = None) -> str:
     """`--actor`, else the MLflow user name when the server has authentication, else the OS user."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    return explicit or tracking.user_name()
 
 
 def check_version(client: MlflowClient, name: str, version: str, task: str | None = None):
@@ -164,6 +162,7 @@ def _move(client: MlflowClient, name: str, alias: str, entries: list[history.Ent
     _finish(client, name, entries, done)
     faults.point("promotion.versions-tagged")   # all written but the entry's state: the next settle marks it done
     _write(client, name, alias, done)
+    model_page.refresh(client, name, alias, entries)   # derived from the history: after the entry is done
     return done
 
 
@@ -189,6 +188,7 @@ def settle_history(client: MlflowClient, name: str, alias: str) -> tuple[list[hi
     entries[:] = settled
     current = note_external_move(client, name, alias, entries)
     sync_rolled_back_marks(client, name, entries)
+    model_page.refresh(client, name, alias, entries)   # repairs a description a crash left stale
     return entries, current
 
 

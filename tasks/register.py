@@ -23,12 +23,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
 import nerflow
-from nerflow import faults, task_types
+from nerflow import faults, model_description, task_types
 from nerflow.config import config_hash
 from nerflow.models import SERVED_ARTIFACT, weights_sha256
 from nerflow.outputs import OUTPUT_FILE, Registered, write_fields
 from nerflow.plan import StagePlan
-from nerflow.prefect_tasks import tracking
+from nerflow.prefect_tasks import model_page, tracking
 from nerflow.prefect_tasks.stage import RunContext
 
 log = logging.getLogger("nerflow.register")
@@ -38,6 +38,7 @@ PIP_REQUIREMENTS = ["mlflow==3.17.2", "torch==2.13.0", "transformers==5.23.0", "
 KEY_TAG = "nerflow.register_key"
 WEIGHTS_TAG = "nerflow.weights_sha256"
 ATTEMPT_TAG = "nerflow.attempt"
+CREATED_BY_TAG = "nerflow.created_by"
 
 
 def log_servable_model(run_id: str, model_dir: str, task: str):
@@ -134,7 +135,7 @@ def all_or_nothing(client: MlflowClient, name: str) -> Iterator[Undo]:
 
 
 def create_version(client: MlflowClient, undo: Undo, name: str, run_id: str, model_dir: str, tags: dict,
-                   description: str, task: str) -> str:
+                   description: str, task: str, champion_alias: str = "champion") -> str:
     """Log + register with tags and description in one call (a version never exists half-tagged)."""
     info = log_servable_model(run_id, model_dir, task)
     try:
@@ -142,7 +143,9 @@ def create_version(client: MlflowClient, undo: Undo, name: str, run_id: str, mod
     except MlflowException as e:
         if not _not_found(e):
             raise
-        client.create_registered_model(name, description=f"{task} model fine-tuned and registered by nerflow")
+        # the page says what the model is for from the start; every move of @champion rewrites it (model_page)
+        first = model_page.about("1", tags)
+        client.create_registered_model(name, description=model_description.render(name, champion_alias, first, []))
     version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
                                           model_id=info.model_id, description=description).version
     undo.created = str(version)
@@ -209,16 +212,22 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
                  "for one)", name, version)
     else:
         keys = {s: p.key for s, p in ctx.plan.stages.items()}
+        # MLflow 3.17 has no way to set a version's "Created by" (its user_id): no store sets it, and the REST call
+        # that creates a version has no field for it. The creator is a tag and a line of the description instead.
+        creator, data = tracking.user_name(), tracking.data_name(cfg)
+        labels = json.loads((Path(validated.path) / "labels.json").read_text())
         tags = {"data_hash": validated.data_hash, "config_hash": config_hash(cfg),
                 "git_commit": tracking.git_state()["git_commit"], "base_model": cfg.model.name_or_path,
-                "prefect_flow_run_id": ctx.flow_run_id or "", "mlflow_run_id": ctx.run_id, KEY_TAG: step.key,
-                "nerflow.task": cfg.task, WEIGHTS_TAG: weights, ATTEMPT_TAG: str(attempt),
+                "mlflow_run_id": ctx.run_id, KEY_TAG: step.key,
+                "nerflow.task": cfg.task, WEIGHTS_TAG: weights, ATTEMPT_TAG: str(attempt), CREATED_BY_TAG: creator,
+                model_page.LABELS_TAG: ",".join(labels)[:4900], model_page.DATA_TAG: data,
                 **({"base_model_commit": ctx.plan.model_revision} if ctx.plan.model_revision else {}),
+                **({"prefect_flow_run_id": ctx.flow_run_id} if ctx.flow_run_id else {}),   # no empty tags
                 **{f"nerflow.{stage}_key": key for stage, key in keys.items()}}
-        description = (f"{cfg.task} fine-tuned from {cfg.model.name_or_path} on data "
-                       f"{validated.data_hash[:12]} by MLflow run {ctx.run_id}")
+        description = (f"{cfg.task} fine-tuned from {cfg.model.name_or_path} on {data} (data "
+                       f"{validated.data_hash[:12]}) by MLflow run {ctx.run_id}; registered by {creator}")
         version, new, by = create_version(client, undo, name, ctx.run_id, trained.model_dir, tags,
-                                          description, cfg.task), True, ctx.run_id
+                                          description, cfg.task, cfg.promote.alias), True, ctx.run_id
         # a version with all its tags, no alias, no stage output: the next run finds it by its key (above)
         faults.point("register.version-created")
         undo.move_alias(alias, version)

@@ -1,5 +1,5 @@
-"""What a pipeline run's MLflow page shows besides params and metrics: who started it and how ("Created by",
-"Source"), a description, system metrics while it runs, and its log file per attempt.
+"""What a pipeline run's MLflow page shows besides params and metrics: its name, who started it and how ("Created
+by", "Source"), a description, system metrics while it runs, and its log file per attempt.
 
 Context managers and helpers that `flows/pipeline.py` wraps around the stages; each is independent of the others.
 """
@@ -9,44 +9,72 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow import MlflowClient
 
+from nerflow import run_label
 from nerflow.config import PipelineConfig
 from nerflow.outputs import Registered, RunResult
-from nerflow.prefect_tasks.tracking import attempt_of, git_state, log_tags, tracking_uri
+from nerflow.prefect_tasks.tracking import (
+    RUN_NAME_TAG,
+    attempt_of,
+    data_name,
+    git_state,
+    log_tags,
+    tracking_uri,
+    user_name,
+)
 
 log = logging.getLogger("nerflow.tracking")
 NOTE_TAG = "mlflow.note.content"   # the run page's "Description"
+COMMAND_TAG = "nerflow.command"    # the whole command line (the Source shows it shortened)
 SYSTEM_METRICS_INTERVAL_S = 10.0
 
 
 def opening_tags(cfg: PipelineConfig) -> dict[str, str]:
-    """Tags of a new run: its source, and a description that the end of the run completes."""
-    return {**source_tags(), NOTE_TAG: run_description(cfg, {}, None)}
+    """Tags of a new run: its name, its source, and a description that the end of the run completes."""
+    schedule = schedule_name()
+    return {RUN_NAME_TAG: run_name(cfg, schedule), **source_tags(schedule), NOTE_TAG: run_description(cfg, {}, None)}
 
 
+def run_name(cfg: PipelineConfig, schedule: str | None, started: datetime | None = None) -> str:
+    """What the runs table calls the run (nerflow.run_label): model, data, seed or schedule, start time."""
+    return run_label.run_name(cfg.model.name_or_path, data_name(cfg), cfg.seed, started or datetime.now(UTC),
+                              schedule)
 
-def source_tags() -> dict[str, str]:
-    """MLflow's reserved tags behind the run page's "Created by" and "Source": the OS user, the command, LOCAL for
-    a command at a terminal or JOB for a flow run a Prefect worker started (it sets PREFECT__FLOW_RUN_ID), and
-    the git commit."""
-    import getpass
+
+def schedule_name() -> str | None:
+    """The Prefect deployment (a `nerflow schedule`) whose flow run this process runs, or None. A worker and
+    `nerflow serve` start each such flow run in a process with PREFECT__FLOW_RUN_ID set; a nested flow run (the
+    pipeline under `nerflow-scheduled`) inherits the deployment from its parent."""
+    if not os.environ.get("PREFECT__FLOW_RUN_ID"):
+        return None
+    try:
+        from prefect.runtime import deployment
+
+        return deployment.get_name()
+    except Exception as e:  # noqa: BLE001 - a nicety: the Prefect server's answer names the run, nothing more
+        log.warning("could not read this flow run's deployment name: %s", e)
+        return None
+
+
+def source_tags(schedule: str | None = None) -> dict[str, str]:
+    """MLflow's reserved tags behind the run page's "Created by" and "Source": the user, the command, the source
+    type, and the git commit. MLflow's UI shows a JOB source in full and a LOCAL one only from its last `/` on
+    (nerflow.run_label): a run a schedule started is JOB, `nerflow schedule NAME`; a command at a terminal is
+    LOCAL, its command line with paths cut to file names (the full one is the tag `nerflow.command`)."""
     import shlex
     import sys
 
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):   # no user name for this uid (some containers)
-        user = str(os.getuid())
-    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    if program in ("nerflow", "cli.py", "__main__.py"):   # the console script or `python -m nerflow.flows.cli`
-        program = "nerflow"
-    tags = {MLFLOW_USER: user, MLFLOW_SOURCE_NAME: shlex.join([program, *sys.argv[1:]])[:500],
-            MLFLOW_SOURCE_TYPE: "JOB" if os.environ.get("PREFECT__FLOW_RUN_ID") else "LOCAL"}
+    flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
+    # a worker's process runs Prefect's engine: its command line says nothing; the flow run id at least finds it
+    source = run_label.source_name(sys.argv, schedule) if schedule or not flow_run else f"Prefect flow run {flow_run}"
+    tags = {MLFLOW_USER: user_name(), MLFLOW_SOURCE_NAME: source, MLFLOW_SOURCE_TYPE: "JOB" if flow_run else "LOCAL",
+            COMMAND_TAG: shlex.join(sys.argv)[:5000]}
     commit = git_state()["git_commit"]
     return {**tags, MLFLOW_GIT_COMMIT: commit} if commit != "unknown" else tags
 

@@ -20,6 +20,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from nerflow import run_label
 from nerflow.config import PipelineConfig, config_hash, flatten, resolved_dict
 from nerflow.progress import TrainingInterrupted
 
@@ -74,16 +75,41 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
+# MLflow 3's UI opens an experiment in its GenAI view or its model-training view by this experiment tag (values in
+# its UI bundle: custom_model_development, genai_development, and *_inferred variants it guesses when unset).
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment's id, created if missing; marked a model-training experiment unless someone chose a kind."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if not exp.tags.get(EXPERIMENT_KIND_TAG):
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_root(client.tracking_uri))
+        return client.create_experiment(name, artifact_location=artifact_root(client.tracking_uri),
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
     except mlflow.exceptions.MlflowException as e:   # two first runs at once: the other one created it
         if e.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(e):
             raise
         return client.get_experiment_by_name(name).experiment_id
+
+
+def user_name() -> str:
+    """The MLflow user name when the server has authentication, else the OS user (else its uid: some containers)."""
+    import getpass
+
+    try:
+        return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def data_name(cfg: PipelineConfig) -> str:
+    """The data's short name (nerflow.run_label.data_name), as run names and the registered model's page show it."""
+    return run_label.data_name(cfg.data.hf_dataset if cfg.data.format == "hf" else None,
+                               str(Path(cfg.data.dir).resolve()), cfg.data.train)
 
 
 def git_state() -> dict[str, str]:
@@ -105,6 +131,7 @@ def library_versions() -> dict[str, str]:
 LOGICAL_RUN_TAG = "nerflow.logical_run"
 ATTEMPTS_TAG = "nerflow.attempts"
 PID_TAG, HOST_TAG, PID_STARTED_TAG = "nerflow.pid", "nerflow.host", "nerflow.pid_started"
+RUN_NAME_TAG = "mlflow.runName"
 
 
 def find_logical_run(client: MlflowClient, experiment: str, logical_run: str):
@@ -136,18 +163,20 @@ def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_r
     if previous is not None and (continue_run_id or previous.info.status != "FINISHED"):
         run_id = previous.info.run_id
         attempt = int(previous.data.tags.get(ATTEMPTS_TAG, "1")) + 1
-        client.update_run(run_id, status="RUNNING")
+        client.update_run(run_id, status="RUNNING")   # the run keeps its name: the same run, a new attempt
         flow_runs = ",".join(filter(None, [previous.data.tags.get("prefect_flow_run_ids", ""), flow_run_id]))
-        log_tags(client, run_id, {ATTEMPTS_TAG: attempt, "prefect_flow_run_id": flow_run_id or "",
-                                  "prefect_flow_run_ids": flow_runs, "error": "", "failed_stage": "",
-                                  LOGICAL_RUN_TAG: logical_run, **process_tags()})
+        log_tags(client, run_id, {ATTEMPTS_TAG: attempt, "prefect_flow_run_id": flow_run_id,
+                                  "prefect_flow_run_ids": flow_runs, LOGICAL_RUN_TAG: logical_run, **process_tags()})
+        # the last attempt's failure is no longer the run's: gone, not set to "" (a missing tag reads as none)
+        clear_tags(client, previous, ["error", "failed_stage",
+                                      *([] if flow_run_id else ["prefect_flow_run_id"])])
         return run_id
     tags = {"config_hash": config_hash(cfg), "task": cfg.task, "base_model": cfg.model.name_or_path,
-            "prefect_flow_run_id": flow_run_id or "", "prefect_flow_run_ids": flow_run_id or "",
+            "prefect_flow_run_id": flow_run_id, "prefect_flow_run_ids": flow_run_id,
             LOGICAL_RUN_TAG: logical_run, ATTEMPTS_TAG: "1", **process_tags(),
             **git_state(), **library_versions(), **run_record.opening_tags(cfg)}
-    run = client.create_run(experiment_id(client, cfg.experiment), tags=tags,
-                            run_name=f"{cfg.model.name_or_path.split('/')[-1]}-{logical_run[:8]}")
+    tags = {k: v for k, v in tags.items() if v}   # no empty tags (no flow run: none of its id)
+    run = client.create_run(experiment_id(client, cfg.experiment), tags=tags, run_name=tags.pop(RUN_NAME_TAG))
     run_id = run.info.run_id
     params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
     for i in range(0, len(params), 100):
@@ -197,7 +226,8 @@ def pipeline_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, fl
         stopped = isinstance(e, (KeyboardInterrupt, TrainingInterrupted))
         client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
         raise
-    log_tags(client, run_id, {"failed_stage": ""})
+    # a stage that failed on a transient error and then passed on Prefect's retry tagged itself failed: not so
+    clear_tags(client, client.get_run(run_id), ["failed_stage"])
     client.set_terminated(run_id, "FINISHED")
 
 
@@ -238,8 +268,19 @@ def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], ste
         client.log_batch(run_id, metrics=metrics[i:i + 500])
 
 
-def log_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+def log_tags(client: MlflowClient, run_id: str, tags: dict[str, str | None]) -> None:
+    """Set these tags; a None or empty value is left out: nerflow writes no empty tags (readers take a missing tag
+    as none; `clear_tags` removes one)."""
+    batch = [RunTag(k, str(v)) for k, v in tags.items() if v is not None and str(v) != ""]
+    if batch:
+        client.log_batch(run_id, tags=batch)
+
+
+def clear_tags(client: MlflowClient, run, keys: list[str]) -> None:
+    """Delete those of `keys` the run (an MLflow Run as read) has."""
+    for key in keys:
+        if key in run.data.tags:
+            client.delete_tag(run.info.run_id, key)
 
 
 def log_json(client: MlflowClient, run_id: str, value: dict, artifact_file: str) -> None:

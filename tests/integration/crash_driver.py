@@ -13,6 +13,7 @@ So @champion is 2, the stack [1, 2], the rolled-back set {3}.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -110,6 +111,11 @@ def check(db: Path, operation: str, out: Path) -> None:
     if done[-1].action == "force" and client.get_model_version(NAME, done[-1].to_version).tags.get(
             champion.DECISION_TAG) != "forced":
         problems.append(f"forced version {done[-1].to_version} is not tagged forced")
+    # the registered model's page is derived from the settled history: its newest row is the champion
+    page = (client.get_registered_model(NAME).description or "").split("## Champion history")
+    newest = re.search(r"^\| (v\d+|—) \|", page[-1], re.M) if len(page) == 2 else None
+    if newest is None or newest.group(1) != f"v{alias}":
+        problems.append(f"the description's champion history does not start with v{alias}: {page[-1][:300]!r}")
     state = {"alias": alias, "marks": marks}
     if state not in (START, FINAL[operation]):
         problems.append(f"{state} is neither the start {START} nor what {operation} makes {FINAL[operation]}")

@@ -1,6 +1,7 @@
 """The whole flow on a tiny corpus a tiny model can overfit: real Prefect, real MLflow, registered model loaded back."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -10,6 +11,7 @@ from mlflow import MlflowClient
 from nerflow.ner.data import read_conll
 from nerflow.ner.evaluate import score
 from nerflow.ner.tokenization import Encoder
+from nerflow.prefect_tasks import tracking
 
 from .corpus import LONG
 
@@ -169,13 +171,46 @@ def test_run_logs_exactly_the_documented_metrics(pipeline_result):
 
 
 def test_run_page_has_source_description_and_log(pipeline_result):
-    _, result = pipeline_result
+    cfg, result = pipeline_result
     client = MlflowClient()
-    tags = client.get_run(result.run_id).data.tags
+    run = client.get_run(result.run_id)
+    tags = run.data.tags
     assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
+    # MLflow's UI shows a LOCAL source from its last `/` on: a source without one is shown whole
+    assert "/" not in tags["mlflow.source.name"] and tags["nerflow.command"]
+    # the name says what differs: model, data, seed, start (UTC)
+    model, data = Path(cfg.model.name_or_path).name, Path(cfg.data.dir).name
+    assert re.fullmatch(rf"{re.escape(model)} · {re.escape(data)} · seed {cfg.seed} · \d\d-\d\d \d\d:\d\d",
+                        run.info.run_name), run.info.run_name
+    # the experiment opens in MLflow's model-training view, not the GenAI one
+    kind = client.get_experiment(run.info.experiment_id).tags.get(tracking.EXPERIMENT_KIND_TAG)
+    assert kind == "custom_model_development"
+    # no empty tags on the run or its version (a finished run has no failed_stage at all)
+    version = client.get_model_version("tiny-ner", str(result["register"].version))
+    assert [k for k, v in {**tags, **version.tags}.items() if v == ""] == [] and "failed_stage" not in tags
+    # MLflow has no way to fill a version's "Created by": the creator is a tag and a line of its description
+    assert version.user_id is None and version.tags["nerflow.created_by"] == tags["mlflow.user"]
+    assert {"B-PER", "I-ORG", "B-LOC"} <= set(version.tags["nerflow.labels"].split(","))   # what the model predicts
+    assert version.tags["nerflow.data_name"] == data
+    page = client.get_registered_model("tiny-ner").description
+    assert f"data: `{data}`" in page and "## Champion history" in page
     note = tags["mlflow.note.content"]
     assert "fine-tuned on" in note and f"version {result['register'].version}" in note and "test F1" in note
     (log,) = client.list_artifacts(result.run_id, "logs")
     assert log.path == "logs/1.log"
     text = Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path=log.path)).read_text()
     assert "train: computing" in text and "registered tiny-ner version" in text
+
+
+def test_an_experiment_made_elsewhere_becomes_model_training_unless_someone_chose_its_kind(mlflow_store, tmp_path):
+    """In-process, no pipeline: nerflow marks the experiments it uses, and leaves a kind a user set alone."""
+    client = tracking.configure()
+    bare = client.create_experiment("made-in-the-ui", artifact_location=tmp_path.as_uri())
+    chosen = client.create_experiment("genai-on-purpose", artifact_location=tmp_path.as_uri(),
+                                      tags={tracking.EXPERIMENT_KIND_TAG: "genai_development"})
+    assert tracking.experiment_id(client, "made-in-the-ui") == bare
+    assert tracking.experiment_id(client, "genai-on-purpose") == chosen
+    created = tracking.experiment_id(client, "made-by-nerflow")
+    kinds = {e: client.get_experiment(e).tags.get(tracking.EXPERIMENT_KIND_TAG) for e in (bare, chosen, created)}
+    assert kinds == {bare: "custom_model_development", chosen: "genai_development",
+                     created: "custom_model_development"}

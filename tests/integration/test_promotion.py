@@ -65,6 +65,18 @@ def assert_terminal_decision(said, caplog, verdict: str, reason: str) -> None:
     caplog.clear()
 
 
+def description(name: str) -> str:
+    return MlflowClient().get_registered_model(name).description or ""
+
+
+def history_rows(name: str) -> list[list[str]]:
+    """(version, decision) of each row of the description's champion history table, as written."""
+    section = description(name).split("## Champion history", 1)[1]
+    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in section.splitlines()
+             if re.match(r"\| (v\d+|—) \|", line)]
+    return [[c[0], c[3]] for c in cells]
+
+
 def test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(tmp_path, tiny_corpus, corpus_model_dir,
                                                                        cache_dir, mlflow_store):
     name = "gate-a"
@@ -94,6 +106,10 @@ def test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(tmp_path,
     assert artifacts == {"promotion/comparison.json", "promotion/comparison.md"}
     card = client.get_model_version(name, "2").description
     assert card.startswith(f"# {name} version 2") and "| PER |" in card and f"nerflow rerun {better.run_id}" in card
+    # the registered model's page: the champion history, newest first, with the gate's scores
+    assert history_rows(name) == [["v2", "promoted by the gate"], ["v1", "promoted by the gate"]]
+    assert f"| v2 | {entries(name)[1].time.replace('T', ' ')[:16]} |" in description(name)
+    assert f"{better['promote'].decision['challenger_f1']:.4f}" in description(name)
 
 
 def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, corpus_model_dir, cache_dir,
@@ -122,6 +138,7 @@ def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, c
     assert (forced.action, forced.actor, forced.reason, forced.from_version) == ("force", "alice",
                                                                                  "hotfix for ticket 7", "2")
 
+    assert history_rows(name)[0] == ["v1", "forced"] and "| alice |" in description(name)
     assert cli.main(["rollback", name]) == 0 and str(champion_of(name)) == "2"      # undoes the forced move
     assert cli.main(["rollback", name]) == 0 and str(champion_of(name)) == "1"      # twice: two back
     capsys.readouterr()
@@ -144,6 +161,10 @@ def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, c
     assert cli.main(["promote", name, "1", "--force", "--reason", "back after the UI move"]) == 0
     assert [(e.action, e.from_version, e.to_version) for e in entries(name)][-2:] == [("external", "1", "2"),
                                                                                      ("force", "2", "1")]
+    # every move is a row, the rollbacks and the UI move included: the page is rendered from the settled history
+    assert history_rows(name) == [["v1", "forced"], ["v2", "moved outside nerflow"], ["v1", "rolled back"],
+                                  ["v2", "rolled back"], ["v1", "forced"], ["v2", "promoted by the gate"],
+                                  ["v1", "promoted by the gate"]]
     # a version of another task type is bad input, and nothing moves
     src = client.get_model_version(name, "1")
     other = client.create_model_version(name, src.source, run_id=src.run_id,

@@ -110,6 +110,10 @@ def test_serve_runs_the_schedule_then_nothing_to_do_then_a_data_change_registers
                        and run_info(mlflow_uri, v1["run_id"]), 60, "the MLflow run to finish", server)
         assert 0.0 <= run["metrics"]["test/f1"] <= 1.0 and "val/best_f1" in run["metrics"]
         assert run["tags"]["nerflow.logical_run"]
+        # MLflow's Source names the schedule (not Prefect's engine.py), shown in full for a JOB; so does the name
+        assert (run["tags"]["mlflow.source.type"], run["tags"]["mlflow.source.name"]) == \
+            ("JOB", f"nerflow schedule {name}")
+        assert f" · schedule {name} · " in run["tags"]["mlflow.runName"], run["tags"]["mlflow.runName"]
         first_run = wait_for(lambda: [r for r in finished_runs(api, state["id"]) if r["parent_task_run_id"] is None],
                              60, "the first scheduled run to end", server)
         assert first_run[0]["state"]["message"].startswith(f"registered {model} version 1"), first_run[0]["state"]
