@@ -185,14 +185,30 @@ def format_summary(result, task: str) -> str:
         lines += output.summary_lines(kind)
     reused = [stage for stage, was_reused in result.stages.items() if was_reused]
     lines += [f"MLflow run: {result.run_id}" + (f" (reused from cache: {', '.join(reused)})" if reused else ""),
-              f"browse:     {browse_hint()}"]
+              f"browse:     {browse_hint(result.run_id)}"]
     return "\n".join(lines)
 
 
-def browse_hint() -> str:
+LOCAL_UI = "http://127.0.0.1:5000"   # where `mlflow ui` serves by default
+# MLflow 3.17's UI opens an experiment in its GenAI or model-training layout from the switch at its top left: the
+# `workflowType` URL parameter, else the browser's last choice, else GenAI (the experiment tag
+# `mlflow.experimentKind`, which nerflow sets too, does not pick it in 3.17.2). Links nerflow prints say which.
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def browse_hint(run_id: str) -> str:
+    """Where to see the run: its page on the tracking server, or how to start the UI on the local store, then it."""
     uri = tracking_uri_for_display()
-    return f"{uri} (the MLflow UI)" if uri.startswith(("http://", "https://")) else \
-        f"mlflow ui --backend-store-uri {uri}"
+    page = f"#/experiments/{experiment_of(run_id)}/runs/{run_id}?{TRAINING_VIEW}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {uri}, then {LOCAL_UI}/{page}"
+
+
+def experiment_of(run_id: str) -> str:
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_run(run_id).info.experiment_id
 
 
 def tracking_uri_for_display() -> str:

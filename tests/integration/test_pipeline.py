@@ -185,6 +185,12 @@ def test_run_page_has_source_description_and_log(pipeline_result):
     # the experiment opens in MLflow's model-training view, not the GenAI one
     kind = client.get_experiment(run.info.experiment_id).tags.get(tracking.EXPERIMENT_KIND_TAG)
     assert kind == "custom_model_development"
+    # ... and the summary's link says so: MLflow 3.17's UI picks the view from the URL (tests/team/browser.py)
+    from nerflow.flows.commands.run import format_summary
+
+    browse = format_summary(result, cfg.task).splitlines()[-1]
+    assert browse.endswith(f"/#/experiments/{run.info.experiment_id}/runs/{result.run_id}"
+                           "?workflowType=machine_learning"), browse
     # no empty tags on the run or its version (a finished run has no failed_stage at all)
     version = client.get_model_version("tiny-ner", str(result["register"].version))
     assert [k for k, v in {**tags, **version.tags}.items() if v == ""] == [] and "failed_stage" not in tags
