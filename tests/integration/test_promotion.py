@@ -122,6 +122,7 @@ def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, c
 
     capsys.readouterr()
     caplog.set_level(logging.INFO, logger="nerflow.promote")          # as the CLI's own logging shows it
+    caplog.clear()   # the pipelines' promote stages logged their decisions: only the command's own lines count
     assert cli.main(["promote", name, "2", "--actor", "bob"]) == 0      # by hand, through the same gate
     assert str(champion_of(name)) == "2"
     assert_terminal_decision(capsys.readouterr(), caplog, "accepted", reason_of(name, "2"))

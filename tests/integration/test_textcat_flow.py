@@ -5,6 +5,7 @@ stops with one error line and registers nothing."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -73,11 +74,15 @@ def test_flow_registers_promotes_and_predicts_by_alias(first_run, mlflow_store, 
     assert [a["label"] for a in answers] == ["pos", "neg"]
     assert all(abs(sum(a["scores"].values()) - 1) < 1e-4 and a["score"] == max(a["scores"].values())
                for a in answers)
-    done = run(["predict", f"models:/{MODEL}@champion", *texts], tmp_path, nerflow_env(mlflow_store))
+    done = run(["predict", f"models:/{MODEL}@champion", *texts, "--json"], tmp_path, nerflow_env(mlflow_store))
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(line["text"], line["label"]) for line in lines] == list(zip(texts, ["pos", "neg"]))
     assert set(lines[0]) == {"text", "label", "score", "scores"}
+    # the closing summary counts what this task answers (texts per label), nothing of NER's
+    summary = json.loads(done.stderr.strip().splitlines()[-1])
+    assert summary["documents"] == 2 and summary["label_pos"] == summary["label_neg"] == 1
+    assert not [key for key in summary if "entit" in key], summary
 
 
 def test_mlflow_models_serve_answers_as_nerflow_predict(first_run, mlflow_store, tmp_path, capsys):
@@ -222,5 +227,9 @@ def test_bad_input_gives_one_error_line_and_registers_nothing(case, command, tmp
     same reading and checks without a pipeline run (cheaper, for the second check failure)."""
     cfg, expected = bad_input(tmp_path, case)
     result = run([command, str(cfg), f"model.name_or_path={textcat_model_dir}"], tmp_path, nerflow_env(mlflow_store))
-    one_error(result, EXIT_BAD_INPUT, expected)
+    if command == "validate":   # it lists every problem on stdout; its one error line counts them
+        one_error(result, EXIT_BAD_INPUT, r"^error: data validation failed: 1 problem\(s\)")
+        assert re.search(expected.removeprefix("^error: "), result.stdout, re.M), result.stdout
+    else:
+        one_error(result, EXIT_BAD_INPUT, expected)
     assert MlflowClient().search_model_versions(f"name='tc-bad-{case}'") == []
