@@ -26,7 +26,7 @@ sample: install
 run: sample
 	$(NERFLOW) run configs/quickstart.yaml
 
-# tests/team start real PostgreSQL and check the compose file: both come from Debian, not PyPI.
+# tests/team start real PostgreSQL, check the compose file and look at both UIs in chromium: from Debian, not PyPI.
 debian-deps:
 	bash infra/install-debian-deps.sh
 
