@@ -299,7 +299,12 @@ class TeamServers:
     def _stop(self, name: str, kill: bool = False) -> None:
         pid = self.state.get("pids", {}).pop(name, None)
         recorded = ProcessId.from_json(self.state.get("procs", {}).pop(name, None))
-        if self._is_ours(name, recorded, pid):
+        started_here = self.procs.get(name)
+        if started_here is not None and started_here.returncode is None:
+            # Our own child, not reaped yet: its pid (and so its group's id) cannot have been handed on. No identity
+            # check: a check that failed here killed only the leader and left `mlflow server`'s uvicorn listening.
+            stop_group(started_here.pid, kill=kill)
+        elif self._is_ours(name, recorded, pid):
             stop_group(recorded.pid, kill=kill)
         if name in self.procs:
             proc = self.procs.pop(name)

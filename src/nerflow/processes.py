@@ -2,9 +2,13 @@
 
 A pid written to a file (a pid file, a state file) outlives its process: after a kill -9 or a reboot the kernel
 hands the same number to whatever starts next, and signalling "the pid in the file" would stop that. So what is
-recorded is the process's identity: pid, start time (the kernel's, read through psutil) and command line. A
-process is signalled only while all three still match; a record that does not match names a process that is gone,
-whatever now holds its pid.
+recorded is the process's identity: pid, start time and command line. A process is signalled only while all three
+still match; a record that does not match names a process that is gone, whatever now holds its pid.
+
+The start time compared is the kernel's own: the clock tick since boot at which the process started, with the boot's
+id. psutil's create_time() adds the boot time that /proc/stat recomputes from the wall clock, so a clock step (a VM
+resumed from a snapshot, NTP setting the date) moves it by the size of the step: a live server looked like another
+process and was not stopped. Where /proc is not there, create_time() is what is compared.
 
 Used by the temporary Prefect server's pid files (nerflow.flows.prefect_server) and by the local team servers
 (infra/team.py).
@@ -15,20 +19,34 @@ import contextlib
 import os
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
-# psutil's start time is the kernel's start tick plus the boot time, and /proc/stat gives the boot time in whole
-# seconds, recomputed from the wall clock: a clock step can move it by a second. A pid reused within one second by
-# a process with the same command line is not a case to guard against; a clock step is.
+# Without /proc: psutil's start time, in whole seconds of boot time recomputed from the wall clock. A pid reused
+# within one second by a process with the same command line is not a case to guard against.
 START_SLACK_S = 1.0
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def kernel_start(pid: int) -> tuple[str, int] | None:
+    """(boot id, start tick) of `pid` from /proc: field 22 of /proc/PID/stat counts clock ticks since boot, which no
+    change of the wall clock moves. None where there is no /proc (or no such process)."""
+    try:
+        boot = BOOT_ID.read_text().strip()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()   # the name may hold spaces
+        return boot, int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
 class ProcessId:
     pid: int
-    started: float             # psutil.Process.create_time(): seconds since the epoch
+    started: float             # psutil.Process.create_time(): seconds since the epoch (shown; compared without /proc)
     cmdline: tuple[str, ...]
+    boot: str = ""             # kernel_start(): the boot's id and the start tick, "" and -1 where unknown
+    start_tick: int = -1
 
     @classmethod
     def of(cls, pid: int) -> ProcessId | None:
@@ -38,20 +56,23 @@ class ProcessId:
             proc = psutil.Process(pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
-            return cls(pid, proc.create_time(), tuple(proc.cmdline()))
+            boot, tick = kernel_start(pid) or ("", -1)
+            return cls(pid, proc.create_time(), tuple(proc.cmdline()), boot, tick)
         except psutil.Error:
             return None
 
     def to_json(self) -> dict:
-        return {"pid": self.pid, "started": self.started, "cmdline": list(self.cmdline)}
+        record = {"pid": self.pid, "started": self.started, "cmdline": list(self.cmdline)}
+        return record | ({"boot": self.boot, "start_tick": self.start_tick} if self.boot else {})
 
     @classmethod
     def from_json(cls, value: object) -> ProcessId | None:
         """The identity a record holds; None when it holds none (a record written before identities were, which
         names only a pid): such a record proves nothing, and its process is never signalled."""
         try:
-            return cls(int(value["pid"]), float(value["started"]), tuple(str(a) for a in value["cmdline"]))
-        except (TypeError, KeyError, ValueError):
+            return cls(int(value["pid"]), float(value["started"]), tuple(str(a) for a in value["cmdline"]),
+                       str(value.get("boot", "")), int(value.get("start_tick", -1)))
+        except (TypeError, KeyError, ValueError, AttributeError):
             return None
 
 
@@ -61,7 +82,11 @@ def _matching(recorded: ProcessId) -> psutil.Process | None:
         proc = psutil.Process(recorded.pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        if abs(proc.create_time() - recorded.started) > START_SLACK_S:
+        now = kernel_start(recorded.pid) if recorded.boot else None
+        if now is not None:
+            if now != (recorded.boot, recorded.start_tick):
+                return None   # started at another tick, or in another boot: the pid was reused
+        elif abs(proc.create_time() - recorded.started) > START_SLACK_S:
             return None   # the pid was reused: another process
         if tuple(proc.cmdline()) != recorded.cmdline:
             return None   # within the slack, but not the command that was started

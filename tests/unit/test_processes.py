@@ -6,6 +6,7 @@ process lives on; an orphaned server that is still the one recorded is stopped. 
 (infra/team.py) is held to the same proof."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -178,6 +179,47 @@ def test_team_down_stops_the_server_it_started(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_wall_clock_step_leaves_a_live_process_recognised(bystander, monkeypatch):
+    """psutil's create_time() adds /proc/stat's boot time, which the kernel recomputes when the clock is set (a VM
+    resumed from a snapshot, NTP stepping the date): compared as such, a live server looked like another process."""
+    recorded = ProcessId.of(bystander.pid)
+    real_boot_time = psutil._pslinux.boot_time
+    monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: real_boot_time() + 3600)   # the clock set an hour on
+    assert abs(psutil.Process(bystander.pid).create_time() - recorded.started) > 3000   # what psutil now reports
+    assert owned(recorded) and ProcessId.from_json(json.loads(json.dumps(recorded.to_json()))) == recorded
+    pid, started, cmdline = recorded.pid, recorded.started, recorded.cmdline
+    assert not owned(ProcessId(pid, started, cmdline, recorded.boot, recorded.start_tick + 1))   # a reused pid
+    assert not owned(ProcessId(pid, started, cmdline, "another-boot", recorded.start_tick))      # after a reboot
+    assert signal_if_owned(recorded)
+    assert bystander.wait(timeout=15) == -15
+
+
+def test_team_stops_the_whole_group_of_a_server_it_started_whatever_its_record_says(tmp_path):
+    """The servers this TeamServers started are its unreaped children: their group is stopped even when the state's
+    identity no longer matches (it did not after a clock step, and only the leader was killed: `mlflow server`'s
+    uvicorn child kept the port)."""
+    team = team_module().TeamServers(tmp_path)
+    child = tmp_path / "child.pid"
+    server = ("import pathlib, subprocess, sys, time; c = subprocess.Popen(['sleep', '60']); "
+              "pathlib.Path(sys.argv[1]).write_text(str(c.pid)); time.sleep(60)")
+    leader = subprocess.Popen([sys.executable, "-c", server, str(child)], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 15
+        while not child.exists() or not child.read_text():
+            assert time.monotonic() < deadline, "the server's child did not start"
+            time.sleep(0.05)
+        now = ProcessId.of(leader.pid)
+        team.procs["mlflow"] = leader
+        team.state = {"host": "127.0.0.1", "ports": {"mlflow": 5000}, "pids": {"mlflow": leader.pid},
+                      "procs": {"mlflow": ProcessId(leader.pid, now.started - 3600, now.cmdline).to_json()}}
+        team._stop("mlflow", kill=True)
+        assert leader.returncode == -9 and gone(int(child.read_text()))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, 9)
+        leader.wait()
 
 
 def test_the_temporary_servers_start_up_wait_is_90_s_outside_the_project_unless_configured(tmp_path):
