@@ -119,10 +119,25 @@ def pause_and_clear(client, deployment_id) -> None:
 
 def job_variables(pool: str | None) -> dict:
     """A worker's flow runs get nerflow's environment defaults (our log lines in the Prefect UI, library noise
-    off), as a `nerflow` command sets them for itself and for the runs `nerflow serve` starts."""
+    off), as a `nerflow` command sets them for itself and for the runs `nerflow serve` starts. Never a credential:
+    Prefect stores job variables and shows them in its UI (checked, so a default added later cannot be one)."""
+    from nerflow.deploy_guard import check_job_variables
     from nerflow.flows.console import ENV_DEFAULTS
 
-    return {"env": dict(ENV_DEFAULTS)} if pool else {}
+    variables = {"env": dict(ENV_DEFAULTS)} if pool else {}
+    check_job_variables(variables)
+    return variables
+
+
+def check_parameters(config: str, overrides: list[str], workdir: str) -> None:
+    """Refuse a schedule a worker would refuse (nerflow.deploy_guard), with `workdir` as the only root."""
+    from pathlib import Path
+
+    from nerflow.deploy_guard import check_parameters as check
+    from nerflow.flows.deploy_checks import schema_keys
+
+    leaves, sections = schema_keys()
+    check(config, overrides, workdir, cwd=Path.cwd(), roots=(Path(workdir),), known_keys=leaves, sections=sections)
 
 
 def ensure_pool(client, pool: str) -> None:

@@ -94,6 +94,7 @@ def rerun_pipeline(run_id: str, from_stage: Stage | None = None, force_register:
     from nerflow.config import ConfigError
     from nerflow.flows import past_run
     from nerflow.flows.console import quiet_libraries, quiet_prefect_failures
+    from nerflow.flows.deploy_checks import check_flow_run
 
     quiet_libraries()
     quiet_prefect_failures()   # a failed rerun: one line on the terminal (report_failure), not Prefect's tracebacks
@@ -102,6 +103,7 @@ def rerun_pipeline(run_id: str, from_stage: Stage | None = None, force_register:
     logger = get_run_logger()
     from_stage = from_stage or None   # a cleared form field
     try:
+        check_flow_run()   # its pull steps and job variables: editable by anyone on the Prefect server
         past = past_run.load(run_id, from_stage)
     except ConfigError as e:
         from nerflow.flows.scheduled import report_failure

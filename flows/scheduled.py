@@ -44,12 +44,13 @@ def scheduled_pipeline(config: str, overrides: list[str] | None = None, workdir:
 
 def _retrain_if_changed(config: str, overrides: list[str] | None, workdir: str | None):
     from nerflow.config import load_config
+    from nerflow.flows.deploy_checks import check_flow_run
     from nerflow.plan import make_plan
     from nerflow.prefect_tasks import registered, tracking
 
-    if workdir:
-        os.chdir(workdir)
-    cfg = load_config(config, list(overrides or []))
+    checked = check_flow_run(config, overrides, workdir)   # anyone on the Prefect server can edit these: first
+    os.chdir(checked.workdir)
+    cfg = load_config(config, list(overrides or []))   # the path as given: the errors name it so
     plan = make_plan(cfg)
     client = tracking.configure()
     done = registered.find_registered(client, cfg, plan)

@@ -36,11 +36,13 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     config = Path(args.config)
     from nerflow.config import load_config
 
+    workdir = str(Path(args.workdir).resolve()) if args.workdir else str(Path.cwd())
+    # what a worker will check before it runs it (flows/deploy_checks.py), with the workdir as the only root
+    deployments.check_parameters(str(config), args.overrides, workdir)
     cfg = load_config(config, args.overrides)   # bad config or override: refused now, not at 3 a.m.
     refuse_unpinned_hub_ids(cfg)
     deployments.require_server()
     name = args.name or re.sub(r"[^A-Za-z0-9_-]", "-", config.stem)
-    workdir = str(Path(args.workdir).resolve()) if args.workdir else str(Path.cwd())
     deployment_id, created = deployments.apply(name, str(config), args.overrides, workdir, cadence, args.pool,
                                                args.collision)
     row = next(r for r in deployments.rows() if r["name"] == name)

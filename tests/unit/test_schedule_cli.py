@@ -10,6 +10,7 @@ from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
 @pytest.fixture
 def cfg(tmp_path, monkeypatch):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.chdir(tmp_path)   # a schedule's config lies inside its working directory (what a worker checks)
     path = tmp_path / "c.yaml"
     path.write_text("data: {dir: data}\n")
     return str(path)
@@ -51,3 +52,14 @@ def test_a_hub_model_pinned_to_a_commit_may_be_scheduled(cfg, capsys):
     assert cli.main(["schedule", cfg, "model.name_or_path=someone/bert-ner", pinned, "--interval", "60"]) == \
         EXIT_UNAVAILABLE                                        # refused only for want of a server
     assert "make team-up" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, said", [
+    (["data.train=/etc/passwd"], "deployment parameter overrides: data.train='/etc/passwd' is outside the working "
+                                 "directory"),
+    (["--workdir", "/usr"], "deployment parameter config:"),   # the config is not inside that workdir
+])
+def test_a_schedule_a_worker_would_refuse_is_refused_now(cfg, args, said, capsys):
+    assert cli.main(["schedule", cfg, *args, "--interval", "60"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
