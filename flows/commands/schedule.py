@@ -4,6 +4,7 @@
     nerflow schedule ls [--json]
     nerflow schedule pause|resume|delete NAME
     nerflow serve [NAME ...]
+    nerflow worker --pool POOL [--work-queue QUEUE ...]
 
 Schedules live on the Prefect server named by PREFECT_API_URL (flows/deployments.py); without one every command
 here fails at once with the commands that start one. `nerflow serve` (flows/runner.py) also serves the rerun
@@ -165,6 +166,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import os
+
+    from nerflow.deploy_guard import WORKDIR_ROOTS_ENV, workdir_roots
+    from nerflow.flows import deployments, worker
+
+    deployments.require_server()
+    roots = ", ".join(str(r) for r in workdir_roots(os.environ, Path.cwd()))
+    print(f"nerflow worker on pool {args.pool}: runs nerflow's flows from {Path.cwd()}; workdir roots {roots} "
+          f"({WORKDIR_ROOTS_ENV}); deployment pull steps are checked, never run; Ctrl-C stops", flush=True)
+    try:
+        worker.start(args.pool, args.work_queue or [], args.name, args.limit)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def add_parsers(sub) -> None:
     schedule = sub.add_parser(
         "schedule", help="create or replace a schedule of the pipeline; ls, pause, resume, delete",
@@ -196,3 +214,11 @@ def add_parsers(sub) -> None:
     serve.add_argument("names", nargs="*")
     serve.add_argument("--limit", type=int, help="at most this many runs at once (default: no limit)")
     serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="a Prefect process worker for a work pool that runs only nerflow's flows "
+                                           "and never the deployment's pull steps, command or credentials "
+                                           "(docs/team.md); in place of `prefect worker start --pool POOL`")
+    worker.add_argument("--pool", required=True, help="the process work pool to poll (created if missing)")
+    worker.add_argument("--work-queue", action="append", help="a work queue of the pool (repeatable; default: all)")
+    worker.add_argument("--name", help="the worker's name on the Prefect server")
+    worker.add_argument("--limit", type=int, help="at most this many runs at once (default: no limit)")
+    worker.set_defaults(func=cmd_worker)

@@ -219,3 +219,30 @@ def check_pull_steps(steps: Sequence[Mapping[str, Any]] | None, roots: Sequence[
     raise DeploymentRefused(f"deployment pull steps: {names} {_show(steps, 120)} are not the project's; allowed: "
                             f"none, or one {SET_WORKING_DIRECTORY} into the worker's roots "
                             f"({', '.join(str(r) for r in roots)})")
+
+
+# The flows a nerflow worker runs, as deployments name them (prefect.yaml: a file path; `nerflow schedule` and
+# `nerflow serve`: a module path) -> the module path it imports, from the installed nerflow, not from a file the
+# deployment chose. A promote, monitoring or tuning flow is added here when it gets a deployment.
+ENTRYPOINTS = {
+    "flows/scheduled.py:scheduled_pipeline": "nerflow.flows.scheduled:scheduled_pipeline",
+    "nerflow.flows.scheduled.scheduled_pipeline": "nerflow.flows.scheduled:scheduled_pipeline",
+    "flows/rerun.py:rerun_pipeline": "nerflow.flows.rerun:rerun_pipeline",
+    "nerflow.flows.rerun.rerun_pipeline": "nerflow.flows.rerun:rerun_pipeline",
+}
+
+
+def check_worker_run(entrypoint: str | None, pull_steps: Sequence[Mapping[str, Any]] | None,
+                     job_variables: Sequence[tuple[str, Mapping[str, Any] | None]], roots: Sequence[Path],
+                     cwd: Path) -> tuple[str, Path]:
+    """What `nerflow worker` checks before it starts a flow run's process: one of nerflow's flows, the project's
+    pull steps, job variables without command, working_dir or credentials (`job_variables`: (where, variables) of
+    the deployment and of the flow run). Returns (the module path to import, the directory to run in)."""
+    fixed = ENTRYPOINTS.get(entrypoint or "")
+    if fixed is None:
+        raise DeploymentRefused(f"deployment entrypoint: {_show(entrypoint)} is not one of nerflow's flows; allowed: "
+                                f"{', '.join(sorted(ENTRYPOINTS))}")
+    directory = check_pull_steps(pull_steps, roots) or cwd.resolve()
+    for where, variables in job_variables:
+        check_job_variables(variables, where)
+    return fixed, directory

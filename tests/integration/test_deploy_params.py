@@ -77,3 +77,43 @@ def test_hostile_parameters_and_pull_steps_fail_before_anything_is_read(checkout
         said = "deployment pull steps: prefect.deployments.steps.run_shell_script"
         assert state.is_failed() and said in state.message, state.message
         assert not [p for p in opened if p.endswith("c.yaml")], opened
+
+
+def test_nerflow_worker_refuses_foreign_pull_steps_before_running_them_and_runs_its_own_flow(checkout, monkeypatch,
+                                                                                               capsys):
+    """`nerflow worker`'s one pass over its pool: a deployment with a pull step that would write a marker file is
+    refused before the step runs; the deployment's own flow starts (no pull steps, the installed module) and refuses
+    its hostile parameter itself."""
+    import anyio
+
+    from nerflow.flows.deployments import ensure_pool
+    from nerflow.flows.worker import NerflowWorker
+
+    work, secret = checkout / "checkout", checkout / "secret"
+    marker = checkout / "pull-step-ran"
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("NERFLOW_WORKDIR_ROOTS", raising=False)
+    pool = "nerflow-worker-test"
+    with get_client(sync_client=True) as client:
+        ensure_pool(client, pool)
+        ids = []
+        for name, pull_steps, parameters in [
+            ("pulls", [{"prefect.deployments.steps.run_shell_script": {"script": f"touch {marker}"}}],
+             {"config": "c.yaml"}),
+            ("own", [], {"config": "c.yaml", "overrides": [f"data.train={secret / 'id_rsa'}"]})]:
+            deployment_id = scheduled_pipeline.to_deployment(
+                name=f"worker-{name}", parameters=parameters, work_pool_name=pool,
+                entrypoint_type=EntrypointType.MODULE_PATH).apply()
+            client.update_deployment(deployment_id, DeploymentUpdate(pull_steps=pull_steps))   # as anyone may
+            ids.append(client.create_flow_run_from_deployment(deployment_id).id)
+
+        async def one_pass():
+            async with NerflowWorker(work_pool_name=pool, create_pool_if_not_found=True) as worker:
+                await worker.get_and_submit_flow_runs()
+
+        anyio.run(one_pass)
+        pulls, own = (client.read_flow_run(i).state for i in ids)
+    assert pulls.is_failed() and pulls.message.startswith("refused by nerflow worker: deployment pull steps: "
+                                                          "prefect.deployments.steps.run_shell_script"), pulls
+    assert not marker.exists()
+    assert own.is_failed() and "deployment parameter overrides: data.train=" in own.message, own
