@@ -31,7 +31,6 @@ from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, Proc
 
 from nerflow.deploy_guard import WORKDIR_ROOTS_ENV, DeploymentRefused, check_worker_run, workdir_roots
 
-
 # Prefect's worker-type registry warns that `process` now means the class below: in this process, that is the point
 warnings.filterwarnings("ignore", message="Type 'NerflowWorker' .* matches existing registered type")
 

@@ -236,7 +236,10 @@ def test_two_workers_of_a_pool_register_one_version(team, team_env, tmp_path):
             host.mkdir()
             workers.append(Background([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
                                        "--name", f"worker-{i}"], host,
-                                      {**env, "NERFLOW_CACHE_DIR": str(host / "cache")}, host / "worker.log"))
+                                      # a plain worker starts runs in a temporary directory: the checkout (the
+                                      # schedules' workdir) is a root it must be given (flows/deploy_checks.py)
+                                      {**env, "NERFLOW_CACHE_DIR": str(host / "cache"),
+                                       "NERFLOW_WORKDIR_ROOTS": str(project)}, host / "worker.log"))
         wait_for(lambda: len(httpx.post(f"{api}/work_pools/{pool}/workers/filter", json={}).json()) == 2, 60,
                  "both workers to be online", *workers)
         ids = [trigger(api, "pool-a"), trigger(api, "pool-b")]

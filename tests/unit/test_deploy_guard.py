@@ -147,3 +147,20 @@ def test_pull_steps_are_none_or_the_project_s_one_working_directory(work):
                                                     "project's; allowed: none, or one .*set_working_directory into "
                                                     "the worker's roots"):
             check_pull_steps(steps, (work,))
+
+
+def test_nerflow_worker_runs_only_nerflow_s_flows_in_the_directory_the_project_fixed(work):
+    from nerflow.deploy_guard import check_worker_run
+
+    mine = [{"prefect.deployments.steps.set_working_directory": {"directory": str(work)}}]
+    assert check_worker_run("flows/scheduled.py:scheduled_pipeline", mine, [("jv", {"env": ENV_DEFAULTS})], (work,),
+                            work.parent) == ("nerflow.flows.scheduled:scheduled_pipeline", work.resolve())
+    assert check_worker_run("nerflow.flows.rerun.rerun_pipeline", [], [], (work,), work) == \
+        ("nerflow.flows.rerun:rerun_pipeline", work.resolve())
+    for entrypoint in ("evil.py:flow", "os.system", None):
+        with pytest.raises(DeploymentRefused, match="deployment entrypoint: .* is not one of nerflow's flows; "
+                                                    "allowed: flows/rerun.py:rerun_pipeline"):
+            check_worker_run(entrypoint, [], [], (work,), work)
+    with pytest.raises(DeploymentRefused, match="the flow run's job_variables command"):
+        check_worker_run("flows/rerun.py:rerun_pipeline", [], [("the flow run's job_variables", {"command": "sh"})],
+                         (work,), work)
