@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from nerflow.deploy_guard import (
     DeploymentRefused,
@@ -164,3 +165,25 @@ def test_nerflow_worker_runs_only_nerflow_s_flows_in_the_directory_the_project_f
     with pytest.raises(DeploymentRefused, match="the flow run's job_variables command"):
         check_worker_run("flows/rerun.py:rerun_pipeline", [], [("the flow run's job_variables", {"command": "sh"})],
                          (work,), work)
+
+
+def test_every_path_valued_config_key_is_checked_as_a_path():
+    """A key renamed or added to the schema with a Path type, or a location under data/model, must be in PATH_KEYS
+    (else an override of it would pass unchecked)."""
+    import typing
+
+    from nerflow import task_types
+    from nerflow.deploy_guard import PATH_KEYS
+
+    assert PATH_KEYS <= LEAVES
+    for model in task_types.config_types().values():
+        def walk(cls, prefix=""):
+            for name, field in cls.model_fields.items():
+                if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                    yield from walk(field.annotation, f"{prefix}{name}.")
+                else:
+                    yield f"{prefix}{name}", field.annotation
+
+        for key, annotation in walk(model):
+            if Path in (annotation, *typing.get_args(annotation)):
+                assert key in PATH_KEYS, key
