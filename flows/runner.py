@@ -26,6 +26,7 @@ def serve(names: list[str], limit: int | None = None) -> None:
     import asyncio
 
     from prefect.client.orchestration import get_client
+    from prefect.runner import Runner
 
     from nerflow.config import ConfigError
 
@@ -40,40 +41,19 @@ def serve(names: list[str], limit: int | None = None) -> None:
     if not schedules and rerun_id is None:
         raise ConfigError(f"nothing to serve: no schedule without a work pool (create one with `nerflow schedule "
                           f"CONFIG --interval SECONDS`), and reruns run on work pool {rerun_pool}'s workers")
+    runner = Runner(name=f"nerflow-serve-{os.getpid()}", pause_on_shutdown=False, limit=limit)
     served = [(d.id, d.name) for d in schedules]
     if rerun_id is not None:
         served.append((rerun_id, rerun_name()))
-    runner = make_runner([(d.id, d.name) for d in schedules], rerun_id, limit)
+    for deployment_id, name in served:
+        # Runner.add_deployment would apply the deployment again; registering the id only is what serving an
+        # existing deployment needs (Prefect 3.8.8's registry; covered by tests/team/test_schedules.py)
+        runner._deployment_registry.register_deployment(deployment_id, name)
     what = ", ".join(name for _, name in served)
     reruns = "" if rerun_id is not None else f"; reruns run on work pool {rerun_pool}'s workers"
     log.info("serving %s (Ctrl-C stops; the schedules stay active)%s", what, reruns)
     print(f"serving {what} from {Path.cwd()}{reruns}; Ctrl-C stops serving, the schedules stay active", flush=True)
     asyncio.run(until_stopped(runner))
-
-
-def make_runner(schedules: list[tuple], rerun_id, limit: int | None = None):
-    """A Prefect Runner that executes these schedules (deployment id, name) and the rerun deployment.
-
-    Each is registered with its flow object, nerflow's own, not only by id: the Runner then starts the flow run
-    from that object (`run_flow_in_subprocess`) instead of `python -m prefect.engine`, which would load the flow
-    through the deployment's pull steps as the server has them (a `run_shell_script` added in the Prefect UI would
-    run here; docs/team.md, "What a deployment may ask of a worker"); cancel and crash hooks use the same object.
-    Runner.add_deployment would apply the deployment again; registering is what serving an existing deployment
-    needs (Prefect 3.8.8's registry; covered by tests/team/test_schedules.py and tests/integration/
-    test_deploy_params.py)."""
-    from prefect.runner import Runner
-
-    from nerflow.flows.rerun import rerun_pipeline
-    from nerflow.flows.scheduled import scheduled_pipeline
-
-    runner = Runner(name=f"nerflow-serve-{os.getpid()}", pause_on_shutdown=False, limit=limit)
-    flows = [(i, n, scheduled_pipeline) for i, n in schedules]
-    if rerun_id is not None:
-        flows.append((rerun_id, rerun_name(), rerun_pipeline))
-    for deployment_id, name, flow in flows:
-        runner._deployment_registry.register_deployment(deployment_id, name)
-        runner._deployment_registry.register_flow(deployment_id, flow)
-    return runner
 
 
 async def until_stopped(runner) -> None:

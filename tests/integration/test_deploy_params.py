@@ -118,27 +118,3 @@ def test_nerflow_worker_refuses_foreign_pull_steps_before_running_them_and_runs_
     assert not marker.exists()
     assert own.is_failed() and "deployment parameter overrides: data.train=" in own.message, own
 
-
-def test_nerflow_serve_never_runs_the_pull_steps_the_server_holds(checkout, monkeypatch):
-    """`nerflow serve`'s Runner starts a served deployment's runs from nerflow's own flow object: a pull step added
-    on the server does not run (a Runner that knows the deployment by id only runs it: checked once by hand); the
-    flow then refuses the run, as it refuses foreign pull steps anywhere."""
-    import anyio
-
-    from nerflow.flows.runner import make_runner
-
-    work = checkout / "checkout"
-    marker = checkout / "serve-pull-step-ran"
-    monkeypatch.chdir(work)
-    monkeypatch.delenv("NERFLOW_WORKDIR_ROOTS", raising=False)
-    deployment_id = scheduled_pipeline.to_deployment(name="served", parameters={"config": "c.yaml"},
-                                                     entrypoint_type=EntrypointType.MODULE_PATH).apply()
-    with get_client(sync_client=True) as client:
-        client.update_deployment(deployment_id, DeploymentUpdate(pull_steps=[
-            {"prefect.deployments.steps.run_shell_script": {"script": f"touch {marker}"}}]))
-        run_id = client.create_flow_run_from_deployment(deployment_id).id
-        anyio.run(make_runner([(deployment_id, "nerflow-scheduled/served")], None).start, True)
-        state = client.read_flow_run(run_id).state
-    assert not marker.exists()
-    assert state.is_failed() and "deployment pull steps: prefect.deployments.steps.run_shell_script" in state.message, \
-        state.message
