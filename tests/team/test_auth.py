@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 
 import httpx
 import mlflow
 import psycopg2
 import pytest
 from mlflow.exceptions import MlflowException
+
+from nerflow.flows import errors
 
 from .conftest import MLFLOW_AUTH, PREFECT_AUTH
 from .test_team_servers import server_processes
@@ -95,3 +98,23 @@ def test_nerflow_names_the_server_that_refused_the_credentials_in_one_line(team,
     assert (schedules.returncode, schedules.stderr.splitlines()) == (4, [
         f"error: Prefect at {team.prefect_api_url} refused the credentials (401): set PREFECT_API_AUTH_STRING"]), \
         schedules.stderr
+
+
+def test_an_account_without_the_permission_is_told_so_in_one_line(team, monkeypatch):
+    """A user the admin creates (docs/team.md, "Security") reads by default_permission READ but may not write to the
+    admin's experiment: MLflow answers 403, and nerflow's line names the user and what to set (exit 4)."""
+    base, user = team.mlflow_uri, f"reader-{uuid.uuid4().hex[:6]}"
+    made = httpx.post(f"{base}/api/2.0/mlflow/users/create", auth=MLFLOW_AUTH, timeout=30,
+                      json={"username": user, "password": "a-reader-password"})
+    assert made.status_code == 200, made.text
+    experiment = mlflow.MlflowClient(base).create_experiment(f"admins-{user}")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "a-reader-password")
+    reader = mlflow.MlflowClient(base)
+    assert reader.get_experiment(experiment).name == f"admins-{user}"
+    with pytest.raises(MlflowException) as refusal:
+        reader.set_experiment_tag(experiment, "written", "by a reader")
+    assert errors.classify(refusal.value) == errors.EXIT_REFUSED
+    assert errors.message(refusal.value, errors.EXIT_REFUSED) == (
+        f"error: MLflow at {base} refused the credentials (403): user {user!r} may not do this; set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account that may")
