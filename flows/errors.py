@@ -6,13 +6,16 @@
 | 1    | a bug in nerflow (the traceback is printed) |
 | 2    | bad input: data, config, an unknown model / version / alias, a file that cannot be read |
 | 3    | a service is unreachable: the MLflow tracking server or the Prefect API |
-| 4    | refused by a rule: another process runs the same pipeline run, a promotion gate, ... |
+| 4    | refused by a rule: another process runs the same pipeline run, a promotion gate, ...; or a server     |
+|      | refused the credentials (401/403: flows/credentials.py)                                              |
 | 130  | interrupted (Ctrl-C, SIGTERM): the run is marked KILLED and continues with the same command |
 """
 from __future__ import annotations
 
 import sys
 import traceback
+
+from nerflow.flows import credentials
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -50,7 +53,7 @@ def classify(exc: BaseException) -> int:
         return EXIT_INTERRUPTED
     if isinstance(exc, (ConfigError, DataError, ValidationFailed, UnicodeDecodeError)):
         return EXIT_BAD_INPUT
-    if isinstance(exc, (Refused, RunLockedError)):
+    if isinstance(exc, (Refused, RunLockedError)) or credentials.refused(exc):
         return EXIT_REFUSED
     if isinstance(exc, ServiceUnavailable) or any(_unreachable(e) for e in _chain(exc)):
         return EXIT_UNAVAILABLE
@@ -78,6 +81,8 @@ def _unreachable(exc: BaseException) -> bool:
 def message(exc: BaseException, code: int) -> str:
     """The one line (plus at most a short hint) printed for a user-caused error."""
     text = str(exc).strip() or type(exc).__name__
+    if code == EXIT_REFUSED and (refused := credentials.refused(exc)):
+        return credentials.line(*refused)
     if code == EXIT_UNAVAILABLE:
         from nerflow.flows.prefect_server import ServiceUnavailable
 

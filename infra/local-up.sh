@@ -12,8 +12,11 @@ bash "$root/infra/install-debian-deps.sh"
 source "$state_dir/team.env"
 cat <<MSG
 Team servers are up; stop them with: infra/local-down.sh $state_dir  (or make team-down)
-Point a shell at them:  source $state_dir/team.env
+Point a shell at them:  source $state_dir/team.env   (the URLs and the credentials; mode 0600)
 MLflow UI:   $MLFLOW_TRACKING_URI/#/experiments?workflowType=machine_learning  (the model-training view)
+             log in as $MLFLOW_TRACKING_USERNAME with MLFLOW_TRACKING_PASSWORD from team.env
 Prefect UI:  ${PREFECT_API_URL%/api}  (its /ui-settings names this server's API)
+             log in with PREFECT_API_AUTH_STRING from team.env
 Logs:        $state_dir/logs/
+Security (accounts, what is and is not protected): docs/team.md
 MSG

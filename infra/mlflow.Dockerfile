@@ -1,3 +1,3 @@
-# MLflow's own image lacks a PostgreSQL driver; the version matches pyproject.toml's pin.
+# MLflow's own image lacks a PostgreSQL driver and the basic-auth app's Flask-WTF; versions as in requirements.lock.
 FROM ghcr.io/mlflow/mlflow:v3.17.2
-RUN pip install --no-cache-dir psycopg2-binary==2.9.13
+RUN pip install --no-cache-dir psycopg2-binary==2.9.13 flask-wtf==1.3.0 wtforms==3.3.2

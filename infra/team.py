@@ -5,7 +5,12 @@ PostgreSQL data dir, which sits in a /tmp dir the `postgres` user can reach when
 
 A server is stopped only if it is provably the one this state started: state.json keeps each server's identity
 (pid, start time, command line; nerflow.processes), not just its pid, which the kernel may have handed to another
-process since. Run it with the project's Python (`.venv/bin/python infra/team.py`): it imports nerflow."""
+process since. Run it with the project's Python (`.venv/bin/python infra/team.py`): it imports nerflow.
+
+Authentication is on: MLflow runs its basic-auth app (admin account, auth database in DIR), Prefect checks its API
+auth string, and each server logs into PostgreSQL as its own role (infra/team_postgres.py). The secrets are made
+here, kept in state.json (0600) and handed to the servers by environment, never by argv; team.env (0600) carries
+what a client needs, the MLflow admin account included (docs/team.md, "Security")."""
 from __future__ import annotations
 
 import argparse
@@ -17,16 +22,21 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from nerflow.processes import ProcessId, owned
+# infra/ is no package: its sibling module is found from here also when the tests load this file by path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import team_postgres as postgres  # noqa: E402
 
-PG_ROLE = "nerflow"
+from nerflow.processes import ProcessId, owned  # noqa: E402
+
+MLFLOW_ADMIN = "admin"     # the account team.env hands out until the run/promoter roles exist (issue 22)
+PREFECT_LOGIN = "team"     # Prefect's open-source server has one shared login: the auth string `team:<secret>`
 START_TIMEOUT = {"mlflow": 180.0, "prefect": 360.0}  # first start migrates both schemas on 2 busy cores
-CLIENT_VARS = {"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL", "PREFECT_API_KEY"}
+CLIENT_VARS = {"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+               "MLFLOW_TRACKING_TOKEN", "PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING"}
 HEALTH_PATH = {"mlflow": "/health", "prefect": "/api/health"}
 # Short service loops so a schedule of a few seconds fires in a test; a variable already in the environment wins.
 FAST_SERVICES = {
@@ -37,14 +47,6 @@ FAST_SERVICES = {
     "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "2",
     "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS": "5",
 }
-
-
-def pg_bin() -> Path:
-    """Newest Debian PostgreSQL (/usr/lib/postgresql/<major>/bin); install-debian-deps.sh puts it there."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
-    if not found:
-        raise RuntimeError("PostgreSQL binaries not found in /usr/lib/postgresql: run infra/install-debian-deps.sh")
-    return found[-1].parent
 
 
 def free_ports(host: str, n: int) -> list[int]:
@@ -88,11 +90,21 @@ def stop_group(pgid: int | None, kill: bool = False, grace: float = 10.0) -> Non
             time.sleep(0.1)
 
 
-def log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log at {path})"
+AUTH_DB = "mlflow-auth.db"   # MLflow's accounts and permissions, in DIR
+
+
+def new_secrets() -> dict[str, str]:
+    """token_urlsafe: [A-Za-z0-9_-], safe in a URL, a SQL literal and an env file without quoting."""
+    made = {f"pg_{s}": secrets.token_urlsafe(24) for s in postgres.SERVICES}
+    return {**made, "mlflow_admin": secrets.token_urlsafe(24), "flask_key": secrets.token_urlsafe(32),
+            "prefect_auth": f"{PREFECT_LOGIN}:{secrets.token_urlsafe(24)}"}
+
+
+def write_private(path: Path, text: str) -> None:
+    """A file holding secrets: created 0600 before anything is written into it (also when an older one was laxer)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
 
 
 class TeamServers:
@@ -115,15 +127,19 @@ class TeamServers:
     def prefect_api_url(self) -> str:
         return self._url("prefect") + "/api"
 
-    @property
-    def postgres_url(self) -> str:
-        """Server URL without a database: append /mlflow or /prefect."""
+    def postgres_url(self, service: str) -> str:
+        """The database of `service` (mlflow, prefect), as its own role."""
         s = self.state
-        return f"postgresql://{PG_ROLE}:{s['pg_password']}@{s['host']}:{s['ports']['postgres']}"
+        return (f"postgresql://{service}:{s['secrets'][f'pg_{service}']}@{s['host']}:{s['ports']['postgres']}/"
+                f"{service}")
 
     @property
     def env(self) -> dict[str, str]:
-        return {"MLFLOW_TRACKING_URI": self.mlflow_uri, "PREFECT_API_URL": self.prefect_api_url}
+        """What a client of the team needs (team.env): the addresses and the credentials."""
+        secrets_ = self.state["secrets"]
+        return {"MLFLOW_TRACKING_URI": self.mlflow_uri, "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
+                "MLFLOW_TRACKING_PASSWORD": secrets_["mlflow_admin"], "PREFECT_API_URL": self.prefect_api_url,
+                "PREFECT_API_AUTH_STRING": secrets_["prefect_auth"]}
 
     def up(self) -> dict[str, str]:
         if any(group_alive(pid) for pid in self.state.get("pids", {}).values()):
@@ -133,7 +149,7 @@ class TeamServers:
             shutil.rmtree(self.dir / sub, ignore_errors=True)
         (self.dir / "logs").mkdir(parents=True)
         ports = dict(zip(("postgres", "mlflow", "prefect"), free_ports(self.host, 3)))
-        self.state = {"host": self.host, "ports": ports, "pids": {}, "pg_password": secrets.token_urlsafe(24)}
+        self.state = {"host": self.host, "ports": ports, "pids": {}, "secrets": new_secrets()}
         try:
             self._start_postgres()
             self._spawn("mlflow"), self._spawn("prefect")  # both migrate at once: the waits overlap
@@ -141,8 +157,7 @@ class TeamServers:
         except BaseException:
             self.down()
             raise
-        env_file = self.dir / "team.env"
-        env_file.write_text("".join(f"export {k}={v}\n" for k, v in self.env.items()))
+        write_private(self.dir / "team.env", "".join(f"export {k}={v}\n" for k, v in self.env.items()))
         return self.env
 
     def down(self) -> None:
@@ -150,8 +165,9 @@ class TeamServers:
             self._stop(name)
         self._stop_postgres()
         (self.dir / "team.env").unlink(missing_ok=True)
+        (self.dir / AUTH_DB).unlink(missing_ok=True)   # its accounts went with the databases
         if self.state:
-            self.state.pop("pg_password", None)  # its database is gone
+            self.state.pop("secrets", None)  # what they protected is gone
             self._save()
 
     def stop_mlflow(self, kill: bool = False) -> None:
@@ -174,64 +190,26 @@ class TeamServers:
         self.down()
 
     def _save(self) -> None:
-        """state.json holds the role's password: create it 0600 before anything is written into it."""
-        with os.fdopen(os.open(self.dir / "state.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-            os.fchmod(f.fileno(), 0o600)  # also when an older file was laxer
-            json.dump(self.state, f, indent=2)
-
-    def _pg(self, tool: str, *args: str, **kw) -> None:
-        """PostgreSQL refuses to run as root: then its tools run as the `postgres` user."""
-        cmd = [str(pg_bin() / tool), *args]
-        if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        done = subprocess.run(cmd, cwd=self.state["pg_root"], capture_output=True, text=True, **kw)
-        if done.returncode:
-            log = Path(self.state["pg_root"]) / "postgres.log"
-            raise RuntimeError(f"PostgreSQL: {tool} failed ({done.returncode}):\n{done.stdout}"
-                               f"{done.stderr}\n{log_tail(log) if log.exists() else ''}")
+        """state.json holds the secrets: written 0600 (write_private)."""
+        write_private(self.dir / "state.json", json.dumps(self.state, indent=2))
 
     def _start_postgres(self) -> None:
-        # pytest's tmp dirs are 0700 root: the cluster goes to a 0755 dir in /tmp that postgres owns.
-        root = Path(tempfile.mkdtemp(prefix="nerflow-pg-", dir="/tmp"))
-        root.chmod(0o755)
-        if os.geteuid() == 0:
-            shutil.chown(root, "postgres", "postgres")
+        root = postgres.make_root()
         self.state["pg_root"] = str(root)
         self._save()
-        sock, port = root / "sock", str(self.state["ports"]["postgres"])
-        self._pg("initdb", "-D", str(root / "data"), "-U", "postgres", "--auth-local=trust",
-                 "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
-        # Local connections are trusted: only postgres (and root) may reach the socket.
-        sock.mkdir(mode=0o700)
-        if os.geteuid() == 0:
-            shutil.chown(sock, "postgres", "postgres")
-        opts = (f"-c listen_addresses={self.host} -c port={port} -c unix_socket_directories={sock} "
-                "-c unix_socket_permissions=0700")
-        self._pg("pg_ctl", "-D", str(root / "data"), "-l", str(root / "postgres.log"), "-o", opts,
-                 "-w", "-t", "60", "start", start_new_session=True)
-        self._remember("postgres", int((root / "data" / "postmaster.pid").read_text().split()[0]))
-        pw = self.state["pg_password"]  # token_urlsafe: [A-Za-z0-9_-] only, safe inside a SQL literal
-        self._psql("postgres", f"CREATE ROLE {PG_ROLE} LOGIN PASSWORD '{pw}';"
-                               f"CREATE DATABASE mlflow OWNER {PG_ROLE}; CREATE DATABASE prefect OWNER {PG_ROLE};")
-        self._psql("prefect", "CREATE EXTENSION IF NOT EXISTS pg_trgm;")  # Prefect's migrations need it
-
-    def _psql(self, db: str, sql: str) -> None:
-        """As the bootstrap superuser over the unix socket (trust); SQL on stdin keeps the password out of ps."""
-        root = Path(self.state["pg_root"])
-        self._pg("psql", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(root / "sock"),
-                 "-p", str(self.state["ports"]["postgres"]), "-U", "postgres", "-d", db, "-f", "-", input=sql)
+        port = self.state["ports"]["postgres"]
+        self._remember("postgres", postgres.start(root, self.host, port))
+        postgres.create_service_databases(root, port, {s: self.state["secrets"][f"pg_{s}"]
+                                                       for s in postgres.SERVICES})
 
     def _stop_postgres(self) -> None:
         root = Path(self.state.get("pg_root") or "/nonexistent")
         pid_file = root / "data" / "postmaster.pid"
         recorded = ProcessId.from_json(self.state.get("procs", {}).pop("postgres", None))
-        if pid_file.exists():
-            try:
-                self._pg("pg_ctl", "-D", str(root / "data"), "-m", "fast", "-w", "-t", "30", "stop")
-            except RuntimeError:  # hung or half dead: the postmaster leads its own group (pg_ctl setsid()s)
-                # the pid in postmaster.pid may be stale (a postmaster killed -9): only the one we started
-                if self._is_ours("postgres", recorded, int(pid_file.read_text().split()[0])):
-                    stop_group(recorded.pid, kill=True)
+        if not postgres.stop(root):   # hung or half dead: the postmaster leads its own group (pg_ctl setsid()s)
+            # the pid in postmaster.pid may be stale (a postmaster killed -9): only the one we started
+            if pid_file.exists() and self._is_ours("postgres", recorded, int(pid_file.read_text().split()[0])):
+                stop_group(recorded.pid, kill=True)
         if (root / "postgres.log").exists() and (self.dir / "logs").is_dir():
             shutil.copyfile(root / "postgres.log", self.dir / "logs" / "postgres.log")  # kept for a post-mortem
         shutil.rmtree(root, ignore_errors=True)
@@ -242,15 +220,25 @@ class TeamServers:
         for key in [k for k in env if k in CLIENT_VARS or k.startswith(("PREFECT_API_DATABASE",
                                                                           "PREFECT_SERVER_DATABASE"))]:
             del env[key]  # a caller's client settings (tracking URI, API URL, test databases) are not ours
+        secrets_ = self.state["secrets"]
         if name == "mlflow":
-            # The store URI (with the password) goes by environment, not argv: argv is visible in ps.
+            # Secrets (store URI with its password, admin password, Flask key) go by environment, not argv: argv is
+            # visible in ps. The auth database is a file here: no password in the auth config file.
             # No job runner: it forks ~7 huey consumers (GenAI jobs nerflow never uses) and leaves a /dev/shm dir.
-            env.update(MLFLOW_BACKEND_STORE_URI=f"{self.postgres_url}/mlflow", MLFLOW_DISABLE_TELEMETRY="true",
-                       MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-            return [self.python, "-m", "mlflow", "server", "--serve-artifacts", "--artifacts-destination",
-                    str(self.dir / "artifacts"), "--host", self.host, "--port", port, "--workers", "1"], env
-        env.update(PREFECT_SERVER_DATABASE_CONNECTION_URL=self.postgres_url.replace(
-            "postgresql://", "postgresql+asyncpg://") + "/prefect",
+            # Each request's password check is a PBKDF2 hash (~0.4 s of a busy core): cached for a minute after a
+            # success. With one worker a password changed through the API is seen at once (MLflow's basic_auth.ini).
+            config = self.dir / "mlflow-auth.ini"
+            config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{self.dir / AUTH_DB}\n"
+                              f"admin_username = {MLFLOW_ADMIN}\nauth_cache_ttl_seconds = 60\n")
+            env.update(MLFLOW_BACKEND_STORE_URI=self.postgres_url("mlflow"), MLFLOW_DISABLE_TELEMETRY="true",
+                       MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_AUTH_CONFIG_PATH=str(config),
+                       MLFLOW_AUTH_ADMIN_USERNAME=MLFLOW_ADMIN, MLFLOW_AUTH_ADMIN_PASSWORD=secrets_["mlflow_admin"],
+                       MLFLOW_FLASK_SERVER_SECRET_KEY=secrets_["flask_key"])
+            return [self.python, "-m", "mlflow", "server", "--app-name", "basic-auth", "--serve-artifacts",
+                    "--artifacts-destination", str(self.dir / "artifacts"), "--host", self.host, "--port", port,
+                    "--workers", "1"], env
+        env.update(PREFECT_SERVER_DATABASE_CONNECTION_URL=self.postgres_url("prefect").replace(
+            "postgresql://", "postgresql+asyncpg://"), PREFECT_SERVER_API_AUTH_STRING=secrets_["prefect_auth"],
             PREFECT_HOME=str(self.dir / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false")   # no "Prefect Cloud" toast in a team's UI
         # The UI asks /ui-settings where its API is; unset, the answer is 127.0.0.1:4200, not this server. A value
@@ -285,7 +273,7 @@ class TeamServers:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} server exited ({proc.returncode}) while starting; log tail:\n"
-                                   f"{log_tail(self.dir / 'logs' / f'{name}.log')}")
+                                   f"{postgres.log_tail(self.dir / 'logs' / f'{name}.log')}")
             try:
                 with urllib.request.urlopen(url, timeout=5) as r:
                     if r.status == 200:
@@ -294,7 +282,7 @@ class TeamServers:
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"{name} server not healthy at {url} after {START_TIMEOUT[name]:.0f} s; log tail:\n"
-                           f"{log_tail(self.dir / 'logs' / f'{name}.log')}")
+                           f"{postgres.log_tail(self.dir / 'logs' / f'{name}.log')}")
 
     def _stop(self, name: str, kill: bool = False) -> None:
         pid = self.state.get("pids", {}).pop(name, None)

@@ -4,10 +4,17 @@ through /usr/bin/chromedriver: nothing is downloaded at test time), as a person 
 Each page is loaded, waited for with a deadline until what it must show is there (the single-page apps fill
 themselves in from their APIs after the load), and saved as a screenshot under tests/team/out/screenshots/
 (git-ignored) whatever the outcome, so a failure can be looked at.
+
+The servers ask for credentials (infra/team.py), read from the environment the tests run with (team.env's): the
+Prefect UI is logged into through its login form, as a person does. MLflow's basic auth would ask a person in the
+browser's own dialog, which headless chromium cannot show, and its UI refuses to fetch from a page whose URL carries
+credentials: chromium is told to send the header that dialog would make it send (set_basic_auth).
 """
 from __future__ import annotations
 
+import base64
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,10 +106,31 @@ def browser(prefix: str) -> Iterator[Page]:
         driver.quit()
 
 
+def log_in_to_prefect(page: Page, prefect_url: str) -> None:
+    """Prefect's login page takes the API auth string; the UI keeps it in the browser (localStorage) and goes on."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    page.driver.get(f"{prefect_url}/login")
+    field = page.wait(lambda: page.driver.find_elements(By.CSS_SELECTOR, "input[type=password]"), "a login form")[0]
+    page.screenshot("prefect-login")
+    field.send_keys(os.environ["PREFECT_API_AUTH_STRING"], Keys.ENTER)
+    page.wait(lambda: "/login" not in page.driver.current_url, "the UI past its login page")
+
+
+def set_basic_auth(page: Page, username: str, password: str) -> None:
+    """Every later request of this browser carries `Authorization: Basic ...` (to any server: call it before the
+    pages that need it, after the others)."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    page.driver.execute_cdp_cmd("Network.enable", {})
+    page.driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}})
+
+
 def check_prefect_ui(page: Page, prefect_url: str, flow_run: dict, deployment_name: str) -> None:
     """The runs list names the scheduled flow run; its page names its deployment and its final state; neither page
     says it cannot reach the server's API (the UI asks /ui-settings where it is: infra/team.py sets it)."""
     name = flow_run["name"]
+    log_in_to_prefect(page, prefect_url)
     listed = page.open(f"{prefect_url}/runs", "prefect-runs", lambda t: (name in t and page.show_link(name))
                        or NO_API_BANNER in t, f"a link to flow run {name} in the runs list")
     assert NO_API_BANNER not in listed, listed[:2000]
@@ -124,6 +152,7 @@ def check_mlflow_ui(page: Page, mlflow_uri: str, experiment_id: str, run_name: s
     MLflow 3.17's UI picks the experiment view from its GenAI / Model training switch: the `workflowType` URL
     parameter, else the browser's last choice, else GenAI (the `mlflow.experimentKind` tag does not pick it in
     3.17.2, read in its bundle and seen here): links to the training view carry `workflowType=machine_learning`."""
+    set_basic_auth(page, os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"])
     runs = page.open(f"{mlflow_uri}/#/experiments/{experiment_id}?workflowType=machine_learning", "mlflow-runs",
                      lambda t: run_name in t, f"run {run_name!r} in the experiment's runs")
     url = page.driver.current_url

@@ -1,13 +1,17 @@
 """Real team servers (PostgreSQL, `mlflow server`, `prefect server start`) for tests/team, started once a session by
-infra/team.py and stopped again at the end, also when a test or the start-up fails."""
+infra/team.py and stopped again at the end, also when a test or the start-up fails. Authentication is on, as
+`make team-up` starts them: a test that uses them runs as a shell that sourced team.env (its credentials in the
+environment), and raw REST calls carry them with `auth=MLFLOW_AUTH` / `auth=PREFECT_AUTH`."""
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +41,32 @@ def team(tmp_path_factory) -> Iterator[TeamServers]:
         yield servers
     finally:
         servers.down()
+
+
+@pytest.fixture(autouse=True)
+def _team_credentials(request, monkeypatch) -> None:
+    """A test of the team servers gets team.env's variables (credentials included) in this process too, as a
+    user's shell has them: in-process MLflow and Prefect clients and MLFLOW_AUTH/PREFECT_AUTH read them."""
+    if "team" in request.fixturenames:
+        for key, value in request.getfixturevalue("team").env.items():
+            monkeypatch.setenv(key, value)
+
+
+class EnvAuth(httpx.Auth):
+    """HTTP basic auth from the environment at request time: the MLflow account, or Prefect's auth string (which
+    Prefect's client sends as `Basic base64(auth string)`)."""
+
+    def __init__(self, *names: str):
+        self.names = names
+
+    def auth_flow(self, request):
+        raw = ":".join(os.environ[name] for name in self.names)
+        request.headers["Authorization"] = "Basic " + base64.b64encode(raw.encode()).decode()
+        yield request
+
+
+MLFLOW_AUTH = EnvAuth("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+PREFECT_AUTH = EnvAuth("PREFECT_API_AUTH_STRING")
 
 
 @pytest.fixture

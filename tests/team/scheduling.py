@@ -15,6 +15,8 @@ import httpx
 from tests.conftest import build_tiny_model
 from tests.integration.corpus import LONG, SHORT, UNSEEN, write_conll
 
+from .conftest import MLFLOW_AUTH, PREFECT_AUTH
+
 NERFLOW = [sys.executable, "-m", "nerflow.flows.cli"]
 FLOW = "nerflow-scheduled"
 
@@ -96,13 +98,14 @@ def wait_for(predicate, timeout: float, what: str, *watched: Background):
 
 # ----------------------------------------------------------------------------------------------- MLflow REST
 def versions(mlflow_uri: str, model: str) -> list[dict]:
-    r = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/model-versions/search", params={"filter": f"name='{model}'"})
+    r = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/model-versions/search", auth=MLFLOW_AUTH,
+                  params={"filter": f"name='{model}'"})
     r.raise_for_status()
     return sorted(r.json().get("model_versions", []), key=lambda v: int(v["version"]))
 
 
 def run_info(mlflow_uri: str, run_id: str) -> dict:
-    r = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id})
+    r = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/runs/get", auth=MLFLOW_AUTH, params={"run_id": run_id})
     r.raise_for_status()
     run = r.json()["run"]
     return {"status": run["info"]["status"],
@@ -111,11 +114,12 @@ def run_info(mlflow_uri: str, run_id: str) -> dict:
 
 
 def pipeline_runs(mlflow_uri: str, experiment: str) -> list[dict]:
-    r = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": experiment})
+    r = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/experiments/get-by-name", auth=MLFLOW_AUTH,
+                  params={"experiment_name": experiment})
     if r.status_code == 404:
         return []
     r.raise_for_status()
-    found = httpx.post(f"{mlflow_uri}/api/2.0/mlflow/runs/search",
+    found = httpx.post(f"{mlflow_uri}/api/2.0/mlflow/runs/search", auth=MLFLOW_AUTH,
                        json={"experiment_ids": [r.json()["experiment"]["experiment_id"]], "max_results": 100})
     found.raise_for_status()
     return found.json().get("runs", [])
@@ -123,7 +127,7 @@ def pipeline_runs(mlflow_uri: str, experiment: str) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- Prefect REST
 def deployment(api: str, name: str) -> dict | None:
-    r = httpx.get(f"{api}/deployments/name/{FLOW}/{name}")
+    r = httpx.get(f"{api}/deployments/name/{FLOW}/{name}", auth=PREFECT_AUTH)
     return None if r.status_code == 404 else r.raise_for_status().json()
 
 
@@ -132,7 +136,7 @@ def flow_runs(api: str, deployment_id: str, states: list[str] | None = None) -> 
                   "limit": 200}
     if states:
         body["flow_runs"] = {"state": {"type": {"any_": states}}}
-    r = httpx.post(f"{api}/flow_runs/filter", json=body)
+    r = httpx.post(f"{api}/flow_runs/filter", auth=PREFECT_AUTH, json=body)
     r.raise_for_status()
     return r.json()
 
@@ -140,11 +144,12 @@ def flow_runs(api: str, deployment_id: str, states: list[str] | None = None) -> 
 def trigger(api: str, name: str) -> str:
     """One run of the deployment now, as a script of the team would start it; its flow-run id."""
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: api}):
+    with temporary_settings(updates={PREFECT_API_URL: api,
+                                     PREFECT_API_AUTH_STRING: os.environ["PREFECT_API_AUTH_STRING"]}):
         return str(run_deployment(f"{FLOW}/{name}", timeout=0).id)
 
 
 def flow_run(api: str, flow_run_id: str) -> dict:
-    return httpx.get(f"{api}/flow_runs/{flow_run_id}").raise_for_status().json()
+    return httpx.get(f"{api}/flow_runs/{flow_run_id}", auth=PREFECT_AUTH).raise_for_status().json()

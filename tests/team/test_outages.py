@@ -31,6 +31,8 @@ from tests.conftest import build_tiny_model
 from tests.integration.corpus import LONG, SHORT, UNSEEN, tiny_config, write_conll
 from tests.integration.processes import one_error, run, start, wait_for
 
+from .conftest import MLFLOW_AUTH
+
 # MLflow down before the run starts: the first MLflow call (reaping dead runs, before Prefect or torch is imported)
 # fails after MLflow's HTTP retries, which the CLI bounds (flows/errors.py MLFLOW_HTTP_BOUNDS: 2 retries, backoff
 # factor 1: ~2-3 s per call); no stage runs, so no task retry. Measured 5-8 s (~4 s of it Python start-up and
@@ -111,7 +113,7 @@ def stop_group(proc: subprocess.Popen) -> None:
 # --- the MLflow tracking server, over its REST API (what the server holds, not what nerflow says) ---
 
 def rest(team, method: str, path: str, **kw) -> dict:
-    response = httpx.request(method, f"{team.mlflow_uri}/api/2.0/mlflow/{path}", timeout=30, **kw)
+    response = httpx.request(method, f"{team.mlflow_uri}/api/2.0/mlflow/{path}", auth=MLFLOW_AUTH, timeout=30, **kw)
     response.raise_for_status()
     return response.json()
 

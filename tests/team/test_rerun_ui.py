@@ -3,6 +3,7 @@ flow run of the deployment `nerflow-rerun/rerun`, created through the Prefect AP
 served by `nerflow serve`."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import httpx
 
 from nerflow.graph import PIPELINE
 
+from .conftest import MLFLOW_AUTH, PREFECT_AUTH
 from .scheduling import (
     NERFLOW,
     Background,
@@ -54,11 +56,12 @@ def test_a_run_failed_at_evaluate_continues_from_the_rerun_deployment_in_the_sam
 
     server = Background([*NERFLOW, "serve"], tmp_path, env, tmp_path / "serve.log")
     try:
-        rerun = wait_for(lambda: (r := httpx.get(f"{api}/deployments/name/nerflow-rerun/rerun")).status_code == 200
+        rerun = wait_for(lambda: (r := httpx.get(f"{api}/deployments/name/nerflow-rerun/rerun",
+                                                 auth=PREFECT_AUTH)).status_code == 200
                          and r.json(), 60, "`nerflow serve` to create the rerun deployment", server)
         assert rerun["work_pool_name"] is None and rerun["parameter_openapi_schema"]["required"] == ["run_id"]
         # the UI's Run button: a flow run of the deployment with what the person typed into its form
-        made = httpx.post(f"{api}/deployments/{rerun['id']}/create_flow_run",
+        made = httpx.post(f"{api}/deployments/{rerun['id']}/create_flow_run", auth=PREFECT_AUTH,
                           json={"parameters": {"run_id": run_id, "from_stage": "evaluate"}})
         made.raise_for_status()
         listed = nerflow(["schedule", "ls"], tmp_path, env)   # while the rerun runs
@@ -87,16 +90,16 @@ def test_a_run_failed_at_evaluate_continues_from_the_rerun_deployment_in_the_sam
     # From a work pool, as if the run's latest attempt had been on host `elsewhere`, whose worker polls its queue:
     # the worker of queue `default` that takes the rerun hands it over to `host-elsewhere` and ends, naming it
     pool = "rerun-pool"
-    httpx.post(f"{mlflow_uri}/api/2.0/mlflow/runs/set-tag", json={"run_id": run_id, "key": "nerflow.host",
-                                                                 "value": "elsewhere"}).raise_for_status()
-    httpx.post(f"{api}/work_pools/", json={"name": pool, "type": "process"}).raise_for_status()
-    httpx.post(f"{api}/work_pools/{pool}/queues", json={"name": "host-elsewhere"}).raise_for_status()
+    httpx.post(f"{mlflow_uri}/api/2.0/mlflow/runs/set-tag", auth=MLFLOW_AUTH,
+               json={"run_id": run_id, "key": "nerflow.host", "value": "elsewhere"}).raise_for_status()
+    httpx.post(f"{api}/work_pools/", auth=PREFECT_AUTH, json={"name": pool, "type": "process"}).raise_for_status()
+    httpx.post(f"{api}/work_pools/{pool}/queues", auth=PREFECT_AUTH, json={"name": "host-elsewhere"}).raise_for_status()
     httpx.post(f"{api}/work_pools/{pool}/get_scheduled_flow_runs",   # what that host's worker does every poll
-               json={"work_queue_names": ["host-elsewhere"]}).raise_for_status()
-    wait_for(lambda: httpx.get(f"{api}/work_pools/{pool}/queues/host-elsewhere").json()["last_polled"], 30,
-             "the poll to be recorded")
+               auth=PREFECT_AUTH, json={"work_queue_names": ["host-elsewhere"]}).raise_for_status()
+    wait_for(lambda: httpx.get(f"{api}/work_pools/{pool}/queues/host-elsewhere", auth=PREFECT_AUTH)
+             .json()["last_polled"], 30, "the poll to be recorded")
     pooled = deploy_on_pool(api, pool)
-    made = httpx.post(f"{api}/deployments/{pooled}/create_flow_run",
+    made = httpx.post(f"{api}/deployments/{pooled}/create_flow_run", auth=PREFECT_AUTH,
                       json={"parameters": {"run_id": run_id, "from_stage": "promote"}})
     made.raise_for_status()
     worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--work-queue",
@@ -105,27 +108,30 @@ def test_a_run_failed_at_evaluate_continues_from_the_rerun_deployment_in_the_sam
     handed = flow_run(api, made.json()["id"])
     assert handed["state"]["type"] == "COMPLETED", (handed["state"], worker.stdout[-3000:], worker.stderr[-3000:])
     assert handed["state"]["message"].startswith("handed over to host elsewhere: flow run "), handed["state"]
-    (moved,) = [r for r in httpx.post(f"{api}/flow_runs/filter", json={"deployments": {"id": {"any_": [pooled]}}})
-                .json() if r["id"] != handed["id"]]
+    (moved,) = [r for r in httpx.post(f"{api}/flow_runs/filter", auth=PREFECT_AUTH,
+                                      json={"deployments": {"id": {"any_": [pooled]}}}).json()
+                if r["id"] != handed["id"]]
     assert moved["work_queue_name"] == "host-elsewhere" and moved["state"]["type"] == "SCHEDULED"
     assert moved["parameters"] == {"run_id": run_id, "from_stage": "promote", "force_register": False}
     assert f"({moved['id']}) on work queue host-elsewhere of pool {pool}" in handed["state"]["message"]
     assert run_info(mlflow_uri, run_id)["tags"]["nerflow.attempts"] == "2"   # the hand-over ran nothing
-    httpx.delete(f"{api}/deployments/{pooled}")   # with its runs
+    httpx.delete(f"{api}/deployments/{pooled}", auth=PREFECT_AUTH)   # with its runs
 
 
 def deploy_on_pool(api: str, pool: str) -> str:
     """The rerun flow deployed on a process work pool, queue `default` (what prefect.yaml's `rerun` is)."""
     from prefect.deployments.runner import EntrypointType
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from nerflow.flows.rerun import rerun_pipeline
 
-    with temporary_settings(updates={PREFECT_API_URL: api}):
+    with temporary_settings(updates={PREFECT_API_URL: api,
+                                     PREFECT_API_AUTH_STRING: os.environ["PREFECT_API_AUTH_STRING"]}):
         return str(rerun_pipeline.to_deployment(name="rerun-on-a-pool", work_pool_name=pool,
                                                 entrypoint_type=EntrypointType.MODULE_PATH).apply())
 
 
 def flow_run_logs(api: str, flow_run_id: str) -> str:
-    r = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+    r = httpx.post(f"{api}/logs/filter", auth=PREFECT_AUTH,
+                   json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
     return "\n".join(line["message"] for line in r.raise_for_status().json())

@@ -16,6 +16,7 @@ from nerflow.flows.errors import EXIT_UNAVAILABLE
 from tests.integration.corpus import UNSEEN
 
 from . import browser
+from .conftest import MLFLOW_AUTH, PREFECT_AUTH
 from .scheduling import (
     NERFLOW,
     Background,
@@ -202,11 +203,12 @@ def test_serve_runs_the_schedule_then_nothing_to_do_then_a_data_change_registers
 def look_at_both_uis(team, model: str, scheduled: dict, deployment_name: str, run_id: str) -> None:
     """tests/team/browser.py's checks of the Prefect and MLflow UIs (screenshots in tests/team/out/screenshots/)."""
     mlflow_uri = team.mlflow_uri
-    version = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/registered-models/alias",
+    version = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/registered-models/alias", auth=MLFLOW_AUTH,
                         params={"name": model, "alias": "champion"}).raise_for_status().json()["model_version"]
-    run = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id}).raise_for_status().json()
+    run = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/runs/get", auth=MLFLOW_AUTH,
+                    params={"run_id": run_id}).raise_for_status().json()
     experiment_id, run_name = run["run"]["info"]["experiment_id"], run["run"]["info"]["run_name"]
-    experiment = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/experiments/get",
+    experiment = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/experiments/get", auth=MLFLOW_AUTH,
                            params={"experiment_id": experiment_id}).raise_for_status().json()["experiment"]
     with browser.browser("schedules") as page:
         browser.check_prefect_ui(page, team.prefect_api_url.removesuffix("/api"), scheduled, deployment_name)
@@ -240,7 +242,8 @@ def test_two_workers_of_a_pool_register_one_version(team, team_env, tmp_path):
                                       # schedules' workdir) is a root it must be given (flows/deploy_checks.py)
                                       {**env, "NERFLOW_CACHE_DIR": str(host / "cache"),
                                        "NERFLOW_WORKDIR_ROOTS": str(project)}, host / "worker.log"))
-        wait_for(lambda: len(httpx.post(f"{api}/work_pools/{pool}/workers/filter", json={}).json()) == 2, 60,
+        wait_for(lambda: len(httpx.post(f"{api}/work_pools/{pool}/workers/filter", auth=PREFECT_AUTH,
+                                        json={}).json()) == 2, 60,
                  "both workers to be online", *workers)
         ids = [trigger(api, "pool-a"), trigger(api, "pool-b")]
         ended = wait_for(lambda: all(flow_run(api, i)["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED",
@@ -256,7 +259,7 @@ def test_two_workers_of_a_pool_register_one_version(team, team_env, tmp_path):
     assert [r["run_count"] for r in ended] == [1, 1]   # neither run was executed twice
     assert len(versions(mlflow_uri, model)) == 1
     assert len(pipeline_runs(mlflow_uri, model)) == 1   # the second never opened an MLflow run of its own
-    limits = httpx.post(f"{api}/v2/concurrency_limits/filter", json={}).json()
+    limits = httpx.post(f"{api}/v2/concurrency_limits/filter", auth=PREFECT_AUTH, json={}).json()
     assert any(limit["name"].startswith("nerflow-run-") for limit in limits)   # the run lock is the server's
 
 
@@ -276,7 +279,7 @@ def test_a_cancel_from_the_prefect_ui_stops_training_cleanly(team, team_env, tmp
         work = tmp_path / "cache" / "train"
         wait_for(lambda: any(work.glob("*.work/checkpoints/step-*")), FULL_RUN_S,
                  "training to write its first checkpoint", server)
-        httpx.post(f"{api}/flow_runs/{flow_run_id}/set_state",
+        httpx.post(f"{api}/flow_runs/{flow_run_id}/set_state", auth=PREFECT_AUTH,
                    json={"state": {"type": "CANCELLING", "message": "cancelled from the UI"}}).raise_for_status()
         ended = wait_for(lambda: flow_run(api, flow_run_id)["state"]["type"] in ("CANCELLED", "COMPLETED", "FAILED",
                                                                                   "CRASHED")
@@ -315,13 +318,13 @@ def test_prefect_yaml_deploys_the_team_route_to_a_process_pool(team, team_env, t
             assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
             assert [{k: s["schedule"][k] for k in schedule} for s in d["schedules"]] == [schedule]
             assert d["job_variables"]["env"]["PREFECT_LOGGING_EXTRA_LOGGERS"] == "nerflow"
-        rerun = httpx.get(f"{api}/deployments/name/nerflow-rerun/rerun").raise_for_status().json()
+        rerun = httpx.get(f"{api}/deployments/name/nerflow-rerun/rerun", auth=PREFECT_AUTH).raise_for_status().json()
         assert rerun["work_pool_name"] == "nerflow" and rerun["work_queue_name"] == "default"
         assert rerun["entrypoint"] == "flows/rerun.py:rerun_pipeline" and rerun["schedules"] == []
         assert rerun["parameter_openapi_schema"]["required"] == ["run_id"]
     finally:
         for name in ("quickstart-nightly", "quickstart-on-new-data"):
             if (d := deployment(api, name)) is not None:
-                httpx.delete(f"{api}/deployments/{d['id']}")
-        if (r := httpx.get(f"{api}/deployments/name/nerflow-rerun/rerun")).status_code == 200:
-            httpx.delete(f"{api}/deployments/{r.json()['id']}")
+                httpx.delete(f"{api}/deployments/{d['id']}", auth=PREFECT_AUTH)
+        if (r := httpx.get(f"{api}/deployments/name/nerflow-rerun/rerun", auth=PREFECT_AUTH)).status_code == 200:
+            httpx.delete(f"{api}/deployments/{r.json()['id']}", auth=PREFECT_AUTH)

@@ -9,6 +9,8 @@ import sys
 
 import httpx
 
+from .conftest import PREFECT_AUTH
+
 HOLD_S = 2.0
 CRITICAL_SECTION = f"""
 import json, sys, time
@@ -37,7 +39,7 @@ def test_promotions_of_one_alias_take_turns_on_the_prefect_server(team, team_env
     env = {**team_env, "OMP_NUM_THREADS": "1"}
     first, second = hold_in_two_processes(env, ("champion", "champion"))
     assert second[0] >= first[1] - 0.05, (first, second)   # the second entered after the first left
-    limits = httpx.post(f"{team.prefect_api_url}/v2/concurrency_limits/filter", json={}).json()
+    limits = httpx.post(f"{team.prefect_api_url}/v2/concurrency_limits/filter", auth=PREFECT_AUTH, json={}).json()
     assert "nerflow-promote-lock-model-champion" in {limit["name"] for limit in limits}
     # control: two different aliases do not wait for each other, so the measurement above can see an overlap
     a, b = hold_in_two_processes(env, ("champion", "staging"))

@@ -17,7 +17,7 @@ import psutil
 import psycopg2
 import pytest
 
-from .conftest import ROOT, TeamServers, team_module
+from .conftest import PREFECT_AUTH, ROOT, TeamServers, team_module
 
 TEAM_PY = ROOT / "infra" / "team.py"
 
@@ -55,13 +55,13 @@ def test_mlflow_experiment_model_and_proxied_artifact(team, tmp_path):
 
 
 def test_prefect_health_and_a_flow_over_rest_stored_in_postgresql(team):
-    with httpx.Client(base_url=team.prefect_api_url, timeout=30) as http:
+    with httpx.Client(base_url=team.prefect_api_url, auth=PREFECT_AUTH, timeout=30) as http:
         assert http.get("/health").json() is True
         created = http.post("/flows/", json={"name": unique("team-flow")})
         assert created.status_code in (200, 201), created.text
         read = http.get(f"/flows/{created.json()['id']}")
         assert read.status_code == 200 and read.json()["name"] == created.json()["name"]
-    with psycopg2.connect(f"{team.postgres_url}/prefect") as conn, conn.cursor() as cur:
+    with psycopg2.connect(team.postgres_url("prefect")) as conn, conn.cursor() as cur:
         cur.execute("SELECT name FROM flow WHERE id = %s", (created.json()["id"],))
         assert cur.fetchall() == [(created.json()["name"],)]
 
@@ -69,7 +69,7 @@ def test_prefect_health_and_a_flow_over_rest_stored_in_postgresql(team):
 def test_prefect_runs_fast_service_loops(team):
     """fast_services=True: the scheduler looks for due runs every 2 s (or as the environment says), not 60 s."""
     wanted = float(os.environ.get("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", 2))
-    settings = httpx.get(f"{team.prefect_api_url}/admin/settings", timeout=30).json()
+    settings = httpx.get(f"{team.prefect_api_url}/admin/settings", auth=PREFECT_AUTH, timeout=30).json()
     assert settings["server"]["services"]["scheduler"]["loop_seconds"] == wanted
 
 
@@ -78,7 +78,7 @@ def test_prefect_ui_calls_this_servers_own_api(team):
     Prefect's default 127.0.0.1:4200, which answers nothing here ("Can't connect to Server API"); no Cloud toasts."""
     base = team.prefect_api_url.removesuffix("/api")
     assert httpx.get(f"{base}/ui-settings", timeout=30).json()["api_url"] == team.prefect_api_url
-    ui = httpx.get(f"{team.prefect_api_url}/admin/settings", timeout=30).json()["server"]["ui"]
+    ui = httpx.get(f"{team.prefect_api_url}/admin/settings", auth=PREFECT_AUTH, timeout=30).json()["server"]["ui"]
     assert ui["enabled"] is True and ui["show_promotional_content"] is False
     page = httpx.get(f"{base}/runs", headers={"accept": "text/html"}, timeout=30, follow_redirects=True)
     assert page.status_code == 200 and "<html" in page.text.lower()
@@ -102,7 +102,7 @@ def test_every_server_listens_on_loopback_only(team):
 def test_mlflow_store_is_postgresql(team):
     name = unique("in-postgres")
     mlflow.MlflowClient(team.mlflow_uri).create_experiment(name)
-    with psycopg2.connect(f"{team.postgres_url}/mlflow") as conn, conn.cursor() as cur:
+    with psycopg2.connect(team.postgres_url("mlflow")) as conn, conn.cursor() as cur:
         cur.execute("SELECT name FROM experiments WHERE name = %s", (name,))
         assert cur.fetchall() == [(name,)]
 
@@ -118,12 +118,19 @@ def test_mlflow_killed_and_restarted_keeps_port_and_data(team):
 
 
 def test_state_files(team):
-    state_json = team.dir / "state.json"
-    assert stat.S_IMODE(state_json.stat().st_mode) == 0o600, "state.json holds the database password"
+    """state.json keeps every secret, team.env what a client needs (the MLflow admin account, Prefect's auth string):
+    both 0600; the servers' own secrets (database passwords, Flask key) stay out of team.env."""
+    state_json, team_env_file = team.dir / "state.json", team.dir / "team.env"
+    for path in (state_json, team_env_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path.name} holds secrets"
     assert json.loads(state_json.read_text())["ports"] == team.state["ports"]
-    exports = (team.dir / "team.env").read_text()
+    exports = team_env_file.read_text()
     assert exports == "".join(f"export {k}={v}\n" for k, v in team.env.items())
-    assert team.state["pg_password"] not in exports
+    secrets = team.state["secrets"]
+    assert {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": secrets["mlflow_admin"],
+            "PREFECT_API_AUTH_STRING": secrets["prefect_auth"]}.items() <= team.env.items()
+    for server_only in ("pg_mlflow", "pg_prefect", "flask_key"):
+        assert secrets[server_only] not in exports, server_only
 
 
 def test_cli_up_then_down_from_another_process_leaves_nothing(tmp_path):
@@ -152,8 +159,8 @@ def test_cli_up_then_down_from_another_process_leaves_nothing(tmp_path):
 
 def test_a_server_dying_at_start_up_raises_with_its_log_and_leaves_nothing(tmp_path, monkeypatch):
     made = []  # spy on where the cluster goes, to see it removed
-    mkdtemp = team_module.tempfile.mkdtemp
-    monkeypatch.setattr(team_module.tempfile, "mkdtemp", lambda **kw: made.append(mkdtemp(**kw)) or made[-1])
+    mkdtemp = team_module.postgres.tempfile.mkdtemp
+    monkeypatch.setattr(team_module.postgres.tempfile, "mkdtemp", lambda **kw: made.append(mkdtemp(**kw)) or made[-1])
     fake_python = tmp_path / "fake-python"
     fake_python.write_text("#!/bin/sh\necho 'boom: no server today' >&2\nexit 3\n")
     fake_python.chmod(0o755)
