@@ -28,11 +28,13 @@ from pathlib import Path
 
 # infra/ is no package: its sibling module is found from here also when the tests load this file by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import team_accounts as accounts  # noqa: E402
 import team_postgres as postgres  # noqa: E402
 
 from nerflow.processes import ProcessId, owned  # noqa: E402
 
-MLFLOW_ADMIN = "admin"     # the account team.env hands out until the run/promoter roles exist (issue 22)
+MLFLOW_ADMIN = "admin"     # the account team.env hands out until promotion runs as its own deployment (issue 22);
+                           # run.env and promoter.env hold the two role accounts (infra/team_accounts.py)
 PREFECT_LOGIN = "team"     # Prefect's open-source server has one shared login: the auth string `team:<secret>`
 START_TIMEOUT = {"mlflow": 180.0, "prefect": 360.0}  # first start migrates both schemas on 2 busy cores
 CLIENT_VARS = {"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
@@ -96,6 +98,7 @@ AUTH_DB = "mlflow-auth.db"   # MLflow's accounts and permissions, in DIR
 def new_secrets() -> dict[str, str]:
     """token_urlsafe: [A-Za-z0-9_-], safe in a URL, a SQL literal and an env file without quoting."""
     made = {f"pg_{s}": secrets.token_urlsafe(24) for s in postgres.SERVICES}
+    made |= {f"mlflow_{a}": secrets.token_urlsafe(24) for a in accounts.ACCOUNTS}
     return {**made, "mlflow_admin": secrets.token_urlsafe(24), "flask_key": secrets.token_urlsafe(32),
             "prefect_auth": f"{PREFECT_LOGIN}:{secrets.token_urlsafe(24)}"}
 
@@ -136,9 +139,13 @@ class TeamServers:
     @property
     def env(self) -> dict[str, str]:
         """What a client of the team needs (team.env): the addresses and the credentials."""
+        return self.account_env(MLFLOW_ADMIN)
+
+    def account_env(self, account: str) -> dict[str, str]:
+        """team.env's variables with the MLflow account `account` (admin, run, promoter)."""
         secrets_ = self.state["secrets"]
-        return {"MLFLOW_TRACKING_URI": self.mlflow_uri, "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
-                "MLFLOW_TRACKING_PASSWORD": secrets_["mlflow_admin"], "PREFECT_API_URL": self.prefect_api_url,
+        return {"MLFLOW_TRACKING_URI": self.mlflow_uri, "MLFLOW_TRACKING_USERNAME": account,
+                "MLFLOW_TRACKING_PASSWORD": secrets_[f"mlflow_{account}"], "PREFECT_API_URL": self.prefect_api_url,
                 "PREFECT_API_AUTH_STRING": secrets_["prefect_auth"]}
 
     def up(self) -> dict[str, str]:
@@ -154,17 +161,22 @@ class TeamServers:
             self._start_postgres()
             self._spawn("mlflow"), self._spawn("prefect")  # both migrate at once: the waits overlap
             self._wait("mlflow"), self._wait("prefect")
+            accounts.create_accounts(self.mlflow_uri, (MLFLOW_ADMIN, self.state["secrets"]["mlflow_admin"]),
+                                     {a: self.state["secrets"][f"mlflow_{a}"] for a in accounts.ACCOUNTS})
         except BaseException:
             self.down()
             raise
-        write_private(self.dir / "team.env", "".join(f"export {k}={v}\n" for k, v in self.env.items()))
+        write_private(self.dir / "team.env", accounts.env_text(self.env))
+        for account, path in accounts.account_files(self.dir).items():
+            write_private(path, accounts.env_text(self.account_env(account)))
         return self.env
 
     def down(self) -> None:
         for name in ("prefect", "mlflow"):
             self._stop(name)
         self._stop_postgres()
-        (self.dir / "team.env").unlink(missing_ok=True)
+        for path in [self.dir / "team.env", *accounts.account_files(self.dir).values()]:
+            path.unlink(missing_ok=True)
         (self.dir / AUTH_DB).unlink(missing_ok=True)   # its accounts went with the databases
         if self.state:
             self.state.pop("secrets", None)  # what they protected is gone
@@ -233,8 +245,10 @@ class TeamServers:
             env.update(MLFLOW_BACKEND_STORE_URI=self.postgres_url("mlflow"), MLFLOW_DISABLE_TELEMETRY="true",
                        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_AUTH_CONFIG_PATH=str(config),
                        MLFLOW_AUTH_ADMIN_USERNAME=MLFLOW_ADMIN, MLFLOW_AUTH_ADMIN_PASSWORD=secrets_["mlflow_admin"],
-                       MLFLOW_FLASK_SERVER_SECRET_KEY=secrets_["flask_key"])
-            return [self.python, "-m", "mlflow", "server", "--app-name", "basic-auth", "--serve-artifacts",
+                       MLFLOW_FLASK_SERVER_SECRET_KEY=secrets_["flask_key"],
+                       NERFLOW_PROMOTERS=",".join(accounts.PROMOTERS))
+            # nerflow-roles (infra/mlflow-roles): basic-auth plus "only promoters move @champion or write its history"
+            return [self.python, "-m", "mlflow", "server", "--app-name", "nerflow-roles", "--serve-artifacts",
                     "--artifacts-destination", str(self.dir / "artifacts"), "--host", self.host, "--port", port,
                     "--workers", "1"], env
         env.update(PREFECT_SERVER_DATABASE_CONNECTION_URL=self.postgres_url("prefect").replace(

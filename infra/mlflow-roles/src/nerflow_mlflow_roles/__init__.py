@@ -11,7 +11,8 @@ same Flask routes:
   the user is a promoter;
 - setting or deleting a registered-model tag under `nerflow.<protected alias>.` (nerflow's promotion history) is
   refused likewise;
-- a non-promoter who creates a registered model gets EDIT on it, not MANAGE (MANAGE could grant itself anything).
+- a non-promoter who creates a registered model gets EDIT on it, not MANAGE (MANAGE could grant itself anything),
+  and the promoters get MANAGE on it (basic-auth's own check asks for EDIT before this app's rule is asked).
 
 Promoters: MLflow admins and the users named in `NERFLOW_PROMOTERS` (comma-separated), read when the server starts.
 Everything else (who may read, log runs, register versions) is basic-auth's own permission model.
@@ -111,6 +112,9 @@ def create_app(app: Flask | None = None):
         username, name = getattr(g, "mlflow_authenticated_user", None), _created_model_name(resp)
         if username and name and not _is_promoter(username):
             store.update_registered_model_permission(name, username, "EDIT")
+            for promoter in sorted(promoters() - {username}):
+                if store.has_user(promoter):
+                    store.create_registered_model_permission(name, promoter, "MANAGE")
         return resp
 
     app.after_request(hand_over_ownership)
