@@ -1,5 +1,6 @@
 """Helpers for the served-scorer tests: a pipeline run's stage outputs, and versions registered as nerflow did before
-the served-scorer protocol (their bundled nerflow's pyfunc has no `predict_examples`)."""
+model hashes and the served-scorer protocol (no `nerflow.model_sha256` tag; their bundled nerflow's pyfunc has no
+`predict_examples`)."""
 from __future__ import annotations
 
 import shutil
