@@ -52,6 +52,8 @@ def uri_source(client: MlflowClient, uri: str) -> Source:
             named = get_model_name_and_version(client, uri)
             if len(named) == 2:
                 return version_source(client, *named)
+            # a logged model by id (models:/m-...): no version vouches for it; its files are where it was logged
+            return Source(client.get_logged_model(named[0]).artifact_location.rstrip("/"), uri)
         return Source(uri.rstrip("/"), uri)
     except MlflowException as e:
         if e.error_code in MISSING:

@@ -1,11 +1,13 @@
-"""No registry code in nerflow's own processes: a version whose `python_model.pkl`, model-code file (the module that
-defines its pyfunc class) and other modules under its bundled `code/` were each replaced with one that writes a
-marker file when executed is scored by the gate, answered by `predict` and compared by `compare` without any of them
-running; once its weights or tokenizer no longer match the hash stored at registration, all three refuse it.
+"""No registry code in nerflow's own processes: a version whose `python_model.pkl`, model-code file (MLflow's
+"models from code" file, and the bundled module that defines the pyfunc class) and other modules under its bundled
+`code/` were each replaced with one that writes a marker file when executed is scored by the gate, answered by
+`predict` and compared by `compare` without any of them running; once its weights or tokenizer no longer match the
+hash stored at registration, all three refuse it.
 
 Two versions of a model of their own (the session's `tiny-ner` weights logged and registered again, no training),
 tampered in the local artifact store the way anyone with artifact access could; every command runs in this process
-through `cli.main`, so an unpickled artifact or an imported bundled module would write the marker here."""
+through `cli.main`, so an unpickled artifact or an imported bundled module would write the marker here (the code
+before this change scored in fresh processes: the marker appeared there)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +18,7 @@ from urllib.parse import urlparse
 
 import mlflow
 import pytest
+import yaml
 
 from nerflow import model_files
 from nerflow.flows import cli
@@ -50,7 +53,8 @@ def artifact_root(client, version: str) -> Path:
 @pytest.fixture(scope="module")
 def tampered(pipeline_result, tmp_path_factory):
     """(marker path, {version: its model's artifact root}): versions 1 (@champion) and 2, both with every wrapper
-    file replaced by marker code, their served folders (weights, tokenizer) as registered."""
+    file replaced by marker code (version 1's MLmodel pointing at a model-code file, version 2's at the pickle),
+    their served folders (weights, tokenizer) as registered."""
     cfg, result = pipeline_result
     model_dir = stage_output(cfg, result.run_id, "train") / "model"
     marker = tmp_path_factory.mktemp("marker") / "executed.txt"
@@ -71,14 +75,21 @@ def tampered(pipeline_result, tmp_path_factory):
                                                         **model_files.version_tags(model_dir)}).version)
         root = roots[version] = artifact_root(client, version)
         (root / "python_model.pkl").write_bytes(pickle.dumps(Payload(writes_marker(marker, f"pkl {version}"))))
+        # a model-code file (MLflow's "models from code"): version 1's MLmodel names it instead of the pickle
+        (root / "model_code.py").write_text(writes_marker(marker, f"model_code.py {version}"))
+        if version == "1":
+            mlmodel = yaml.safe_load((root / "MLmodel").read_text())
+            mlmodel["flavors"]["python_function"]["python_model"] = "model_code.py"
+            (root / "MLmodel").write_text(yaml.safe_dump(mlmodel))
         code = root / "code" / "nerflow"
         for module in ("ner/serving.py", "__init__.py", "ner/predict.py", "scoring.py", "models.py"):
             assert (code / module).is_file(), module
             (code / module).write_text(writes_marker(marker, f"{module} {version}"))
     client.set_registered_model_alias(MODEL, "champion", "1")
-    # the payload works: this is what loading the version as MLflow serves it would run
-    pickle.loads((roots["1"] / "python_model.pkl").read_bytes())
-    assert marker.read_text() == "pkl 1\n"
+    # the payloads work: this is what loading the versions as MLflow serves them would run
+    pickle.loads((roots["2"] / "python_model.pkl").read_bytes())
+    exec((roots["1"] / "model_code.py").read_text())
+    assert marker.read_text() == "pkl 2\nmodel_code.py 1\n"
     marker.unlink()
     return marker, roots
 

@@ -1,7 +1,6 @@
 """The promotion gate scores a registered NER version on exactly the inputs evaluation scores (the served-scorer
-protocol, nerflow.scoring), with nerflow's own code; a version registered before model hashes (and before the
-protocol: its bundled pyfunc class lacks `predict_examples`) is refused unless trusted, and then scored by today's
-code, never its own. Both use the session's `tiny-ner` version 1 weights (no training here)."""
+protocol, nerflow.scoring), with nerflow's own code; a version registered before model hashes is refused unless
+trusted. Both use the session's `tiny-ner` version 1 weights (no training here)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +13,7 @@ from nerflow.ner.evaluate import read_predictions_conll
 from nerflow.prefect_tasks import champion
 
 from .corpus import LONG, SHORT
-from .served import register_before_protocol, stage_output
+from .served import register_without_hash, stage_output
 
 MODEL, TASK = "tiny-ner", "token-classification"
 # tokens that hold a space, as a JSON-lines corpus may have them: each is ONE token, with one gold tag
@@ -70,13 +69,11 @@ def test_the_gate_scores_a_token_holding_a_space_as_one_token_like_evaluation(pi
     assert scored["pred"][:len(SPACED)] == evaluation_tags(cfg, result.run_id, SPACED)
 
 
-def test_a_version_registered_before_model_hashes_is_scored_only_with_trust_and_by_todays_code(
-        pipeline_result, split, scored, tmp_path):
-    """Its bundled serving class lacks the protocol: scored anyway, it was not its code that answered. Its
-    predictions are the evaluate stage's own test predictions."""
+def test_a_version_registered_before_model_hashes_is_scored_only_with_trust(pipeline_result, split, scored):
+    """Trusted, it is scored like any version (by nerflow's installed code): the evaluate stage's own test
+    predictions."""
     cfg, result = pipeline_result
-    uri = register_before_protocol("tiny-ner-before-hashes", TASK, stage_output(cfg, result.run_id, "train")
-                                   / "model", tmp_path)
+    uri = register_without_hash("tiny-ner-before-hashes", TASK, stage_output(cfg, result.run_id, "train") / "model")
     name, version = uri.removeprefix("models:/").split("/")
     with pytest.raises(UnverifiedModel, match=rf"^{name} version {version} has no stored model hash .* give "
                                               r"--trust to load it"):

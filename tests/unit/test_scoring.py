@@ -1,4 +1,4 @@
-"""The served-scorer protocol without MLflow: the predictors and served classes implement it, NER predicts from the
+"""The served-scorer protocol without MLflow: the predictors the gate loads implement it, NER predicts from the
 token lists as given, and `scoring.score` asks each scorer once. Registered versions scored through it:
 tests/integration/test_served_scorer.py."""
 from __future__ import annotations
@@ -27,21 +27,18 @@ def predictor(tiny_model_dir, tiny_tokenizer):
 
 def test_ner_predicts_the_token_lists_as_evaluation_encodes_them(tiny_model_dir, tiny_tokenizer):
     from nerflow.ner.predict import predict_windows
-    from nerflow.ner.serving import NerModel
     from nerflow.ner.tokenization import Encoder
 
     p = predictor(tiny_model_dir, tiny_tokenizer)
-    served = NerModel()
-    served.predictor = p          # what load_context sets
-    assert isinstance(p, scoring.Scorer) and isinstance(served, scoring.Scorer)
-    assert served.labels == LABELS and served.multi_label is False
-    pred = served.predict_examples(EXAMPLES)
+    assert isinstance(p, scoring.Scorer)
+    assert p.labels == LABELS and p.multi_label is False
+    pred = p.predict_examples(EXAMPLES)
     assert [len(tags) for tags in pred] == [len(e["tokens"]) for e in EXAMPLES]
     encoder = Encoder(tiny_tokenizer, 16, 4)
     windows = [w for i, e in enumerate(EXAMPLES) for w in encoder.encode(i, e["tokens"], None)]
     expected, _ = predict_windows(p.model, windows, [len(e["tokens"]) for e in EXAMPLES], dict(enumerate(LABELS)),
                                   tiny_tokenizer.pad_token_id or 0)
-    assert pred == expected and served.predict_examples([]) == []
+    assert pred == expected and p.predict_examples([]) == []
 
 
 def test_ner_examples_and_gold_come_from_the_canonical_split(tmp_path):
@@ -55,7 +52,6 @@ def test_ner_examples_and_gold_come_from_the_canonical_split(tmp_path):
 def test_text_classification_speaks_the_protocol(tmp_path):
     from nerflow.textcat.data import Document, write_split
     from nerflow.textcat.predict import Classifier
-    from nerflow.textcat.serving import TextClassifierModel
 
     docs = [Document("a great film", ["pos"], "r:1"), Document("dull", ["neg"], "r:2")]
     write_split(docs, tmp_path / "test.jsonl")
@@ -64,9 +60,9 @@ def test_text_classification_speaks_the_protocol(tmp_path):
                         {"text": "dull", "labels": ["neg"], "source": "r:2"}]
     assert TEXTCAT.gold(examples) == [["pos"], ["neg"]]
 
-    served = TextClassifierModel()
-    served.classifier = Classifier(None, None, {"labels": ["neg", "pos"], "multi_label": True})
-    assert isinstance(served, scoring.Scorer) and served.labels == ["neg", "pos"] and served.multi_label is True
+    classifier = Classifier(None, None, {"labels": ["neg", "pos"], "multi_label": True})
+    assert isinstance(classifier, scoring.Scorer) and classifier.labels == ["neg", "pos"]
+    assert classifier.multi_label is True
 
 
 def test_score_asks_each_scorer_once_in_its_label_space_and_refuses_a_short_answer():
