@@ -1,4 +1,4 @@
-"""Moving `champion`: score versions as they are served, decide with the gate, record every move in the registry.
+"""Moving `champion`: score versions, decide with the gate, record every move in the registry.
 
 The decision is nerflow.promotion's (pure); the history's encoding and stack are nerflow.history's. This module is
 the MLflow edge: it scores each version's verified model folder with nerflow's own code (tasks/served_model.py,

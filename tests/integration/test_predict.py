@@ -86,12 +86,16 @@ def test_every_model_uri_form_gives_exact_spans_on_a_windowed_document(capsys, m
     assert re.fullmatch(r"2 documents, 5 entities in [\d.]+ s \([\d.]+ documents/s\)", err.splitlines()[-1]), err
 
 
-def test_a_model_no_hash_vouches_for_or_with_pickled_weights_needs_trust(capsys, model_uris, tmp_path):
+def test_a_model_no_hash_vouches_for_or_with_pickled_weights_needs_trust(capsys, model_uris, version, tmp_path):
     import shutil
 
-    assert cli.main(["predict", model_uris["run"], SHORT_TEXT]) == EXIT_REFUSED
-    assert re.match(rf"^error: {re.escape(model_uris['run'])} has no stored model hash .* give --trust",
-                    capsys.readouterr().err)
+    logged = version.source   # models:/m-<id>: the version's logged model by id, which no version vouches for
+    assert re.fullmatch(r"models:/m-\w+", logged), logged
+    for uri in (model_uris["run"], logged):
+        assert cli.main(["predict", uri, SHORT_TEXT]) == EXIT_REFUSED
+        assert re.match(rf"^error: {re.escape(uri)} has no stored model hash .* give --trust", capsys.readouterr().err)
+    records, _ = predict(capsys, logged, SHORT_TEXT, "--trust")
+    assert spans_of(records[0]) == expected(SHORT_TEXT, [("PER", "John Smith"), ("LOC", "Berlin")])
     folder = tmp_path / "model"
     shutil.copytree(model_uris["hf folder"], folder)
     (folder / "training_args.bin").write_bytes(b"a pickle torch.load would run")
