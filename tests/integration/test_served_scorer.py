@@ -82,3 +82,26 @@ def test_a_version_registered_before_model_hashes_is_scored_only_with_trust(pipe
     assert old == scored
     _, _, evaluated = read_predictions_conll(stage_output(cfg, result.run_id, "evaluate") / "test_predictions.conll")
     assert old["pred"][len(SPACED):] == evaluated
+
+
+def test_the_pipelines_gate_refuses_an_unhashed_champion_unless_the_config_trusts_it(pipeline_result):
+    """The first run after upgrading, while @champion was registered before model hashes: the promote stage stops
+    with one error naming the config key; with it, the gate scores that champion (the same weights: a tie). Every
+    stage before register is the session run's, from the stage cache."""
+    from mlflow import MlflowClient
+
+    from nerflow.flows.pipeline import pipeline
+
+    cfg, result = pipeline_result
+    name = "tiny-ner-unhashed-champion"
+    register_without_hash(name, TASK, stage_output(cfg, result.run_id, "train") / "model")
+    MlflowClient().set_registered_model_alias(name, "champion", "1")
+    other = cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"model_name": name})})
+    with pytest.raises(UnverifiedModel, match=rf"^{name} version 1 has no stored model hash .* give "
+                                              r"promote.trust_unverified=true to load it"):
+        pipeline(other)
+    trusted = pipeline(other.model_copy(update={"promote": other.promote.model_copy(
+        update={"trust_unverified": True})}))
+    decision = trusted["promote"].decision
+    assert (decision["decision"], decision["champion_f1"]) == ("rejected", decision["challenger_f1"]), decision
+    assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == "1"
