@@ -21,7 +21,7 @@ from nerflow.outputs import RunResult
 from nerflow.plan import make_plan
 from nerflow.prefect_tasks import global_locks, run_record, tracking
 from nerflow.prefect_tasks.registered import OUTPUTS_ARTIFACT, find_registered
-from nerflow.prefect_tasks.stage import RunContext, stage_task, started_ahead
+from nerflow.prefect_tasks.stage import RunContext, stage_task
 from nerflow.progress import TrainingInterrupted
 
 run_stage_task = stage_task()
@@ -70,10 +70,9 @@ def run_stages(cfg: PipelineConfig, plan, client, flow_run_id: str, force_regist
             run_record.run_log(client, run_id), run_record.system_metrics(run_id):
         ctx = RunContext(cfg, plan, run_id, flow_run_id, force_register)
         outputs = {}
-        with started_ahead(ctx):
-            for stage in plan.graph.stages:
-                upstream = {name: outputs[name] for name in stage.consumes}
-                outputs[stage.name] = run_stage_task.with_options(name=stage.name)(ctx, stage.name, upstream)
+        for stage in plan.graph.stages:
+            upstream = {name: outputs[name] for name in stage.consumes}
+            outputs[stage.name] = run_stage_task.with_options(name=stage.name)(ctx, stage.name, upstream)
         result = RunResult(run_id, outputs, flow_run_id)
         tracking.log_json(client, run_id, result.to_json(), OUTPUTS_ARTIFACT)
         run_record.describe_run(client, run_id, cfg, result)   # scores and version are known now

@@ -1,7 +1,8 @@
-"""Moving `champion`: score versions as they are served, decide with the gate, record every move in the registry.
+"""Moving `champion`: score versions, decide with the gate, record every move in the registry.
 
 The decision is nerflow.promotion's (pure); the history's encoding and stack are nerflow.history's. This module is
-the MLflow edge: it scores each version as served (nerflow.scoring: a fresh process per version), reads and writes
+the MLflow edge: it scores each version's verified model folder with nerflow's own code (tasks/served_model.py,
+nerflow.scoring; never the version's pickled python model or bundled code), reads and writes
 registry tags and aliases, and serialises every move of one alias with a lock that holds across processes
 (tasks/promotion_lock.py). Under the lock the alias is re-read right before it moves; if it moved since the gate
 scored it (someone used the MLflow UI), the gate scores against the new champion before deciding.
@@ -15,6 +16,7 @@ either. Kill points (nerflow.faults) sit between the writes; tests/integration/t
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from mlflow.exceptions import MlflowException
 
 from nerflow import faults, history, promotion, scoring, task_types
 from nerflow.config import ConfigError
-from nerflow.prefect_tasks import model_page, tracking
+from nerflow.prefect_tasks import model_page, served_model, tracking
 from nerflow.prefect_tasks.promotion_lock import promotion_lock
 from nerflow.promotion import Refused
 
@@ -86,20 +88,18 @@ def read_history(client: MlflowClient, name: str, alias: str) -> list[history.En
 
 
 # ------------------------------------------------------------------------------------------------ scoring
-def score_versions(name: str, versions: list[str], split: Path, task: str,
-                   warm: scoring.WarmScorers | None = None) -> dict[str, dict]:
-    """{version: {"labels", "multi_label", "pred", "protocol"}}: each version loaded as registered and served, in its
-    own fresh process (`warm`: started ahead, see scorer_env), all at once, predicting the split's examples through
-    the served-scorer protocol (nerflow.scoring; versions registered before it through their ordinary `predict`).
-    Each process loads the version from where the registry stores it (what `models:/NAME/VERSION` resolves to), so
-    it never opens the tracking store itself."""
-    client = tracking.configure()
-    uris = {v: client.get_model_version_download_uri(name, v) for v in dict.fromkeys(versions)}
-    return scoring.score_served(uris, split, task_types.entry(task, "promote"), env=scorer_env(), warm=warm)
-
-
-def scorer_env() -> dict[str, str]:
-    return {"MLFLOW_TRACKING_URI": tracking.tracking_uri()}
+def score_versions(name: str, versions: list[str], split: Path, task: str, trust: bool = False,
+                   trust_hint: str = served_model.TRUST_FLAG) -> dict[str, dict]:
+    """{version: {"labels", "multi_label", "pred"}}: each version's served folder downloaded and checked against the
+    hash stored on it (tasks/served_model.py; `trust`: let a version without one, or with pickled weights, through),
+    then loaded with nerflow's installed code and asked for the split's examples through the served-scorer protocol
+    (nerflow.scoring). Every version is checked before any is loaded: a refusal costs no model load."""
+    client, scorer = tracking.configure(), task_types.entry(task, "promote")
+    with tempfile.TemporaryDirectory(prefix="nerflow-score-") as tmp:
+        folders = {v: served_model.fetch(served_model.version_source(client, name, v), Path(tmp) / f"v{v}", trust,
+                                         trust_hint) for v in dict.fromkeys(versions)}
+        loaded = {v: scorer.load_scorer(folder) for v, folder in folders.items()}   # all in memory: tmp may go
+    return scoring.score(loaded, scorer.examples(Path(split)))
 
 
 # ------------------------------------------------------------------------------------------------ moves
@@ -211,11 +211,12 @@ def is_rolled_back(client: MlflowClient, name: str, version: str, entries: list[
 
 
 def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promotion.GateRules, split: Path,
-         gold: list, data_passed: bool, auto: bool, actor: str, evidence: dict, task: str,
-         warm: scoring.WarmScorers | None = None) -> promotion.Decision:
-    """Score the challenger and the current champion as served, decide, and (when `auto` and accepted) move the
-    alias and record the move. The decision goes on the version as tags whatever it is. `warm`: scorer processes
-    started ahead (score_versions)."""
+         gold: list, data_passed: bool, auto: bool, actor: str, evidence: dict, task: str, trust: bool = False,
+         trust_hint: str = served_model.TRUST_FLAG) -> promotion.Decision:
+    """Score the challenger and the current champion (each checked against its stored hash, loaded with nerflow's
+    code: score_versions), decide, and (when `auto` and accepted) move the alias and record the move. The decision
+    goes on the version as tags whatever it is. A version refused by its files (model_files.UnverifiedModel) ends
+    the gate with that error: no decision is recorded."""
     version = str(version)
     check_version(client, name, version, task)
     check_alias_task(client, name, alias, task)
@@ -223,7 +224,8 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
         entries, champion = settle_history(client, name, alias)
         rolled_back = is_rolled_back(client, name, version, entries)
         for _ in range(MAX_RESCORES):
-            decision = _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task, warm)
+            decision = _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task,
+                               (trust, trust_hint))
             now = alias_version(client, name, alias)
             if now == champion:
                 break
@@ -243,13 +245,13 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
     return decision
 
 
-def _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task, warm
+def _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task, trusted
             ) -> promotion.Decision:
     if champion == version:
         return promotion.Decision(True, f"version {version} is already @champion", 0.0, None, None, ())
     if rolled_back:   # refused whatever the scores: do not compute them
         return promotion.decide({"f1": 0.0, "per_type": {}}, None, rules, data_passed, challenger_rolled_back=True)
-    scored = score_versions(name, [v for v in (version, champion) if v], split, task, warm)
+    scored = score_versions(name, [v for v in (version, champion) if v], split, task, *trusted)
     challenger_table, champion_table, restricted = task_types.entry(task, "promote").gate_tables(
         gold, scored, (version, champion))
     return promotion.decide(challenger_table, champion_table, rules, data_passed, challenger_rolled_back=False,

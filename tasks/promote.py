@@ -1,25 +1,25 @@
 """Promotion stage: the model card on the new version, then the evidence gate for `promote.alias` (champion).
 
-Both the challenger and the current champion are scored on this run's test split, each loaded from the registry
-exactly as it is served (tasks/champion.py, nerflow.scoring); the decision, both models' per-class scores and the
-reason go to the MLflow run (promotion/comparison.json and .md), onto the version (tags `nerflow.promotion`,
-`nerflow.reason`) and onto the Prefect flow run (a markdown artifact, tasks/artifacts.py).
+Both the challenger and the current champion are scored on this run's test split, each version's model folder
+checked against the hash stored on it and loaded with nerflow's own code (tasks/champion.py, nerflow.scoring;
+`promote.trust_unverified` lets through a version registered before hashes, or with pickled weights); the
+decision, both models' per-class scores and the reason go to the MLflow run (promotion/comparison.json and .md),
+onto the version (tags `nerflow.promotion`, `nerflow.reason`) and onto the Prefect flow run (a markdown artifact,
+tasks/artifacts.py).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
-from nerflow import promotion, scoring, task_types
+from nerflow import promotion, task_types
 from nerflow.config import PipelineConfig, resolved_dict
 from nerflow.outputs import Promoted, Registered, Validated, write_fields
 from nerflow.plan import StagePlan
-from nerflow.prefect_tasks import artifacts, champion, tracking
+from nerflow.prefect_tasks import artifacts, champion, served_model, tracking
 from nerflow.prefect_tasks.stage import RunContext
 
 log = logging.getLogger("nerflow.promote")
@@ -52,17 +52,6 @@ def model_card(cfg: PipelineConfig, metrics: dict, validated: Validated, registe
         "```yaml", yaml.safe_dump(resolved_dict(cfg), sort_keys=False).strip(), "```"])[:19000]
 
 
-@contextlib.contextmanager
-def ahead(ctx: RunContext, step: StagePlan) -> Iterator[scoring.WarmScorers]:
-    """Scorer processes warming up while the stages before this one run (their imports take seconds; the gate
-    then only loads and scores): one for the challenger, one more when the alias has a champion to score."""
-    client, name = tracking.configure(), ctx.cfg.registry.model_name
-    has_champion = champion.model_exists(client, name) and \
-        champion.alias_version(client, name, ctx.cfg.promote.alias) is not None
-    with scoring.WarmScorers(1 + has_champion, env=champion.scorer_env()) as warm:
-        yield warm
-
-
 def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None:
     cfg, client = ctx.cfg, tracking.configure()
     validated, evaluated, registered = upstream["validate"], upstream["evaluate"], upstream["register"]
@@ -74,7 +63,7 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
     decision = champion.gate(
         client, name, version, alias, rules_of(cfg), split, scorer.gold(scorer.examples(split)),
         data_passed=True, auto=cfg.promote.auto, actor=champion.actor_name(), task=cfg.task,
-        warm=ctx.ahead.get("promote"),
+        trust=cfg.promote.trust_unverified, trust_hint=served_model.TRUST_KEY,
         evidence={"test_data_hash": validated.data_hash, "mlflow_run_id": ctx.run_id,
                   "prefect_flow_run_id": ctx.flow_run_id})
     moved = decision.accepted and cfg.promote.auto and champion.alias_version(client, name, alias) == version

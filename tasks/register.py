@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
 import nerflow
-from nerflow import faults, model_description, task_types
+from nerflow import faults, model_description, model_files, task_types
 from nerflow.config import config_hash
 from nerflow.models import SERVED_ARTIFACT, weights_sha256
 from nerflow.outputs import OUTPUT_FILE, Registered, write_fields
@@ -223,7 +223,9 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
                 model_page.LABELS_TAG: ",".join(labels)[:4900], model_page.DATA_TAG: data,
                 **({"base_model_commit": ctx.plan.model_revision} if ctx.plan.model_revision else {}),
                 **({"prefect_flow_run_id": ctx.flow_run_id} if ctx.flow_run_id else {}),   # no empty tags
-                **{f"nerflow.{stage}_key": key for stage, key in keys.items()}}
+                **{f"nerflow.{stage}_key": key for stage, key in keys.items()},
+                # what the gate, `predict` and `compare` check the served folder against before loading it
+                **model_files.version_tags(trained.model_dir)}
         description = (f"{cfg.task} fine-tuned from {cfg.model.name_or_path} on {data} (data "
                        f"{validated.data_hash[:12]}) by MLflow run {ctx.run_id}; registered by {creator}")
         version, new, by = create_version(client, undo, name, ctx.run_id, trained.model_dir, tags,

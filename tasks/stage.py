@@ -8,9 +8,6 @@ An adapter is a module of this package with
 and optionally
     still_valid(ctx, step, entry) -> bool               False: a complete entry the world has invalidated since
     transaction(ctx, step) -> context manager           around compute and record (register: all or nothing)
-    ahead(ctx, step) -> context manager                 entered when the attempt starts, for a stage the plan will
-                                                        compute; what it yields is ctx.ahead[stage] (promote:
-                                                        scorer processes warming up while earlier stages run)
 `upstream` holds the outputs of the stages it consumes, by name.
 """
 from __future__ import annotations
@@ -20,8 +17,7 @@ import dataclasses
 import importlib
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -43,22 +39,10 @@ class RunContext:
     run_id: str
     flow_run_id: str = ""
     force_register: bool = False   # a new model version even when one with the same weights exists
-    ahead: dict = field(default_factory=dict)   # {stage: what its adapter's `ahead` yielded}
 
 
 def adapter_of(plan: Plan, stage: str) -> ModuleType:
     return importlib.import_module(plan.graph.stage(stage).adapter_module)
-
-
-@contextlib.contextmanager
-def started_ahead(ctx: RunContext) -> Iterator[None]:
-    """Each `ahead` of a stage the plan will compute (not complete, or forced), entered for the whole attempt."""
-    with contextlib.ExitStack() as stack:
-        for name, step in ctx.plan.stages.items():
-            hook = getattr(adapter_of(ctx.plan, name), "ahead", None)
-            if hook is not None and not step.complete:
-                ctx.ahead[name] = stack.enter_context(hook(ctx, step))
-        yield
 
 
 def run_stage(ctx: RunContext, stage: str, upstream: dict[str, StageOutput]) -> StageOutput:

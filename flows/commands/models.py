@@ -155,7 +155,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     with _decision_not_logged():
         decision = champion.gate(client, args.name, version, args.alias, rules_of(cfg), split, gold, passed,
                                  auto=True, actor=actor, evidence={"test_data_hash": data_hash, "mlflow_run_id": None,
-                                                                   "prefect_flow_run_id": None}, task=cfg.task)
+                                                                   "prefect_flow_run_id": None}, task=cfg.task,
+                                 trust=args.trust or cfg.promote.trust_unverified)
     if args.json:
         print(json.dumps(promotion.decision_json(decision), indent=1))
     else:
@@ -198,7 +199,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     champion.check_version(client, args.name, v2, task)   # two versions of one task type
     kind, scorer = task_types.get(task), task_types.entry(task, "promote")
     _, split, gold, _, _ = test_data(client, args.name, v1, args.config, args.overrides)
-    scored = champion.score_versions(args.name, [v1, v2], split, task)
+    scored = champion.score_versions(args.name, [v1, v2], split, task, args.trust)
     tables = {v: scorer.gate_tables(gold, scored, (v, None))[0] for v in (v1, v2)}
     hits = {v: scorer.hits(gold, scored[v]) for v in (v1, v2)}
     types = sorted(set(tables[v1]["per_type"]) | set(tables[v2]["per_type"]))
@@ -240,6 +241,9 @@ def add_parsers(sub) -> None:
     promote.add_argument("--reason")
     promote.add_argument("--actor", help="who (default: MLflow user, else the OS user)")
     promote.add_argument("--json", action="store_true")
+    promote.add_argument("--trust", action="store_true",
+                         help="score a version without a stored model hash (registered before nerflow stored one) "
+                              "or with pickled weights")
     promote.set_defaults(func=cmd_promote)
     rollback = sub.add_parser("rollback", help="put @champion back on the version before it")
     rollback.add_argument("name")
@@ -255,4 +259,7 @@ def add_parsers(sub) -> None:
     compare.add_argument("config", nargs="?", type=Path)
     compare.add_argument("overrides", nargs="*")
     compare.add_argument("--json", action="store_true")
+    compare.add_argument("--trust", action="store_true",
+                         help="score a version without a stored model hash (registered before nerflow stored one) "
+                              "or with pickled weights")
     compare.set_defaults(func=cmd_compare)

@@ -4,8 +4,9 @@ classification).
 
 MODEL_URI is `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/RUN_ID/model` (any MLflow model URI), or a local
 folder: an MLflow model (it has an `MLmodel` file) or a Hugging Face checkpoint nerflow trained (it has
-`nerflow.json`; loaded with nerflow's predictor directly, no MLflow). Reading and writing documents lives in
-nerflow.documents; `--flow` runs the same as the Prefect flow `nerflow-predict`, tracked in MLflow
+`nerflow.json`). Every form is answered by nerflow's installed predictor from the model's served folder, checked
+first (open_model); a model's pickled python model and bundled code are never loaded. Reading and writing
+documents lives in nerflow.documents; `--flow` runs the same as the Prefect flow `nerflow-predict`, tracked in MLflow
 (flows/predict_flow.py). docs/cli.md, "predict", has the formats.
 """
 from __future__ import annotations
@@ -21,45 +22,49 @@ from nerflow.config import ConfigError
 URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")   # models:/..., runs:/..., file:///..., s3://...
 
 
-def load_model(uri: str):
-    """The pyfunc behind `uri`; an unknown model, version, alias or run is bad input (exit 2), not a traceback."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+def open_model(uri: str, trust: bool = False):
+    """(texts -> one answer per text, the model's task type), for any MODEL_URI form. A model from the tracking
+    server is downloaded into a temporary folder and checked against the hash stored on its version first
+    (tasks/served_model.py; `trust`: also a model without one: a version registered before hashes, a run's model);
+    a local folder has no stored hash (files on this machine, the user's own), only the pickled-weights rule. Either
+    way the answers come from nerflow's installed predictor, never the model's pickled python model or bundled
+    code."""
+    import tempfile
 
-    try:
-        return mlflow.pyfunc.load_model(uri)
-    except MlflowException as e:
-        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            raise ConfigError(f"{uri}: {e.message.splitlines()[0]}") from None
-        raise
-    except OSError as e:  # a local path that is not a model folder
-        raise ConfigError(f"{uri}: not an MLflow model ({e.strerror or e})") from None
-
-
-def open_model(uri: str):
-    """(texts -> one answer per text, the model's task type), for any MODEL_URI form."""
-    from nerflow import task_types
+    from nerflow import model_files
+    from nerflow.models import SERVED_ARTIFACT
 
     if not URI_SCHEME.match(uri):                       # a local folder
         path = Path(uri)
-        meta = path / "nerflow.json"
         if not path.is_dir():
             raise ConfigError(f"{uri}: no such model folder (or give models:/NAME@ALIAS, models:/NAME/VERSION, "
                               "runs:/RUN_ID/model)")
-        if meta.is_file():                              # a checkpoint nerflow trained: no MLflow needed
-            # checkpoints saved before task types have no `task`: the default task type trained them
-            kind = task_types.get(json.loads(meta.read_text()).get("task"))
-            return task_types.entry(kind.name, "predict").load_predictor(path), kind
-        if not (path / "MLmodel").is_file():
-            raise ConfigError(f"{uri}: neither an MLflow model folder (no MLmodel file) nor a nerflow checkpoint "
-                              "(no nerflow.json)")
-    from nerflow.prefect_tasks import tracking
+        if not (path / "nerflow.json").is_file():       # not a checkpoint: the served folder of an MLflow model
+            if not (path / "MLmodel").is_file():
+                raise ConfigError(f"{uri}: neither an MLflow model folder (no MLmodel file) nor a nerflow "
+                                  "checkpoint (no nerflow.json)")
+            path = path / model_files.served_path((path / "MLmodel").read_text(encoding="utf-8"), SERVED_ARTIFACT,
+                                                  uri)
+        model_files.verify(path, uri, None, trust=trust, hashed=False)
+        return load_folder(path, uri)
+    from nerflow.prefect_tasks import served_model, tracking
 
-    tracking.configure()
-    model = load_model(uri)
-    # versions registered before task types have no `task` attribute: the default task type made them
-    kind = task_types.get(getattr(model.unwrap_python_model(), "task", None))
-    return (lambda texts: model.predict(list(texts))), kind
+    client = tracking.configure()
+    source = served_model.uri_source(client, uri)
+    with tempfile.TemporaryDirectory(prefix="nerflow-predict-model-") as tmp:
+        return load_folder(served_model.fetch(source, Path(tmp), trust), source.what)   # loaded: tmp may go
+
+
+def load_folder(folder: Path, what: str):
+    """(texts -> answers, task type) of a model folder nerflow trained, with its task type's predictor."""
+    from nerflow import task_types
+
+    meta = folder / "nerflow.json"
+    if not meta.is_file():
+        raise ConfigError(f"{what}: its model folder has no nerflow.json: not a model nerflow trained")
+    # checkpoints saved before task types have no `task`: the default task type trained them
+    kind = task_types.get(json.loads(meta.read_text()).get("task"))
+    return task_types.entry(kind.name, "predict").load_predictor(folder), kind
 
 
 def documents(args: argparse.Namespace) -> list[dict]:
@@ -81,9 +86,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.flow:
         from nerflow.flows.predict_flow import run_flow
 
-        stats = run_flow(args.model_uri, docs, args.input, args.output, args.batch_size)
+        stats = run_flow(args.model_uri, docs, args.input, args.output, args.batch_size, args.trust)
     else:
-        predict, kind = open_model(args.model_uri)
+        predict, kind = open_model(args.model_uri, args.trust)
         stats: dict = {"task": kind.name}
         records = predict_documents(predict, docs, kind, args.batch_size, progress=sys.stderr.isatty(), stats=stats)
         if args.output is not None:
@@ -126,4 +131,7 @@ def add_parsers(sub) -> None:
     pred.add_argument("--flow", action="store_true",
                       help="run as the Prefect flow nerflow-predict, tracked in the MLflow experiment nerflow-predict")
     pred.add_argument("--json", action="store_true", help="the closing summary as one JSON object")
+    pred.add_argument("--trust", action="store_true",
+                      help="load a model whose files nothing vouches for (a version registered before nerflow stored "
+                           "model hashes, a runs:/ model) or that has pickled weights")
     pred.set_defaults(func=cmd_predict)

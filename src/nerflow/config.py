@@ -182,6 +182,9 @@ class PromoteConfig(_Section):
     min_f1: float = Field(0.1, ge=0.0, le=1.0)  # a floor: a model that predicts only `O` (F1 0) never passes
     min_support: NonNegativeInt = 20            # entity types (classes) with fewer test examples never reject ...
     max_type_drop: float = Field(0.02, ge=0.0)  # ... others may lose at most this much F1
+    # score a version without a stored model hash (registered before nerflow stored one), or one with pickled
+    # weights; a version whose files differ from its stored hash is refused whatever this says (docs/promotion.md)
+    trust_unverified: bool = False
 
 
 class PipelineConfig(_Section):

@@ -17,7 +17,8 @@ code (nerflow.code_identity follows the entry of the stage it hashes). What each
   `test/*`; `test/f1` is the headline)
 - register: `servable() -> (python model, signature, input example)` of a registered version
 - promote: the task's side of the served-scorer protocol (nerflow.scoring): `examples(split)`, `gold(examples)`,
-  `legacy_request`, `from_legacy`, `gate_tables`, `hits`, `gold_count`
+  `load_scorer(folder) -> Scorer` (a verified model folder, loaded with nerflow's code), `gate_tables`, `hits`,
+  `gold_count`
 - predict: `load_predictor(folder) -> texts -> answers` for a model folder nerflow trained
 - sample (NER only): `generate_corpus(folder, seed)`, the synthetic quickstart corpus
 

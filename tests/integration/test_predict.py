@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from nerflow import cache
 from nerflow.flows import cli
-from nerflow.flows.errors import EXIT_BAD_INPUT
+from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_REFUSED
 from nerflow.flows.predict_flow import ARTIFACT_DIR, EXPERIMENT
 from nerflow.ner.tokenization import Encoder
 
@@ -78,11 +78,32 @@ def test_the_long_document_needs_windows_and_the_entity_straddles_the_first_edge
 
 @pytest.mark.parametrize("form", ["alias", "version", "run", "mlflow folder", "hf folder"])
 def test_every_model_uri_form_gives_exact_spans_on_a_windowed_document(capsys, model_uris, form):
-    records, err = predict(capsys, model_uris[form], LONG_TEXT, SHORT_TEXT)
+    # a run's model is no registered version: no stored hash vouches for its files, so it needs --trust
+    records, err = predict(capsys, model_uris[form], LONG_TEXT, SHORT_TEXT, *(["--trust"] if form == "run" else []))
     assert [r["text"] for r in records] == [LONG_TEXT, SHORT_TEXT]
     assert spans_of(records[0]) == expected(LONG_TEXT, LONG_SPANS)
     assert spans_of(records[1]) == expected(SHORT_TEXT, [("PER", "John Smith"), ("LOC", "Berlin")])
     assert re.fullmatch(r"2 documents, 5 entities in [\d.]+ s \([\d.]+ documents/s\)", err.splitlines()[-1]), err
+
+
+def test_a_model_no_hash_vouches_for_or_with_pickled_weights_needs_trust(capsys, model_uris, version, tmp_path):
+    import shutil
+
+    logged = version.source   # models:/m-<id>: the version's logged model by id, which no version vouches for
+    assert re.fullmatch(r"models:/m-\w+", logged), logged
+    for uri in (model_uris["run"], logged):
+        assert cli.main(["predict", uri, SHORT_TEXT]) == EXIT_REFUSED
+        assert re.match(rf"^error: {re.escape(uri)} has no stored model hash .* give --trust", capsys.readouterr().err)
+    records, _ = predict(capsys, logged, SHORT_TEXT, "--trust")
+    assert spans_of(records[0]) == expected(SHORT_TEXT, [("PER", "John Smith"), ("LOC", "Berlin")])
+    folder = tmp_path / "model"
+    shutil.copytree(model_uris["hf folder"], folder)
+    (folder / "training_args.bin").write_bytes(b"a pickle torch.load would run")
+    assert cli.main(["predict", str(folder), SHORT_TEXT]) == EXIT_REFUSED
+    assert re.match(rf"^error: {re.escape(str(folder))} carries pickled weights \(training_args.bin\)",
+                    capsys.readouterr().err)
+    records, _ = predict(capsys, str(folder), SHORT_TEXT, "--trust")
+    assert spans_of(records[0]) == expected(SHORT_TEXT, [("PER", "John Smith"), ("LOC", "Berlin")])
 
 
 def test_json_lines_pass_other_fields_through_to_the_output_file(capsys, model_uris, tmp_path):

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from nerflow import history
 from nerflow.flows import cli
 from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_REFUSED
+from nerflow.model_files import MODEL_HASH_TAG
 
 from .corpus import tiny_config
 from .processes import nerflow_env
@@ -219,8 +220,9 @@ def race(tmp_path: Path, name: str, mlflow_store: str) -> list[history.Entry]:
     client = MlflowClient()
     sources = {str(v.version): v for v in client.search_model_versions("name='gate-a'")}   # weak 1, strong 2
     client.create_registered_model(name)
-    for src in (sources["1"], sources["2"], sources["2"]):
-        client.create_model_version(name, src.source, run_id=src.run_id, tags={"nerflow.task": "token-classification"})
+    for src in (sources["1"], sources["2"], sources["2"]):   # the same files: the same stored hash
+        client.create_model_version(name, src.source, run_id=src.run_id, tags={
+            "nerflow.task": "token-classification", MODEL_HASH_TAG: src.tags[MODEL_HASH_TAG]})
     assert cli.main(["promote", name, "1", "--force", "--reason", "start the race from a weak champion"]) == 0
     barrier = tmp_path / "barrier"
     barrier.mkdir()

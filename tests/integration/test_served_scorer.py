@@ -1,19 +1,19 @@
-"""The promotion gate scores a registered NER version as served on exactly the inputs evaluation scores (the
-served-scorer protocol, nerflow.scoring), and still scores a version registered before the protocol through its
-ordinary `predict`. Both use the session's `tiny-ner` version 1 (no training here) and one scoring of both
-versions (the processes are the cost)."""
+"""The promotion gate scores a registered NER version on exactly the inputs evaluation scores (the served-scorer
+protocol, nerflow.scoring), with nerflow's own code; a version registered before model hashes is refused unless
+trusted. Both use the session's `tiny-ner` version 1 weights (no training here)."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from nerflow import scoring, task_types
+from nerflow.model_files import UnverifiedModel
 from nerflow.ner.data import Sentence, read_split, write_split
 from nerflow.ner.evaluate import read_predictions_conll
+from nerflow.prefect_tasks import champion
 
 from .corpus import LONG, SHORT
-from .served import register_before_protocol, stage_output
+from .served import register_without_hash, stage_output
 
 MODEL, TASK = "tiny-ner", "token-classification"
 # tokens that hold a space, as a JSON-lines corpus may have them: each is ONE token, with one gold tag
@@ -47,41 +47,61 @@ def evaluation_tags(cfg, run_id: str, sentences: list[Sentence]) -> list[list[st
 
 
 @pytest.fixture(scope="module")
-def scored(pipeline_result, tmp_path_factory):
-    """The session's version and the same weights registered before the protocol, each scored as served (one
-    process each, at once) on the sentences above followed by the run's own test split."""
+def split(pipeline_result, tmp_path_factory):
+    """The sentences above followed by the run's own test split."""
     cfg, result = pipeline_result
     tmp = tmp_path_factory.mktemp("served-scorer")
-    old = register_before_protocol("tiny-ner-before-protocol", TASK, stage_output(cfg, result.run_id, "train")
-                                   / "model", tmp)
-    test = read_split(stage_output(cfg, result.run_id, "validate") / "test.jsonl")
-    write_split(SPACED + test, tmp / "test.jsonl")
-    new = f"models:/{MODEL}/{result['register'].version}"
-    # warm processes, as the pipeline's gate uses them: the version registered before the protocol must still be
-    # served by its own bundled nerflow (legacy answers), so the warm-up imported no nerflow
-    with scoring.WarmScorers(3) as warm:
-        scored = scoring.score_served({"new": new, "old": old}, tmp / "test.jsonl",
-                                      task_types.entry(TASK, "promote"), warm=warm)
-        spare = warm.take({})
-        _, err = spare.communicate("", timeout=120)   # end of input without a request: it exits cleanly
-    assert spare.returncode == 0, err
-    return scored
+    write_split(SPACED + read_split(stage_output(cfg, result.run_id, "validate") / "test.jsonl"), tmp / "test.jsonl")
+    return tmp / "test.jsonl"
+
+
+@pytest.fixture(scope="module")
+def scored(pipeline_result, split):
+    _, result = pipeline_result
+    version = str(result["register"].version)
+    return champion.score_versions(MODEL, [version], split, TASK)[version]
 
 
 def test_the_gate_scores_a_token_holding_a_space_as_one_token_like_evaluation(pipeline_result, scored):
     cfg, result = pipeline_result
-    served = scored["new"]
-    assert served["protocol"] == "examples" and "B-LOC" in served["labels"]
-    assert [len(tags) for tags in served["pred"][:len(SPACED)]] == [len(s.tokens) for s in SPACED]
-    assert served["pred"][:len(SPACED)] == evaluation_tags(cfg, result.run_id, SPACED)
+    assert "B-LOC" in scored["labels"] and scored["multi_label"] is False
+    assert [len(tags) for tags in scored["pred"][:len(SPACED)]] == [len(s.tokens) for s in SPACED]
+    assert scored["pred"][:len(SPACED)] == evaluation_tags(cfg, result.run_id, SPACED)
 
 
-def test_a_version_registered_before_the_protocol_is_scored_through_its_predict(pipeline_result, scored):
-    """On ordinary tokens the old path (space-joined text, spans back to tags) and the protocol agree with each
-    other and with the evaluate stage's own test predictions."""
+def test_a_version_registered_before_model_hashes_is_scored_only_with_trust(pipeline_result, split, scored):
+    """Trusted, it is scored like any version (by nerflow's installed code): the evaluate stage's own test
+    predictions."""
     cfg, result = pipeline_result
-    new, old = scored["new"], scored["old"]
-    assert (new["protocol"], old["protocol"]) == ("examples", "legacy")
-    assert old["labels"] == new["labels"] and old["multi_label"] is new["multi_label"] is False
+    uri = register_without_hash("tiny-ner-before-hashes", TASK, stage_output(cfg, result.run_id, "train") / "model")
+    name, version = uri.removeprefix("models:/").split("/")
+    with pytest.raises(UnverifiedModel, match=rf"^{name} version {version} has no stored model hash .* give "
+                                              r"--trust to load it"):
+        champion.score_versions(name, [version], split, TASK)
+    old = champion.score_versions(name, [version], split, TASK, trust=True)[version]
+    assert old == scored
     _, _, evaluated = read_predictions_conll(stage_output(cfg, result.run_id, "evaluate") / "test_predictions.conll")
-    assert old["pred"][len(SPACED):] == new["pred"][len(SPACED):] == evaluated
+    assert old["pred"][len(SPACED):] == evaluated
+
+
+def test_the_pipelines_gate_refuses_an_unhashed_champion_unless_the_config_trusts_it(pipeline_result):
+    """The first run after upgrading, while @champion was registered before model hashes: the promote stage stops
+    with one error naming the config key; with it, the gate scores that champion (the same weights: a tie). Every
+    stage before register is the session run's, from the stage cache."""
+    from mlflow import MlflowClient
+
+    from nerflow.flows.pipeline import pipeline
+
+    cfg, result = pipeline_result
+    name = "tiny-ner-unhashed-champion"
+    register_without_hash(name, TASK, stage_output(cfg, result.run_id, "train") / "model")
+    MlflowClient().set_registered_model_alias(name, "champion", "1")
+    other = cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"model_name": name})})
+    with pytest.raises(UnverifiedModel, match=rf"^{name} version 1 has no stored model hash .* give "
+                                              r"promote.trust_unverified=true to load it"):
+        pipeline(other)
+    trusted = pipeline(other.model_copy(update={"promote": other.promote.model_copy(
+        update={"trust_unverified": True})}))
+    decision = trusted["promote"].decision
+    assert (decision["decision"], decision["champion_f1"]) == ("rejected", decision["challenger_f1"]), decision
+    assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == "1"

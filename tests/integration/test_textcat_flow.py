@@ -116,27 +116,21 @@ def test_mlflow_models_serve_answers_as_nerflow_predict(first_run, mlflow_store,
     assert proc.poll() is not None
 
 
-def test_the_gate_scores_texts_through_the_protocol_and_old_versions_through_predict(first_run, tmp_path):
-    """The served-scorer protocol (nerflow.scoring) on the registered version predicts what the evaluate stage
-    predicted on the test split; the same weights registered before the protocol (a pyfunc without
-    `predict_examples`) are scored through their ordinary `predict` and agree."""
-    from nerflow import scoring, task_types
+def test_the_gate_scores_texts_like_evaluation_with_nerflows_own_code(first_run):
+    """The registered version's folder, checked against its stored hash and loaded by nerflow's classifier, predicts
+    through the served-scorer protocol (nerflow.scoring) what the evaluate stage predicted on the test split."""
+    from nerflow.prefect_tasks import champion
 
-    from .served import register_before_protocol, stage_output
+    from .served import stage_output
 
     cfg, result = first_run
-    old = register_before_protocol(f"{MODEL}-before-protocol", "text-classification",
-                                   stage_output(cfg, result.run_id, "train") / "model", tmp_path)
     split = stage_output(cfg, result.run_id, "validate") / "test.jsonl"
-    scored = scoring.score_served({"new": f"models:/{MODEL}/{result['register'].version}", "old": old}, split,
-                                  task_types.entry("text-classification", "promote"))
-    new, legacy = scored["new"], scored["old"]
-    assert (new["protocol"], legacy["protocol"]) == ("examples", "legacy")
-    assert new["labels"] == legacy["labels"] and sorted(new["labels"]) == ["neg", "pos"]
-    assert new["multi_label"] is legacy["multi_label"] is False
+    version = str(result["register"].version)
+    scored = champion.score_versions(MODEL, [version], split, "text-classification")[version]
+    assert sorted(scored["labels"]) == ["neg", "pos"] and scored["multi_label"] is False
     with (stage_output(cfg, result.run_id, "evaluate") / "test_predictions.jsonl").open() as f:
         evaluated = [json.loads(line)["predicted"] for line in f]
-    assert new["pred"] == legacy["pred"] == evaluated and len(evaluated) > 0
+    assert scored["pred"] == evaluated and len(evaluated) > 0
 
 
 def test_a_worse_version_is_rejected_and_the_champion_stays(first_run):

@@ -7,7 +7,6 @@ import ast
 import importlib
 from pathlib import Path
 
-import cloudpickle
 import pytest
 
 from nerflow import code_identity, task_types
@@ -18,9 +17,6 @@ ROOTS = code_identity.package_roots()          # src/nerflow, tasks/ (nerflow.pr
 TASK_PACKAGES = tuple(m.rpartition(".")[0] for m in task_types.IMPLEMENTATIONS.values())   # nerflow.ner, ...
 TASK_NAMES = {*task_types.IMPLEMENTATIONS, *task_types.ALIASES}
 FIXTURES = Path(__file__).parent / "fixtures"
-# The one module allowed to name a task module: versions registered before task types pickled their model class as
-# `nerflow.serving.NerModel`, so that name must keep resolving (test_the_old_serving_class_still_unpickles).
-COMPATIBILITY = {"nerflow.serving"}
 
 
 def shared_modules() -> list[tuple[str, Path]]:
@@ -49,8 +45,6 @@ def test_the_scan_covers_src_tasks_and_flows():
 
 @pytest.mark.parametrize("name,path", shared_modules(), ids=lambda v: v if isinstance(v, str) else "")
 def test_shared_modules_import_no_task_module(name, path):
-    if name in COMPATIBILITY:
-        return
     bad = sorted(m for m in imported_modules(path) if m.startswith(TASK_PACKAGES))
     assert bad == [], f"{path} imports task modules: {bad}"
 
@@ -74,8 +68,7 @@ def test_a_task_never_imports_the_other_one(package, other):
 ENTRY_FUNCTIONS = {"validate": ("load_corpus", "validate_corpus", "write_validated"),
                    "tokenize": ("tokenize_validated",), "train": ("job_fields", "train_job"),
                    "evaluate": ("evaluate_model",), "register": ("servable",),
-                   "promote": ("examples", "gold", "legacy_request", "from_legacy", "gate_tables", "hits",
-                               "gold_count"),
+                   "promote": ("examples", "gold", "load_scorer", "gate_tables", "hits", "gold_count"),
                    "predict": ("load_predictor",)}
 
 
@@ -92,16 +85,6 @@ def test_every_task_implements_the_interface(name):
         module = importlib.import_module(kind.entries[point])
         assert [f for f in functions if not callable(getattr(module, f, None))] == [], (name, point)
         assert module.__name__.startswith(task_types.IMPLEMENTATIONS[name].rpartition(".")[0])
-
-
-def test_the_old_serving_class_still_unpickles():
-    """A version registered before task types pickled its pyfunc as `nerflow.serving.NerModel` (this file is the
-    python_model.pkl of such a version, registered by commit 5ac44ac); it must load into today's class."""
-    from nerflow.ner.serving import NerModel
-
-    with (FIXTURES / "ner_python_model_before_task_types.pkl").open("rb") as f:
-        model = cloudpickle.load(f)
-    assert type(model) is NerModel and model.task == "token-classification"
 
 
 def test_ner_is_an_alias_and_configs_without_a_task_read_as_token_classification(tmp_path):

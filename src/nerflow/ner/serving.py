@@ -29,8 +29,9 @@ SIGNATURE = ModelSignature(
 
 class NerModel(PythonModel):
     """Input: a list of strings (or a one-column frame of them). Output: per text, a list of
-    {"type", "start", "end", "text", "score"} with `text == input[start:end]`. The promotion gate asks
-    `predict_examples` instead (token lists in, IOB2 tags out)."""
+    {"type", "start", "end", "text", "score"} with `text == input[start:end]`. Only MLflow loads this class
+    (`mlflow models serve`, `mlflow.pyfunc.load_model`); nerflow's gate and `predict` load the model folder with
+    nerflow.ner.predict directly and never unpickle it (docs/promotion.md, "Loading a version")."""
 
     task = "token-classification"
 
@@ -46,16 +47,6 @@ class NerModel(PythonModel):
             texts = [str(t) for t in model_input]
         return self.predictor.predict_text(texts, pretokenized=bool((params or {}).get("pretokenized", False)))
 
-    # The served-scorer protocol (nerflow.scoring.Scorer): what the promotion gate calls on the loaded python model,
-    # with the examples as NER reads them (token lists), so it scores the tokens evaluation scores.
-    multi_label = False
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.predictor.labels)
-
-    def predict_examples(self, examples: list[dict]) -> list[list[str]]:
-        return self.predictor.predict_examples(examples)
 
 def servable():
     """(python model, signature, input example) of a registered NER version."""

@@ -1,7 +1,6 @@
 """Text classification's side of the served-scorer protocol (nerflow.scoring), the `promote` entry of the task
-type: the examples of a canonical split, their gold labels, how a version registered before the protocol is asked
-(its `predict` on the texts) and understood (`label` or `labels` per answer), and what the gate and `nerflow compare`
-count (`gate_tables`, `hits`, `gold_count`).
+type: the examples of a canonical split, their gold labels, the scorer built from a verified model folder
+(`load_scorer`), and what the gate and `nerflow compare` count (`gate_tables`, `hits`, `gold_count`).
 
 Models with different label sets are compared on the classes both know, as NER compares entity types
 (nerflow.ner.evaluate.score_restricted): the other classes are removed from gold and predictions, so neither model
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from nerflow.scoring import LegacyRequest
 from nerflow.textcat import evaluate
 from nerflow.textcat.data import read_split
 
@@ -27,21 +25,11 @@ def gold(examples: list[dict]) -> list[list[str]]:
     return [list(e["labels"]) for e in examples]
 
 
-def legacy_request(examples: list[dict]) -> LegacyRequest:
-    # an old TextClassifierModel keeps its labels and settings on its Classifier (nerflow.textcat.predict)
-    return LegacyRequest(inputs=[e["text"] for e in examples], labels_at="classifier.labels",
-                         multi_label_at="classifier.meta.multi_label")
+def load_scorer(folder: Path):
+    """The classifier of a model folder nerflow trained (nerflow.textcat.predict): it speaks the protocol."""
+    from nerflow.textcat.predict import Classifier
 
-
-def labels_of(answer: dict) -> list[str]:
-    """One served answer's predicted labels: `labels` (multi-label) or `[label]` (single-label)."""
-    return list(answer["labels"]) if "labels" in answer else [answer["label"]]
-
-
-def from_legacy(examples: list[dict], answers: list[dict]) -> list[list[str]]:
-    if len(answers) != len(examples):
-        raise ValueError(f"{len(answers)} answers for {len(examples)} texts")
-    return [labels_of(a) for a in answers]
+    return Classifier.load(folder)
 
 
 def hits(gold_labels: list[list[str]], served: dict) -> set:

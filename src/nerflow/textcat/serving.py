@@ -25,8 +25,8 @@ SIGNATURE = ModelSignature(
 
 class TextClassifierModel(PythonModel):
     """Input: a list of strings (or a one-column frame). Output per text: `{"label", "score", "scores": {label: p}}`,
-    or for a multi-label model `{"labels": [...], "scores": {label: p}}`. The promotion gate asks `predict_examples`
-    instead (nerflow.scoring)."""
+    or for a multi-label model `{"labels": [...], "scores": {label: p}}`. Only MLflow loads this class; nerflow's
+    gate and `predict` load the model folder with nerflow.textcat.predict directly (docs/promotion.md)."""
 
     task = "text-classification"
 
@@ -42,17 +42,6 @@ class TextClassifierModel(PythonModel):
             texts = [str(t) for t in model_input]
         return self.classifier.predict_text(texts)
 
-    # The served-scorer protocol (nerflow.scoring.Scorer): what the promotion gate calls on the loaded python model.
-    @property
-    def labels(self) -> list[str]:
-        return list(self.classifier.labels)
-
-    @property
-    def multi_label(self) -> bool:
-        return self.classifier.multi_label
-
-    def predict_examples(self, examples: list[dict]) -> list[list[str]]:
-        return self.classifier.predict_examples(examples)
 
 def servable():
     """(python model, signature, input example) of a registered text classifier."""
