@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from nerflow import run_label
+from nerflow import redact, run_label
 from nerflow.config import PipelineConfig
 from nerflow.outputs import Registered, RunResult
 from nerflow.prefect_tasks.tracking import (
@@ -146,6 +146,7 @@ def run_log(client: MlflowClient, run_id: str) -> Iterator[Path]:
     handler.setLevel(logging.INFO)
     # the console's format with the date: a log file outlives the day it was written
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(redact.LogFilter())   # also where no `nerflow` command masked the records (a notebook)
     root, ours = logging.getLogger(), logging.getLogger("nerflow")
     level = ours.level
     if ours.getEffectiveLevel() > logging.INFO:
