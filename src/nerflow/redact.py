@@ -35,8 +35,13 @@ _URI_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)([^\s/@:'\"]*)(?::([
 _BEARER = re.compile(r"\b(Bearer\s+|Basic\s+(?=[A-Za-z0-9._~+/\-]*[0-9=+/]))[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE)
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.DOTALL)
 # `name=value`, `name: value`, `"name": "value"`, a query's `?name=value&`: the value up to a delimiter
-_ASSIGNED = re.compile(r"""(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)(?P<q>["']?)(?P<sep>\s*[=:]\s*)(?P<open>["']?)"""
-                       r"""(?P<value>[^\s"'&,;}\]]*[^\s"'&,;}\]:.)])""")   # not the sentence's `:` or `.`
+# (only names with a secret word match: another name's value must not swallow `?token=...` after it)
+_ANY_WORD = "|".join(SECRET_WORDS).replace("_", "[_.-]?")
+_NAME = r"[A-Za-z0-9_.\-]"
+_ASSIGNED = re.compile(rf"""(?<!{_NAME})(?P<name>{_NAME}*?(?:{_ANY_WORD}){_NAME}*)"""
+                       r"""(?P<q>["']?)(?P<sep>\s*[=:]\s*)(?P<open>["']?)"""
+                       r"""(?P<value>[^\s"'&,;}\]]*[^\s"'&,;}\]:.)])""",   # not a sentence's `:` or `.` after it
+                       re.IGNORECASE)
 
 
 def _words(name: str) -> str:
@@ -74,6 +79,10 @@ def _uri(match: re.Match) -> str:
 
 def _assigned(match: re.Match) -> str:
     if not is_secret_key(match.group("name")) or match.group("value") == MASK:
+        return match.group(0)
+    if match.group("name").lower() == "token" and match.string[match.start() - 1:match.start()] not in ("?", "&"):
+        # a bare `token` in text is a word of the data (a validation report's `"token": "Berlin"`); in a URL's
+        # query (`?token=...`) it is a credential
         return match.group(0)
     return match.group(0)[:match.start("value") - match.start(0)] + MASK
 

@@ -25,6 +25,7 @@ SECRET = "s3cr3t-Value-42xyz"
                                                                      "not exist"),
     (f"{{'password': '{SECRET}', 'user': 'bob'}}", "{'password': '***', 'user': 'bob'}"),
     (f"GET /data?x=1&apiKey={SECRET}&y=2", "GET /data?x=1&apiKey=***&y=2"),
+    (f"https://hub.example/f.txt?token={SECRET}", "https://hub.example/f.txt?token=***"),
     (f"Authorization: Bearer {SECRET}", "Authorization: *** ***"),
     ("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nIBAAK\n-----END RSA PRIVATE KEY-----", "-----*** PRIVATE KEY-----"),
 ])
@@ -36,6 +37,7 @@ def test_patterns_mask_the_secret(said, shown):
     "train.max_tokens=1000 TOKENIZERS_PARALLELISM=false label_all_subtokens: true",
     "basic statistics, auth via the server; https://huggingface.co/bert-base-cased",
     "sqlite:////tmp/mlruns/mlflow.db http://127.0.0.1:5000/#/experiments/1",
+    '{"rule": "token_not_blank", "token": "Berlin", "tag": "B-LOC"}',   # NER data: a token is a word
 ])
 def test_ordinary_words_and_uris_are_left_alone(said):
     assert redact.text(said, []) == said
