@@ -64,7 +64,7 @@ def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: boo
         state = pipeline(cfg, force_from, force_register=force_register, continue_run_id=continue_run_id,
                          return_state=True)
         if state.is_cancelled():
-            print(f"{state.message}; run `{again}` to continue", file=sys.stderr)
+            print(redact.text(f"{state.message}; run `{again}` to continue"), file=sys.stderr)
             return EXIT_INTERRUPTED
         result = state.result()   # raises what the flow raised
     print(format_summary(result, cfg.task))

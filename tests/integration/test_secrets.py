@@ -1,7 +1,7 @@
 """A secret planted in the config, in an override, in the environment and in the tracking URI appears in no param,
 tag, artifact, log line or printed output of a full `nerflow run` (issue 22, part 5; docs/cli.md "Secrets"): the
 test searches the MLflow server's whole store (database and artifact files), the run as the API returns it, the
-Prefect flow run (its parameters and every log line sent there) and the command's output."""
+Prefect flow run (its parameters, every log line sent there, its artifacts) and the command's output."""
 from __future__ import annotations
 
 import contextlib
@@ -72,7 +72,7 @@ def found_in(where: str, text: str) -> list[str]:
 def test_no_planted_secret_is_recorded_or_printed(tmp_path, tiny_corpus, corpus_model_dir, monkeypatch):
     from mlflow import MlflowClient
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
     from prefect.settings import PREFECT_API_URL
 
     cfg = resolved_dict(tiny_config(tmp_path, tiny_corpus, corpus_model_dir, tmp_path / "cache",
@@ -116,7 +116,10 @@ def test_no_planted_secret_is_recorded_or_printed(tmp_path, tiny_corpus, corpus_
     with get_client(sync_client=True) as prefect:
         flow_run = prefect.read_flow_run(tags["prefect_flow_run_id"])
         logs = prefect.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
-    assert any("connecting with token ***" in line.message for line in logs)
+        pages = prefect.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+    assert any("connecting with token ***" in line.message for line in logs) and pages
     leaks += found_in("the Prefect flow run's parameters", repr(flow_run.parameters))
     leaks += found_in("the Prefect logs", "\n".join(line.message for line in logs))
+    leaks += found_in("the Prefect artifacts", "\n".join(f"{page.description} {page.data}" for page in pages))
     assert leaks == []
