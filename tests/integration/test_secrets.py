@@ -9,9 +9,9 @@ import os
 import subprocess
 import sys
 import threading
-import warnings
 from pathlib import Path
 
+import pytest
 import yaml
 
 from nerflow.config import resolved_dict
@@ -45,11 +45,8 @@ def tracking_server(root: Path, monkeypatch):
     """A real MLflow tracking server without authentication (it ignores the credentials a client sends) on a
     sqlite store and an artifacts folder under `root`: MLflow's own server app, served from a thread of this
     process (a `mlflow server` process takes most of a minute to start on a loaded test machine)."""
+    from mlflow import server
     from werkzeug.serving import make_server
-
-    with warnings.catch_warnings():   # MLflow's server imports Starlette's deprecated WSGI middleware
-        warnings.simplefilter("ignore")
-        from mlflow import server
 
     monkeypatch.setenv(server.BACKEND_STORE_URI_ENV_VAR, f"sqlite:///{root / 'mlflow.db'}")
     monkeypatch.setenv(server.SERVE_ARTIFACTS_ENV_VAR, "true")
@@ -69,6 +66,8 @@ def found_in(where: str, text: str) -> list[str]:
     return [f"{what} secret in {where}" for what, secret in SECRETS.items() if secret in text]
 
 
+# MLflow's server app imports Starlette's deprecated WSGI middleware (while serving: from the server's thread)
+@pytest.mark.filterwarnings("ignore:starlette.middleware.wsgi is deprecated")
 def test_no_planted_secret_is_recorded_or_printed(tmp_path, tiny_corpus, corpus_model_dir, monkeypatch):
     from mlflow import MlflowClient
     from prefect.client.orchestration import get_client
