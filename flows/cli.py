@@ -15,6 +15,7 @@ import os
 import select
 import sys
 
+from nerflow import redact
 from nerflow.flows import errors, interrupts
 from nerflow.flows.commands import cache, data, models, predict, run, schedule, train_node
 from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED  # noqa: F401 - the table, re-exported
@@ -77,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 return closed_pipe()
             code = errors.classify(e)
             if code == EXIT_INTERRUPTED:
-                print(f"\ninterrupted ({e or type(e).__name__}): nothing was registered; run the same command "
-                      "again to continue", file=sys.stderr)
+                print(redact.text(f"\ninterrupted ({e or type(e).__name__}): nothing was registered; run the same "
+                                  "command again to continue"), file=sys.stderr)
             elif code == EXIT_BUG or args.debug:
                 print(errors.format_bug(e), file=sys.stderr)
             else:

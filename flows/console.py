@@ -76,9 +76,28 @@ def filter_known_warnings() -> None:
         py_warnings.addFilter(KnownWarningRecords())
 
 
+def redact_logs() -> None:
+    """Every log record this process makes has its secrets masked when it is made (nerflow.redact), before any
+    handler sees it: the console, the run's log file, and Prefect's handler that sends the lines to its server
+    (PREFECT_LOGGING_EXTRA_LOGGERS above) all get the masked text. A record factory, not a handler filter: it
+    also covers the handlers libraries add later."""
+    from nerflow import redact
+
+    make = logging.getLogRecordFactory()
+    if getattr(make, "nerflow_redacts", False):
+        return
+
+    def redacting(*args, **kwargs) -> logging.LogRecord:
+        return redact.log_record(make(*args, **kwargs))
+
+    redacting.nerflow_redacts = True
+    logging.setLogRecordFactory(redacting)
+
+
 def quiet_libraries() -> None:
-    """The library noise filters alone, for a process whose logging Prefect set up: a flow run started by a worker
-    or by `nerflow serve`."""
+    """The library noise filters and the log redaction, for a process whose logging Prefect set up: a flow run
+    started by a worker or by `nerflow serve`."""
+    redact_logs()
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import traceback
 
+from nerflow import redact
 from nerflow.flows import credentials
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -79,7 +80,12 @@ def _unreachable(exc: BaseException) -> bool:
 
 
 def message(exc: BaseException, code: int) -> str:
-    """The one line (plus at most a short hint) printed for a user-caused error."""
+    """The one line (plus at most a short hint) printed for a user-caused error, its secrets masked: the tracking
+    URI with its credentials, a secret in an override (nerflow.redact)."""
+    return redact.text(_message(exc, code))
+
+
+def _message(exc: BaseException, code: int) -> str:
     text = str(exc).strip() or type(exc).__name__
     if code == EXIT_REFUSED and (refused := credentials.refused(exc)):
         return credentials.line(*refused)
@@ -121,5 +127,5 @@ def _service_uri(exc: BaseException) -> tuple[str, bool]:
 
 
 def format_bug(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc)) + ("\nThis is a bug in nerflow: please report it with the "
-                                                       "traceback above.")
+    return redact.text("".join(traceback.format_exception(exc))) + \
+        "\nThis is a bug in nerflow: please report it with the traceback above."

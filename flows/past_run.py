@@ -66,8 +66,28 @@ def load(run_or_flow_id: str, from_stage: str | None = None) -> PastRun:
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="config/resolved.yaml",
                                                    dst_path=tmp)
+        refuse_masked(run.info.run_id, path)
         cfg = load_config(path, resolved=True)
     return PastRun(run, cfg)
+
+
+def refuse_masked(run_id: str, path: str) -> None:
+    """A config logged with a secret masked (nerflow.redact) cannot run again as logged: bad input that names the
+    keys, not a run against `https://user:***@host`."""
+    import yaml
+
+    from nerflow.redact import MASK
+
+    def walk(prefix: str, node) -> list[str]:
+        if isinstance(node, dict):
+            return [k for key, value in node.items() for k in walk(f"{prefix}{key}.", value)]
+        return [prefix[:-1]] if MASK in str(node) else []
+
+    with open(path, encoding="utf-8") as f:
+        masked = walk("", yaml.safe_load(f) or {})
+    if masked:
+        raise ConfigError(f"run {run_id}: its logged config has a secret masked in {', '.join(masked)}; run its "
+                          "config again with `nerflow run CONFIG` and the secret set (docs/cli.md, \"Secrets\")")
 
 
 def find_run(client, run_or_flow_id: str):

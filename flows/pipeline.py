@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
 from nerflow import graph as stage_graph
+from nerflow import redact
 from nerflow.config import PipelineConfig
 from nerflow.locks import run_lock
 from nerflow.outputs import RunResult
@@ -52,6 +53,18 @@ def pipeline(cfg: PipelineConfig, force_from: str | None = None, force_register:
         return Cancelled(message=f"interrupted ({e or 'SIGINT'})")
     except TrainingInterrupted as e:
         return Cancelled(message=f"interrupted: {str(e).split('; train again')[0]}; nothing registered")
+
+
+def _masked_parameters(serialize):
+    """Prefect stores a flow run's parameters (the whole config) on its server and shows them in its UI: stored
+    with their secrets masked (nerflow.redact), like the MLflow params. The flow itself gets the real values."""
+    def serialize_parameters(parameters: dict) -> dict:
+        return redact.mapping(serialize(parameters))
+
+    return serialize_parameters
+
+
+pipeline.serialize_parameters = _masked_parameters(pipeline.serialize_parameters)
 
 
 def team_run_lock(logical_run: str):

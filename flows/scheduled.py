@@ -18,6 +18,7 @@ from prefect import flow
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed
 
+from nerflow import redact
 from nerflow.flows import errors
 from nerflow.flows.errors import MLFLOW_HTTP_BOUNDS
 
@@ -87,7 +88,7 @@ def report_failure(exc: BaseException) -> None:
     from prefect.client.orchestration import get_client
 
     with contextlib.suppress(Exception), get_client(sync_client=True) as client:   # best effort: the state stays
-        client.update_flow_run_labels(flow_run.get_id(), {ERROR_LABEL: line})
+        client.update_flow_run_labels(flow_run.get_id(), {ERROR_LABEL: redact.text(line)})
 
 
 def nothing_to_do(done) -> str:

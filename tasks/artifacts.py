@@ -14,7 +14,7 @@ import logging
 import re
 from pathlib import Path
 
-from nerflow import task_types
+from nerflow import redact, task_types
 from nerflow.outputs import Promoted, StageOutput
 
 log = logging.getLogger("nerflow.artifacts")
@@ -73,6 +73,6 @@ def _publish(key: str, markdown, description: str) -> None:
     if FlowRunContext.get() is None and TaskRunContext.get() is None:
         return
     try:
-        create_markdown_artifact(markdown=markdown(), key=key, description=description)
+        create_markdown_artifact(markdown=redact.text(markdown()), key=key, description=description)
     except Exception as e:   # whatever goes wrong here must not fail the stage whose result it shows
         log.warning("could not write the Prefect artifact %r (the run's record in MLflow is complete): %s", key, e)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from nerflow import promotion, task_types
+from nerflow import promotion, redact, task_types
 from nerflow.config import PipelineConfig, resolved_dict
 from nerflow.outputs import Promoted, Registered, Validated, write_fields
 from nerflow.plan import StagePlan
@@ -39,7 +39,7 @@ def model_card(cfg: PipelineConfig, metrics: dict, validated: Validated, registe
     labels = json.loads((Path(validated.path) / "labels.json").read_text())
     rows = [f"| {t} | {int(metrics[f'test/support_{t}'])} | {metrics.get(f'val/best_f1_{t}', 0):.4f} | "
             f"{metrics[f'test/f1_{t}']:.4f} |" for t in classes]
-    return "\n".join([
+    return redact.text("\n".join([
         f"# {registered.model_name} version {registered.version}", "",
         f"- task: {cfg.task}; base model: `{cfg.model.name_or_path}`",
         f"- data: hash `{validated.data_hash[:16]}`, {sizes['train']:,} / {sizes['validation']:,} / "
@@ -49,7 +49,7 @@ def model_card(cfg: PipelineConfig, metrics: dict, validated: Validated, registe
         "", f"| {kind.class_word} | test support | val F1 | test F1 |", "|---|---|---|---|", *rows, "",
         f"Trained by MLflow run `{run_id}`. Reproduce: `nerflow rerun {run_id}` (exactly its resolved config, "
         "below), or save the config and `nerflow run CONFIG`.", "",
-        "```yaml", yaml.safe_dump(resolved_dict(cfg), sort_keys=False).strip(), "```"])[:19000]
+        "```yaml", yaml.safe_dump(redact.mapping(resolved_dict(cfg)), sort_keys=False).strip(), "```"]))[:19000]
 
 
 def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None:

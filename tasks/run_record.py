@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from nerflow import run_label
+from nerflow import redact, run_label
 from nerflow.config import PipelineConfig
 from nerflow.outputs import Registered, RunResult
 from nerflow.prefect_tasks.tracking import (
@@ -72,9 +72,10 @@ def source_tags(schedule: str | None = None) -> dict[str, str]:
 
     flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
     # a worker's process runs Prefect's engine: its command line says nothing; the flow run id at least finds it
-    source = run_label.source_name(sys.argv, schedule) if schedule or not flow_run else f"Prefect flow run {flow_run}"
+    argv = [redact.text(arg) for arg in sys.argv]   # masked before paths are cut: `https://u:***@host/x` -> `x`
+    source = run_label.source_name(argv, schedule) if schedule or not flow_run else f"Prefect flow run {flow_run}"
     tags = {MLFLOW_USER: user_name(), MLFLOW_SOURCE_NAME: source, MLFLOW_SOURCE_TYPE: "JOB" if flow_run else "LOCAL",
-            COMMAND_TAG: shlex.join(sys.argv)[:5000]}
+            COMMAND_TAG: shlex.join(argv)[:5000]}
     commit = git_state()["git_commit"]
     return {**tags, MLFLOW_GIT_COMMIT: commit} if commit != "unknown" else tags
 
@@ -146,6 +147,7 @@ def run_log(client: MlflowClient, run_id: str) -> Iterator[Path]:
     handler.setLevel(logging.INFO)
     # the console's format with the date: a log file outlives the day it was written
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(redact.LogFilter())   # also where no `nerflow` command masked the records (a notebook)
     root, ours = logging.getLogger(), logging.getLogger("nerflow")
     level = ours.level
     if ours.getEffectiveLevel() > logging.INFO:

@@ -20,7 +20,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from nerflow import run_label
+from nerflow import redact, run_label
 from nerflow.config import PipelineConfig, config_hash, flatten, resolved_dict
 from nerflow.progress import TrainingInterrupted
 
@@ -155,7 +155,7 @@ def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_r
              continue_run_id: str | None = None) -> str:
     """Continue the logical run's MLflow run if its last attempt did not finish (or `continue_run_id`, whatever its
     status: `nerflow rerun`); else start a new run with the flattened config as params and the resolved config as
-    an artifact."""
+    an artifact, their secrets masked (nerflow.redact)."""
     from nerflow.prefect_tasks import run_record  # it imports this module
 
     previous = client.get_run(continue_run_id) if continue_run_id else \
@@ -175,13 +175,14 @@ def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_r
             "prefect_flow_run_id": flow_run_id, "prefect_flow_run_ids": flow_run_id,
             LOGICAL_RUN_TAG: logical_run, ATTEMPTS_TAG: "1", **process_tags(),
             **git_state(), **library_versions(), **run_record.opening_tags(cfg)}
-    tags = {k: v for k, v in tags.items() if v}   # no empty tags (no flow run: none of its id)
-    run = client.create_run(experiment_id(client, cfg.experiment), tags=tags, run_name=tags.pop(RUN_NAME_TAG))
-    run_id = run.info.run_id
-    params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
+    tags = redact.mapping({k: v for k, v in tags.items() if v})   # no empty tags (no flow run: none of its id)
+    run_id = client.create_run(experiment_id(client, cfg.experiment), tags=tags,
+                               run_name=tags.pop(RUN_NAME_TAG)).info.run_id
+    params = [Param(k, str(v)[:6000]) for k, v in redact.mapping(flatten(cfg)).items()]
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i:i + 100])
-    client.log_text(run_id, yaml.safe_dump(resolved_dict(cfg), sort_keys=False), "config/resolved.yaml")
+    client.log_text(run_id, yaml.safe_dump(redact.mapping(resolved_dict(cfg)), sort_keys=False),
+                    "config/resolved.yaml")
     return run_id
 
 
@@ -270,8 +271,8 @@ def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], ste
 
 def log_tags(client: MlflowClient, run_id: str, tags: dict[str, str | None]) -> None:
     """Set these tags; a None or empty value is left out: nerflow writes no empty tags (readers take a missing tag
-    as none; `clear_tags` removes one)."""
-    batch = [RunTag(k, str(v)) for k, v in tags.items() if v is not None and str(v) != ""]
+    as none; `clear_tags` removes one). Secrets in them are masked (nerflow.redact): an error's text included."""
+    batch = [RunTag(k, str(redact.value(k, str(v)))) for k, v in tags.items() if v is not None and str(v) != ""]
     if batch:
         client.log_batch(run_id, tags=batch)
 
@@ -284,7 +285,7 @@ def clear_tags(client: MlflowClient, run, keys: list[str]) -> None:
 
 
 def log_json(client: MlflowClient, run_id: str, value: dict, artifact_file: str) -> None:
-    client.log_text(run_id, json.dumps(value, indent=2, default=str), artifact_file)
+    client.log_text(run_id, redact.text(json.dumps(value, indent=2, default=str)), artifact_file)
 
 
 def log_dataset(client: MlflowClient, run_id: str, path: Path, name: str, context: str) -> None:

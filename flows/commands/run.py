@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from nerflow import redact
 from nerflow.flows.errors import EXIT_INTERRUPTED
 
 log = logging.getLogger("nerflow.cli")
@@ -63,7 +64,7 @@ def run_pipeline(cfg, force_from: str | None, dry_run: bool, force_register: boo
         state = pipeline(cfg, force_from, force_register=force_register, continue_run_id=continue_run_id,
                          return_state=True)
         if state.is_cancelled():
-            print(f"{state.message}; run `{again}` to continue", file=sys.stderr)
+            print(redact.text(f"{state.message}; run `{again}` to continue"), file=sys.stderr)
             return EXIT_INTERRUPTED
         result = state.result()   # raises what the flow raised
     print(format_summary(result, cfg.task))
@@ -186,7 +187,7 @@ def format_summary(result, task: str) -> str:
     reused = [stage for stage, was_reused in result.stages.items() if was_reused]
     lines += [f"MLflow run: {result.run_id}" + (f" (reused from cache: {', '.join(reused)})" if reused else ""),
               f"browse:     {browse_hint(result.run_id)}"]
-    return "\n".join(lines)
+    return redact.text("\n".join(lines))   # no secret printed: docs/cli.md, "Secrets"
 
 
 LOCAL_UI = "http://127.0.0.1:5000"   # where `mlflow ui` serves by default
@@ -200,8 +201,8 @@ def browse_hint(run_id: str) -> str:
     """Where to see the run: its page on the tracking server, or how to start the UI on the local store, then it."""
     uri = tracking_uri_for_display()
     page = f"#/experiments/{experiment_of(run_id)}/runs/{run_id}?{TRAINING_VIEW}"
-    if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/{page}"
+    if uri.startswith(("http://", "https://")):   # a link without credentials: the browser asks for them
+        return f"{redact.uri(uri).rstrip('/')}/{page}"
     return f"mlflow ui --backend-store-uri {uri}, then {LOCAL_UI}/{page}"
 
 
@@ -214,7 +215,7 @@ def experiment_of(run_id: str) -> str:
 def tracking_uri_for_display() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     default = f"sqlite:///{Path('mlruns/mlflow.db').resolve()}"
-    return "sqlite:///mlruns/mlflow.db" if not uri or uri == default else uri
+    return "sqlite:///mlruns/mlflow.db" if not uri or uri == default else redact.text(uri)
 
 
 def add_parsers(sub) -> None:

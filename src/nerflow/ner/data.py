@@ -15,6 +15,7 @@ from pathlib import Path
 from nerflow.data import SPLITS, DataError, _lines, _read_text, decode_utf8, hash_files  # noqa: F401 - re-exported
 from nerflow.ner.config import NerDataConfig as DataConfig
 from nerflow.ner.schemes import repair_iob2, split_tag, to_iob2
+from nerflow.redact import excerpt  # an error quotes at most this of a line: a key file is no corpus
 
 _COLUMN_SEP = re.compile(r"[ \t]+")   # columns are separated by spaces/tabs; a no-break space may be part of a token
 
@@ -52,12 +53,12 @@ def read_conll(path: Path, tag_column: int = -1) -> list[Sentence]:
             doc += 1 if sentences else 0
             continue
         if len(fields) < 2:
-            raise DataError(f"{path}:{lineno}: expected a token and a tag, found 1 column: {line.strip()!r}")
+            raise DataError(f"{path}:{lineno}: expected a token and a tag, found 1 column: {excerpt(line)}")
         if n_columns is None:
             n_columns = len(fields)
         elif len(fields) != n_columns:
             raise DataError(f"{path}:{lineno}: expected {n_columns} columns like the lines above, found "
-                            f"{len(fields)}: {line.strip()!r}")
+                            f"{len(fields)}: {excerpt(line)}")
         try:
             tag = fields[tag_column]
         except IndexError:

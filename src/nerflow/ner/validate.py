@@ -15,6 +15,7 @@ from nerflow.data import SPLITS
 from nerflow.ner.config import NerDataConfig as DataConfig
 from nerflow.ner.data import Sentence, canonicalize, label_list, load_corpus, write_split  # noqa: F401 - load_corpus: this entry's reader
 from nerflow.ner.schemes import invalid_iob2_positions, is_well_formed, split_tag
+from nerflow.redact import excerpt
 from nerflow.validation import (  # noqa: F401
     MAX_PER_RULE,
     Failure,
@@ -102,13 +103,14 @@ def _message(rule: str, row: dict, split: str, cfg: DataConfig) -> str:
         return (f"sentence has {row['n_tokens']} tokens, outside data.min_tokens={cfg.min_tokens} .. "
                 f"data.max_tokens={cfg.max_tokens}; split or drop it, or change those bounds")
     if rule == "token_not_blank":
-        return f"{where}token {row['token']!r} is empty or whitespace; remove it with its tag or fix the tokenization"
+        return (f"{where}token {excerpt(row['token'])} is empty or whitespace; remove it with its tag or fix the "
+                "tokenization")
     if rule == "tags_well_formed":
         prefixes = "B-/I-/E-/S-" if cfg.scheme == "bioes" else "B-/I-"
-        return (f"{where}tag {row['tag']!r} of token {row['token']!r} is not valid {cfg.scheme} (expected O or "
-                f"{prefixes}TYPE); fix the tag or set data.scheme to the scheme the file uses")
-    return (f"entity type {row['entity_type']!r} occurs in {split} but never in train, so the model cannot learn "
-            "it; add train examples or rename/remove the type")
+        return (f"{where}tag {excerpt(row['tag'])} of token {excerpt(row['token'])} is not valid {cfg.scheme} "
+                f"(expected O or {prefixes}TYPE); fix the tag or set data.scheme to the scheme the file uses")
+    return (f"entity type {excerpt(row['entity_type'])} occurs in {split} but never in train, so the model cannot "
+            "learn it; add train examples or rename/remove the type")
 
 
 def _iob2_continuations(sentences: list[Sentence], cfg: DataConfig) -> tuple[list[Failure], int, bool]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from nerflow.data import SPLITS, DataError, _lines, _read_text, decode_utf8, read_bytes
 from nerflow.data_identity import identity, identity_digest, role_paths
 from nerflow.data_identity import label_folder_layout as _folder_layout  # the files the identity hashes
+from nerflow.redact import excerpt  # an error quotes at most this of a line: a key file is no corpus
 from nerflow.textcat.config import TextcatDataConfig as DataConfig
 
 
@@ -75,7 +76,8 @@ def read_csv(path: Path, cfg: DataConfig, delimiter: str) -> list[Document]:
                 header = [name.strip() for name in row]
                 missing = _missing_columns(header, cfg)
                 if missing:
-                    raise DataError(f"{path}:{start}: {missing}; the header has: {', '.join(header)}")
+                    raise DataError(f"{path}:{start}: {missing}; the header has: "
+                                    f"{excerpt(', '.join(header), 80, quote=False)}")
                 text_at, label_at = header.index(cfg.text_column), header.index(cfg.label_column)
                 continue
             if len(row) != len(header):
@@ -106,7 +108,7 @@ def read_jsonl(path: Path, cfg: DataConfig) -> list[Document]:
                             f"got {_json_type(row)}")
         if cfg.text_column not in row:
             raise DataError(f"{where}: no field {cfg.text_column!r} (data.text_column); the object has: "
-                            f"{', '.join(row) or 'no fields'}")
+                            f"{excerpt(', '.join(row), 80, quote=False) or 'no fields'}")
         text = row[cfg.text_column]
         if not isinstance(text, str):
             raise DataError(f"{where}: field {cfg.text_column!r} must be a string, got {_json_type(text)}")

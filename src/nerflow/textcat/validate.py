@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nerflow.data import SPLITS
+from nerflow.redact import excerpt
 from nerflow.textcat.config import TextcatDataConfig as DataConfig
 from nerflow.textcat.data import Corpus, Document, label_list, load_corpus, write_split  # noqa: F401 - load_corpus: this entry's reader
 from nerflow.validation import ValidationReport, capped, gx_failures, gx_modules, rule, run_gx
@@ -64,10 +65,10 @@ def _message(name: str, row: dict, split: str, allowed: list[str], cfg: DataConf
         return (f"the document has {row['n_labels']} labels but data.multi_label is false; give it one label or "
                 "set data.multi_label=true")
     if cfg.labels:
-        return (f"label {row['label']!r} is not in data.labels ({_listing(allowed)}); fix the label or add it to "
-                "data.labels")
-    return (f"label {row['label']!r} occurs in {split} but never in train, so the model cannot learn it; fix the "
-            f"label, add train examples, or list every label in data.labels (train has: {_listing(allowed)})")
+        return (f"label {excerpt(row['label'])} is not in data.labels ({_listing(allowed)}); fix the label or add it "
+                "to data.labels")
+    return (f"label {excerpt(row['label'])} occurs in {split} but never in train, so the model cannot learn it; fix "
+            f"the label, add train examples, or list every label in data.labels (train has: {_listing(allowed)})")
 
 
 def _in_train_share(docs: list[Document], train_texts: set[str]) -> tuple[float, list[Document]]:
