@@ -46,6 +46,10 @@ SECRET_WORDS = frozenset({"PASSWORD", "PASSWD", "PASS", "TOKEN", "TOKENS", "SECR
 PROTECTED_ENV = frozenset({WORKDIR_ROOTS_ENV, "NERFLOW_CACHE_DIR", "PATH", "PYTHONPATH", "PYTHONHOME",
                            "PYTHONSTARTUP", "PYTHONUSERBASE", "LD_PRELOAD", "LD_LIBRARY_PATH",
                            "PREFECT__FLOW_ENTRYPOINT", "PREFECT__STORAGE_BASE_PATH"})
+# Config keys a deployment parameter may not set: each lifts a safety check (scoring a version whose files carry no
+# verified hash, or pickled weights). Whoever may edit a deployment on the Prefect server may not switch it off; the
+# config file in the worker's working directory still may.
+NOT_FROM_DEPLOYMENTS = frozenset({"promote.trust_unverified"})
 URL_WITH_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]+@", re.IGNORECASE)
 
 
@@ -151,6 +155,9 @@ def _check_override(item: Any, work: Path, roots: tuple[Path, ...], known_keys: 
         hint = f" (did you mean {near[0]}?)" if near else ""
         raise DeploymentRefused(f"deployment parameter overrides: {key!r} is not a config key{hint}; allowed: the "
                                 "keys of the config schema (docs/cli.md, `nerflow run --help`)")
+    if key in NOT_FROM_DEPLOYMENTS:
+        raise DeploymentRefused(f"deployment parameter overrides: {key} may not be set by a deployment (it lifts the "
+                                "check of a version's files before they are loaded); set it in the config file")
     if key not in PATH_KEYS:
         return
     try:

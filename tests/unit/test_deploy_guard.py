@@ -89,6 +89,8 @@ def test_a_symlink_out_of_the_working_directory_is_refused(work):
     ("model.name_or_path=/root/models/private", "model.name_or_path='/root/models/private' is outside"),
     ("data.hf_dataset=../other", "data.hf_dataset='../other' may leave"),
     ("data.test=[1, 2]", "deployment parameter overrides: data.test must be a path, not [1, 2]"),
+    ("promote.trust_unverified=true", "deployment parameter overrides: promote.trust_unverified may not be set by a "
+                                      "deployment"),
 ])
 def test_an_override_of_an_unknown_key_or_a_path_outside_is_refused(work, override, said):
     assert said in refused(work, overrides=["train.epochs=1", override])
