@@ -46,8 +46,21 @@ def tracking_server(root: Path, monkeypatch):
     sqlite store and an artifacts folder under `root`: MLflow's own server app, served from a thread of this
     process (a `mlflow server` process takes most of a minute to start on a loaded test machine)."""
     from mlflow import server
+    from mlflow.server import handlers
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
     from werkzeug.serving import make_server
 
+    # The server's handlers, at their first request, make their store this *process's* tracking and registry URI
+    # (globals, and MLFLOW_TRACKING_URI in os.environ): put all of it back afterwards, or every later test of the
+    # session logs into this server's sqlite file.
+    for module, name in ((tracking_utils, "_tracking_uri"), (registry_utils, "_registry_uri"),
+                         (handlers, "_tracking_store"), (handlers, "_model_registry_store")):
+        monkeypatch.setattr(module, name, getattr(module, name))
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):   # recorded (set or not) to be put back
+        monkeypatch.setenv(variable, os.environ.get(variable, ""))
+        if not os.environ[variable]:
+            monkeypatch.delenv(variable)
     monkeypatch.setenv(server.BACKEND_STORE_URI_ENV_VAR, f"sqlite:///{root / 'mlflow.db'}")
     monkeypatch.setenv(server.SERVE_ARTIFACTS_ENV_VAR, "true")
     monkeypatch.setenv(server.ARTIFACTS_DESTINATION_ENV_VAR, str(root / "artifacts"))

@@ -36,7 +36,7 @@ def nerflow(team, account: str, *args: str) -> subprocess.CompletedProcess:
 def registered(team, monkeypatch) -> tuple[str, str]:
     """A model and version 1, registered by the run account (as a pipeline run of a worker would)."""
     as_account(team, "run", monkeypatch)
-    client, name = MlflowClient(team.mlflow_uri), f"roles-{uuid.uuid4().hex[:8]}"
+    client, name = MlflowClient(team.mlflow_uri, registry_uri=team.mlflow_uri), f"roles-{uuid.uuid4().hex[:8]}"
     experiment = client.create_experiment(name)
     run = client.create_run(experiment)
     client.create_registered_model(name)
@@ -49,7 +49,7 @@ def registered(team, monkeypatch) -> tuple[str, str]:
 def test_the_run_account_registers_but_cannot_move_champion_or_write_its_history(team, registered, monkeypatch):
     name, version = registered
     user, password = as_account(team, "run", monkeypatch)
-    client = MlflowClient(team.mlflow_uri)
+    client = MlflowClient(team.mlflow_uri, registry_uri=team.mlflow_uri)
     assert client.get_registered_model(name).aliases == {"challenger": version}
 
     for attempt in (lambda: client.set_registered_model_alias(name, "champion", version),
@@ -85,7 +85,8 @@ def test_the_promoter_moves_champion_and_the_history_names_it(team, registered, 
     moved = nerflow(team, "promoter", "promote", name, version, "--force", "--reason", "approved by the team")
     assert moved.returncode == 0, moved.stderr
     as_account(team, "promoter", monkeypatch)
-    assert MlflowClient(team.mlflow_uri).get_registered_model(name).aliases["champion"] == version
+    client = MlflowClient(team.mlflow_uri, registry_uri=team.mlflow_uri)
+    assert client.get_registered_model(name).aliases["champion"] == version
     history = nerflow(team, "run", "models", "history", name, "--json")   # anyone may read it
     assert history.returncode == 0, history.stderr
     (entry,) = json.loads(history.stdout)
