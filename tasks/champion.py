@@ -98,7 +98,8 @@ def score_versions(name: str, versions: list[str], split: Path, task: str, trust
     with tempfile.TemporaryDirectory(prefix="nerflow-score-") as tmp:
         folders = {v: served_model.fetch(served_model.version_source(client, name, v), Path(tmp) / f"v{v}", trust,
                                          trust_hint) for v in dict.fromkeys(versions)}
-        loaded = {v: scorer.load_scorer(folder) for v, folder in folders.items()}   # all in memory: tmp may go
+        with served_model.quiet_loading():
+            loaded = {v: scorer.load_scorer(folder) for v, folder in folders.items()}   # all in memory: tmp may go
     return scoring.score(loaded, scorer.examples(Path(split)))
 
 

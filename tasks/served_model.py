@@ -8,6 +8,8 @@ bundled `code/` are never downloaded: they exist for `mlflow models serve` alone
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,3 +79,19 @@ def fetch(source: Source, dst: Path, trust: bool = False, trust_hint: str = TRUS
         raise ConfigError(f"{source.what}: not an MLflow model ({e.strerror or e})") from None
     model_files.verify(folder, source.what, source.stored_hash, source.stored_manifest, trust, trust_hint)
     return folder
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bar while versions load in this process. The CLI turns transformers' bars off by
+    environment before transformers is imported (flows/console.py); a process that imported it earlier (a notebook,
+    a test, a long-lived worker) would print one on stderr per version the gate loads."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

@@ -58,13 +58,15 @@ def open_model(uri: str, trust: bool = False):
 def load_folder(folder: Path, what: str):
     """(texts -> answers, task type) of a model folder nerflow trained, with its task type's predictor."""
     from nerflow import task_types
+    from nerflow.prefect_tasks import served_model
 
     meta = folder / "nerflow.json"
     if not meta.is_file():
         raise ConfigError(f"{what}: its model folder has no nerflow.json: not a model nerflow trained")
     # checkpoints saved before task types have no `task`: the default task type trained them
     kind = task_types.get(json.loads(meta.read_text()).get("task"))
-    return task_types.entry(kind.name, "predict").load_predictor(folder), kind
+    with served_model.quiet_loading():   # `predict` called from a process that imported transformers already
+        return task_types.entry(kind.name, "predict").load_predictor(folder), kind
 
 
 def documents(args: argparse.Namespace) -> list[dict]:

@@ -93,7 +93,7 @@ def test_servers_use_postgresql_with_authentication_and_the_worker_the_servers(r
     services, env = resolved["services"], example_env()
     mlflow_cmd, prefect_cmd = services["mlflow-server"]["command"], services["prefect-server"]["command"]
     assert mlflow_cmd[:4] == ["sh", "/nerflow/with-secrets.sh", "mlflow", "mlflow"]
-    assert {"--app-name", "basic-auth", "--serve-artifacts"} <= set(mlflow_cmd)
+    assert {"--app-name", "nerflow-roles", "--serve-artifacts"} <= set(mlflow_cmd)   # basic-auth + the promoter rule
     assert "--backend-store-uri" not in mlflow_cmd   # MLFLOW_BACKEND_STORE_URI, set by with-secrets.sh
     assert prefect_cmd[:5] == ["sh", "/nerflow/with-secrets.sh", "prefect", "prefect", "server"]
     assert services["mlflow-server"]["environment"]["MLFLOW_AUTH_CONFIG_PATH"] == "/nerflow/mlflow-auth.ini"
