@@ -90,3 +90,31 @@ def test_the_promoter_moves_champion_and_the_history_names_it(team, registered, 
     assert history.returncode == 0, history.stderr
     (entry,) = json.loads(history.stdout)
     assert entry["actor"] == "promoter" and entry["to_version"] == version, entry
+
+
+def test_an_approval_is_refused_to_the_run_account_and_recorded_for_the_promoter(team, registered, monkeypatch):
+    """A version the gate accepted in approval mode, tagged by the run account as its promote stage does."""
+    name, version = registered
+    as_account(team, "run", monkeypatch)
+    client = MlflowClient(team.mlflow_uri)
+    for key, value in (("nerflow.gated_against", ""), ("nerflow.reason", f"nerflow approve {name} {version} ..."),
+                       ("nerflow.promotion", "awaiting approval")):
+        client.set_model_version_tag(name, version, key, value)
+
+    refused = nerflow(team, "run", "approve", name, version, "--reason", "I approve my own run")
+    assert refused.returncode == 4, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert "403" in line and "'run'" in line, line
+    model = client.get_registered_model(name)   # nothing half-written: the history's intended entry was refused
+    assert "champion" not in model.aliases and not [k for k in model.tags if k.startswith("nerflow.champion.")]
+    assert client.get_model_version(name, version).tags["nerflow.promotion"] == "awaiting approval"
+
+    approved = nerflow(team, "promoter", "approve", name, version, "--reason", "reviewed by the team")
+    assert approved.returncode == 0, approved.stderr
+    assert client.get_registered_model(name).aliases["champion"] == version
+    assert client.get_model_version(name, version).tags["nerflow.promotion"] == "approved"
+    history = nerflow(team, "run", "models", "history", name, "--json")
+    assert history.returncode == 0, history.stderr
+    (entry,) = json.loads(history.stdout)
+    assert (entry["action"], entry["actor"], entry["to_version"], entry["state"]) == ("approve", "promoter", version,
+                                                                                      "done"), entry
