@@ -17,7 +17,7 @@ import sys
 
 from nerflow import redact
 from nerflow.flows import errors, interrupts
-from nerflow.flows.commands import cache, data, models, predict, run, schedule, train_node
+from nerflow.flows.commands import approval, cache, data, models, predict, run, schedule, train_node
 from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED  # noqa: F401 - the table, re-exported
 
 log = logging.getLogger("nerflow.cli")
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "4 refused, 130 interrupted, 141 output pipe closed (docs/cli.md)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (run, models, cache, data, predict, schedule, train_node):
+    for group in (run, models, approval, cache, data, predict, schedule, train_node):
         group.add_parsers(sub)
     return parser
 

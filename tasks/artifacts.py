@@ -14,7 +14,7 @@ import logging
 import re
 from pathlib import Path
 
-from nerflow import redact, task_types
+from nerflow import promotion, redact, task_types
 from nerflow.outputs import Promoted, StageOutput
 
 log = logging.getLogger("nerflow.artifacts")
@@ -46,7 +46,8 @@ def decision_markdown(output: Promoted) -> str:
     """The gate's decision: which version for which alias, whether the alias moved, the comparison it rests on."""
     d = output.decision
     moved = "the alias moved to it" if d["moved"] else \
-        "not moved (promote.auto is false)" if d["accepted"] else "the alias stays where it was"
+        f"awaiting approval: {promotion.approval_hint(d['model_name'], d['version'])}" if d.get("awaiting_approval") \
+        else "not moved (promote.auto is false)" if d["accepted"] else "the alias stays where it was"
     # promotion.comparison_markdown(decision): the per-type table, then the decision and its reason
     comparison = (Path(output.path) / "comparison.md").read_text()
     return "\n".join([f"### Promotion of version {d['version']} to @{d['alias']}: {d['decision']}", "",

@@ -32,6 +32,9 @@ from nerflow.promotion import Refused
 log = logging.getLogger("nerflow.promote")
 TASK_TAG, DECISION_TAG, REASON_TAG, ROLLED_BACK_TAG = "nerflow.task", "nerflow.promotion", "nerflow.reason", \
     "nerflow.rolled_back"
+# in approval mode, the champion the gate compared the version with ("" for none): tasks/approval.py refuses to
+# approve once the alias has moved, since the version was never compared with the new champion
+AGAINST_TAG = "nerflow.gated_against"
 MAX_RESCORES = 3   # the alias moved under us this often in a row: give up rather than loop
 
 
@@ -148,6 +151,8 @@ def _finish(client: MlflowClient, name: str, entries: list[history.Entry], entry
     """What a move writes on versions once the alias has moved (idempotent: a settle after a kill repeats it)."""
     if entry.action == "force":
         tag_decision(client, name, entry.to_version, "forced", entry.reason)
+    elif entry.action == "approve":
+        tag_decision(client, name, entry.to_version, promotion.APPROVED, f"approved by {entry.actor}: {entry.reason}")
     sync_rolled_back_marks(client, name, entries)
 
 
@@ -213,11 +218,13 @@ def is_rolled_back(client: MlflowClient, name: str, version: str, entries: list[
 
 def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promotion.GateRules, split: Path,
          gold: list, data_passed: bool, auto: bool, actor: str, evidence: dict, task: str, trust: bool = False,
-         trust_hint: str = served_model.TRUST_FLAG) -> promotion.Decision:
+         trust_hint: str = served_model.TRUST_FLAG, approval: bool = False) -> promotion.Decision:
     """Score the challenger and the current champion (each checked against its stored hash, loaded with nerflow's
     code: score_versions), decide, and (when `auto` and accepted) move the alias and record the move. The decision
-    goes on the version as tags whatever it is. A version refused by its files (model_files.UnverifiedModel) ends
-    the gate with that error: no decision is recorded."""
+    goes on the version as tags whatever it is; with `approval` (and not `auto`) an accepted version not yet on the
+    alias is tagged `awaiting approval` instead, its reason tag saying what to run (`nerflow approve`, see
+    tasks/approval.py). A version refused by its files (model_files.UnverifiedModel) ends the gate with that error:
+    no decision is recorded."""
     version = str(version)
     check_version(client, name, version, task)
     check_alias_task(client, name, alias, task)
@@ -235,14 +242,22 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
         else:
             raise RuntimeError(f"@{alias} of {name} kept moving while it was being scored; try again")
         verdict = "accepted" if decision.accepted else "rejected"
-        tag_decision(client, name, version, verdict, decision.reason)
+        awaiting = approval and not auto and decision.accepted and champion != version
+        if awaiting:   # written under the lock, in one pass: never an "accepted" that a person must not act on
+            client.set_model_version_tag(name, version, AGAINST_TAG, champion or "")
+            tag_decision(client, name, version, promotion.AWAITING, f"{promotion.approval_hint(name, version)}; the "
+                         f"gate accepted it: {decision.reason}")
+        else:
+            tag_decision(client, name, version, verdict, decision.reason)
         faults.point("gate.decided")   # verdict on the version, alias not moved, no entry: the gate is rerun as is
         if decision.accepted and auto and champion != version:
             _move(client, name, alias, entries, action="promote", actor=actor, from_version=champion,
                   to_version=version, reason=decision.reason, evidence=history.Evidence(
                       challenger_f1=decision.challenger_f1, champion_f1=decision.champion_f1, **evidence))
+        held = f" (awaiting approval: {promotion.approval_hint(name, version)})" if awaiting else \
+            " (promote.auto is false: nothing moved)"
         log.info("%s version %s: %s for @%s: %s%s", name, version, verdict, alias, decision.reason,
-                 "" if auto or not decision.accepted else " (promote.auto is false: nothing moved)")
+                 "" if auto or not decision.accepted else held)
     return decision
 
 

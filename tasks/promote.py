@@ -62,13 +62,18 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
     split, scorer = Path(validated.path) / "test.jsonl", task_types.entry(cfg.task, "promote")
     decision = champion.gate(
         client, name, version, alias, rules_of(cfg), split, scorer.gold(scorer.examples(split)),
-        data_passed=True, auto=cfg.promote.auto, actor=champion.actor_name(), task=cfg.task,
+        data_passed=True, auto=cfg.promote.auto, approval=cfg.promote.mode == "approval",
+        actor=champion.actor_name(), task=cfg.task,
         trust=cfg.promote.trust_unverified, trust_hint=served_model.TRUST_KEY,
         evidence={"test_data_hash": validated.data_hash, "mlflow_run_id": ctx.run_id,
                   "prefect_flow_run_id": ctx.flow_run_id})
     moved = decision.accepted and cfg.promote.auto and champion.alias_version(client, name, alias) == version
+    awaiting = client.get_model_version(name, version).tags.get(champion.DECISION_TAG) == promotion.AWAITING
     outcome = {**promotion.decision_json(decision), "version": version, "alias": alias, "moved": moved,
-               "auto": cfg.promote.auto}
+               "auto": cfg.promote.auto, "mode": cfg.promote.mode, "model_name": name,
+               "awaiting_approval": awaiting and not moved}
+    if outcome["awaiting_approval"]:   # the run ends here, successfully: nothing waits, no lock is held
+        outcome["decision"] = promotion.AWAITING
     (out / "comparison.json").write_text(json.dumps(outcome, indent=1))
     (out / "comparison.md").write_text(promotion.comparison_markdown(decision))
     write_fields(out, {"decision": outcome})

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from nerflow.config_errors import describe, key_lines
+from nerflow.config_promote import PromoteConfig
 
 
 class ConfigError(ValueError):
@@ -171,20 +172,6 @@ class EvaluateConfig(_Section):
 class RegistryConfig(_Section):
     model_name: str = "nerflow-ner"
     alias: str = "challenger"
-
-
-class PromoteConfig(_Section):
-    """The evidence gate that moves `alias` (default `champion`) to a newly registered version (nerflow.promotion)."""
-
-    auto: bool = True                           # false: stop at the evidence, a person promotes
-    alias: str = "champion"
-    min_delta: float = Field(0.0, ge=0.0)       # test F1 must beat the champion's by more than this (a tie keeps it)
-    min_f1: float = Field(0.1, ge=0.0, le=1.0)  # a floor: a model that predicts only `O` (F1 0) never passes
-    min_support: NonNegativeInt = 20            # entity types (classes) with fewer test examples never reject ...
-    max_type_drop: float = Field(0.02, ge=0.0)  # ... others may lose at most this much F1
-    # score a version without a stored model hash (registered before nerflow stored one), or one with pickled
-    # weights; a version whose files differ from its stored hash is refused whatever this says (docs/promotion.md)
-    trust_unverified: bool = False
 
 
 class PipelineConfig(_Section):

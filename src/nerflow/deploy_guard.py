@@ -79,7 +79,8 @@ def leaf_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
             out |= leaf_keys(field.annotation, f"{prefix}{name}.")
         else:
             out.add(f"{prefix}{name}")
-    return out
+    # a key still read under its old name (promote.auto, read as promote.mode): overriding it is as safe as before
+    return out | {f"{prefix}{name}" for name in getattr(model, "legacy_keys", ())}
 
 
 def section_keys(model: type[BaseModel], prefix: str = "") -> set[str]:

@@ -14,8 +14,8 @@ Without the lock two writers can read the same tags, pick the same seq and set t
 silently overwrites the earlier entry (MLflow has no compare-and-set). That is why the lock is required, not an
 optimisation. The key format also sorts by seq, so a reader needs no index.
 
-The stack: promote / force / external push the new version, rollback pops. The top of the replayed stack is where
-the alias should point; when it does not, the alias was moved outside nerflow (the MLflow UI) and the caller
+The stack: promote / approve / force / external push the new version, rollback pops. The top of the replayed stack
+is where the alias should point; when it does not, the alias was moved outside nerflow (the MLflow UI) and the caller
 records an "external" entry first, so the history names the real predecessor of its own move.
 
 Crash consistency: a move writes its entry FIRST, as "intended", then moves the alias, then rewrites the same key
@@ -35,7 +35,8 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
-ACTIONS = ("promote", "force", "rollback", "external")
+# approve: a person moved the alias to a version the gate had accepted in approval mode (`nerflow approve`)
+ACTIONS = ("promote", "force", "rollback", "external", "approve")
 INTENDED, DONE, ABANDONED = "intended", "done", "abandoned"
 STATES = (INTENDED, DONE, ABANDONED)
 UNREADABLE = "unreadable"   # a placeholder for a tag that does not decode: holds its seq, never replayed
@@ -207,7 +208,7 @@ def rolled_back_versions(entries: list[Entry]) -> set[str]:
     for e in _done(entries):
         if e.action == "rollback" and e.from_version is not None:
             out.add(e.from_version)
-        elif e.action in ("force", "external") and e.to_version is not None:
+        elif e.action in ("force", "external", "approve") and e.to_version is not None:
             out.discard(e.to_version)
     return out
 

@@ -18,7 +18,7 @@ MAX_ROWS = 25
 _REASON_CHARS = 140
 HEADING = "## Champion history"
 DECISIONS = {"promote": "promoted by the gate", "force": "forced", "rollback": "rolled back",
-             "external": "moved outside nerflow"}
+             "external": "moved outside nerflow", "approve": "approved"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,8 @@ def _purpose(name: str, alias: str, about: About | None, entries: list[history.E
             f"`{name}`: a {about.task} model fine-tuned and registered by nerflow (as of version {about.version}).",
             "", f"- labels: {labels}", f"- data: `{about.data or 'not recorded'}`",
             f"- base model: `{about.base_model or 'not recorded'}`"])
-    return "\n".join([what, "", holder + f" nerflow's gate, `nerflow promote --force` and `nerflow rollback` move "
+    return "\n".join([what, "", holder + " nerflow's gate, `nerflow approve`, `nerflow promote --force` and "
+                      f"`nerflow rollback` move "
                       f"@{alias} and record why; an alias set elsewhere is recorded as moved outside nerflow at the "
                       "next nerflow command. MLflow's \"Promote model\" button copies a version into another "
                       "registered model and runs no gate."])

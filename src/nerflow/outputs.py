@@ -131,6 +131,11 @@ class Promoted(StageOutput):
         d = self.decision
         if not d:
             return []
+        if d.get("awaiting_approval"):
+            from nerflow.promotion import approval_hint
+
+            return [f"promotion:  awaiting approval for @{d['alias']}: "
+                    f"{approval_hint(d['model_name'], d['version'])}; the gate accepted it: {d['reason']}"]
         held = "" if d["moved"] or not d["accepted"] else " (promote.auto is false: not moved)"
         return [f"promotion:  {d['decision']} for @{d['alias']}{held}: {d['reason']}"]
 

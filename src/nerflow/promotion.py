@@ -20,6 +20,16 @@ FLAG_LOW_SUPPORT = "low_support_drop"  # dropped as much, but too few test entit
 FLAG_NOT_SHARED = "not_shared"  # only one model knows this type: shown, not compared
 
 
+# The version's `nerflow.promotion` tag in approval mode (promote.mode: approval): the gate accepted, a person decides.
+# Words of their own: none is a history entry state (intended / done / abandoned) nor a gate verdict.
+AWAITING, APPROVED, REJECTED = "awaiting approval", "approved", "rejected"
+
+
+def approval_hint(name: str, version: str) -> str:
+    """What to run once a version is awaiting approval."""
+    return f"nerflow approve {name} {version} --reason TEXT (or nerflow reject {name} {version} --reason TEXT)"
+
+
 class Refused(RuntimeError):
     """A move a rule does not allow (a rejected promotion, a rollback with nothing before it): exit code 4."""
 

@@ -1,7 +1,8 @@
 """Roles on the team's MLflow server (the nerflow-roles app, infra/mlflow-roles, as `make team-up` starts it): the
 run account registers and tags versions, but moving @champion or writing its `nerflow.champion.*` history is refused
 to it through nerflow, MLflow's client and the raw REST API (the UI's /ajax-api too), and it does not become MANAGE
-owner of a model it creates; the promoter account moves @champion through nerflow, and the history names it."""
+owner of a model it creates; the promoter account moves @champion through nerflow, and the history names it; a
+version awaiting approval is approved by the promoter (the history names it), never by the run account."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,8 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+
+from nerflow import history
 
 NERFLOW = [sys.executable, "-m", "nerflow.flows.cli"]
 
@@ -91,3 +94,28 @@ def test_the_promoter_moves_champion_and_the_history_names_it(team, registered, 
     assert history.returncode == 0, history.stderr
     (entry,) = json.loads(history.stdout)
     assert entry["actor"] == "promoter" and entry["to_version"] == version, entry
+
+
+def test_an_approval_is_refused_to_the_run_account_and_recorded_for_the_promoter(team, registered, monkeypatch):
+    """A version the gate accepted in approval mode, tagged by the run account as its promote stage does."""
+    name, version = registered
+    as_account(team, "run", monkeypatch)
+    client = MlflowClient(team.mlflow_uri)
+    for key, value in (("nerflow.gated_against", ""), ("nerflow.reason", f"nerflow approve {name} {version} ..."),
+                       ("nerflow.promotion", "awaiting approval")):
+        client.set_model_version_tag(name, version, key, value)
+
+    refused = nerflow(team, "run", "approve", name, version, "--reason", "I approve my own run")
+    assert refused.returncode == 4, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert "403" in line and "'run'" in line, line
+    model = client.get_registered_model(name)   # nothing half-written: the history's intended entry was refused
+    assert "champion" not in model.aliases and not [k for k in model.tags if k.startswith("nerflow.champion.")]
+    assert client.get_model_version(name, version).tags["nerflow.promotion"] == "awaiting approval"
+
+    approved = nerflow(team, "promoter", "approve", name, version, "--reason", "reviewed by the team")
+    assert approved.returncode == 0, approved.stderr
+    assert client.get_registered_model(name).aliases["champion"] == version
+    assert client.get_model_version(name, version).tags["nerflow.promotion"] == "approved"
+    (entry,) = history.decode_all(client.get_registered_model(name).tags, "champion")   # as `models history` reads it
+    assert (entry.action, entry.actor, entry.to_version, entry.state) == ("approve", "promoter", version, "done"), entry

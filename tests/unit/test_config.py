@@ -313,3 +313,39 @@ def test_settings_that_cannot_change_an_output_are_marked_and_left_out_of_key_se
     assert "log_every" not in key_settings(cfg.train) and "epochs" in key_settings(cfg.train)
     assert "dir" not in key_settings(cfg.data) and key_settings(cfg.data)["split"] == {"validation": 0.1,
                                                                                          "test": 0.1, "seed": 7}
+
+
+@pytest.mark.parametrize("overrides, mode", [
+    ([], "auto"),
+    (["promote.auto=true"], "auto"),
+    (["promote.auto=false"], "manual"),                          # the old switch still means what it meant
+    (["promote.mode=approval"], "approval"),
+    (["promote.auto=false", "promote.mode=manual"], "manual"),   # both given and agreeing
+])
+def test_promote_mode_reads_the_old_auto_switch(cfg_file, overrides, mode):
+    cfg = load_config(cfg_file, overrides)
+    assert cfg.promote.mode == mode and cfg.promote.auto == (mode == "auto")
+    # the resolved config (and so the promote stage's key) holds the mode only; it loads back to the same mode
+    assert "promote.auto" not in flatten(cfg) and flatten(cfg)["promote.mode"] == mode
+    assert key_settings(cfg.promote)["mode"] == mode and "auto" not in key_settings(cfg.promote)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["promote.auto=false", "promote.mode=approval"],
+     r"^override promote\.auto=false: promote\.auto: false and promote\.mode: approval disagree .*set only "
+     r"promote\.mode$"),
+    (["promote.auto=true", "promote.mode=manual"], r"promote\.auto: true and promote\.mode: manual disagree"),
+    (["promote.auto=maybe"], r"promote\.auto must be true or false \(got 'maybe'\)"),
+    (["promote.mode=later"], r"config key 'promote\.mode': input should be 'auto', 'manual' or 'approval'"),
+])
+def test_a_contradicting_or_bad_promote_mode_is_one_error_naming_the_keys(cfg_file, overrides, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(cfg_file, overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_a_deployment_may_still_override_the_old_auto_switch():
+    from nerflow.flows.deploy_checks import schema_keys
+
+    leaves, _ = schema_keys()
+    assert {"promote.mode", "promote.auto"} <= leaves

@@ -168,3 +168,14 @@ def test_entry_size_bound_with_a_huge_reason():
 def test_unknown_action_refused():
     with pytest.raises(ValueError, match="undo"):
         new_entry([], "undo", "ada", None, "1", "r")
+
+
+def test_an_approval_round_trips_and_moves_the_stack_like_a_promotion():
+    entries = moves(("promote", None, "1"), ("approve", "1", "2"))
+    [_, back] = decode_all(as_tags(entries), "champion")
+    assert back == entries[1] and back.action == "approve" and json.loads(encode(back))["action"] == "approve"
+    assert stack(entries) == ["1", "2"] and rollback_target(entries) == ("2", "1")
+    # a person approving a version back onto the alias clears its rolled-back mark, as a forced move does
+    entries.append(new_entry(entries, "rollback", "ada", "2", "1", "bad in prod"))
+    entries.append(new_entry(entries, "approve", "bob", "1", "2", "fixed"))
+    assert rolled_back_versions(entries) == set()
