@@ -12,9 +12,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# `nerflow` sets this before the hub is imported (flows/console.py); a test process may import it first (a pipeline
-# run before any CLI call, in whatever order the files run), and its "Loading weights" bars would reach stderr
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 # Research-use data is read from ../shared (never copied into the repo); point NERFLOW_DATA elsewhere if needed.
