@@ -13,10 +13,12 @@ from nerflow.model_files import MODEL_HASH_TAG
 from .test_promotion import STRONG, champion_of, entries, pipeline
 
 
-def test_an_approval_run_waits_for_a_person_who_approves_or_rejects(tmp_path, tiny_corpus, corpus_model_dir,
-                                                                     cache_dir, mlflow_store, capsys, monkeypatch):
+def test_an_approval_run_waits_for_a_person_who_approves_or_rejects(pipeline_result, tmp_path, tiny_corpus,
+                                                                     corpus_model_dir, cache_dir, mlflow_store,
+                                                                     capsys, monkeypatch):
     name = "gate-approval"
-    # the training is the session's cached one (STRONG is pipeline_result's): only register and promote run
+    # the training is the session's cached one (STRONG is pipeline_result's, asked for first so that the template
+    # trains in its own run, whose metrics test_pipeline reads): only register and promote run here
     run = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *STRONG, "promote.mode=approval")
     said = run["promote"].decision
     assert said["accepted"] and not said["moved"] and said["decision"] == "awaiting approval", said
