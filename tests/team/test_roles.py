@@ -100,7 +100,7 @@ def test_an_approval_is_refused_to_the_run_account_and_recorded_for_the_promoter
     """A version the gate accepted in approval mode, tagged by the run account as its promote stage does."""
     name, version = registered
     as_account(team, "run", monkeypatch)
-    client = MlflowClient(team.mlflow_uri)
+    client = MlflowClient(team.mlflow_uri, registry_uri=team.mlflow_uri)
     for key, value in (("nerflow.gated_against", ""), ("nerflow.reason", f"nerflow approve {name} {version} ..."),
                        ("nerflow.promotion", "awaiting approval")):
         client.set_model_version_tag(name, version, key, value)
