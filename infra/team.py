@@ -18,8 +18,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import team_accounts as accounts  # noqa: E402
 import team_postgres as postgres  # noqa: E402
+from team_processes import free_ports, group_alive, port_open, stop_group  # noqa: E402, F401 (tests use port_open)
 
 from nerflow.processes import ProcessId, owned  # noqa: E402
 
@@ -49,47 +48,6 @@ FAST_SERVICES = {
     "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "2",
     "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS": "5",
 }
-
-
-def free_ports(host: str, n: int) -> list[int]:
-    """Ports the kernel hands out for port 0, all held at once so that no two are the same."""
-    socks = [socket.socket() for _ in range(n)]
-    ports = [s.bind((host, 0)) or s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def port_open(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-def group_alive(pgid: int) -> bool:
-    """Any live (non-zombie) process in the group? PID 1 here may not reap orphans, so kill(0) would see zombies."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
-
-
-def stop_group(pgid: int | None, kill: bool = False, grace: float = 10.0) -> None:
-    """SIGTERM (or SIGKILL) a server's whole process group; SIGKILL what is still there after `grace` seconds."""
-    for sig, wait in ((signal.SIGKILL if kill else signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        if not pgid or not group_alive(pgid):
-            return
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):  # gone, or (pid reused) never ours
-            return
-        deadline = time.monotonic() + wait
-        while group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)
 
 
 AUTH_DB = "mlflow-auth.db"   # MLflow's accounts and permissions, in DIR
