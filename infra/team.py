@@ -32,8 +32,8 @@ from team_processes import free_ports, group_alive, port_open, stop_group  # noq
 
 from nerflow.processes import ProcessId, owned  # noqa: E402
 
-MLFLOW_ADMIN = "admin"     # the account team.env hands out until promotion runs as its own deployment (issue 22);
-                           # run.env and promoter.env hold the two role accounts (infra/team_accounts.py)
+MLFLOW_ADMIN = "admin"     # the account team.env hands out (the admin's shell); workers use run.env and
+                           # promoter.env, the two role accounts (infra/team_accounts.py)
 PREFECT_LOGIN = "team"     # Prefect's open-source server has one shared login: the auth string `team:<secret>`
 START_TIMEOUT = {"mlflow": 180.0, "prefect": 360.0}  # first start migrates both schemas on 2 busy cores
 CLIENT_VARS = {"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
@@ -104,7 +104,7 @@ class TeamServers:
         secrets_ = self.state["secrets"]
         return {"MLFLOW_TRACKING_URI": self.mlflow_uri, "MLFLOW_TRACKING_USERNAME": account,
                 "MLFLOW_TRACKING_PASSWORD": secrets_[f"mlflow_{account}"], "PREFECT_API_URL": self.prefect_api_url,
-                "PREFECT_API_AUTH_STRING": secrets_["prefect_auth"]}
+                "PREFECT_API_AUTH_STRING": secrets_["prefect_auth"], **accounts.ROLE_ENV.get(account, {})}
 
     def up(self) -> dict[str, str]:
         if any(group_alive(pid) for pid in self.state.get("pids", {}).values()):

@@ -15,6 +15,9 @@ from pathlib import Path
 
 ACCOUNTS = ("run", "promoter")
 PROMOTERS = ("promoter",)
+# What an account's env file adds: runs as `run` hand accepted versions to the promote deployment, whose worker
+# (`nerflow worker --pool nerflow-promote --promote`, sourced promoter.env) moves @champion (flows/promote_flow.py)
+ROLE_ENV = {"run": {"NERFLOW_PROMOTE_DEPLOYMENT": "nerflow-promote/promoter"}}
 
 
 def _basic(username: str, password: str) -> str:

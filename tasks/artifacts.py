@@ -47,7 +47,9 @@ def decision_markdown(output: Promoted) -> str:
     d = output.decision
     moved = "the alias moved to it" if d["moved"] else \
         f"awaiting approval: {promotion.approval_hint(d['model_name'], d['version'])}" if d.get("awaiting_approval") \
-        else "not moved (promote.auto is false)" if d["accepted"] else "the alias stays where it was"
+        else f"handed to {d['handed_to']} (flow run {d.get('promote_flow_run')}): the promoter's worker moves it" \
+        if d.get("handed_to") else "not moved (promote.auto is false)" if d["accepted"] else \
+        "the alias stays where it was"
     # promotion.comparison_markdown(decision): the per-type table, then the decision and its reason
     comparison = (Path(output.path) / "comparison.md").read_text()
     return "\n".join([f"### Promotion of version {d['version']} to @{d['alias']}: {d['decision']}", "",

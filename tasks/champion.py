@@ -15,6 +15,7 @@ either. Kill points (nerflow.faults) sit between the writes; tests/integration/t
 """
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from dataclasses import replace
@@ -35,6 +36,8 @@ TASK_TAG, DECISION_TAG, REASON_TAG, ROLLED_BACK_TAG = "nerflow.task", "nerflow.p
 # in approval mode, the champion the gate compared the version with ("" for none): tasks/approval.py refuses to
 # approve once the alias has moved, since the version was never compared with the new champion
 AGAINST_TAG = "nerflow.gated_against"
+# handed to the promote deployment: the evidence of the gate's decision, for the history entry the promoter writes
+EVIDENCE_TAG = "nerflow.gate_evidence"
 MAX_RESCORES = 3   # the alias moved under us this often in a row: give up rather than loop
 
 
@@ -153,6 +156,9 @@ def _finish(client: MlflowClient, name: str, entries: list[history.Entry], entry
         tag_decision(client, name, entry.to_version, "forced", entry.reason)
     elif entry.action == "approve":
         tag_decision(client, name, entry.to_version, promotion.APPROVED, f"approved by {entry.actor}: {entry.reason}")
+    elif entry.action == "promote" and client.get_model_version(
+            name, entry.to_version).tags.get(DECISION_TAG) == promotion.HANDED_OVER:   # the promoter moved it
+        tag_decision(client, name, entry.to_version, "accepted", f"moved by {entry.actor}: {entry.reason}")
     sync_rolled_back_marks(client, name, entries)
 
 
@@ -218,13 +224,17 @@ def is_rolled_back(client: MlflowClient, name: str, version: str, entries: list[
 
 def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promotion.GateRules, split: Path,
          gold: list, data_passed: bool, auto: bool, actor: str, evidence: dict, task: str, trust: bool = False,
-         trust_hint: str = served_model.TRUST_FLAG, approval: bool = False) -> promotion.Decision:
+         trust_hint: str = served_model.TRUST_FLAG, approval: bool = False,
+         handover: str | None = None) -> promotion.Decision:
     """Score the challenger and the current champion (each checked against its stored hash, loaded with nerflow's
     code: score_versions), decide, and (when `auto` and accepted) move the alias and record the move. The decision
     goes on the version as tags whatever it is; with `approval` (and not `auto`) an accepted version not yet on the
     alias is tagged `awaiting approval` instead, its reason tag saying what to run (`nerflow approve`, see
-    tasks/approval.py). A version refused by its files (model_files.UnverifiedModel) ends the gate with that error:
-    no decision is recorded."""
+    tasks/approval.py). With `handover` (a promote deployment's name) an accepted version is not moved here but
+    tagged `accepted, handed to the promoter`, with the champion it was compared with and the evidence: the caller
+    submits a run of that deployment, whose worker moves it with the promoter's credentials (tasks/approval.py
+    `promote_handed_over`). A version refused by its files (model_files.UnverifiedModel) ends the gate with that
+    error: no decision is recorded."""
     version = str(version)
     check_version(client, name, version, task)
     check_alias_task(client, name, alias, task)
@@ -243,21 +253,26 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
             raise RuntimeError(f"@{alias} of {name} kept moving while it was being scored; try again")
         verdict = "accepted" if decision.accepted else "rejected"
         awaiting = approval and not auto and decision.accepted and champion != version
-        if awaiting:   # written under the lock, in one pass: never an "accepted" that a person must not act on
+        handed = bool(handover) and auto and decision.accepted and champion != version
+        if awaiting or handed:   # under the lock, in one pass: never an "accepted" that someone must not act on
             client.set_model_version_tag(name, version, AGAINST_TAG, champion or "")
-            tag_decision(client, name, version, promotion.AWAITING, f"{promotion.approval_hint(name, version)}; the "
-                         f"gate accepted it: {decision.reason}")
+            if handed:
+                client.set_model_version_tag(name, version, EVIDENCE_TAG, json.dumps(
+                    {"challenger_f1": decision.challenger_f1, "champion_f1": decision.champion_f1, **evidence}))
+            tag_decision(client, name, version, promotion.HANDED_OVER if handed else promotion.AWAITING,
+                         (f"{handover} moves it with the promoter's credentials" if handed else
+                          promotion.approval_hint(name, version)) + f"; the gate accepted it: {decision.reason}")
         else:
             tag_decision(client, name, version, verdict, decision.reason)
         faults.point("gate.decided")   # verdict on the version, alias not moved, no entry: the gate is rerun as is
-        if decision.accepted and auto and champion != version:
+        if decision.accepted and auto and not handed and champion != version:
             _move(client, name, alias, entries, action="promote", actor=actor, from_version=champion,
                   to_version=version, reason=decision.reason, evidence=history.Evidence(
                       challenger_f1=decision.challenger_f1, champion_f1=decision.champion_f1, **evidence))
         held = f" (awaiting approval: {promotion.approval_hint(name, version)})" if awaiting else \
-            " (promote.auto is false: nothing moved)"
+            f" (handed to {handover}: the promoter moves it)" if handed else " (promote.auto is false: nothing moved)"
         log.info("%s version %s: %s for @%s: %s%s", name, version, verdict, alias, decision.reason,
-                 "" if auto or not decision.accepted else held)
+                 "" if (auto and not handed) or not decision.accepted else held)
     return decision
 
 

@@ -19,7 +19,7 @@ from nerflow import promotion, redact, task_types
 from nerflow.config import PipelineConfig, resolved_dict
 from nerflow.outputs import Promoted, Registered, Validated, write_fields
 from nerflow.plan import StagePlan
-from nerflow.prefect_tasks import artifacts, champion, served_model, tracking
+from nerflow.prefect_tasks import artifacts, champion, promote_handover, served_model, tracking
 from nerflow.prefect_tasks.stage import RunContext
 
 log = logging.getLogger("nerflow.promote")
@@ -60,20 +60,29 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
         client.update_model_version(name, version,
                                     description=model_card(cfg, evaluated.metrics, validated, registered, ctx.run_id))
     split, scorer = Path(validated.path) / "test.jsonl", task_types.entry(cfg.task, "promote")
+    handover = promote_handover.deployment_name() if cfg.promote.auto else None
+    if handover:   # a missing deployment is one error before the gate writes anything
+        promote_handover.check_exists(handover)
     decision = champion.gate(
         client, name, version, alias, rules_of(cfg), split, scorer.gold(scorer.examples(split)),
         data_passed=True, auto=cfg.promote.auto, approval=cfg.promote.mode == "approval",
         actor=champion.actor_name(), task=cfg.task,
-        trust=cfg.promote.trust_unverified, trust_hint=served_model.TRUST_KEY,
+        trust=cfg.promote.trust_unverified, trust_hint=served_model.TRUST_KEY, handover=handover,
         evidence={"test_data_hash": validated.data_hash, "mlflow_run_id": ctx.run_id,
                   "prefect_flow_run_id": ctx.flow_run_id})
-    moved = decision.accepted and cfg.promote.auto and champion.alias_version(client, name, alias) == version
-    awaiting = client.get_model_version(name, version).tags.get(champion.DECISION_TAG) == promotion.AWAITING
+    verdict = client.get_model_version(name, version).tags.get(champion.DECISION_TAG)
+    handed = handover is not None and verdict == promotion.HANDED_OVER
+    moved = decision.accepted and cfg.promote.auto and not handed and \
+        champion.alias_version(client, name, alias) == version
     outcome = {**promotion.decision_json(decision), "version": version, "alias": alias, "moved": moved,
                "auto": cfg.promote.auto, "mode": cfg.promote.mode, "model_name": name,
-               "awaiting_approval": awaiting and not moved}
+               "awaiting_approval": verdict == promotion.AWAITING and not moved}
     if outcome["awaiting_approval"]:   # the run ends here, successfully: nothing waits, no lock is held
         outcome["decision"] = promotion.AWAITING
+    if handed:   # submitted after the gate let go of the promotion lock, which the promoter's run takes; not awaited
+        flow_run, flow_run_id = promote_handover.submit(handover, name, version, alias)
+        outcome.update(decision=promotion.HANDED_OVER, handed_to=handover, promote_flow_run=flow_run,
+                       promote_flow_run_id=flow_run_id)
     (out / "comparison.json").write_text(json.dumps(outcome, indent=1))
     (out / "comparison.md").write_text(promotion.comparison_markdown(decision))
     write_fields(out, {"decision": outcome})

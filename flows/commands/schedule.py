@@ -174,6 +174,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     deployments.require_server()
     roots = ", ".join(str(r) for r in workdir_roots(os.environ, Path.cwd()))
+    if args.promote:   # this worker holds the promoter's credentials: it serves the promote deployment
+        from nerflow.flows.promote_flow import apply_deployment
+        from nerflow.prefect_tasks import tracking
+        from nerflow.prefect_tasks.promote_handover import DEFAULT_DEPLOYMENT, DEPLOYMENT_ENV, FLOW_NAME
+
+        apply_deployment(args.pool)
+        print(f"deployment {FLOW_NAME}/{DEFAULT_DEPLOYMENT} on pool {args.pool}: this worker moves the versions "
+              f"gates hand over ({DEPLOYMENT_ENV}={FLOW_NAME}/{DEFAULT_DEPLOYMENT} in the runs' environment) as "
+              f"MLflow user {tracking.user_name()}", flush=True)
     print(f"nerflow worker on pool {args.pool}: runs nerflow's flows from {Path.cwd()}; workdir roots {roots} "
           f"({WORKDIR_ROOTS_ENV}); deployment pull steps are checked, never run; Ctrl-C stops", flush=True)
     try:
@@ -221,4 +230,9 @@ def add_parsers(sub) -> None:
     worker.add_argument("--work-queue", action="append", help="a work queue of the pool (repeatable; default: all)")
     worker.add_argument("--name", help="the worker's name on the Prefect server")
     worker.add_argument("--limit", type=int, help="at most this many runs at once (default: no limit)")
+    worker.add_argument("--promote", action="store_true",
+                        help="also create or update the deployment nerflow-promote/promoter on this pool: run this "
+                             "worker with the promoter's MLflow credentials, and the pipeline runs (whose accounts "
+                             "may not move @champion) with NERFLOW_PROMOTE_DEPLOYMENT=nerflow-promote/promoter "
+                             "(docs/team.md)")
     worker.set_defaults(func=cmd_worker)

@@ -43,13 +43,20 @@ SECRET_WORDS = frozenset({"PASSWORD", "PASSWD", "PASS", "TOKEN", "TOKENS", "SECR
                           "APIKEY", "AUTH", "CREDENTIAL", "CREDENTIALS", "PRIVATE", "SESSION", "COOKIE"})
 # Environment entries a deployment may not set: they decide what code runs (PATH, PYTHON*, LD_*, the flow Prefect
 # loads) or what a run may read and write (the roots, the stage cache).
-PROTECTED_ENV = frozenset({WORKDIR_ROOTS_ENV, "NERFLOW_CACHE_DIR", "PATH", "PYTHONPATH", "PYTHONHOME",
-                           "PYTHONSTARTUP", "PYTHONUSERBASE", "LD_PRELOAD", "LD_LIBRARY_PATH",
+# (and who moves an accepted version: the promote deployment of NERFLOW_PROMOTE_DEPLOYMENT).
+PROTECTED_ENV = frozenset({WORKDIR_ROOTS_ENV, "NERFLOW_CACHE_DIR", "NERFLOW_PROMOTE_DEPLOYMENT", "PATH",
+                           "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "LD_PRELOAD",
+                           "LD_LIBRARY_PATH",
                            "PREFECT__FLOW_ENTRYPOINT", "PREFECT__STORAGE_BASE_PATH"})
-# Config keys a deployment parameter may not set: each lifts a safety check (scoring a version whose files carry no
-# verified hash, or pickled weights). Whoever may edit a deployment on the Prefect server may not switch it off; the
-# config file in the worker's working directory still may.
-NOT_FROM_DEPLOYMENTS = frozenset({"promote.trust_unverified"})
+# Config keys a deployment parameter may not set, with why: each lifts a safety check (scoring a version whose files
+# carry no verified hash, or pickled weights; a person's approval before @champion moves). Whoever may edit a
+# deployment on the Prefect server (anyone with the shared Prefect login) may not switch it off; the config file in
+# the worker's working directory still may.
+NOT_FROM_DEPLOYMENTS = {
+    "promote.trust_unverified": "it lifts the check of a version's files before they are loaded",
+    "promote.mode": "it decides whether a person approves a move of the alias",
+    "promote.auto": "it decides whether a person approves a move of the alias",
+}
 URL_WITH_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]+@", re.IGNORECASE)
 
 
@@ -157,8 +164,8 @@ def _check_override(item: Any, work: Path, roots: tuple[Path, ...], known_keys: 
         raise DeploymentRefused(f"deployment parameter overrides: {key!r} is not a config key{hint}; allowed: the "
                                 "keys of the config schema (docs/cli.md, `nerflow run --help`)")
     if key in NOT_FROM_DEPLOYMENTS:
-        raise DeploymentRefused(f"deployment parameter overrides: {key} may not be set by a deployment (it lifts the "
-                                "check of a version's files before they are loaded); set it in the config file")
+        raise DeploymentRefused(f"deployment parameter overrides: {key} may not be set by a deployment "
+                                f"({NOT_FROM_DEPLOYMENTS[key]}); set it in the config file")
     if key not in PATH_KEYS:
         return
     try:
@@ -237,6 +244,7 @@ ENTRYPOINTS = {
     "nerflow.flows.scheduled.scheduled_pipeline": "nerflow.flows.scheduled:scheduled_pipeline",
     "flows/rerun.py:rerun_pipeline": "nerflow.flows.rerun:rerun_pipeline",
     "nerflow.flows.rerun.rerun_pipeline": "nerflow.flows.rerun:rerun_pipeline",
+    "nerflow.flows.promote_flow.promote_accepted": "nerflow.flows.promote_flow:promote_accepted",
 }
 
 

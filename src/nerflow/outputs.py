@@ -136,6 +136,9 @@ class Promoted(StageOutput):
 
             return [f"promotion:  awaiting approval for @{d['alias']}: "
                     f"{approval_hint(d['model_name'], d['version'])}; the gate accepted it: {d['reason']}"]
+        if d.get("handed_to"):
+            return [f"promotion:  accepted for @{d['alias']}, handed to {d['handed_to']} (flow run "
+                    f"{d.get('promote_flow_run')}): the promoter's worker moves it: {d['reason']}"]
         held = "" if d["moved"] or not d["accepted"] else " (promote.auto is false: not moved)"
         return [f"promotion:  {d['decision']} for @{d['alias']}{held}: {d['reason']}"]
 

@@ -23,6 +23,9 @@ FLAG_NOT_SHARED = "not_shared"  # only one model knows this type: shown, not com
 # The version's `nerflow.promotion` tag in approval mode (promote.mode: approval): the gate accepted, a person decides.
 # Words of their own: none is a history entry state (intended / done / abandoned) nor a gate verdict.
 AWAITING, APPROVED, REJECTED = "awaiting approval", "approved", "rejected"
+# In auto mode on a team whose run account may not move @champion (NERFLOW_PROMOTE_DEPLOYMENT set): the gate accepted
+# and handed the move to the promote deployment, whose worker holds the promoter's credentials (tasks/approval.py).
+HANDED_OVER = "accepted, handed to the promoter"
 
 
 def approval_hint(name: str, version: str) -> str:

@@ -344,7 +344,8 @@ def test_a_contradicting_or_bad_promote_mode_is_one_error_naming_the_keys(cfg_fi
     assert "\n" not in str(err.value)
 
 
-def test_a_deployment_may_still_override_the_old_auto_switch():
+def test_promote_mode_and_the_old_auto_switch_are_schema_keys():
+    """Known keys (an override of either is one clear error from a deployment: tests/unit/test_deploy_guard.py)."""
     from nerflow.flows.deploy_checks import schema_keys
 
     leaves, _ = schema_keys()

@@ -91,6 +91,9 @@ def test_a_symlink_out_of_the_working_directory_is_refused(work):
     ("data.test=[1, 2]", "deployment parameter overrides: data.test must be a path, not [1, 2]"),
     ("promote.trust_unverified=true", "deployment parameter overrides: promote.trust_unverified may not be set by a "
                                       "deployment"),
+    # a deployment editor (anyone with the shared Prefect login) may not switch approval off
+    ("promote.mode=auto", "promote.mode may not be set by a deployment (it decides whether a person approves"),
+    ("promote.auto=true", "promote.auto may not be set by a deployment (it decides whether a person approves"),
 ])
 def test_an_override_of_an_unknown_key_or_a_path_outside_is_refused(work, override, said):
     assert said in refused(work, overrides=["train.epochs=1", override])
