@@ -25,14 +25,18 @@ from mlflow import MlflowClient
 
 from nerflow import faults, history, promotion
 from nerflow.flows.commands import models
-from nerflow.prefect_tasks import champion
+from nerflow.prefect_tasks import approval, champion
 
 NAME, ALIAS, TASK = "crash-model", "champion", "token-classification"
 PARALLEL = 2
 START = {"alias": "2", "marks": ["3"]}
 # the state an uninterrupted operation leaves (the gate is told to accept version 4)
 FINAL = {"gate": {"alias": "4", "marks": ["3"]}, "force": {"alias": "3", "marks": []},
-         "rollback": {"alias": "1", "marks": ["2", "3"]}}
+         "rollback": {"alias": "1", "marks": ["2", "3"]},
+         # version 4, which a gate left awaiting approval / handed to the promoter after comparing it with 2
+         "approve": {"alias": "4", "marks": ["3"]}, "handover": {"alias": "4", "marks": ["3"]}}
+# what the last move's version must say once settled: never still waiting for the move that happened
+SETTLED_VERDICT = {"force": "forced", "approve": promotion.APPROVED}
 
 
 def use_store(db: Path) -> MlflowClient:
@@ -78,6 +82,15 @@ def operate(db: Path, operation: str, junk: bool) -> None:
         champion.force(client, NAME, "3", ALIAS, "test", "forced by the crash test")
     elif operation == "rollback":
         champion.rollback(client, NAME, ALIAS, "test")
+    elif operation in ("approve", "handover"):
+        held = promotion.AWAITING if operation == "approve" else promotion.HANDED_OVER
+        for key, value in ((champion.AGAINST_TAG, "2"), (champion.REASON_TAG, "the gate accepted it: better"),
+                           (champion.DECISION_TAG, held)):   # as the gate leaves it (no kill point here)
+            client.set_model_version_tag(NAME, "4", key, value)
+        if operation == "approve":
+            approval.approve(client, NAME, "4", ALIAS, "test", "approved by the crash test")
+        else:
+            approval.promote_handed_over(client, NAME, "4", ALIAS, "test")
     else:
         raise ValueError(operation)
 
@@ -108,9 +121,11 @@ def check(db: Path, operation: str, out: Path) -> None:
     if any(champion.TASK_TAG not in v.tags for v in versions):
         problems.append("a version without its registration tags")
     done = [e for e in entries if e.state == history.DONE]
-    if done[-1].action == "force" and client.get_model_version(NAME, done[-1].to_version).tags.get(
-            champion.DECISION_TAG) != "forced":
-        problems.append(f"forced version {done[-1].to_version} is not tagged forced")
+    verdict = client.get_model_version(NAME, done[-1].to_version).tags.get(champion.DECISION_TAG)
+    if done[-1].action in SETTLED_VERDICT and verdict != SETTLED_VERDICT[done[-1].action]:
+        problems.append(f"{done[-1].action}d version {done[-1].to_version} is tagged {verdict!r}")
+    if verdict in (promotion.AWAITING, promotion.HANDED_OVER):
+        problems.append(f"version {done[-1].to_version} is @{ALIAS} and still tagged {verdict!r}")
     # the registered model's page is derived from the settled history: its newest row is the champion
     page = (client.get_registered_model(NAME).description or "").split("## Champion history")
     newest = re.search(r"^\| (v\d+|—) \|", page[-1], re.M) if len(page) == 2 else None

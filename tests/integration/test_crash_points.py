@@ -1,11 +1,13 @@
 """A crash at any point of a move of @champion leaves a state the next command repairs (issue 20).
 
-For every named kill point (nerflow.faults) that gate promotion, forced promotion and rollback pass, the operation is
-SIGKILLed there; then `nerflow models history` (which settles the history) runs, and the registry must pass one
-invariant check: no intended entry left, alias == top of the replayed history, the rolled-back marks on versions ==
-the history's rolled-back set, every version tagged, a forced version tagged forced, and the state either the one
-before the operation or the one the uninterrupted operation leaves (tests/integration/crash_driver.py). Registration's
-points are tested with a real pipeline run below; checkpoints' in tests/unit/test_checkpoint_crashes.py.
+For every named kill point (nerflow.faults) that gate promotion, forced promotion, rollback, approval and the promote
+deployment's move of a handed-over version pass, the operation is SIGKILLed there; then `nerflow models history`
+(which settles the history) runs, and the registry must pass one invariant check: no intended entry left, alias ==
+top of the replayed history, the rolled-back marks on versions == the history's rolled-back set, every version
+tagged, a forced version tagged forced, an approved one approved, the champion never left "awaiting approval" or
+"handed to the promoter", and the state either the one before the operation or the one the uninterrupted one leaves
+(tests/integration/crash_driver.py). Registration's points are tested with a real pipeline run below; checkpoints'
+in tests/unit/test_checkpoint_crashes.py.
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ MOVES = {
               "version.rolled-back-unmarked", "promotion.versions-tagged"],
     "rollback": ["promotion.intended", "promotion.alias-moved", "version.rolled-back-marked",
                  "promotion.versions-tagged"],
+    # the second half of approval mode (`nerflow approve`) and of auto mode with a promote deployment
+    "approve": ["promotion.intended", "promotion.alias-moved", "version.reason-tagged", "promotion.versions-tagged"],
+    "handover": ["promotion.intended", "promotion.alias-moved", "version.reason-tagged", "promotion.versions-tagged"],
 }
 
 
