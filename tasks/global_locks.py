@@ -41,8 +41,8 @@ MISSING = "must be created before acquiring slots"   # Prefect's strict acquisit
 def global_lock(name: str, timeout_s: float | None = None, what: str = "") -> Iterator[None]:
     """Hold the one slot of the global concurrency limit `name` (created on first use, deleted by its last
     holder). Waits up to `timeout_s` (None: as long as it takes), saying once that it waits."""
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError  # what `concurrency` raises
     from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ConcurrencySlotAcquisitionError
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     said = False
