@@ -109,12 +109,10 @@ def find_run(client, run_or_flow_id: str):
         if LOGICAL_RUN_TAG not in run.data.tags:
             raise ConfigError(f"MLflow run {wanted} is not a nerflow pipeline run (no {LOGICAL_RUN_TAG} tag)")
         return run
-    # every attempt's Prefect flow-run id is kept, comma-separated (a continued run has several): the search
-    # narrows, the exact comparison decides
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    found = [r for r in (client.search_runs(experiments, f"tags.prefect_flow_run_ids LIKE '%{wanted}%'")
-                         if experiments else [])
-             if wanted in r.data.tags.get("prefect_flow_run_ids", "").split(",")]
+    # a continued run has several attempts: the newest flow-run ids are in a tag, all of them in an artifact
+    from nerflow.prefect_tasks import attempts
+
+    found = attempts.runs_of_flow_run(client, wanted)
     if not found:
         raise ConfigError(f"no pipeline run with MLflow run id or Prefect flow-run id {wanted!r} (see `nerflow runs`)")
     if len(found) > 1:
@@ -170,7 +168,9 @@ def superseded_by(client, run, experiments: list[str] | None = None) -> str | No
     if run.info.status not in ("FAILED", "KILLED") or not logical_run:
         return None
     if experiments is None:
-        experiments = [e.experiment_id for e in client.search_experiments()]
+        from nerflow.prefect_tasks import mlflow_pages
+
+        experiments = mlflow_pages.experiment_ids(client)
     finished = client.search_runs(experiments, f"tags.`{LOGICAL_RUN_TAG}` = '{logical_run}' and "
                                                "attributes.status = 'FINISHED'",
                                   order_by=["attributes.end_time DESC"], max_results=10)

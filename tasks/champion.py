@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 
 from nerflow import faults, history, promotion, scoring, task_types
 from nerflow.config import ConfigError
-from nerflow.prefect_tasks import model_page, served_model, tracking
+from nerflow.prefect_tasks import mlflow_pages, model_page, served_model, tracking
 from nerflow.prefect_tasks.promotion_lock import promotion_lock
 from nerflow.promotion import Refused
 
@@ -136,8 +136,8 @@ def sync_rolled_back_marks(client: MlflowClient, name: str, entries: list[histor
     alias's rollback is that alias's business); a version deleted since is skipped."""
     want = history.rolled_back_versions(entries)
     ours = {e.from_version for e in entries if e.state == history.DONE and e.action == "rollback"}
-    marked = {str(v.version) for v in client.search_model_versions(
-        f"name = '{name}' and tag.`{ROLLED_BACK_TAG}` = 'true'")}
+    marked = {str(v.version) for v in mlflow_pages.model_versions(
+        client, f"name = '{name}' and tag.`{ROLLED_BACK_TAG}` = 'true'")}
     for version in sorted(want - marked, key=int):
         try:
             client.set_model_version_tag(name, version, ROLLED_BACK_TAG, "true")

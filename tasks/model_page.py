@@ -34,8 +34,8 @@ def _described_version(client: MlflowClient, name: str, champion: str | None):
     """The champion, else the newest version: the one the page says the model is."""
     if champion is not None:
         return client.get_model_version(name, champion)
-    found = client.search_model_versions(f"name = '{name}'")
-    return max(found, key=lambda v: int(v.version)) if found else None
+    found = client.search_model_versions(f"name = '{name}'", max_results=1, order_by=["version_number DESC"])
+    return found[0] if found else None   # the newest alone: one call however many versions
 
 
 def refresh(client: MlflowClient, name: str, alias: str, entries: list[history.Entry]) -> None:

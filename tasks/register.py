@@ -66,13 +66,13 @@ def newest_version(client: MlflowClient, name: str, tags: dict[str, str], run_id
     Registry errors propagate: answering "none" on a failed search would register a duplicate."""
     query = " and ".join([f"name = '{name}'", *(f"tag.`{k}` = '{v}'" for k, v in tags.items()),
                           *([f"run_id = '{run_id}'"] if run_id else [])])
-    try:
-        found = client.search_model_versions(query)
+    try:   # the newest first: one page of one version, however many match
+        found = client.search_model_versions(query, max_results=1, order_by=["version_number DESC"])
     except MlflowException as e:
         if _not_found(e):
             return None
         raise
-    return max(found, key=lambda v: int(v.version)) if found else None
+    return found[0] if found else None
 
 
 def find_version(client: MlflowClient, name: str, key: str, run_id: str | None = None, attempt: int | None = None):

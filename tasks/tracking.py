@@ -128,18 +128,16 @@ def library_versions() -> dict[str, str]:
     return {f"lib.{name}": importlib.metadata.version(name) for name in LIBRARIES}
 
 
-LOGICAL_RUN_TAG = "nerflow.logical_run"
-ATTEMPTS_TAG = "nerflow.attempts"
+LOGICAL_RUN_TAG, ATTEMPTS_TAG = "nerflow.logical_run", "nerflow.attempts"
 PID_TAG, HOST_TAG, PID_STARTED_TAG = "nerflow.pid", "nerflow.host", "nerflow.pid_started"
 RUN_NAME_TAG = "mlflow.runName"
 
 
 def find_logical_run(client: MlflowClient, experiment: str, logical_run: str):
     exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{LOGICAL_RUN_TAG}` = '{logical_run}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = [] if exp is None else client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{LOGICAL_RUN_TAG}` = '{logical_run}'",
+        order_by=["attributes.start_time DESC"], max_results=1)   # the newest one: one page suffices
     return runs[0] if runs else None
 
 
@@ -156,28 +154,27 @@ def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_r
     """Continue the logical run's MLflow run if its last attempt did not finish (or `continue_run_id`, whatever its
     status: `nerflow rerun`); else start a new run with the flattened config as params and the resolved config as
     an artifact, their secrets masked (nerflow.redact)."""
-    from nerflow.prefect_tasks import run_record  # it imports this module
+    from nerflow.prefect_tasks import attempts, run_record  # run_record imports this module
 
     previous = client.get_run(continue_run_id) if continue_run_id else \
         find_logical_run(client, cfg.experiment, logical_run)
     if previous is not None and (continue_run_id or previous.info.status != "FINISHED"):
-        run_id = previous.info.run_id
-        attempt = int(previous.data.tags.get(ATTEMPTS_TAG, "1")) + 1
+        run_id, attempt = previous.info.run_id, int(previous.data.tags.get(ATTEMPTS_TAG, "1")) + 1
         client.update_run(run_id, status="RUNNING")   # the run keeps its name: the same run, a new attempt
-        flow_runs = ",".join(filter(None, [previous.data.tags.get("prefect_flow_run_ids", ""), flow_run_id]))
-        log_tags(client, run_id, {ATTEMPTS_TAG: attempt, "prefect_flow_run_id": flow_run_id,
-                                  "prefect_flow_run_ids": flow_runs, LOGICAL_RUN_TAG: logical_run, **process_tags()})
+        # the newest flow-run ids in the tag, every one in the artifact (tasks/attempts.py: a tag has a cap)
+        ids = attempts.record(client, run_id, attempt, flow_run_id, previous.data.tags)
+        log_tags(client, run_id, {ATTEMPTS_TAG: attempt, **ids, LOGICAL_RUN_TAG: logical_run, **process_tags()})
         # the last attempt's failure is no longer the run's: gone, not set to "" (a missing tag reads as none)
-        clear_tags(client, previous, ["error", "failed_stage",
-                                      *([] if flow_run_id else ["prefect_flow_run_id"])])
+        clear_tags(client, previous, ["error", "failed_stage", *([] if flow_run_id else [attempts.FLOW_RUN_TAG])])
         return run_id
     tags = {"config_hash": config_hash(cfg), "task": cfg.task, "base_model": cfg.model.name_or_path,
-            "prefect_flow_run_id": flow_run_id, "prefect_flow_run_ids": flow_run_id,
+            attempts.FLOW_RUN_TAG: flow_run_id, attempts.FLOW_RUNS_TAG: flow_run_id,
             LOGICAL_RUN_TAG: logical_run, ATTEMPTS_TAG: "1", **process_tags(),
             **git_state(), **library_versions(), **run_record.opening_tags(cfg)}
     tags = redact.mapping({k: v for k, v in tags.items() if v})   # no empty tags (no flow run: none of its id)
     run_id = client.create_run(experiment_id(client, cfg.experiment), tags=tags,
                                run_name=tags.pop(RUN_NAME_TAG)).info.run_id
+    attempts.record(client, run_id, 1, flow_run_id)
     params = [Param(k, str(v)[:6000]) for k, v in redact.mapping(flatten(cfg)).items()]
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i:i + 100])

@@ -25,18 +25,17 @@ def cmd_cache_ls(args: argparse.Namespace) -> int:
 
 def protected_keys(cache_dir: Path) -> set[str]:
     """Stage keys that a model with an alias or a live run depends on, and the generations live runs read."""
-    from mlflow import MlflowClient
-
     from nerflow.locks import held_locks
-    from nerflow.prefect_tasks import tracking
+    from nerflow.prefect_tasks import mlflow_pages, tracking
 
-    tracking.configure()
-    client = MlflowClient()
+    client = tracking.configure()
+    # every page of models (past the first 100), and the versions of the aliased ones in batches of names: the
+    # calls grow with pages, not with aliases
+    aliased = {(m.name, str(v)) for m in mlflow_pages.registered_models(client) for v in (m.aliases or {}).values()}
     keys: set[str] = set()
-    for model in client.search_registered_models():
-        for version in {str(v) for v in (model.aliases or {}).values()}:
-            tags = client.get_model_version(model.name, version).tags
-            keys |= {v for k, v in tags.items() if k.startswith("nerflow.") and k.endswith("_key")}
+    for version in mlflow_pages.versions_of_models(client, {name for name, _ in aliased}):
+        if (version.name, str(version.version)) in aliased:
+            keys |= {v for k, v in version.tags.items() if k.startswith("nerflow.") and k.endswith("_key")}
     for lock in held_locks(cache_dir):
         keys |= set(lock.get("keys", {}).values()) | set(lock.get("generations", {}).values())
     return keys

@@ -40,10 +40,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise ConfigError("usage: nerflow models history NAME")
     if len(words) > 1 and words[0] != "history":
         raise ConfigError(_unknown_models_word(words[0]))
+    from nerflow.prefect_tasks import mlflow_pages
+
     client = _client()
-    if not words:
+    if not words:   # every page: MLflow answers 100 models a page
         rows = [{"name": m.name, "aliases": {a: str(v) for a, v in (m.aliases or {}).items()},
-                 "updated": _date(m.last_updated_timestamp)} for m in client.search_registered_models()]
+                 "updated": _date(m.last_updated_timestamp)} for m in mlflow_pages.registered_models(client)]
         return _emit(rows, args.json, lambda rs: render(["model", "updated", "aliases"], [
             [r["name"], r["updated"], ", ".join(f"@{a}={v}" for a, v in sorted(r["aliases"].items()))] for r in rs]))
     if words[0] == "history":
@@ -60,17 +62,25 @@ def _unknown_models_word(word: str) -> str:
 
 
 def versions(client, name: str, as_json: bool) -> int:
-    from nerflow.prefect_tasks import champion
+    """A bounded number of MLflow calls however many versions: the versions page by page, their runs' scores
+    `mlflow_pages.IN_BATCH` runs a search (one `get_run` per version took minutes on a big registry)."""
+    from mlflow.exceptions import MlflowException
 
-    if not champion.model_exists(client, name):
+    from nerflow.prefect_tasks import champion, mlflow_pages
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:   # as champion.model_exists: a name the registry refuses is no model either
         typo = " (or did you mean 'models history NAME'?)" if difflib.get_close_matches(name, ["history"], n=1) else ""
-        raise ConfigError(f"{name}: no registered model of that name (see `nerflow models`){typo}")
+        raise ConfigError(f"{name}: no registered model of that name (see `nerflow models`){typo}") from None
     aliases = {}
-    for alias, v in (client.get_registered_model(name).aliases or {}).items():
+    for alias, v in (model.aliases or {}).items():
         aliases.setdefault(str(v), []).append(alias)
+    found = mlflow_pages.versions_of_models(client, [name])
+    runs = mlflow_pages.runs_by_id(client, {v.run_id for v in found if v.run_id})
     rows = []
-    for v in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version)):
-        run = client.get_run(v.run_id) if v.run_id else None
+    for v in sorted(found, key=lambda v: -int(v.version)):
+        run = runs.get(v.run_id)
         rows.append({"version": v.version, "aliases": sorted(aliases.get(str(v.version), [])),
                      "test_f1": run.data.metrics.get("test/f1") if run else None,
                      "data_hash": v.tags.get("data_hash", ""), "base_model": v.tags.get("base_model", ""),

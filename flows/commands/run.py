@@ -124,9 +124,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     client = tracking.configure()
     reap_dead_runs()
-    exps = {e.experiment_id: e.name for e in client.search_experiments()}
-    runs = client.search_runs(list(exps), "tags.`nerflow.logical_run` != ''", order_by=["attributes.start_time DESC"],
-                              max_results=args.limit) if exps else []
+    from nerflow.prefect_tasks import mlflow_pages
+
+    exps = {e.experiment_id: e.name for e in mlflow_pages.experiments(client)}   # all of them, past the first page
+    runs = mlflow_pages.runs(client, list(exps), "tags.`nerflow.logical_run` != ''",
+                             order_by=["attributes.start_time DESC"], limit=args.limit)
     rows = [run_row(client, r, exps) for r in runs]
     if args.json:
         print(json.dumps(rows, indent=1))

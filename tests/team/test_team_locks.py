@@ -40,7 +40,8 @@ def test_promotions_of_one_alias_take_turns_on_the_prefect_server(team, team_env
     first, second = hold_in_two_processes(env, ("champion", "champion"))
     assert second[0] >= first[1] - 0.05, (first, second)   # the second entered after the first left
     limits = httpx.post(f"{team.prefect_api_url}/v2/concurrency_limits/filter", auth=PREFECT_AUTH, json={}).json()
-    assert "nerflow-promote-lock-model-champion" in {limit["name"] for limit in limits}
+    # taken on the Prefect server, and deleted by its last holder when done (tasks/global_locks.py)
+    assert "nerflow-promote-lock-model-champion" not in {limit["name"] for limit in limits}
     # control: two different aliases do not wait for each other, so the measurement above can see an overlap
     a, b = hold_in_two_processes(env, ("champion", "staging"))
     assert b[0] < a[1], (a, b)
