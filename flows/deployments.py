@@ -26,6 +26,7 @@ from nerflow.flows.prefect_server import ServiceUnavailable
 
 log = logging.getLogger("nerflow.schedule")
 FLOW_NAME = "nerflow-scheduled"
+SCHEDULE_SLUG = "nerflow"   # the one schedule's identity within its deployment (create_schedule)
 SCHEDULER_SETTLE_S = 5.0   # quiet this long: a pass of Prefect's scheduler under way has inserted its runs
 START_ONE = ("start one with `make team-up && source .team/team.env` (PostgreSQL, MLflow and Prefect servers on "
              "this machine), or `prefect server start` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`")
@@ -84,8 +85,9 @@ def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: C
                     limit=1, collision_strategy=strategy), description=description, tags=["nerflow"],
                 work_pool_name=pool, job_variables=job_variables(pool), entrypoint_type=EntrypointType.MODULE_PATH)
             deployment_id = deployment.apply()
-            client.create_deployment_schedules(deployment_id, [(cadence.schedule(), True)])
-            return str(deployment_id), True
+            if create_schedule(client, deployment_id, cadence):
+                return str(deployment_id), True
+            existing = client.read_deployment(deployment_id)   # another `nerflow schedule NAME` created it first
         pause_and_clear(client, existing.id)
         schedules = client.read_deployment_schedules(existing.id)
         if schedules:
@@ -93,12 +95,27 @@ def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: C
             for extra in schedules[1:]:
                 client.delete_deployment_schedule(existing.id, extra.id)
         else:
-            client.create_deployment_schedules(existing.id, [(cadence.schedule(), True)])
+            create_schedule(client, existing.id, cadence)
         client.update_deployment(existing.id, DeploymentUpdate(   # last: this also resumes it
             parameters=parameters, description=description, concurrency_limit=1, paused=False,
             concurrency_options=ConcurrencyOptions(collision_strategy=strategy), work_pool_name=pool,
             job_variables=job_variables(pool), tags=sorted({*existing.tags, "nerflow"})))
         return str(existing.id), False
+
+
+def create_schedule(client, deployment_id, cadence: Cadence) -> bool:
+    """Create the deployment's one schedule, under the slug SCHEDULE_SLUG; False when it exists already. Prefect
+    keeps a schedule's slug unique within its deployment, so of two `nerflow schedule NAME` that both found no
+    schedule, one creates it and the other is refused (409) and updates it: one schedule, not two firing twice."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    try:
+        client.create_deployment_schedules(deployment_id, [(cadence.schedule(), True)], slug=SCHEDULE_SLUG)
+    except PrefectHTTPStatusError as e:
+        if e.response.status_code != 409:
+            raise
+        return False
+    return True
 
 
 def pause_and_clear(client, deployment_id) -> None:

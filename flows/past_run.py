@@ -125,10 +125,10 @@ def reap_dead_runs() -> None:
     """Runs left RUNNING by a process that died (kill -9) are marked KILLED, and their orphaned temporary Prefect
     servers stopped, by the next nerflow command on the host."""
     from nerflow.flows.prefect_server import stop_orphans
-    from nerflow.prefect_tasks import tracking
+    from nerflow.prefect_tasks import liveness, tracking
 
     stop_orphans()
-    for run_id in tracking.reap_dead_runs(tracking.configure()):
+    for run_id in liveness.reap_dead_runs(tracking.configure()):
         log.warning("run %s was left RUNNING by a process on this host that ended without closing it (killed, or "
                     "the tracking server was unreachable): marked KILLED; the same command, or `nerflow rerun %s`, "
                     "continues it", run_id, run_id)

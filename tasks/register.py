@@ -29,6 +29,7 @@ from nerflow.models import SERVED_ARTIFACT, weights_sha256
 from nerflow.outputs import OUTPUT_FILE, Registered, write_fields
 from nerflow.plan import StagePlan
 from nerflow.prefect_tasks import model_page, tracking
+from nerflow.prefect_tasks.registration_lock import registration_lock
 from nerflow.prefect_tasks.stage import RunContext
 
 log = logging.getLogger("nerflow.register")
@@ -157,8 +158,11 @@ _UNDO: contextvars.ContextVar[Undo] = contextvars.ContextVar("nerflow_register_u
 
 @contextlib.contextmanager
 def transaction(ctx: RunContext, step: StagePlan) -> Iterator[Undo]:
-    """Compute and record as one: if anything fails after the registry changed, the change is undone."""
-    with all_or_nothing(tracking.configure(), ctx.cfg.registry.model_name) as undo:
+    """Compute and record as one: if anything fails after the registry changed, the change is undone. Under the
+    register key's lock (tasks/registration_lock.py): the look-up of a version with this key and the creation of
+    one are a single step across hosts, whatever their promote settings."""
+    with registration_lock(ctx.cfg.registry.model_name, step.key), \
+            all_or_nothing(tracking.configure(), ctx.cfg.registry.model_name) as undo:
         token = _UNDO.set(undo)
         try:
             yield undo

@@ -9,7 +9,6 @@ import contextlib
 import importlib.metadata
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from nerflow import redact, run_label
 from nerflow.config import PipelineConfig, config_hash, flatten, resolved_dict
+from nerflow.prefect_tasks.liveness import HOST_TAG, process_tags  # noqa: F401 - HOST_TAG: read here by flows
 from nerflow.progress import TrainingInterrupted
 
 STORE_DIR = Path("mlruns")
@@ -129,7 +129,6 @@ def library_versions() -> dict[str, str]:
 
 
 LOGICAL_RUN_TAG, ATTEMPTS_TAG = "nerflow.logical_run", "nerflow.attempts"
-PID_TAG, HOST_TAG, PID_STARTED_TAG = "nerflow.pid", "nerflow.host", "nerflow.pid_started"
 RUN_NAME_TAG = "mlflow.runName"
 
 
@@ -139,14 +138,6 @@ def find_logical_run(client: MlflowClient, experiment: str, logical_run: str):
         [exp.experiment_id], filter_string=f"tags.`{LOGICAL_RUN_TAG}` = '{logical_run}'",
         order_by=["attributes.start_time DESC"], max_results=1)   # the newest one: one page suffices
     return runs[0] if runs else None
-
-
-def process_tags() -> dict[str, str]:
-    """Who runs the attempt: a later command on this host marks the run KILLED once this process is gone."""
-    import psutil
-
-    me = psutil.Process()
-    return {PID_TAG: str(me.pid), HOST_TAG: socket.gethostname(), PID_STARTED_TAG: f"{me.create_time():.2f}"}
 
 
 def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_run_id: str | None,
@@ -181,29 +172,6 @@ def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_r
     client.log_text(run_id, yaml.safe_dump(redact.mapping(resolved_dict(cfg)), sort_keys=False),
                     "config/resolved.yaml")
     return run_id
-
-
-def reap_dead_runs(client: MlflowClient) -> list[str]:
-    """Mark KILLED every RUNNING pipeline run whose process on this host is gone (kill -9, a lost terminal): the
-    run lock died with it, and without this the run would show RUNNING forever. Returns their run ids."""
-    import psutil
-
-    host, reaped = socket.gethostname(), []
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        return reaped
-    for run in client.search_runs(experiments, f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"):
-        tags = run.data.tags
-        try:
-            alive = f"{psutil.Process(int(tags[PID_TAG])).create_time():.2f}" == tags.get(PID_STARTED_TAG)
-        except (psutil.NoSuchProcess, KeyError, ValueError):
-            alive = False
-        if not alive:
-            log_tags(client, run.info.run_id, {"error": f"process {tags.get(PID_TAG)} on {host} ended without closing "
-                                                        "the run (killed); found by a later nerflow command"})
-            client.set_terminated(run.info.run_id, "KILLED")
-            reaped.append(run.info.run_id)
-    return reaped
 
 
 def attempt_of(client: MlflowClient, run_id: str) -> int:

@@ -1,12 +1,14 @@
 """One process per logical run: a live holder blocks a second run, a dead one's lock is taken over."""
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -199,3 +201,66 @@ def test_a_stage_computes_when_the_holder_gave_up(tmp_path, holder):
     entry, reused = compute_once(stage_context(tmp_path), adapter, step, {})
     assert reused is False and entry == cache.lookup(tmp_path, "train", "k1")
     assert (entry / "model.bin").read_text() == "mine"
+
+
+class PausingFcntl:
+    """nerflow.locks's view of the fcntl module: in the `reader` thread, the first lock call on a lock file returns
+    and then waits until the writer thread has tried its run lock. So the reader is in the middle of testing the lock
+    (holding whatever that test takes) exactly while the writer starts: the overlap cache pruning had with a run's
+    start, forced instead of hit by chance."""
+
+    def __init__(self, reader_in: threading.Event, writer_done: threading.Event):
+        self.reader_in, self.writer_done, self.reader = reader_in, writer_done, None
+
+    def __getattr__(self, name):
+        return getattr(fcntl, name)
+
+    def _after(self, result):
+        if threading.current_thread() is self.reader and not self.reader_in.is_set():
+            self.reader_in.set()
+            assert self.writer_done.wait(timeout=30), "the writer never tried its lock"
+        return result
+
+    def flock(self, *args):
+        return self._after(fcntl.flock(*args))
+
+    def fcntl(self, *args):
+        return self._after(fcntl.fcntl(*args))
+
+
+def test_a_reader_of_the_locks_never_makes_a_starting_run_fail(tmp_path, monkeypatch):
+    """`nerflow cache prune` (held_locks) while a run starts (run_lock): the run gets its lock. With a shared flock
+    as the test, the reader held the lock for an instant and the run was refused as "already running in process
+    None ... 1970"."""
+    import nerflow.locks
+
+    with run_lock(tmp_path, "run-a"):   # the lock file exists, as after any earlier run
+        pass
+    reader_in, writer_done = threading.Event(), threading.Event()
+    pausing = PausingFcntl(reader_in, writer_done)
+    monkeypatch.setattr(nerflow.locks, "fcntl", pausing)
+    seen: list = []
+    reader = threading.Thread(target=lambda: seen.append(held_locks(tmp_path)))
+    pausing.reader = reader
+    reader.start()
+    try:
+        assert reader_in.wait(timeout=30), "held_locks made no lock call"
+        with run_lock(tmp_path, "run-a", {"train": "k1"}):   # raised RunLockedError before
+            writer_done.set()
+            reader.join(timeout=30)
+            assert [h["logical_run"] for h in held_locks(tmp_path)] == ["run-a"]   # and readers still see it
+    finally:
+        writer_done.set()
+        reader.join(timeout=30)
+    assert seen == [[]]   # the reader looked before the run took its lock: nothing was held then
+
+
+def test_a_run_refused_while_its_holder_starts_says_so(tmp_path):
+    """The holder took the lock and has not written its record yet: the refusal names no pid 'None' and no 1970."""
+    with run_lock(tmp_path, "run-a") as path:
+        path.write_text("")   # as between the holder's lock call and its record
+        with pytest.raises(RunLockedError) as refused:
+            with run_lock(tmp_path, "run-a"):
+                pass
+    assert "in another process (starting)" in str(refused.value)
+    assert "None" not in str(refused.value) and "1970" not in str(refused.value)
