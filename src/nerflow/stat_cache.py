@@ -37,6 +37,7 @@ VERSION = 1
 RACY_NS = 2_000_000_000          # coarser than any filesystem's timestamp tick (FAT's 2 s)
 MAX_ENTRIES = 50_000
 FORGET_AFTER_S = 30 * 86_400
+SEEN_EVERY_S = 86_400            # how stale an entry's "last used" may get before a check writes it anew
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 Signature = tuple[int, int, int, int, int]   # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
@@ -64,7 +65,8 @@ def file_sha256(path: Path) -> str:
 @contextlib.contextmanager
 def trusting_unchanged(cache_dir: Path | str) -> Iterator[StatCache]:
     """File hashes in this block (this thread's context) come from the stat cache of `cache_dir` where the file is
-    unchanged; the cache is saved on the way out (not after an error: nothing learnt then is needed)."""
+    unchanged; what was learnt is saved on the way out (not after an error: then nothing learnt is needed). A check
+that found every file unchanged writes nothing."""
     cache = StatCache(Path(cache_dir) / CACHE_FILE)
     token = _ACTIVE.set(cache)
     try:
@@ -79,7 +81,7 @@ class Entry:
     signature: Signature
     sha256: str
     hashed_ns: int   # when hashing started (this host's clock): the racy check is made again on every read
-    seen_s: int      # when last hashed or trusted: for forgetting entries of files no check asks for any more
+    seen_s: int      # when last hashed or trusted (to the day): to forget files no check asks for any more
 
     def to_json(self) -> list:
         return [*self.signature, self.sha256, self.hashed_ns, self.seen_s]
@@ -120,8 +122,10 @@ class StatCache:
         entry = self._entries.get(key)
         if entry is not None and entry.signature == before:
             self.trusted += 1
-            entry.seen_s = self._clock() // 1_000_000_000
-            self._touched[key] = entry
+            now_s = self._clock() // 1_000_000_000
+            if entry.seen_s < now_s - SEEN_EVERY_S:   # not a write per tick just to say "still used"
+                entry.seen_s = now_s
+                self._touched[key] = entry
             return entry.sha256
         started = self._clock()
         digest = _hash_file(path)

@@ -58,9 +58,12 @@ def test_an_unchanged_file_is_not_read_again(tmp_path, hashes, a_minute_later):
     f, cache_file = tmp_path / "train.txt", tmp_path / "cache" / CACHE_FILE
     f.write_bytes(b"John B-PER\n" * 1000)
     assert check(cache_file, f) == sha(f.read_bytes()) and hashes == ["train.txt"]
+    written = (cache_file.stat().st_ino, cache_file.stat().st_mtime_ns)
     for _ in range(3):
         assert check(cache_file, f) == sha(f.read_bytes())
     assert hashes == ["train.txt"]
+    # nothing learnt, nothing written (a save renames a new file in)
+    assert (cache_file.stat().st_ino, cache_file.stat().st_mtime_ns) == written
     assert [p.name for p in cache_file.parent.iterdir()] == [CACHE_FILE]   # written by rename: no temp file left
 
 
