@@ -66,7 +66,7 @@ def file_sha256(path: Path) -> str:
 def trusting_unchanged(cache_dir: Path | str) -> Iterator[StatCache]:
     """File hashes in this block (this thread's context) come from the stat cache of `cache_dir` where the file is
     unchanged; what was learnt is saved on the way out (not after an error: then nothing learnt is needed). A check
-that found every file unchanged writes nothing."""
+    that found every file unchanged writes nothing."""
     cache = StatCache(Path(cache_dir) / CACHE_FILE)
     token = _ACTIVE.set(cache)
     try:
