@@ -6,7 +6,9 @@ ends in seconds: this module imports Prefect and the planning code only (no torc
 configured data files, model files and code, and asks the registry (tasks/registered.py). The pipeline, and with it
 torch, is imported only when there is work to do. What counts as a change: the content of the configured data
 files (`data.dir` + train/validation/test names), the base model's files, the config and nerflow's code. A new
-file beside the configured ones is not read, so it changes nothing.
+file beside the configured ones is not read, so it changes nothing. A file whose inode, size, mtime and ctime are
+those recorded when it was last hashed is not read again (nerflow.stat_cache); the pipeline, when it runs, plans
+again from content alone.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ def scheduled_pipeline(config: str, overrides: list[str] | None = None, workdir:
 
 
 def _retrain_if_changed(config: str, overrides: list[str] | None, workdir: str | None):
+    from nerflow import stat_cache
     from nerflow.config import load_config
     from nerflow.flows.deploy_checks import check_flow_run
     from nerflow.plan import make_plan
@@ -52,7 +55,8 @@ def _retrain_if_changed(config: str, overrides: list[str] | None, workdir: str |
     checked = check_flow_run(config, overrides, workdir)   # anyone on the Prefect server can edit these: first
     os.chdir(checked.workdir)
     cfg = load_config(config, list(overrides or []))   # the path as given: the errors name it so
-    plan = make_plan(cfg)
+    with stat_cache.trusting_unchanged(cfg.cache_dir):   # unchanged files keep their hash; the pipeline rehashes
+        plan = make_plan(cfg)
     client = tracking.configure()
     done = registered.find_registered(client, cfg, plan)
     if done is not None:

@@ -251,17 +251,3 @@ def clear_tags(client: MlflowClient, run, keys: list[str]) -> None:
 
 def log_json(client: MlflowClient, run_id: str, value: dict, artifact_file: str) -> None:
     client.log_text(run_id, redact.text(json.dumps(value, indent=2, default=str)), artifact_file)
-
-
-def log_dataset(client: MlflowClient, run_id: str, path: Path, name: str, context: str) -> None:
-    """Record a split as an MLflow dataset input (source path + content digest + row count)."""
-    import pandas as pd
-    from mlflow.entities import DatasetInput, InputTag
-
-    df = pd.read_json(path, lines=True)
-    # the examples themselves (NER: tokens, tags; text classification: text, labels), not where they came from
-    content = df.drop(columns=["source", "doc"], errors="ignore")
-    dataset = mlflow.data.from_pandas(content, source=str(path.resolve()), name=name)
-    client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(),
-                                            tags=[InputTag("mlflow.data.context", context)])])
-

@@ -9,7 +9,7 @@ from nerflow import data_identity, task_types
 from nerflow.data import SPLITS
 from nerflow.outputs import Validated, write_fields
 from nerflow.plan import StagePlan
-from nerflow.prefect_tasks import tracking
+from nerflow.prefect_tasks import datasets, tracking
 from nerflow.prefect_tasks.stage import RunContext
 from nerflow.validation import ValidationFailed, render_html
 
@@ -39,7 +39,7 @@ def record(ctx: RunContext, step: StagePlan, upstream: dict, output: Validated) 
         stored = json.loads((out / "report.json").read_text())
         tracking.log_metrics(client, ctx.run_id, data_metrics(stored["metrics"]))
     for split in SPLITS:
-        tracking.log_dataset(client, ctx.run_id, out / f"{split}.jsonl", f"{split}-{output.data_hash[:12]}", split)
+        datasets.log_dataset(client, ctx.run_id, out / f"{split}.jsonl", f"{split}-{output.data_hash[:12]}", split)
     tracking.log_tags(client, ctx.run_id, {"data_hash": output.data_hash})
     return output
 

@@ -26,6 +26,7 @@ from typing import TypeVar
 
 from nerflow.config import ConfigError, DataConfig
 from nerflow.data import READ_LEDGER, SPLITS, DataError
+from nerflow.stat_cache import file_sha256
 
 T = TypeVar("T")
 _COMMIT = re.compile(r"[0-9a-f]{40}")   # how the hub spells a commit (huggingface_hub's REGEX_COMMIT_HASH)
@@ -80,7 +81,7 @@ def identity(cfg: DataConfig) -> dict[str, str]:
     for role, path in role_paths(cfg).items():
         if cfg.format == "folders":
             files = label_folder_layout(path).values()
-            described[role] = _folder(_tree_digest((f.relative_to(path).as_posix(), _sha256(f))
+            described[role] = _folder(tree_digest((f.relative_to(path).as_posix(), _sha256(f))
                                                    for fs in files for f in fs))
         elif not path.is_file():
             raise DataError(f"{path}: file not found")
@@ -175,7 +176,7 @@ def _identity_read(paths: dict[str, Path], folders: bool, ledger: dict[str, str]
         if folders:   # a document is root/label/file: exactly two levels below the root, as label_folder_layout lists
             files = [(PurePath(p).relative_to(key).as_posix(), digest) for p, digest in ledger.items()
                      if os.path.dirname(os.path.dirname(p)) == key]
-            value = _folder(_tree_digest(files)) if files else None
+            value = _folder(tree_digest(files)) if files else None
         else:
             value = _file(ledger[key]) if key in ledger else None
         if value is None:
@@ -216,18 +217,14 @@ def _dataset_folder_identity(root: Path) -> str:
         if f.is_file() and not any(p.startswith(".") for p in parts) and not any(p.startswith("__")
                                                                                for p in parts[:-1]):
             files.append((PurePath(*parts).as_posix(), _sha256(f)))
-    return _folder(_tree_digest(files))
+    return _folder(tree_digest(files))
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path)   # the scheduled check's stat cache may answer (nerflow.stat_cache); a run hashes
 
 
-def _tree_digest(files: Iterable[tuple[str, str]]) -> str:
+def tree_digest(files: Iterable[tuple[str, str]]) -> str:
     """sha256 over (relative POSIX name, sha256 of the content) in name order, each part length-prefixed so no two
     layouts hash alike. Built from per-file hashes, so the ledger's hashes rebuild it without the bytes."""
     h = hashlib.sha256()

@@ -9,7 +9,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from nerflow.data_identity import resolve_hub_revision
+from nerflow.data_identity import resolve_hub_revision, tree_digest
+from nerflow.stat_cache import file_sha256
 
 # A registered version's pyfunc holds the fine-tuned Hugging Face folder (weights, tokenizer, nerflow.json) among
 # its artifacts under this name; every task's serving module reads it.
@@ -49,18 +50,14 @@ def _unpack_minilm(target: Path) -> None:
 
 
 def model_fingerprint(resolved: str, revision: str | None = None) -> str:
-    """Hash of a local model's files (name and content), or `hub:<id>@<commit>`: the revision (None: main) resolved
-    to the commit it names now, so a moved branch is a new model (nerflow.data_identity.resolve_hub_revision)."""
+    """A local model folder by its files (relative names and sha256 of their content, nerflow.data_identity's tree
+    digest: built from per-file hashes, so the scheduled check's stat cache can answer for unchanged files), or
+    `hub:<id>@<commit>`: the revision (None: main) resolved to the commit it names now, so a moved branch is a new
+    model (nerflow.data_identity.resolve_hub_revision)."""
     path = Path(resolved)
     if not path.is_dir():
         return f"hub:{resolved}@{resolve_hub_revision(resolved, revision)}"
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    return tree_digest((f.relative_to(path).as_posix(), file_sha256(f)) for f in path.rglob("*") if f.is_file())
 
 
 def is_hub_id(name_or_path: str, cache_dir: Path | None = None) -> bool:

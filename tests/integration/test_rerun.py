@@ -147,9 +147,9 @@ def test_rerun_after_a_failure_redoes_only_the_failed_stage_and_later(failing, s
 
 def test_transient_tracking_error_is_retried_and_the_run_finishes(monkeypatch, reference):
     from nerflow.flows.pipeline import pipeline
-    from nerflow.prefect_tasks import tracking
+    from nerflow.prefect_tasks import datasets
 
-    original, calls = tracking.log_dataset, []
+    original, calls = datasets.log_dataset, []
 
     def flaky(*args, **kwargs):
         calls.append(args)
@@ -157,7 +157,7 @@ def test_transient_tracking_error_is_retried_and_the_run_finishes(monkeypatch, r
             raise ConnectionError("connection refused")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(tracking, "log_dataset", flaky)
+    monkeypatch.setattr(datasets, "log_dataset", flaky)
     cfg, first = reference
     result = pipeline(cfg)
     assert len(calls) > 1                                 # called again after the failed call: retried
