@@ -4,8 +4,9 @@ The decision is nerflow.promotion's (pure); the history's encoding and stack are
 the MLflow edge: it scores each version's verified model folder with nerflow's own code (tasks/served_model.py,
 nerflow.scoring; never the version's pickled python model or bundled code), reads and writes
 registry tags and aliases, and serialises every move of one alias with a lock that holds across processes
-(tasks/promotion_lock.py). Under the lock the alias is re-read right before it moves; if it moved since the gate
-scored it (someone used the MLflow UI), the gate scores against the new champion before deciding.
+(tasks/promotion_lock.py). The gate scores before it takes the lock (a hung scoring holds no lock); under the lock
+the alias is re-read, and if it moved since the gate scored against it (another move, the MLflow UI), the gate
+scores again against the new champion before deciding.
 
 Crash consistency (a kill at any point, an MLflow error between two writes): every move writes its history entry as
 "intended" before it moves the alias, then the version tags, then marks the entry done (`_move`); every command that
@@ -228,37 +229,43 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
     version = str(version)
     check_version(client, name, version, task)
     check_alias_task(client, name, alias, task)
-    with promotion_lock(name, alias):
-        entries, champion = settle_history(client, name, alias)
-        rolled_back = is_rolled_back(client, name, version, entries)
-        for _ in range(MAX_RESCORES):
-            decision = _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task,
-                               (trust, trust_hint))
-            now = alias_version(client, name, alias)
-            if now == champion:
-                break
-            log.info("@%s moved from %s to %s while scoring: scoring against the new champion", alias, champion, now)
-            champion = note_external_move(client, name, alias, entries)
-        else:
-            raise RuntimeError(f"@{alias} of {name} kept moving while it was being scored; try again")
-        verdict = "accepted" if decision.accepted else "rejected"
-        awaiting = approval and not auto and decision.accepted and champion != version
-        if awaiting:   # written under the lock, in one pass: never an "accepted" that a person must not act on
-            client.set_model_version_tag(name, version, AGAINST_TAG, champion or "")
-            tag_decision(client, name, version, promotion.AWAITING, f"{promotion.approval_hint(name, version)}; the "
-                         f"gate accepted it: {decision.reason}")
-        else:
-            tag_decision(client, name, version, verdict, decision.reason)
-        faults.point("gate.decided")   # verdict on the version, alias not moved, no entry: the gate is rerun as is
-        if decision.accepted and auto and champion != version:
-            _move(client, name, alias, entries, action="promote", actor=actor, from_version=champion,
-                  to_version=version, reason=decision.reason, evidence=history.Evidence(
-                      challenger_f1=decision.challenger_f1, champion_f1=decision.champion_f1, **evidence))
-        held = f" (awaiting approval: {promotion.approval_hint(name, version)})" if awaiting else \
-            " (promote.auto is false: nothing moved)"
-        log.info("%s version %s: %s for @%s: %s%s", name, version, verdict, alias, decision.reason,
-                 "" if auto or not decision.accepted else held)
-    return decision
+    for _ in range(MAX_RESCORES):
+        # Scored before the lock is taken: a slow or hung scoring (a big model, a stuck download) holds no lock, so
+        # the alias's other moves (force, rollback, another gate) go on. Under the lock the champion must still be
+        # the one scored against; if it moved meanwhile, score again against the new one.
+        champion = alias_version(client, name, alias)
+        rolled_back = is_rolled_back(client, name, version, read_history(client, name, alias))
+        faults.point("gate.scoring")   # nothing written yet, no lock held: a hang here blocks no other move
+        decision = _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task,
+                           (trust, trust_hint))
+        with promotion_lock(name, alias):
+            entries, now = settle_history(client, name, alias)
+            if now == champion and is_rolled_back(client, name, version, entries) == rolled_back:
+                _apply(client, name, version, alias, decision, entries, champion, auto, approval, actor, evidence)
+                return decision
+        log.info("@%s moved from %s to %s while scoring: scoring against the new champion", alias, champion, now)
+    raise RuntimeError(f"@{alias} of {name} kept moving while it was being scored; try again")
+
+
+def _apply(client, name, version, alias, decision, entries, champion, auto, approval, actor, evidence) -> None:
+    """The gate's decision written (and, when `auto` and accepted, the alias moved): under promotion_lock."""
+    verdict = "accepted" if decision.accepted else "rejected"
+    awaiting = approval and not auto and decision.accepted and champion != version
+    if awaiting:   # written under the lock, in one pass: never an "accepted" that a person must not act on
+        client.set_model_version_tag(name, version, AGAINST_TAG, champion or "")
+        tag_decision(client, name, version, promotion.AWAITING, f"{promotion.approval_hint(name, version)}; the "
+                     f"gate accepted it: {decision.reason}")
+    else:
+        tag_decision(client, name, version, verdict, decision.reason)
+    faults.point("gate.decided")   # verdict on the version, alias not moved, no entry: the gate is rerun as is
+    if decision.accepted and auto and champion != version:
+        _move(client, name, alias, entries, action="promote", actor=actor, from_version=champion,
+              to_version=version, reason=decision.reason, evidence=history.Evidence(
+                  challenger_f1=decision.challenger_f1, champion_f1=decision.champion_f1, **evidence))
+    held = f" (awaiting approval: {promotion.approval_hint(name, version)})" if awaiting else \
+        " (promote.auto is false: nothing moved)"
+    log.info("%s version %s: %s for @%s: %s%s", name, version, verdict, alias, decision.reason,
+             "" if auto or not decision.accepted else held)
 
 
 def _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task, trusted
