@@ -5,7 +5,7 @@ NERFLOW := $(VENV)/bin/nerflow
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
-.PHONY: install run test sample clean-state debian-deps team-up team-down
+.PHONY: install run test sample clean-state debian-deps team-up team-down team-wipe
 
 # Local team servers (infra/team.py): their state, logs and artifacts live here.
 TEAM_DIR ?= .team
@@ -39,11 +39,18 @@ test: install debian-deps
 	$(VENV)/bin/pytest -q --durations=30
 
 # PostgreSQL + MLflow + Prefect (UI on) on 127.0.0.1, free ports; `source $(TEAM_DIR)/team.env` points a shell at them.
+# A second team-up starts the servers again on what $(TEAM_DIR) keeps (same models, history, accounts, passwords).
 team-up: install debian-deps
 	PYTHON=$(PY) bash infra/local-up.sh $(TEAM_DIR)
 
+# Stops the servers; keeps all their data (database, artifacts, accounts, secrets) for the next team-up.
 team-down:
 	PYTHON=$(PY) bash infra/local-down.sh $(TEAM_DIR)
+
+# Deletes the team for good (every model, run, artifact, account): asks you to type the state dir's name first,
+# refuses while the servers run. Scripts: $(PY) infra/team.py wipe --state-dir DIR --yes
+team-wipe:
+	$(PY) infra/team.py wipe --state-dir $(TEAM_DIR)
 
 # Start over: no virtualenv, no MLflow store, no Prefect state, no cached stage outputs.
 clean-state:

@@ -1,7 +1,10 @@
 """Local team servers: PostgreSQL (Debian's binaries), `mlflow server` and `prefect server start` on it, on free
-ports of one host address, no docker. Importable (tests: TeamServers) and a CLI: `python infra/team.py up|down|env
---state-dir DIR`. Everything lives in DIR (state.json, team.env, logs/, artifacts/, prefect-home/) except the
-PostgreSQL data dir, which sits in a /tmp dir the `postgres` user can reach when we run as root.
+ports of one host address, no docker. Importable (tests: TeamServers) and a CLI: `python infra/team.py
+up|down|env|wipe --state-dir DIR`. Everything lives in DIR (state.json, team.env, logs/, artifacts/, prefect-home/,
+postgres/; as root, the cluster goes to a /var/tmp dir when the `postgres` user cannot reach DIR).
+
+`down` stops the servers and keeps their data; the next `up` starts them on it, with the same secrets and accounts.
+Only `wipe` deletes a team, confirmed and never while it runs (infra/team_state.py).
 
 A server is stopped only if it is provably the one this state started: state.json keeps each server's identity
 (pid, start time, command line; nerflow.processes), not just its pid, which the kernel may have handed to another
@@ -15,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -28,44 +29,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import team_accounts as accounts  # noqa: E402
 import team_postgres as postgres  # noqa: E402
-from team_processes import free_ports, group_alive, port_open, stop_group  # noqa: E402, F401 (tests use port_open)
+import team_state  # noqa: E402
+from team_accounts import new_secrets, write_private  # noqa: E402
+from team_commands import MLFLOW_ADMIN, server_command  # noqa: E402
+from team_processes import free_ports, is_ours, port_open, stop_group  # noqa: E402 (tests use port_open)
 
-from nerflow.processes import ProcessId, owned  # noqa: E402
+from nerflow.processes import ProcessId  # noqa: E402
 
-MLFLOW_ADMIN = "admin"     # the account team.env hands out (the admin's shell); workers use run.env and
-                           # promoter.env, the two role accounts (infra/team_accounts.py)
-PREFECT_LOGIN = "team"     # Prefect's open-source server has one shared login: the auth string `team:<secret>`
 START_TIMEOUT = {"mlflow": 180.0, "prefect": 360.0}  # first start migrates both schemas on 2 busy cores
-CLIENT_VARS = {"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-               "MLFLOW_TRACKING_TOKEN", "PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING"}
 HEALTH_PATH = {"mlflow": "/health", "prefect": "/api/health"}
-# Short service loops so a schedule of a few seconds fires in a test; a variable already in the environment wins.
-FAST_SERVICES = {
-    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
-    "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
-    "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "2",
-    "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "5",
-    "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "2",
-    "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS": "5",
-}
-
-
-AUTH_DB = "mlflow-auth.db"   # MLflow's accounts and permissions, in DIR
-
-
-def new_secrets() -> dict[str, str]:
-    """token_urlsafe: [A-Za-z0-9_-], safe in a URL, a SQL literal and an env file without quoting."""
-    made = {f"pg_{s}": secrets.token_urlsafe(24) for s in postgres.SERVICES}
-    made |= {f"mlflow_{a}": secrets.token_urlsafe(24) for a in accounts.ACCOUNTS}
-    return {**made, "mlflow_admin": secrets.token_urlsafe(24), "flask_key": secrets.token_urlsafe(32),
-            "prefect_auth": f"{PREFECT_LOGIN}:{secrets.token_urlsafe(24)}"}
-
-
-def write_private(path: Path, text: str) -> None:
-    """A file holding secrets: created 0600 before anything is written into it (also when an older one was laxer)."""
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text)
+SERVERS = ("postgres", "mlflow", "prefect")
 
 
 class TeamServers:
@@ -107,38 +80,70 @@ class TeamServers:
                 "PREFECT_API_AUTH_STRING": secrets_["prefect_auth"], **accounts.ROLE_ENV.get(account, {})}
 
     def up(self) -> dict[str, str]:
-        if any(group_alive(pid) for pid in self.state.get("pids", {}).values()):
-            raise RuntimeError(f"team servers from {self.dir} are running: run `down` first")
-        self.down()  # what a crashed earlier `up` on this DIR left (a PostgreSQL, a /tmp dir)
-        for sub in ("logs", "artifacts"):  # a fresh database: fresh artifacts and logs too
-            shutil.rmtree(self.dir / sub, ignore_errors=True)
-        (self.dir / "logs").mkdir(parents=True)
-        ports = dict(zip(("postgres", "mlflow", "prefect"), free_ports(self.host, 3)))
-        self.state = {"host": self.host, "ports": ports, "pids": {}, "secrets": new_secrets()}
+        """Start the team on what this state dir keeps (a new, empty team the first time); a team already running
+        from it is left as it is (`running`)."""
+        if self.running():
+            return self.env
+        self.down()  # what a crashed earlier `up` or a dead server left running: stopped, its data kept
+        root = Path(self.state["pg_root"]) if self.state.get("pg_root") else None
+        kept = root is not None and postgres.has_cluster(root)
+        team_state.refuse_partial(self.dir, self.state, kept)
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        ports = self.state.get("ports", {})
+        if not (kept and self.state.get("host") == self.host and ports and
+                not any(port_open(self.host, p) for p in ports.values())):   # the same addresses when free
+            ports = dict(zip(("postgres", "mlflow", "prefect"), free_ports(self.host, 3)))
+        self.state = {"host": self.host, "ports": ports, "pids": {},
+                      "secrets": self.state["secrets"] if kept else new_secrets(),
+                      **({"pg_root": str(root)} if kept else {})}
         try:
-            self._start_postgres()
+            self._start_postgres(new=not kept)
             self._spawn("mlflow"), self._spawn("prefect")  # both migrate at once: the waits overlap
             self._wait("mlflow"), self._wait("prefect")
+            # kept: the accounts exist and keep their passwords (one changed through MLflow's API included)
             accounts.create_accounts(self.mlflow_uri, (MLFLOW_ADMIN, self.state["secrets"]["mlflow_admin"]),
                                      {a: self.state["secrets"][f"mlflow_{a}"] for a in accounts.ACCOUNTS})
         except BaseException:
             self.down()
+            if not kept:   # a new team that never came up: nothing in it to keep, the next `up` starts afresh
+                team_state.delete(self.dir, self.state, keep=("logs", "state.json"))   # logs: for a post-mortem
+                self.state = {k: self.state[k] for k in ("host", "ports", "pids")}
+                self._save()
             raise
         write_private(self.dir / "team.env", accounts.env_text(self.env))
         for account, path in accounts.account_files(self.dir).items():
             write_private(path, accounts.env_text(self.account_env(account)))
         return self.env
 
+    def alive(self) -> list[str]:
+        """The servers of this state that run, each provably the one it started."""
+        procs = self.state.get("procs", {})
+        return [name for name in SERVERS if is_ours(name, ProcessId.from_json(procs.get(name)))]
+
+    def running(self) -> bool:
+        return len(self.alive()) == len(SERVERS)
+
     def down(self) -> None:
+        """Stop the servers; keep everything they store (team_state: only `wipe` deletes it)."""
         for name in ("prefect", "mlflow"):
             self._stop(name)
         self._stop_postgres()
         for path in [self.dir / "team.env", *accounts.account_files(self.dir).values()]:
-            path.unlink(missing_ok=True)
-        (self.dir / AUTH_DB).unlink(missing_ok=True)   # its accounts went with the databases
+            path.unlink(missing_ok=True)   # they point at servers that no longer answer: `up` writes them again
         if self.state:
-            self.state.pop("secrets", None)  # what they protected is gone
             self._save()
+
+    def wipe(self) -> None:
+        """Delete the team: its cluster, artifacts, accounts, secrets and logs. Refused while a server runs."""
+        self.refuse_while_running()
+        team_state.delete(self.dir, self.state)
+        self.state = {}
+
+    def refuse_while_running(self) -> None:
+        alive = self.alive()
+        if alive:
+            raise RuntimeError(f"team servers from {self.dir} are running ({', '.join(alive)}): stop them first "
+                               f"(make team-down, or `python infra/team.py down --state-dir {self.dir}`)")
 
     def stop_mlflow(self, kill: bool = False) -> None:
         self._stop("mlflow", kill=kill)
@@ -163,68 +168,31 @@ class TeamServers:
         """state.json holds the secrets: written 0600 (write_private)."""
         write_private(self.dir / "state.json", json.dumps(self.state, indent=2))
 
-    def _start_postgres(self) -> None:
-        root = postgres.make_root()
+    def _start_postgres(self, new: bool) -> None:
+        root = postgres.cluster_root(self.dir) if new else Path(self.state["pg_root"])
         self.state["pg_root"] = str(root)
         self._save()
         port = self.state["ports"]["postgres"]
         self._remember("postgres", postgres.start(root, self.host, port))
-        postgres.create_service_databases(root, port, {s: self.state["secrets"][f"pg_{s}"]
-                                                       for s in postgres.SERVICES})
+        if new:   # a kept cluster has its roles, databases and passwords: nothing to create, nothing to reset
+            postgres.create_service_databases(root, port, {s: self.state["secrets"][f"pg_{s}"]
+                                                           for s in postgres.SERVICES})
 
     def _stop_postgres(self) -> None:
+        """`pg_ctl stop`; the cluster itself stays where state.json's pg_root says (`wipe` deletes it)."""
         root = Path(self.state.get("pg_root") or "/nonexistent")
         pid_file = root / "data" / "postmaster.pid"
         recorded = ProcessId.from_json(self.state.get("procs", {}).pop("postgres", None))
         if not postgres.stop(root):   # hung or half dead: the postmaster leads its own group (pg_ctl setsid()s)
             # the pid in postmaster.pid may be stale (a postmaster killed -9): only the one we started
-            if pid_file.exists() and self._is_ours("postgres", recorded, int(pid_file.read_text().split()[0])):
+            if pid_file.exists() and is_ours("postgres", recorded, int(pid_file.read_text().split()[0])):
                 stop_group(recorded.pid, kill=True)
         if (root / "postgres.log").exists() and (self.dir / "logs").is_dir():
-            shutil.copyfile(root / "postgres.log", self.dir / "logs" / "postgres.log")  # kept for a post-mortem
-        shutil.rmtree(root, ignore_errors=True)
-        self.state.pop("pg_root", None)
-
-    def _command(self, name: str) -> tuple[list[str], dict[str, str]]:
-        port, env = str(self.state["ports"][name]), dict(os.environ)
-        for key in [k for k in env if k in CLIENT_VARS or k.startswith(("PREFECT_API_DATABASE",
-                                                                          "PREFECT_SERVER_DATABASE"))]:
-            del env[key]  # a caller's client settings (tracking URI, API URL, test databases) are not ours
-        secrets_ = self.state["secrets"]
-        if name == "mlflow":
-            # Secrets (store URI with its password, admin password, Flask key) go by environment, not argv: argv is
-            # visible in ps. The auth database is a file here: no password in the auth config file.
-            # No job runner: it forks ~7 huey consumers (GenAI jobs nerflow never uses) and leaves a /dev/shm dir.
-            # Each request's password check is a PBKDF2 hash (~0.4 s of a busy core): cached for a minute after a
-            # success. With one worker a password changed through the API is seen at once (MLflow's basic_auth.ini).
-            config = self.dir / "mlflow-auth.ini"
-            config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{self.dir / AUTH_DB}\n"
-                              f"admin_username = {MLFLOW_ADMIN}\nauth_cache_ttl_seconds = 60\n")
-            env.update(MLFLOW_BACKEND_STORE_URI=self.postgres_url("mlflow"), MLFLOW_DISABLE_TELEMETRY="true",
-                       MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_AUTH_CONFIG_PATH=str(config),
-                       MLFLOW_AUTH_ADMIN_USERNAME=MLFLOW_ADMIN, MLFLOW_AUTH_ADMIN_PASSWORD=secrets_["mlflow_admin"],
-                       MLFLOW_FLASK_SERVER_SECRET_KEY=secrets_["flask_key"],
-                       NERFLOW_PROMOTERS=",".join(accounts.PROMOTERS))
-            # nerflow-roles (infra/mlflow-roles): basic-auth plus "only promoters move @champion or write its history"
-            return [self.python, "-m", "mlflow", "server", "--app-name", "nerflow-roles", "--serve-artifacts",
-                    "--artifacts-destination", str(self.dir / "artifacts"), "--host", self.host, "--port", port,
-                    "--workers", "1"], env
-        env.update(PREFECT_SERVER_DATABASE_CONNECTION_URL=self.postgres_url("prefect").replace(
-            "postgresql://", "postgresql+asyncpg://"), PREFECT_SERVER_API_AUTH_STRING=secrets_["prefect_auth"],
-            PREFECT_HOME=str(self.dir / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-            PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false")   # no "Prefect Cloud" toast in a team's UI
-        # The UI asks /ui-settings where its API is; unset, the answer is 127.0.0.1:4200, not this server. A value
-        # in the environment wins (a proxy in front of the server: the address browsers use).
-        if not {"PREFECT_SERVER_UI_API_URL", "PREFECT_UI_API_URL"} & env.keys():
-            env["PREFECT_SERVER_UI_API_URL"] = self.prefect_api_url
-        for key, value in FAST_SERVICES.items() if self.fast_services else ():
-            env.setdefault(key, value)
-        ui = ["--ui"] if self.ui else ["--no-ui"]
-        return [self.python, "-m", "prefect", "server", "start", "--host", self.host, "--port", port, *ui], env
+            shutil.copyfile(root / "postgres.log", self.dir / "logs" / "postgres.log")  # readable next to the others
 
     def _spawn(self, name: str) -> None:
         """Own session: a test's Ctrl-C does not reach the server, and its pid is the group to stop."""
-        cmd, env = self._command(name)
+        cmd, env = server_command(self, name)
         with open(self.dir / "logs" / f"{name}.log", "ab") as log:
             # cwd=DIR: the repo's prefect.toml and a .env there must not configure the server.
             proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -234,8 +202,15 @@ class TeamServers:
         self._remember(name, proc.pid)
 
     def _remember(self, name: str, pid: int) -> None:
-        """Record the server's identity, read after its exec (Popen, `pg_ctl start -w`, return only then)."""
-        found = ProcessId.of(pid) or ProcessId(pid, 0.0, ())   # one that already died: an identity nothing matches
+        """Record the server's identity, read after its exec (Popen, `pg_ctl start -w`, return only then). Popen
+        returns when exec closes its error pipe, before the kernel has set up the new command line: read at once,
+        /proc/PID/cmdline was sometimes empty, the record matched nothing, and `down` left that server running."""
+        deadline = time.monotonic() + 10
+        found = ProcessId.of(pid)
+        while found is not None and not found.cmdline and time.monotonic() < deadline:
+            time.sleep(0.01)
+            found = ProcessId.of(pid)
+        found = found or ProcessId(pid, 0.0, ())   # one that already died: an identity nothing matches
         self.state.setdefault("procs", {})[name] = found.to_json()
         self._save()
 
@@ -264,7 +239,7 @@ class TeamServers:
             # Our own child, not reaped yet: its pid (and so its group's id) cannot have been handed on. No identity
             # check: a check that failed here killed only the leader and left `mlflow server`'s uvicorn listening.
             stop_group(started_here.pid, kill=kill)
-        elif self._is_ours(name, recorded, pid):
+        elif is_ours(name, recorded, pid):
             stop_group(recorded.pid, kill=kill)
         if name in self.procs:
             proc = self.procs.pop(name)
@@ -273,34 +248,31 @@ class TeamServers:
         if self.state:
             self._save()
 
-    @staticmethod
-    def _is_ours(name: str, recorded: ProcessId | None, pid: int | None = None) -> bool:
-        """Is the process group `recorded` names still the server this state started? Yes while its leader is still
-        the recorded process (pid, start time and command line). With the leader gone (or a zombie) while its group
-        lives on, yes too: the kernel keeps a process group's id reserved while any member lives, so no process
-        started since has been given that pid. (The one case this cannot tell apart: our whole group died, a new
-        process got the pid, founded a group of its own and died leaving members. Not a case that happens.)"""
-        if recorded is None:
-            if pid:   # state.json from an older team.py: a pid only, which proves nothing about its holder now
-                print(f"team.py: not stopping {name} (pid {pid}): the state holds no start time to tell it from a "
-                      "process that reused the pid; if it is still running, stop it yourself", file=sys.stderr)
-            return False
-        return owned(recorded) or (ProcessId.of(recorded.pid) is None and group_alive(recorded.pid))
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["up", "down", "env"])
+    parser.add_argument("command", choices=["up", "down", "env", "wipe"],
+                        help="down keeps every model, run, artifact and account; wipe deletes them (asks first)")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--no-ui", action="store_true", help="Prefect server without its UI (tests)")
     parser.add_argument("--fast-services", action="store_true", help="short Prefect service loops (tests)")
+    parser.add_argument("--yes", action="store_true", help="wipe without asking (scripts)")
     args = parser.parse_args(argv)
     team = TeamServers(args.state_dir, host=args.host, fast_services=args.fast_services, ui=not args.no_ui)
     if args.command == "down":
         team.down()
         return 0
+    if args.command == "wipe":
+        return wipe(team, args.yes)
     if args.command == "up":
+        alive = team.alive()
+        if len(alive) == len(SERVERS):
+            print(f"team servers from {team.dir} are already running (MLflow {team.mlflow_uri}, Prefect "
+                  f"{team.prefect_api_url}): nothing started", file=sys.stderr)
+        elif alive:
+            print(f"team.py up: {', '.join(s for s in SERVERS if s not in alive)} of {team.dir} not running: "
+                  f"stopping {', '.join(alive)} and starting the team again on its kept data", file=sys.stderr)
         try:
             team.up()
         except RuntimeError as e:  # the message holds the failing server's log tail: no traceback needed
@@ -310,6 +282,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no team servers running from {args.state_dir}", file=sys.stderr)
         return 1
     print("".join(f"export {k}={v}\n" for k, v in team.env.items()), end="")
+    return 0
+
+
+def wipe(team: TeamServers, yes: bool) -> int:
+    """Refused while a server runs (before asking anything), then only when confirmed."""
+    if not team.dir.exists():
+        print(f"team.py wipe: nothing to wipe in {team.dir}", file=sys.stderr)
+        return 0
+    try:
+        team.refuse_while_running()
+        if not team_state.confirmed(team.dir, yes):
+            print(f"team.py wipe: not confirmed; the team in {team.dir} is kept", file=sys.stderr)
+            return 1
+        team.wipe()
+    except RuntimeError as e:
+        print(f"team.py wipe: {e}", file=sys.stderr)
+        return 1
+    print(f"team.py wipe: the team in {team.dir} is deleted; the next `up` starts an empty one", file=sys.stderr)
     return 0
 
 

@@ -10,14 +10,34 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import secrets
 import urllib.request
 from pathlib import Path
+
+import team_postgres as postgres
 
 ACCOUNTS = ("run", "promoter")
 PROMOTERS = ("promoter",)
 # What an account's env file adds: runs as `run` hand accepted versions to the promote deployment, whose worker
 # (`nerflow worker --pool nerflow-promote --promote`, sourced promoter.env) moves @champion (flows/promote_flow.py)
 ROLE_ENV = {"run": {"NERFLOW_PROMOTE_DEPLOYMENT": "nerflow-promote/promoter"}}
+PREFECT_LOGIN = "team"     # Prefect's open-source server has one shared login: the auth string `team:<secret>`
+
+
+def new_secrets() -> dict[str, str]:
+    """token_urlsafe: [A-Za-z0-9_-], safe in a URL, a SQL literal and an env file without quoting."""
+    made = {f"pg_{s}": secrets.token_urlsafe(24) for s in postgres.SERVICES}
+    made |= {f"mlflow_{a}": secrets.token_urlsafe(24) for a in ACCOUNTS}
+    return {**made, "mlflow_admin": secrets.token_urlsafe(24), "flask_key": secrets.token_urlsafe(32),
+            "prefect_auth": f"{PREFECT_LOGIN}:{secrets.token_urlsafe(24)}"}
+
+
+def write_private(path: Path, text: str) -> None:
+    """A file holding secrets: created 0600 before anything is written into it (also when an older one was laxer)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
 
 
 def _basic(username: str, password: str) -> str:

@@ -1,7 +1,8 @@
-"""The team's PostgreSQL for infra/team.py: a throw-away cluster (Debian's binaries) in a /tmp dir, one login role
-per server that owns that server's database and can reach no other, and pg_trgm (Prefect's migrations need it,
-only a superuser may create it) created once here by the bootstrap superuser. The superuser has no password: it
-logs in only over a unix socket that only postgres (and root) can reach."""
+"""The team's PostgreSQL for infra/team.py: a cluster (Debian's binaries) kept across `down` and `up` in
+STATE_DIR/postgres (or, as root when the postgres user cannot reach STATE_DIR, a /var/tmp dir; cluster_root), one
+login role per server that owns that server's database and can reach no other, and pg_trgm (Prefect's migrations
+need it, only a superuser may create it) created once, with the cluster, by the bootstrap superuser. The superuser
+has no password: it logs in only over a unix socket that only postgres (and root) can reach."""
 from __future__ import annotations
 
 import os
@@ -28,13 +29,33 @@ def log_tail(path: Path, lines: int = 40) -> str:
         return f"(no log at {path})"
 
 
-def make_root() -> Path:
-    """pytest's tmp dirs are 0700 root: the cluster goes to a 0755 dir in /tmp that postgres owns."""
-    root = Path(tempfile.mkdtemp(prefix="nerflow-pg-", dir="/tmp"))
+def make_root(parent: str = "/tmp") -> Path:
+    """pytest's tmp dirs are 0700 root: the cluster goes to a 0755 dir in `parent` that postgres owns."""
+    root = Path(tempfile.mkdtemp(prefix="nerflow-pg-", dir=parent))
+    return _own(root)
+
+
+def _own(root: Path) -> Path:
     root.chmod(0o755)
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     return root
+
+
+def cluster_root(state_dir: Path) -> Path:
+    """Where a new team's cluster goes: STATE_DIR/postgres, kept with the rest of the team's state. As root the
+    cluster runs as `postgres`, which must reach it: when it cannot search STATE_DIR (pytest's 0700 tmp dirs), a
+    dir in /var/tmp instead (not /tmp: a tmpfs, or cleaned at boot, would lose the registry)."""
+    if os.geteuid() == 0 and subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(state_dir)],
+                                            capture_output=True).returncode:
+        return make_root("/var/tmp")
+    root = Path(state_dir) / "postgres"
+    root.mkdir(parents=True)
+    return _own(root)
+
+
+def has_cluster(root: Path) -> bool:
+    return (root / "data" / "PG_VERSION").is_file()
 
 
 def pg(root: Path, tool: str, *args: str, **kw) -> None:
@@ -50,12 +71,14 @@ def pg(root: Path, tool: str, *args: str, **kw) -> None:
 
 
 def start(root: Path, host: str, port: int) -> int:
-    """initdb and start the cluster; the postmaster's pid."""
+    """Start the cluster (initdb first when there is none yet: a new team); the postmaster's pid. Host and port
+    are options of this start, not of the cluster: a kept cluster starts on whatever port `up` picked."""
     sock = root / "sock"
-    pg(root, "initdb", "-D", str(root / "data"), "-U", "postgres", "--auth-local=trust",
-       "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
+    if not has_cluster(root):
+        pg(root, "initdb", "-D", str(root / "data"), "-U", "postgres", "--auth-local=trust",
+           "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
     # Local connections are trusted: only postgres (and root) may reach the socket.
-    sock.mkdir(mode=0o700)
+    sock.mkdir(mode=0o700, exist_ok=True)
     if os.geteuid() == 0:
         shutil.chown(sock, "postgres", "postgres")
     opts = (f"-c listen_addresses={host} -c port={port} -c unix_socket_directories={sock} "

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
+
+from nerflow.processes import ProcessId, owned
 
 
 def free_ports(host: str, n: int) -> list[int]:
@@ -48,3 +51,17 @@ def stop_group(pgid: int | None, kill: bool = False, grace: float = 10.0) -> Non
         deadline = time.monotonic() + wait
         while group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+def is_ours(name: str, recorded: ProcessId | None, pid: int | None = None) -> bool:
+    """Is the process group `recorded` names still the server this state started? Yes while its leader is still
+    the recorded process (pid, start time and command line). With the leader gone (or a zombie) while its group
+    lives on, yes too: the kernel keeps a process group's id reserved while any member lives, so no process
+    started since has been given that pid. (The one case this cannot tell apart: our whole group died, a new
+    process got the pid, founded a group of its own and died leaving members. Not a case that happens.)"""
+    if recorded is None:
+        if pid:   # state.json from an older team.py: a pid only, which proves nothing about its holder now
+            print(f"team.py: not stopping {name} (pid {pid}): the state holds no start time to tell it from a "
+                  "process that reused the pid; if it is still running, stop it yourself", file=sys.stderr)
+        return False
+    return owned(recorded) or (ProcessId.of(recorded.pid) is None and group_alive(recorded.pid))

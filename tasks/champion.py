@@ -4,8 +4,9 @@ The decision is nerflow.promotion's (pure); the history's encoding and stack are
 the MLflow edge: it scores each version's verified model folder with nerflow's own code (tasks/served_model.py,
 nerflow.scoring; never the version's pickled python model or bundled code), reads and writes
 registry tags and aliases, and serialises every move of one alias with a lock that holds across processes
-(tasks/promotion_lock.py). Under the lock the alias is re-read right before it moves; if it moved since the gate
-scored it (someone used the MLflow UI), the gate scores against the new champion before deciding.
+(tasks/promotion_lock.py). The gate scores before it takes the lock (a hung scoring holds no lock); under the lock
+the alias is re-read, and if it moved since the gate scored against it (another move, the MLflow UI), the gate
+scores again against the new champion before deciding.
 
 Crash consistency (a kill at any point, an MLflow error between two writes): every move writes its history entry as
 "intended" before it moves the alias, then the version tags, then marks the entry done (`_move`); every command that
@@ -17,16 +18,15 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from nerflow import faults, history, promotion, scoring, task_types
+from nerflow import faults, history, promotion, task_types
 from nerflow.config import ConfigError
-from nerflow.prefect_tasks import mlflow_pages, model_page, served_model, tracking
+from nerflow.prefect_tasks import gate_scoring, mlflow_pages, model_page, served_model, tracking
 from nerflow.prefect_tasks.promotion_lock import promotion_lock
 from nerflow.promotion import Refused
 
@@ -91,22 +91,6 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
 
 def read_history(client: MlflowClient, name: str, alias: str) -> list[history.Entry]:
     return history.decode_all(client.get_registered_model(name).tags, alias)
-
-
-# ------------------------------------------------------------------------------------------------ scoring
-def score_versions(name: str, versions: list[str], split: Path, task: str, trust: bool = False,
-                   trust_hint: str = served_model.TRUST_FLAG) -> dict[str, dict]:
-    """{version: {"labels", "multi_label", "pred"}}: each version's served folder downloaded and checked against the
-    hash stored on it (tasks/served_model.py; `trust`: let a version without one, or with pickled weights, through),
-    then loaded with nerflow's installed code and asked for the split's examples through the served-scorer protocol
-    (nerflow.scoring). Every version is checked before any is loaded: a refusal costs no model load."""
-    client, scorer = tracking.configure(), task_types.entry(task, "promote")
-    with tempfile.TemporaryDirectory(prefix="nerflow-score-") as tmp:
-        folders = {v: served_model.fetch(served_model.version_source(client, name, v), Path(tmp) / f"v{v}", trust,
-                                         trust_hint) for v in dict.fromkeys(versions)}
-        with served_model.quiet_loading():
-            loaded = {v: scorer.load_scorer(folder) for v, folder in folders.items()}   # all in memory: tmp may go
-    return scoring.score(loaded, scorer.examples(Path(split)))
 
 
 # ------------------------------------------------------------------------------------------------ moves
@@ -238,55 +222,51 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
     version = str(version)
     check_version(client, name, version, task)
     check_alias_task(client, name, alias, task)
-    with promotion_lock(name, alias):
-        entries, champion = settle_history(client, name, alias)
-        rolled_back = is_rolled_back(client, name, version, entries)
-        for _ in range(MAX_RESCORES):
-            decision = _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task,
-                               (trust, trust_hint))
-            now = alias_version(client, name, alias)
-            if now == champion:
-                break
-            log.info("@%s moved from %s to %s while scoring: scoring against the new champion", alias, champion, now)
-            champion = note_external_move(client, name, alias, entries)
-        else:
-            raise RuntimeError(f"@{alias} of {name} kept moving while it was being scored; try again")
-        verdict = "accepted" if decision.accepted else "rejected"
-        awaiting = approval and not auto and decision.accepted and champion != version
-        handed = bool(handover) and auto and decision.accepted and champion != version
-        if awaiting or handed:   # under the lock, in one pass: never an "accepted" that someone must not act on
-            client.set_model_version_tag(name, version, AGAINST_TAG, champion or "")
-            if handed:
-                client.set_model_version_tag(name, version, EVIDENCE_TAG, json.dumps(
-                    {"challenger_f1": decision.challenger_f1, "champion_f1": decision.champion_f1, **evidence}))
-            tag_decision(client, name, version, promotion.HANDED_OVER if handed else promotion.AWAITING,
-                         (f"{handover} moves it with the promoter's credentials" if handed else
-                          promotion.approval_hint(name, version)) + f"; the gate accepted it: {decision.reason}")
-        else:
-            tag_decision(client, name, version, verdict, decision.reason)
-        faults.point("gate.decided")   # verdict on the version, alias not moved, no entry: the gate is rerun as is
-        if decision.accepted and auto and not handed and champion != version:
-            _move(client, name, alias, entries, action="promote", actor=actor, from_version=champion,
-                  to_version=version, reason=decision.reason, evidence=history.Evidence(
-                      challenger_f1=decision.challenger_f1, champion_f1=decision.champion_f1, **evidence))
-        held = f" (awaiting approval: {promotion.approval_hint(name, version)})" if awaiting else \
-            f" (handed to {handover}: the promoter moves it)" if handed else " (promote.auto is false: nothing moved)"
-        log.info("%s version %s: %s for @%s: %s%s", name, version, verdict, alias, decision.reason,
-                 "" if (auto and not handed) or not decision.accepted else held)
-    return decision
+    for _ in range(MAX_RESCORES):
+        # Scored before the lock is taken: a slow or hung scoring (a big model, a stuck download) holds no lock, so
+        # the alias's other moves (force, rollback, another gate) go on. Under the lock the champion must still be
+        # the one scored against; if it moved meanwhile, score again against the new one.
+        champion = alias_version(client, name, alias)
+        rolled_back = is_rolled_back(client, name, version, read_history(client, name, alias))
+        faults.point("gate.scoring")   # nothing written yet, no lock held: a hang here blocks no other move
+        decision = gate_scoring.decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task,
+                                       (trust, trust_hint))
+        with promotion_lock(name, alias):
+            entries, now = settle_history(client, name, alias)
+            if now == champion and is_rolled_back(client, name, version, entries) == rolled_back:
+                _apply(client, name, version, alias, decision, entries, champion, auto, approval, actor, evidence,
+                       handover)
+                return decision
+        log.info("@%s moved from %s to %s while scoring: scoring against the new champion", alias, champion, now)
+    raise RuntimeError(f"@{alias} of {name} kept moving while it was being scored; try again")
 
 
-def _decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task, trusted
-            ) -> promotion.Decision:
-    if champion == version:
-        return promotion.Decision(True, f"version {version} is already @champion", 0.0, None, None, ())
-    if rolled_back:   # refused whatever the scores: do not compute them
-        return promotion.decide({"f1": 0.0, "per_type": {}}, None, rules, data_passed, challenger_rolled_back=True)
-    scored = score_versions(name, [v for v in (version, champion) if v], split, task, *trusted)
-    challenger_table, champion_table, restricted = task_types.entry(task, "promote").gate_tables(
-        gold, scored, (version, champion))
-    return promotion.decide(challenger_table, champion_table, rules, data_passed, challenger_rolled_back=False,
-                            restricted=restricted)
+def _apply(client, name, version, alias, decision, entries, champion, auto, approval, actor, evidence,
+           handover=None) -> None:
+    """The gate's decision written (and, when `auto` and accepted, the alias moved, or handed over): under
+    promotion_lock."""
+    verdict = "accepted" if decision.accepted else "rejected"
+    awaiting = approval and not auto and decision.accepted and champion != version
+    handed = bool(handover) and auto and decision.accepted and champion != version
+    if awaiting or handed:   # under the lock, in one pass: never an "accepted" that someone must not act on
+        client.set_model_version_tag(name, version, AGAINST_TAG, champion or "")
+        if handed:
+            client.set_model_version_tag(name, version, EVIDENCE_TAG, json.dumps(
+                {"challenger_f1": decision.challenger_f1, "champion_f1": decision.champion_f1, **evidence}))
+        tag_decision(client, name, version, promotion.HANDED_OVER if handed else promotion.AWAITING,
+                     (f"{handover} moves it with the promoter's credentials" if handed else
+                      promotion.approval_hint(name, version)) + f"; the gate accepted it: {decision.reason}")
+    else:
+        tag_decision(client, name, version, verdict, decision.reason)
+    faults.point("gate.decided")   # verdict on the version, alias not moved, no entry: the gate is rerun as is
+    if decision.accepted and auto and not handed and champion != version:
+        _move(client, name, alias, entries, action="promote", actor=actor, from_version=champion,
+              to_version=version, reason=decision.reason, evidence=history.Evidence(
+                  challenger_f1=decision.challenger_f1, champion_f1=decision.champion_f1, **evidence))
+    held = f" (awaiting approval: {promotion.approval_hint(name, version)})" if awaiting else \
+        f" (handed to {handover}: the promoter moves it)" if handed else " (promote.auto is false: nothing moved)"
+    log.info("%s version %s: %s for @%s: %s%s", name, version, verdict, alias, decision.reason,
+             "" if (auto and not handed) or not decision.accepted else held)
 
 
 def force(client: MlflowClient, name: str, version: str, alias: str, actor: str, reason: str) -> history.Entry:

@@ -2,15 +2,25 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
-from nerflow.config import ConfigError
+from nerflow.config import CACHE_DIR_ENV, ConfigError
+
+DEFAULT_CACHE_DIR = Path(".cache/nerflow")   # PipelineConfig.cache_dir's default
+
+
+def cache_dir_of(args: argparse.Namespace) -> Path:
+    """--cache-dir, else NERFLOW_CACHE_DIR, else the config's default: the folder `nerflow run` on this machine
+    writes to when its config sets no cache_dir (nerflow.config.load_config reads the same variable)."""
+    return args.cache_dir or Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR)
 
 
 def cmd_cache_ls(args: argparse.Namespace) -> int:
     from nerflow import cache
 
+    args.cache_dir = cache_dir_of(args)
     entries = cache.list_entries(args.cache_dir)
     total = 0
     for e in entries:
@@ -46,6 +56,7 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
 
     if args.keep is None and args.older_than is None:
         raise ConfigError("nerflow cache prune needs --keep N and/or --older-than DAYS")
+    args.cache_dir = cache_dir_of(args)
     protected = protected_keys(args.cache_dir)
     doomed = cache.select_prunable(cache.list_entries(args.cache_dir), args.keep,
                                    args.older_than * 86400 if args.older_than is not None else None, protected)
@@ -71,10 +82,11 @@ def add_parsers(sub) -> None:
     cache_p = sub.add_parser("cache", help="stage cache: list or prune")
     cache_sub = cache_p.add_subparsers(dest="cache_command", required=True)
     ls = cache_sub.add_parser("ls", help="entries and sizes")
-    ls.add_argument("--cache-dir", type=Path, default=Path(".cache/nerflow"))
+    where = f"default: ${CACHE_DIR_ENV}, else {DEFAULT_CACHE_DIR}"
+    ls.add_argument("--cache-dir", type=Path, help=where)
     ls.set_defaults(func=cmd_cache_ls)
     prune = cache_sub.add_parser("prune", help="remove old entries (never those of aliased models or live runs)")
-    prune.add_argument("--cache-dir", type=Path, default=Path(".cache/nerflow"))
+    prune.add_argument("--cache-dir", type=Path, help=where)
     prune.add_argument("--keep", type=int, help="keep the newest N entries of each stage")
     prune.add_argument("--older-than", type=float, metavar="DAYS", help="remove entries older than DAYS")
     prune.add_argument("--dry-run", action="store_true")

@@ -201,7 +201,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from nerflow import task_types
-    from nerflow.prefect_tasks import champion
+    from nerflow.prefect_tasks import champion, gate_scoring
 
     client = _client()
     found = [champion.check_version(client, args.name, v) for v in (args.v1, args.v2)]
@@ -209,7 +209,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     champion.check_version(client, args.name, v2, task)   # two versions of one task type
     kind, scorer = task_types.get(task), task_types.entry(task, "promote")
     _, split, gold, _, _ = test_data(client, args.name, v1, args.config, args.overrides)
-    scored = champion.score_versions(args.name, [v1, v2], split, task, args.trust)
+    scored = gate_scoring.score_versions(args.name, [v1, v2], split, task, args.trust)
     tables = {v: scorer.gate_tables(gold, scored, (v, None))[0] for v in (v1, v2)}
     hits = {v: scorer.hits(gold, scored[v]) for v in (v1, v2)}
     types = sorted(set(tables[v1]["per_type"]) | set(tables[v2]["per_type"]))

@@ -4,7 +4,8 @@ reaches `faults.point("<name>")`.
 The switch's grammar: `NAME[/WHERE][@N][:error]`. `/WHERE` narrows a point that several callers pass to one of
 them (`cache.output-written/register`: the register stage's output, not the first stage's); `@N` waits for the
 N-th time the point is reached (a checkpoint saved twice); `:error` raises `InjectedFault` (an OSError) instead of
-killing, for tests of what a failing write undoes.
+killing, for tests of what a failing write undoes; `:hang` says so on stderr and blocks for good, for tests of what
+a hung step (a scorer that never returns) must not hold.
 
 Off unless the variable is set: one dictionary lookup per point. Each point sits between two writes that a crash
 could separate, with a comment saying what the state is when it fires and who repairs it. `points_in_source()` lists
@@ -16,6 +17,8 @@ from __future__ import annotations
 import ast
 import os
 import signal
+import sys
+import threading
 from pathlib import Path
 
 ENV = "NERFLOW_FAULT_POINT"
@@ -41,6 +44,9 @@ def point(name: str, where: str = "") -> None:
         return
     if mode == "error":
         raise InjectedFault(f"injected fault at {name}{'/' + where if where else ''} ({ENV})")
+    if mode == "hang":
+        print(f"{ENV}: hanging at {name}", file=sys.stderr, flush=True)   # a test's barrier: it is there now
+        threading.Event().wait()
     os.kill(os.getpid(), signal.SIGKILL)
 
 

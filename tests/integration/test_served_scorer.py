@@ -10,7 +10,7 @@ import pytest
 from nerflow.model_files import UnverifiedModel
 from nerflow.ner.data import Sentence, read_split, write_split
 from nerflow.ner.evaluate import read_predictions_conll
-from nerflow.prefect_tasks import champion
+from nerflow.prefect_tasks import gate_scoring
 
 from .corpus import LONG, SHORT
 from .served import register_without_hash, stage_output
@@ -59,7 +59,7 @@ def split(pipeline_result, tmp_path_factory):
 def scored(pipeline_result, split):
     _, result = pipeline_result
     version = str(result["register"].version)
-    return champion.score_versions(MODEL, [version], split, TASK)[version]
+    return gate_scoring.score_versions(MODEL, [version], split, TASK)[version]
 
 
 def test_the_gate_scores_a_token_holding_a_space_as_one_token_like_evaluation(pipeline_result, scored):
@@ -77,8 +77,8 @@ def test_a_version_registered_before_model_hashes_is_scored_only_with_trust(pipe
     name, version = uri.removeprefix("models:/").split("/")
     with pytest.raises(UnverifiedModel, match=rf"^{name} version {version} has no stored model hash .* give "
                                               r"--trust to load it"):
-        champion.score_versions(name, [version], split, TASK)
-    old = champion.score_versions(name, [version], split, TASK, trust=True)[version]
+        gate_scoring.score_versions(name, [version], split, TASK)
+    old = gate_scoring.score_versions(name, [version], split, TASK, trust=True)[version]
     assert old == scored
     _, _, evaluated = read_predictions_conll(stage_output(cfg, result.run_id, "evaluate") / "test_predictions.conll")
     assert old["pred"][len(SPACED):] == evaluated

@@ -119,14 +119,14 @@ def test_mlflow_models_serve_answers_as_nerflow_predict(first_run, mlflow_store,
 def test_the_gate_scores_texts_like_evaluation_with_nerflows_own_code(first_run):
     """The registered version's folder, checked against its stored hash and loaded by nerflow's classifier, predicts
     through the served-scorer protocol (nerflow.scoring) what the evaluate stage predicted on the test split."""
-    from nerflow.prefect_tasks import champion
+    from nerflow.prefect_tasks import gate_scoring
 
     from .served import stage_output
 
     cfg, result = first_run
     split = stage_output(cfg, result.run_id, "validate") / "test.jsonl"
     version = str(result["register"].version)
-    scored = champion.score_versions(MODEL, [version], split, "text-classification")[version]
+    scored = gate_scoring.score_versions(MODEL, [version], split, "text-classification")[version]
     assert sorted(scored["labels"]) == ["neg", "pos"] and scored["multi_label"] is False
     with (stage_output(cfg, result.run_id, "evaluate") / "test_predictions.jsonl").open() as f:
         evaluated = [json.loads(line)["predicted"] for line in f]

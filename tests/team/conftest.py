@@ -1,5 +1,6 @@
 """Real team servers (PostgreSQL, `mlflow server`, `prefect server start`) for tests/team, started once a session by
-infra/team.py and stopped again at the end, also when a test or the start-up fails. Authentication is on, as
+infra/team.py in a state dir of the session's own and stopped and wiped again at the end, also when a test or the
+start-up fails. Authentication is on, as
 `make team-up` starts them: a test that uses them runs as a shell that sourced team.env (its credentials in the
 environment), and raw REST calls carry them with `auth=MLFLOW_AUTH` / `auth=PREFECT_AUTH`."""
 from __future__ import annotations
@@ -41,6 +42,7 @@ def team(tmp_path_factory) -> Iterator[TeamServers]:
         yield servers
     finally:
         servers.down()
+        servers.wipe()   # `down` keeps a team's data (a cluster in /var/tmp as root): a test session keeps none
 
 
 @pytest.fixture(autouse=True)

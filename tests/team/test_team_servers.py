@@ -1,13 +1,12 @@
 """The team servers infra/team.py starts are real: MLflow on PostgreSQL with proxied artifacts, Prefect on
-PostgreSQL, both on 127.0.0.1 only; MLflow survives a kill and restart; `down` leaves no process and no port."""
+PostgreSQL, both on 127.0.0.1 only; MLflow survives a kill and restart; a new team that fails to start leaves
+nothing behind. `down` and `up` keeping a team's data, and `wipe`: tests/team/test_team_kept.py."""
 from __future__ import annotations
 
 import json
 import os
 import socket
 import stat
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,26 +16,11 @@ import psutil
 import psycopg2
 import pytest
 
-from .conftest import PREFECT_AUTH, ROOT, TeamServers, team_module
-
-TEAM_PY = ROOT / "infra" / "team.py"
+from .conftest import PREFECT_AUTH, TeamServers, team_module
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def server_processes(state: dict) -> list[psutil.Process]:
-    """mlflow, prefect and the postmaster with all their children, read while they run."""
-    pids = list(state["pids"].values())
-    pids.append(int((Path(state["pg_root"]) / "data" / "postmaster.pid").read_text().split()[0]))
-    procs = [psutil.Process(pid) for pid in pids]
-    return procs + [child for p in procs for child in p.children(recursive=True)]
-
-
-def still_running(procs: list[psutil.Process]) -> list[psutil.Process]:
-    """PID 1 on some machines never reaps orphans: a zombie has stopped all the same."""
-    return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_mlflow_experiment_model_and_proxied_artifact(team, tmp_path):
@@ -133,30 +117,6 @@ def test_state_files(team):
         assert secrets[server_only] not in exports, server_only
 
 
-def test_cli_up_then_down_from_another_process_leaves_nothing(tmp_path):
-    """The CLI route (make team-up / team-down): `down` runs in a new process and works from state.json alone."""
-    state_dir = tmp_path / "cli-team"
-    cli = [sys.executable, str(TEAM_PY)]
-    up = subprocess.run([*cli, "up", "--state-dir", str(state_dir), "--no-ui"], capture_output=True, text=True,
-                        timeout=600)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        state = json.loads((state_dir / "state.json").read_text())
-        procs = server_processes(state)
-        env = subprocess.run([*cli, "env", "--state-dir", str(state_dir)], capture_output=True, text=True)
-        assert env.stdout == (state_dir / "team.env").read_text()
-        assert f"MLFLOW_TRACKING_URI=http://127.0.0.1:{state['ports']['mlflow']}" in env.stdout
-    finally:
-        down = subprocess.run([*cli, "down", "--state-dir", str(state_dir)], capture_output=True, text=True,
-                              timeout=120)
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert still_running(procs) == []
-    assert not any(team_module.port_open("127.0.0.1", port) for port in state["ports"].values())
-    assert not Path(state["pg_root"]).exists() and not (state_dir / "team.env").exists()
-    again = subprocess.run([*cli, "down", "--state-dir", str(state_dir)], capture_output=True, text=True)
-    assert again.returncode == 0, "down is idempotent"
-
-
 def test_a_server_dying_at_start_up_raises_with_its_log_and_leaves_nothing(tmp_path, monkeypatch):
     made = []  # spy on where the cluster goes, to see it removed
     mkdtemp = team_module.postgres.tempfile.mkdtemp
@@ -168,6 +128,6 @@ def test_a_server_dying_at_start_up_raises_with_its_log_and_leaves_nothing(tmp_p
     with pytest.raises(RuntimeError, match="boom: no server today"):
         servers.up()
     assert not team_module.port_open("127.0.0.1", servers.state["ports"]["postgres"])
-    assert "pg_root" not in servers.state and not servers.state["pids"]
-    assert len(made) == 1 and not Path(made[0]).exists()
+    assert "pg_root" not in servers.state and not servers.state["pids"] and "secrets" not in servers.state
+    assert not any(Path(m).exists() for m in made) and not (servers.dir / "postgres").exists()   # a new team's
     assert "ready to accept connections" in (servers.dir / "logs" / "postgres.log").read_text()

@@ -283,3 +283,20 @@ def test_prune_removes_what_killed_writes_left_unless_a_live_process_holds_the_k
     assert out.count("left by an interrupted write") == 4 and "v-busy" not in out
     assert [p for _, _, p in cache.leftovers(populated)] == [busy]
     assert cache.lookup(populated, "train", "t-new") is not None   # the entries themselves untouched
+
+
+def test_cli_cache_commands_use_nerflow_cache_dir_when_no_folder_is_given(populated, empty_mlflow, tmp_path,
+                                                                           monkeypatch, capsys):
+    """A worker's NERFLOW_CACHE_DIR is where its runs write (nerflow.config): ls and prune look there too, not at
+    ./.cache/nerflow of whatever directory they run in; --cache-dir still wins."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NERFLOW_CACHE_DIR", str(populated))
+    assert cli.main(["cache", "ls"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"5 entries, 0.0 MB in {populated}"
+    assert cli.main(["cache", "prune", "--keep", "1", "--dry-run"]) == 0
+    assert "would remove train/t-old" in capsys.readouterr().out
+    assert cli.main(["cache", "ls", "--cache-dir", str(tmp_path / "elsewhere")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("0 entries")
+    monkeypatch.delenv("NERFLOW_CACHE_DIR")
+    assert cli.main(["cache", "ls"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "0 entries, 0.0 MB in .cache/nerflow"
