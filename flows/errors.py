@@ -47,7 +47,7 @@ def classify(exc: BaseException) -> int:
     from nerflow.flows.prefect_server import ServiceUnavailable
     from nerflow.locks import RunLockedError
     from nerflow.progress import TrainingInterrupted
-    from nerflow.promotion import Refused
+    from nerflow.promotion import Refused, ScoringTimeout
     from nerflow.validation import ValidationFailed
 
     if isinstance(exc, (KeyboardInterrupt, TrainingInterrupted)):
@@ -56,7 +56,7 @@ def classify(exc: BaseException) -> int:
         return EXIT_BAD_INPUT
     if isinstance(exc, (Refused, RunLockedError)) or credentials.refused(exc):
         return EXIT_REFUSED
-    if isinstance(exc, ServiceUnavailable) or any(_unreachable(e) for e in _chain(exc)):
+    if isinstance(exc, (ServiceUnavailable, ScoringTimeout)) or any(_unreachable(e) for e in _chain(exc)):
         return EXIT_UNAVAILABLE
     if _is_instance(exc, "mlflow.exceptions", "MlflowException") and \
             getattr(exc, "error_code", None) in BAD_INPUT_MLFLOW_CODES:

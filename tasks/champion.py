@@ -209,7 +209,7 @@ def is_rolled_back(client: MlflowClient, name: str, version: str, entries: list[
 def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promotion.GateRules, split: Path,
          gold: list, data_passed: bool, auto: bool, actor: str, evidence: dict, task: str, trust: bool = False,
          trust_hint: str = served_model.TRUST_FLAG, approval: bool = False,
-         handover: str | None = None) -> promotion.Decision:
+         handover: str | None = None, score_timeout_s: float = 0.0) -> promotion.Decision:
     """Score the challenger and the current champion (each checked against its stored hash, loaded with nerflow's
     code: score_versions), decide, and (when `auto` and accepted) move the alias and record the move. The decision
     goes on the version as tags whatever it is; with `approval` (and not `auto`) an accepted version not yet on the
@@ -217,8 +217,9 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
     tasks/approval.py). With `handover` (a promote deployment's name) an accepted version is not moved here but
     tagged `accepted, handed to the promoter`, with the champion it was compared with and the evidence: the caller
     submits a run of that deployment, whose worker moves it with the promoter's credentials (tasks/approval.py
-    `promote_handed_over`). A version refused by its files (model_files.UnverifiedModel) ends the gate with that
-    error: no decision is recorded."""
+    `promote_handed_over`). Scoring longer than `score_timeout_s` (0: no limit) ends the gate with
+    promotion.ScoringTimeout, nothing written. A version refused by its files (model_files.UnverifiedModel) ends the
+    gate with that error: no decision is recorded."""
     version = str(version)
     check_version(client, name, version, task)
     check_alias_task(client, name, alias, task)
@@ -228,9 +229,8 @@ def gate(client: MlflowClient, name: str, version: str, alias: str, rules: promo
         # the one scored against; if it moved meanwhile, score again against the new one.
         champion = alias_version(client, name, alias)
         rolled_back = is_rolled_back(client, name, version, read_history(client, name, alias))
-        faults.point("gate.scoring")   # nothing written yet, no lock held: a hang here blocks no other move
         decision = gate_scoring.decide(name, version, champion, rules, split, gold, data_passed, rolled_back, task,
-                                       (trust, trust_hint))
+                                       (trust, trust_hint), score_timeout_s)
         with promotion_lock(name, alias):
             entries, now = settle_history(client, name, alias)
             if now == champion and is_rolled_back(client, name, version, entries) == rolled_back:

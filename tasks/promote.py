@@ -68,6 +68,7 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
         data_passed=True, auto=cfg.promote.auto, approval=cfg.promote.mode == "approval",
         actor=champion.actor_name(), task=cfg.task,
         trust=cfg.promote.trust_unverified, trust_hint=served_model.TRUST_KEY, handover=handover,
+        score_timeout_s=cfg.promote.score_timeout_s,
         evidence={"test_data_hash": validated.data_hash, "mlflow_run_id": ctx.run_id,
                   "prefect_flow_run_id": ctx.flow_run_id})
     verdict = client.get_model_version(name, version).tags.get(champion.DECISION_TAG)

@@ -166,7 +166,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
         decision = champion.gate(client, args.name, version, args.alias, rules_of(cfg), split, gold, passed,
                                  auto=True, actor=actor, evidence={"test_data_hash": data_hash, "mlflow_run_id": None,
                                                                    "prefect_flow_run_id": None}, task=cfg.task,
-                                 trust=args.trust or cfg.promote.trust_unverified)
+                                 trust=args.trust or cfg.promote.trust_unverified,
+                                 score_timeout_s=cfg.promote.score_timeout_s)
     if args.json:
         print(json.dumps(promotion.decision_json(decision), indent=1))
     else:

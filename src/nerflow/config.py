@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +26,7 @@ from pydantic import (
 )
 
 from nerflow.config_errors import describe, key_lines
+from nerflow.config_marks import IDENTITY, REPORTING, NotInKey  # noqa: F401 - read from here by other modules
 from nerflow.config_promote import PromoteConfig
 
 
@@ -34,16 +34,6 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the key."""
 
 
-@dataclass(frozen=True)
-class NotInKey:
-    """Field metadata: the setting never enters a stage key. `why` is "identity" (the data or model identity covers
-    it by content: where files are is not what they hold) or "reporting" (how a stage reports, how often it saves
-    its progress, or where its processes meet: not what it produces)."""
-
-    why: Literal["identity", "reporting"]
-
-
-IDENTITY, REPORTING = NotInKey("identity"), NotInKey("reporting")
 
 
 class _Section(BaseModel):

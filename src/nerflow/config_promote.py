@@ -6,9 +6,11 @@ holds `mode` only. Both given and disagreeing is an error naming both keys.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, model_validator
+
+from nerflow.config_marks import REPORTING
 
 # auto: the gate moves the alias; manual: stop at the evidence, a person promotes (`nerflow promote`); approval:
 # the decision waits on the version for `nerflow approve` / `nerflow reject` (docs/promotion.md)
@@ -31,6 +33,9 @@ class PromoteConfig(BaseModel):
     # score a version without a stored model hash (registered before nerflow stored one), or one with pickled
     # weights; a version whose files differ from its stored hash is refused whatever this says (docs/promotion.md)
     trust_unverified: bool = False
+    # seconds the gate may spend scoring both versions (a stuck download, a hung load) before it stops with one
+    # error, having written nothing and holding no lock; 0 = no limit. How long, not what: not in the stage's key
+    score_timeout_s: Annotated[NonNegativeFloat, REPORTING] = 1800.0
 
     @model_validator(mode="before")
     @classmethod

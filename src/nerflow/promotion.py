@@ -37,6 +37,11 @@ class Refused(RuntimeError):
     """A move a rule does not allow (a rejected promotion, a rollback with nothing before it): exit code 4."""
 
 
+class ScoringTimeout(RuntimeError):
+    """The gate's scoring took longer than promote.score_timeout_s: nothing was decided, written or locked; exit 3
+    (something it waited on did not answer). Not retried by Prefect: a step that hung once likely hangs again."""
+
+
 @dataclass(frozen=True)
 class GateRules:
     min_delta: float = 0.0  # challenger F1 must beat champion F1 by MORE than this (a tie keeps the champion)
