@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from nerflow.flows import errors
 
 from .conftest import MLFLOW_AUTH, PREFECT_AUTH
-from .test_team_servers import server_processes
+from .test_team_kept import server_processes
 
 NERFLOW = [sys.executable, "-m", "nerflow.flows.cli"]
 WRONG = "not-the-password"
