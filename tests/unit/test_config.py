@@ -305,7 +305,7 @@ def test_settings_that_cannot_change_an_output_are_marked_and_left_out_of_key_se
     marked = not_in_key(NerConfig)
     assert {k for k, why in marked.items() if why == "reporting"} == {
         "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.master_addr",
-        "train.master_port"}
+        "train.master_port", "promote.score_timeout_s"}
     assert {k for k, why in marked.items() if why == "identity"} == {
         "data.dir", "data.train", "data.validation", "data.test", "data.hf_dataset", "data.hf_revision",
         "model.name_or_path", "model.revision"}
