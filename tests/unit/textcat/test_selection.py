@@ -15,7 +15,9 @@ import torch
 
 from nerflow.config import ConfigError, load_config
 from nerflow.documents import predict_documents
-from nerflow.textcat import evaluate, selection, training
+from nerflow.textcat import evaluate, evaluation, selection, tokenization, training, validate
+from nerflow.textcat.config import TextcatDataConfig as DataConfig
+from nerflow.textcat.config import TextcatEvaluateConfig as EvaluateConfig
 from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
 from nerflow.textcat.config import TextcatTrainConfig as TrainConfig
 from nerflow.textcat.data import Document
@@ -65,7 +67,7 @@ def rare_run(tmp_path_factory):
                             pipeline_meta(TOKENIZE, True, LABELS),
                             on_metrics=lambda step, values, ms: points.append((step, dict(values))))
     epochs = [values for _, values in points if "train/epoch" in values]
-    return {"result": result, "epochs": epochs, "val_docs": val_docs}
+    return {"result": result, "epochs": epochs, "val_docs": val_docs, "tokenizer": tokenizer}
 
 
 def test_early_stopping_waits_while_a_rare_label_is_learnt_and_the_model_predicts_it(rare_run):
@@ -99,6 +101,24 @@ def test_the_saved_thresholds_are_those_tuned_on_validation_for_the_kept_weights
     assert thresholds == pytest.approx(list(evaluate.choose_thresholds(gold, probs, LABELS)), abs=1e-6)
     tuned = evaluate.score(gold, probs, LABELS, True, np.asarray(thresholds))
     assert (tuned.macro_f1, tuned.accuracy) == pytest.approx((best["val/f1_tuned"], best["val/accuracy_tuned"]))
+
+
+def test_the_evaluate_stage_scores_the_kept_weights_as_their_epoch_was_scored(rare_run, tmp_path):
+    result, val_docs = rare_run["result"], rare_run["val_docs"]
+    best = rare_run["epochs"][result.best_epoch - 1]
+    validated, tokenized, out = tmp_path / "validated", tmp_path / "tokenized", tmp_path / "out"
+    for folder in (validated, tokenized, out):
+        folder.mkdir()
+    corpus = {"train": val_docs[:4], "validation": val_docs, "test": planted_docs(48, 3)}
+    validate.write_validated(corpus, DataConfig(format="jsonl", multi_label=True, labels=LABELS), validated)
+    tokenization.tokenize_validated(rare_run["tokenizer"], validated, TOKENIZE, tokenized)
+    metrics = evaluation.evaluate_model(result.best_dir, validated, tokenized, EvaluateConfig(), out)
+    assert metrics["val/best_f1"] == pytest.approx(best["val/f1_tuned"])   # the saved thresholds are that epoch's
+    assert metrics["val/best_accuracy"] == pytest.approx(best["val/accuracy_tuned"])
+    assert metrics["val/best_average_precision"] == pytest.approx(result.best_score)
+    assert 0.9 <= metrics["test/average_precision"] <= 1.0 and metrics["test/f1"] >= 0.9, metrics
+    predicted = [json.loads(line)["predicted"] for line in (out / "test_predictions.jsonl").read_text().splitlines()]
+    assert [] in predicted   # texts without a label are predicted the empty set in the evaluation artifacts too
 
 
 def test_an_empty_label_set_is_answered_served_and_scored_as_a_hit(rare_run):
