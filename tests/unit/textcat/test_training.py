@@ -108,6 +108,9 @@ class Recorder(list):
     def __call__(self, step, values, timestamp_ms):
         self.append([step, dict(values)])
 
+    def __bool__(self) -> bool:   # an empty list is falsy, and `fit` drops a falsy on_metrics: always a callback
+        return True
+
 
 def prepare(tokenizer, tokenize: TokenizeConfig, labels: list[str], train_docs, val_docs):
     encoder = Encoder(tokenizer, tokenize)
@@ -286,6 +289,7 @@ def test_crash_mid_epoch_then_resume_equals_uninterrupted(single, tmp_path, capl
     calls = Recorder()
     with pytest.raises(RuntimeError, match="simulated crash"):
         training.train(**{**args, "train_segments": crashing}, out_dir=tmp_path, on_metrics=calls)
+    assert sum("val/f1" in values for _, values in single["calls"]) == CFG.epochs   # the reference recorded
     assert calls == [c for c in single["calls"] if c[0] <= newest]   # only what a checkpoint covers
     caplog.set_level(logging.INFO, logger="nerflow")
     result = training.train(**args, out_dir=tmp_path, on_metrics=calls)
