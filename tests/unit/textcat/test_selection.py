@@ -172,6 +172,10 @@ def test_pos_weight_on_single_label_data_is_a_config_error_naming_the_key(tmp_pa
         load_config(path)
     assert load_config(path, ["data.multi_label=true"]).train.pos_weight == "auto"
     assert load_config(path, ["data.multi_label=true", "train.pos_weight=4"]).train.pos_weight == 4.0
+    path.write_text("data:\n  format: conll\ntrain:\n  pos_weight: auto\n")   # NER: binary cross-entropy nowhere
+    with pytest.raises(ConfigError, match=r"c\.yaml:4: config key 'train\.pos_weight' is not read by "
+                                          r"token-classification \(it is a text-classification setting\)"):
+        load_config(path)
 
 
 def test_a_shared_train_section_is_read_as_the_text_classification_one():
