@@ -288,7 +288,10 @@ def test_a_resolved_config_logged_before_typed_configs_still_loads_for_a_rerun(f
     logged = yaml.safe_load(path.read_text())
     kept = {k: v for k, v in logged["data"].items() if k in type(cfg.data).model_fields and k != "dir"}
     assert {k: v for k, v in cfg.data.model_dump(mode="json").items() if k in kept} == kept
-    assert cfg.train.model_dump(mode="json") == logged["train"]
+    train = cfg.train.model_dump(mode="json")   # keys added since then take their defaults
+    assert {k: v for k, v in train.items() if k in logged["train"]} == logged["train"]
+    assert {k: v for k, v in train.items() if k not in logged["train"]} == \
+           {k: f.default for k, f in type(cfg.train).model_fields.items() if k not in logged["train"]}
 
 
 def test_a_resolved_config_with_another_tasks_key_off_its_default_is_an_error_naming_it(tmp_path):
