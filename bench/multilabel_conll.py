@@ -1,7 +1,7 @@
 """Multi-label text classification built from CoNLL-2003: nerflow against TF-IDF + one-vs-rest logistic regression.
 
 A text is a CoNLL sentence (its words joined by spaces), its labels the entity types it mentions (LOC, MISC, ORG,
-PER; about half the sentences mention none), on the official train/valid/test split. The derived JSON lines go to
+PER; about a fifth of the sentences mention none), on the official train/valid/test split. The derived JSON lines go to
 `--work`/data (bench/out/, never the repository). Both systems get per-label thresholds tuned on validation by the
 same rule (nerflow.textcat.evaluate.choose_thresholds) and are scored by the same code (nerflow.textcat.evaluate):
 macro F1, exact-match (subset) accuracy, macro average precision.
