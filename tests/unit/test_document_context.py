@@ -7,10 +7,13 @@ import shutil
 import pytest
 import torch
 
+from nerflow.ner import scoring as ner_scoring
 from nerflow.ner.config import NerConfig
-from nerflow.ner.data import Sentence
+from nerflow.ner.data import Sentence, write_split
+from nerflow.ner.evaluate import score
 from nerflow.ner.predict import Predictor, predict_windows, split_sentences, write_meta
 from nerflow.ner.tokenization import IGNORE, Encoder, encode_split, encoder_for, merge_windows
+from nerflow.scoring import score as protocol_score
 
 LABELS = ["O", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 FIRST = "Maria Lopez works for Northwind Trading .".split()
@@ -106,7 +109,7 @@ def document_predictor(tiny_model_dir, tmp_path_factory):
     return Predictor.load(folder, device="cpu")
 
 
-def test_the_served_scorer_reads_documents_like_evaluation(document_predictor):
+def test_the_served_scorer_reads_documents_like_evaluation(document_predictor, tmp_path):
     p = document_predictor
     assert p.context == "document" and p.context_tokens == 96
     corpus = [sentence(FIRST, 0), sentence(MIDDLE, 0), sentence(LAST, 0), sentence(OTHER_DOC, 1)]
@@ -114,8 +117,13 @@ def test_the_served_scorer_reads_documents_like_evaluation(document_predictor):
                                                      "context_tokens": 96}), corpus, LABELS)
     evaluated, _ = predict_windows(p.model, windows, [len(s.tokens) for s in corpus], dict(enumerate(LABELS)),
                                    p.tokenizer.pad_token_id)
-    examples = [{"tokens": s.tokens, "tags": s.tags, "doc": s.doc} for s in corpus]
-    assert p.predict_examples(examples) == evaluated
+    # the gate's path: the canonical split's examples through the served-scorer protocol, scored like evaluation
+    write_split(corpus, tmp_path / "test.jsonl")
+    examples = ner_scoring.examples(tmp_path / "test.jsonl")
+    served = protocol_score({"v1": p}, examples)["v1"]["pred"]
+    assert served == evaluated
+    gold = ner_scoring.gold(examples)
+    assert score(gold, served).f1 == score(gold, evaluated).f1
     # the context is really there: the scorer's windows are the evaluation windows, not the sentences alone
     assert [w.input_ids for w in p.windows([s.tokens for s in corpus], [s.doc for s in corpus])] == \
         [w.input_ids for w in windows]
