@@ -98,7 +98,7 @@ def run_nerflow(args, seed: int, overrides: list[str], device: str) -> dict:
     from nerflow.devices import select_device
     from nerflow.ner.evaluate import score
     from nerflow.ner.predict import predict_windows
-    from nerflow.ner.tokenization import Encoder, encode_split
+    from nerflow.ner.tokenization import encode_split, encoder_for
     from nerflow.ner.training import trainable
     from nerflow.train import fit
 
@@ -108,7 +108,7 @@ def run_nerflow(args, seed: int, overrides: list[str], device: str) -> dict:
     path = model_path(args)
     tok_path = model_path(argparse.Namespace(model=args.tokenizer)) if path.startswith("random:") else path
     tokenizer = AutoTokenizer.from_pretrained(tok_path)
-    encoder = Encoder(tokenizer, cfg.tokenize.max_length, cfg.tokenize.stride, cfg.tokenize.label_all_subtokens)
+    encoder = encoder_for(tokenizer, cfg.tokenize)
     windows = {s: encode_split(encoder, splits[s], labels) for s in splits}
     meta = {"labels": labels, "max_length": cfg.tokenize.max_length, "stride": cfg.tokenize.stride}
     out = args.work / f"nerflow-{seed}"

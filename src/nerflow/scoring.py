@@ -4,9 +4,10 @@ on the same inputs the evaluate stage scores.
 A model that speaks the protocol (`Scorer`) takes the examples *as the task reads them*: the dicts of a canonical
 split's JSON lines (NER `{"tokens", "tags", "doc", "source"}`, text classification `{"text", "labels", "source"}`),
 and answers in the task's label space: one IOB2 tag per token (NER), the list of predicted labels per text (text
-classification). It also names its label set and whether one example may carry several labels. The in-process
-predictors of both task types implement it (their `promote` entry's `load_scorer(folder)` builds one from a
-verified model folder); nothing here knows which task it scores.
+classification); NER reads consecutive examples with the same `doc` as one document when the model was trained
+with document context (`tokenize.context: document`). It also names its label set and whether one example may
+carry several labels. The in-process predictors of both task types implement it (their `promote` entry's
+`load_scorer(folder)` builds one from a verified model folder); nothing here knows which task it scores.
 
 Every version is scored by nerflow's installed code, in this process: a version's own pickled python model and
 bundled code are never loaded (docs/promotion.md, "Loading a version"), so there is no process to start per

@@ -33,13 +33,12 @@ def evaluation_tags(cfg, run_id: str, sentences: list[Sentence]) -> list[list[st
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from nerflow.ner.predict import predict_windows
-    from nerflow.ner.tokenization import Encoder, encode_split
+    from nerflow.ner.tokenization import encode_split, encoder_for
 
     model_dir = stage_output(cfg, run_id, "train") / "model"
     labels = json.loads((stage_output(cfg, run_id, "validate") / "labels.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    t = cfg.tokenize
-    windows = encode_split(Encoder(tokenizer, t.max_length, t.stride, t.label_all_subtokens), sentences, labels)
+    windows = encode_split(encoder_for(tokenizer, cfg.tokenize), sentences, labels)
     tags, _ = predict_windows(AutoModelForTokenClassification.from_pretrained(model_dir), windows,
                               [len(s.tokens) for s in sentences], dict(enumerate(labels)),
                               tokenizer.pad_token_id or 0)

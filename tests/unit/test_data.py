@@ -316,6 +316,7 @@ def test_split_by_document_falls_back_to_sentences_without_documents():
     parts = split_by_document(sents, validation=0.1, test=0.3, seed=0)
     assert (len(parts["train"]), len(parts["validation"]), len(parts["test"])) == (6, 1, 3)
     assert sorted(ids(parts["train"] + parts["validation"] + parts["test"])) == sorted(ids(sents))
+    assert len({s.doc for s in parts["train"]}) == 6           # shuffled apart: no sentence is another's context
 
 
 def test_split_by_document_zero_fraction_gives_an_empty_split():

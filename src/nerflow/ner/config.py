@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import PositiveInt
+from pydantic import NonNegativeInt, PositiveInt
 
 from nerflow.config import DataConfig, EvaluateConfig, PipelineConfig, TokenizeConfig
 
@@ -19,6 +19,9 @@ class NerDataConfig(DataConfig):
 
 class NerTokenizeConfig(TokenizeConfig):
     label_all_subtokens: bool = False    # every sub-token of a word carries its tag (default: the first only)
+    # document: each sentence is encoded with neighbouring sentences of its document as unscored context (FLERT)
+    context: Literal["sentence", "document"] = "sentence"
+    context_tokens: NonNegativeInt = 96  # document context: at most this many sub-tokens, split left/right
 
 
 class NerConfig(PipelineConfig):

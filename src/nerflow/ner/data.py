@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from nerflow.data import SPLITS, DataError, _lines, _read_text, decode_utf8, hash_files  # noqa: F401 - re-exported
@@ -121,7 +121,9 @@ def split_by_document(sentences: list[Sentence], validation: float, test: float,
     docs: dict[int, list[Sentence]] = {}
     for s in sentences:
         docs.setdefault(s.doc, []).append(s)
-    groups = list(docs.values()) if len(docs) > 1 else [[s] for s in sentences]
+    # without documents, shuffled sentences are no longer neighbours: each becomes its own document, so document
+    # context (tokenize.context) never reads an unrelated sentence as context
+    groups = list(docs.values()) if len(docs) > 1 else [[replace(s, doc=i)] for i, s in enumerate(sentences)]
     random.Random(seed).shuffle(groups)
     n_test, n_val = round(len(groups) * test), round(len(groups) * validation)
     if (test and not n_test) or (validation and not n_val) or n_test + n_val >= len(groups):

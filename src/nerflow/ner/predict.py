@@ -23,7 +23,7 @@ import torch
 
 from nerflow.batching import inference_batches, pad_multiple, padded
 from nerflow.ner.schemes import entity_spans, invalid_iob2_positions
-from nerflow.ner.tokenization import Encoder, Window, merge_windows
+from nerflow.ner.tokenization import Window, encode_sentences, encoder_for, merge_windows
 
 META_FILE = "nerflow.json"   # saved next to the weights: labels and window settings the predictor needs
 # Raw-text words: runs of letters/digits joined by inner . ' - & (U.S, O'Neil, Coca-Cola, AT&T), or one other char.
@@ -122,6 +122,8 @@ class Predictor:
     max_length: int | None
     stride: int
     device: str = "cpu"
+    context: str = "sentence"      # how the model was trained to read documents (tokenize.context)
+    context_tokens: int = 0
 
     @classmethod
     def load(cls, model_dir: Path | str, device: str | None = None) -> Predictor:
@@ -131,13 +133,20 @@ class Predictor:
         meta = json.loads((model_dir / META_FILE).read_text())
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = AutoModelForTokenClassification.from_pretrained(model_dir).to(device)
+        # a model saved before document context has no `context`: it read sentences alone
         return cls(model, AutoTokenizer.from_pretrained(model_dir), meta["labels"], meta["max_length"],
-                   meta["stride"], device)
+                   meta["stride"], device, meta.get("context", "sentence"), meta.get("context_tokens", 0))
 
-    def predict_words(self, sentences: list[list[str]], batch_size: int = 64
+    def windows(self, sentences: list[list[str]], docs: list[int] | None = None) -> list[Window]:
+        """The windows evaluation would build for these sentences (`docs`: each one's document, for document
+        context; None: each sentence alone)."""
+        encoder = encoder_for(self.tokenizer, {"max_length": self.max_length, "stride": self.stride,
+                                               "context": self.context, "context_tokens": self.context_tokens})
+        return encode_sentences(encoder, sentences, docs)
+
+    def predict_words(self, sentences: list[list[str]], batch_size: int = 64, docs: list[int] | None = None
                       ) -> tuple[list[list[str]], list[list[float]]]:
-        encoder = Encoder(self.tokenizer, self.max_length, self.stride)
-        windows = [w for i, words in enumerate(sentences) for w in encoder.encode(i, words, None)]
+        windows = self.windows(sentences, docs)
         return predict_windows(self.model, windows, [len(s) for s in sentences], dict(enumerate(self.labels)),
                                self.tokenizer.pad_token_id or 0, batch_size, self.device)
 
@@ -147,14 +156,36 @@ class Predictor:
         """The served-scorer protocol (nerflow.scoring.Scorer): one IOB2 tag per token of each example's `tokens`,
         predicted from the tokens as given (the windows and decoding evaluation uses), never re-split: a token
         holding a space stays one word."""
-        return self.predict_words([list(e["tokens"]) for e in examples])[0] if examples else []
+        if not examples:
+            return []
+        # consecutive examples of one document are read together, as evaluation read them
+        docs = [int(e.get("doc", 0)) for e in examples]
+        return self.predict_words([list(e["tokens"]) for e in examples], docs=docs)[0]
+
+    def predict_texts_words(self, texts: list[list[str]]) -> tuple[list[list[str]], list[list[float]]]:
+        """Tags and probabilities per word of each text. A text is one document: with document context it is read
+        sentence by sentence, each with its neighbours as context, as the model was trained; otherwise as one
+        windowed word sequence."""
+        if self.context != "document":
+            return self.predict_words(texts)
+        sentences, docs = [], []
+        for i, words in enumerate(texts):
+            parts = split_sentences(words)
+            sentences.extend(parts)
+            docs.extend([i] * len(parts))
+        tags, confs = self.predict_words(sentences, docs=docs)
+        out_tags, out_confs = [[] for _ in texts], [[] for _ in texts]
+        for doc, t, c in zip(docs, tags, confs):
+            out_tags[doc].extend(t)
+            out_confs[doc].extend(c)
+        return out_tags, out_confs
 
     def predict_text(self, texts: list[str], pretokenized: bool = False) -> list[list[dict]]:
         """Entity spans per text: type, start/end character offsets into that text, the text itself, a score.
 
         `pretokenized`: words are exactly the whitespace-separated chunks (for text made by joining tokens)."""
         words_per_text = [split_words(t, pretokenized) for t in texts]
-        tags, confs = self.predict_words([[w for w, _, _ in ws] for ws in words_per_text])
+        tags, confs = self.predict_texts_words([[w for w, _, _ in ws] for ws in words_per_text])
         out = []
         for text, words, sent_tags, sent_conf in zip(texts, words_per_text, tags, confs):
             spans = []
@@ -170,6 +201,18 @@ def split_words(text: str, pretokenized: bool = False) -> list[tuple[str, int, i
     """(word, start, end) with character offsets into `text`."""
     pattern = r"\S+" if pretokenized else WORD_RE
     return [(m.group(), m.start(), m.end()) for m in re.finditer(pattern, text)]
+
+
+def split_sentences(words: list[str]) -> list[list[str]]:
+    """A text's words cut after each sentence-final . ! ? (a wrong cut costs little: with document context the
+    words on either side stay in view as context)."""
+    sentences, current = [], []
+    for w in words:
+        current.append(w)
+        if w in (".", "!", "?"):
+            sentences.append(current)
+            current = []
+    return [*sentences, current] if current or not sentences else sentences
 
 
 def write_meta(model_dir: Path, labels: list[str], max_length: int | None, stride: int, **extra) -> None:

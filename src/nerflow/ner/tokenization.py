@@ -3,6 +3,11 @@
 A sentence longer than the model's limit is cut into windows of whole words that overlap by at least `stride`
 sub-tokens; each word is later predicted from the window where it sits most centrally (see `merge_windows`), in
 training, evaluation and serving alike, so no word is ever silently dropped.
+
+Document context (`tokenize.context: document`, FLERT, Schweter & Akbik 2020): each window is filled up with whole
+words from the neighbouring sentences of the same document, at most `tokenize.context_tokens` sub-tokens split
+between the left and right side. Context sub-tokens carry no word id and no label, so they change what the encoder
+sees but never which words are trained or scored.
 """
 from __future__ import annotations
 
@@ -52,7 +57,8 @@ def plan_windows(word_lengths: list[int], budget: int, stride: int) -> list[tupl
 class Encoder:
     """Turns word lists into windows for one tokenizer and one window size."""
 
-    def __init__(self, tokenizer, max_length: int | None, stride: int, label_all_subtokens: bool = False):
+    def __init__(self, tokenizer, max_length: int | None, stride: int, label_all_subtokens: bool = False,
+                 context_tokens: int = 0):
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("nerflow needs a fast (Rust) tokenizer: word alignment uses word_ids()")
         limit = min(max_length or tokenizer.model_max_length, tokenizer.model_max_length)
@@ -68,6 +74,7 @@ class Encoder:
             raise ValueError(f"tokenize.max_length={max_length} leaves no room for words")
         self.stride = min(stride, self.budget // 2)
         self.label_all_subtokens = label_all_subtokens
+        self.context_tokens = context_tokens   # 0: sentence context only
 
     def word_pieces(self, words: list[str]) -> list[list[int]]:
         enc = self.tokenizer(words, is_split_into_words=True, add_special_tokens=False)
@@ -81,7 +88,13 @@ class Encoder:
 
     def encode(self, index: int, words: list[str], label_ids: list[int] | None,
                i_of: dict[int, int] | None = None) -> list[Window]:
-        pieces = self.word_pieces(words)
+        return self.encode_pieces(index, self.word_pieces(words), label_ids, i_of)
+
+    def encode_pieces(self, index: int, pieces: list[list[int]], label_ids: list[int] | None,
+                      i_of: dict[int, int] | None = None, left: list[list[int]] = (),
+                      right: list[list[int]] = ()) -> list[Window]:
+        """Windows of one sentence given its words' sub-tokens. `left`/`right`: the sub-tokens of the document's
+        words before and after the sentence, nearest first; used as unscored context when `context_tokens` > 0."""
         windows = []
         for start, end in plan_windows([len(p) for p in pieces], self.budget, self.stride):
             content, word_ids, labels = [], [], []
@@ -95,10 +108,76 @@ class Encoder:
                         labels.append(label_ids[w])
                     else:  # later sub-tokens: ignored, or trained as the inside of the same entity
                         labels.append(i_of.get(label_ids[w], label_ids[w]) if self.label_all_subtokens else IGNORE)
+            if self.context_tokens:
+                # a window of a long sentence sees the sentence's own words beyond it first, then the neighbours
+                before, after = context_split([*reversed(pieces[:start]), *left], [*pieces[end:], *right],
+                                              min(self.context_tokens, self.budget - len(content)))
+                content = before + content + after
+                word_ids = [-1] * len(before) + word_ids + [-1] * len(after)
+                labels = [IGNORE] * len(before) + labels + [IGNORE] * len(after)
             ids = self.prefix_ids + content + self.suffix_ids
             pad = lambda xs, v: [v] * len(self.prefix_ids) + xs + [v] * len(self.suffix_ids)  # noqa: E731
             windows.append(Window(index, start, end, ids, pad(word_ids, -1), pad(labels, IGNORE)))
         return windows
+
+
+def _take(words: list[list[int]], quota: int) -> int:
+    """How many of `words` (nearest first) fit whole into `quota` sub-tokens."""
+    n, used = 0, 0
+    while n < len(words) and used + len(words[n]) <= quota:
+        used += len(words[n])
+        n += 1
+    return n
+
+
+def context_split(left: list[list[int]], right: list[list[int]], quota: int) -> tuple[list[int], list[int]]:
+    """Whole context words (each side nearest first) within `quota` sub-tokens, half per side; a side that has
+    fewer words leaves its share to the other. Returns the left and right sub-tokens in reading order."""
+    size = lambda ws, n: sum(len(w) for w in ws[:n])  # noqa: E731
+    n_left = _take(left, quota // 2)
+    n_right = _take(right, quota - size(left, n_left))
+    n_left = _take(left, quota - size(right, n_right))
+    before = [t for w in reversed(left[:n_left]) for t in w]
+    return before, [t for w in right[:n_right] for t in w]
+
+
+def document_context(pieces: list[list[list[int]]], docs: list[int], i: int, limit: int
+                     ) -> tuple[list[list[int]], list[list[int]]]:
+    """The words of sentence `i`'s neighbours in the same document (consecutive sentences with an equal `docs`
+    entry), nearest first on each side, at most `limit` words per side (each word is at least one sub-token)."""
+    left: list[list[int]] = []
+    j = i - 1
+    while j >= 0 and docs[j] == docs[i] and len(left) < limit:
+        left.extend(reversed(pieces[j]))
+        j -= 1
+    right: list[list[int]] = []
+    j = i + 1
+    while j < len(pieces) and docs[j] == docs[i] and len(right) < limit:
+        right.extend(pieces[j])
+        j += 1
+    return left[:limit], right[:limit]
+
+
+def encode_sentences(encoder: Encoder, sentences: list[list[str]], docs: list[int] | None,
+                     label_ids: list[list[int]] | None = None, i_of: dict[int, int] | None = None) -> list[Window]:
+    """Windows of every sentence, with document context from its neighbours when the encoder has a context budget
+    (`docs`: each sentence's document; None: every sentence is its own document). One path for training,
+    evaluation, the served model and the gate's scorer."""
+    pieces = [encoder.word_pieces(words) for words in sentences]
+    out: list[Window] = []
+    for i, p in enumerate(pieces):
+        left, right = (document_context(pieces, docs, i, encoder.context_tokens)
+                       if encoder.context_tokens and docs is not None else ([], []))
+        out.extend(encoder.encode_pieces(i, p, label_ids[i] if label_ids is not None else None, i_of, left, right))
+    return out
+
+
+def encoder_for(tokenizer, settings) -> Encoder:
+    """The encoder of a tokenize config or a model's saved meta (nerflow.json): the same windows either way."""
+    get = settings.get if isinstance(settings, dict) else lambda k, d=None: getattr(settings, k, d)
+    context = get("context", "sentence")
+    return Encoder(tokenizer, get("max_length"), get("stride"), get("label_all_subtokens", False),
+                   get("context_tokens", 0) if context == "document" else 0)
 
 
 def inside_label_map(labels: list[str]) -> dict[int, int]:
@@ -109,11 +188,8 @@ def inside_label_map(labels: list[str]) -> dict[int, int]:
 
 def encode_split(encoder: Encoder, sentences: list[Sentence], labels: list[str]) -> list[Window]:
     label_to_id = {t: i for i, t in enumerate(labels)}
-    i_of = inside_label_map(labels)
-    out: list[Window] = []
-    for i, s in enumerate(sentences):
-        out.extend(encoder.encode(i, s.tokens, [label_to_id[t] for t in s.tags], i_of))
-    return out
+    return encode_sentences(encoder, [s.tokens for s in sentences], [s.doc for s in sentences],
+                            [[label_to_id[t] for t in s.tags] for s in sentences], inside_label_map(labels))
 
 
 def merge_windows(windows: list[Window], word_scores: list[dict[int, object]], n_words: list[int]) -> list[list]:
@@ -149,7 +225,7 @@ def load_windows(path: Path) -> list[Window]:
 def tokenize_corpus(tokenizer, corpus: dict[str, list[Sentence]], labels: list[str], cfg: TokenizeConfig,
                     out_dir: Path) -> dict[str, float]:
     """Encode every split into `out_dir/<split>` (Arrow). Returns counts and sentences/s."""
-    encoder = Encoder(tokenizer, cfg.max_length, cfg.stride, cfg.label_all_subtokens)
+    encoder = encoder_for(tokenizer, cfg)
     stats: dict[str, float] = {}
     started, n_sentences = time.perf_counter(), 0
     for split, sentences in corpus.items():

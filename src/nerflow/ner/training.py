@@ -78,4 +78,6 @@ def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=
 def job_fields(cfg) -> dict:
     """What a NER training job carries beyond the shared fields (prefect_tasks/train.py): the window settings the
     served model needs."""
-    return {"meta": {"max_length": cfg.tokenize.max_length, "stride": cfg.tokenize.stride}}
+    t = cfg.tokenize
+    return {"meta": {"max_length": t.max_length, "stride": t.stride, "context": t.context,
+                     "context_tokens": t.context_tokens}}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerflow.textcat import evaluate
+from nerflow.textcat import evaluate, selection
 from nerflow.textcat.config import TextcatEvaluateConfig as EvaluateConfig
 from nerflow.textcat.data import read_split
 from nerflow.textcat.predict import META_FILE, predict_logits, to_probabilities
@@ -40,6 +40,8 @@ def evaluate_model(model_dir: Path, validated: Path, tokenized: Path, cfg: Evalu
         scores = evaluate.score(gold, probs, labels, multi, thresholds, cfg.calibration_bins)
         write_artifacts(out, split, docs, gold, probs, labels, multi, thresholds, scores, cfg)
         metrics |= scores.metrics(prefix, fields)
+        if multi:   # threshold-free: what chose the training epoch (nerflow.textcat.selection)
+            metrics[f"{prefix}average_precision"] = selection.macro_average_precision(gold, probs, labels)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 

@@ -1,36 +1,46 @@
 """Text classification's side of the training loop: a sequence-classification head, segment collation, cross-entropy
-(single-label) or binary cross-entropy per label (multi-label), validation macro F1, and the saved model with what
-its predictor needs (labels, long-text settings, multi-label thresholds chosen on validation).
+(single-label) or binary cross-entropy per label (multi-label, positives optionally weighted), validation scores, and
+the saved model with what its predictor needs (labels, long-text settings, multi-label thresholds chosen on
+validation).
 
 Long texts read as windows train one of two ways (`tokenize.window_training`): `each` window is an example with
 its text's label (cheap, the windows of one text land in different batches), or the windows of a text are `pooled`
 in training too (a batch holds whole texts; their windows' logits are pooled, as in prediction, and the loss is
 the text's). docs/benchmarks.md compares them on movie reviews.
+
+Multi-label epochs are chosen by macro average precision, and each is scored with thresholds tuned on validation
+too (nerflow.textcat.selection); the kept weights are saved with the thresholds tuned on that epoch's validation
+probabilities, so the served decision is the one validation measured (`val/f1_tuned` of the best epoch).
 """
 from __future__ import annotations
 
 import functools
 import json
+import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from nerflow import distributed
 from nerflow.checkpoints import MetricsCallback
-from nerflow.config import TrainConfig
-from nerflow.textcat import evaluate
+from nerflow.textcat import evaluate, selection
 from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
+from nerflow.textcat.config import TextcatTrainConfig as TrainConfig
 from nerflow.textcat.data import read_split
-from nerflow.textcat.predict import META_FILE, collate, pool_rows, predict_logits, to_probabilities, write_meta
+from nerflow.textcat.predict import collate, pool_rows, predict_logits, to_probabilities, write_meta
 from nerflow.textcat.tokenization import Segment, load_segments
 from nerflow.train import Trainable, TrainResult, fit, save_pretrained
 
+log = logging.getLogger(__name__)
 
-def loss_sum(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> torch.Tensor:
-    """Summed over texts: the loop divides by the texts in the global batch."""
+
+def loss_sum(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool,
+             pos_weight: list[float] | None = None) -> torch.Tensor:
+    """Summed over texts: the loop divides by the texts in the global batch. `pos_weight` (multi-label): each
+    label's positive terms weighted (train.pos_weight, nerflow.textcat.selection.positive_weights)."""
     if multi_label:
-        return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1).sum()
+        weight = None if pos_weight is None else torch.tensor(pos_weight, device=logits.device)
+        return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight, reduction="none").mean(-1).sum()
     return F.cross_entropy(logits, labels, reduction="sum")
 
 
@@ -65,14 +75,23 @@ def trainable(model_path: str, tokenizer, labels: list[str], train_segments: lis
             revision=meta.get("base_model_revision"),
             problem_type="multi_label_classification" if multi_label else "single_label_classification")
 
+    tuned: dict = {}   # multi-label: the thresholds of the latest validation, saved with the weights if kept
+
     def validate(model, device: str, autocast_dtype) -> dict[str, float]:
         logits = predict_logits(model, val_segments, len(val_gold), tokenize.pool, pad_id, cfg.eval_batch_size,
                                 device, autocast_dtype, cfg.eval_batch_tokens)
-        scores = evaluate.score(val_gold, to_probabilities(logits, multi_label), labels, multi_label)
-        return {"f1": scores.macro_f1, "accuracy": scores.accuracy, "f1_micro": scores.micro_f1}
+        probs = to_probabilities(logits, multi_label)
+        scores = evaluate.score(val_gold, probs, labels, multi_label)
+        out = {"f1": scores.macro_f1, "accuracy": scores.accuracy, "f1_micro": scores.micro_f1}
+        if multi_label:
+            more, tuned["thresholds"] = selection.multi_label_scores(val_gold, probs, labels)
+            out |= more
+        return out
 
     def save(model, target: Path) -> None:
-        save_pretrained(model, tokenizer, target, lambda folder: write_meta(folder, **meta))
+        # the loop saves right after the validation that made this epoch the best (same process: rank 0)
+        extra = {"thresholds": [float(t) for t in tuned["thresholds"]]} if multi_label else {}
+        save_pretrained(model, tokenizer, target, lambda folder: write_meta(folder, **meta, **extra))
 
     pooled = tokenize.long_documents == "windows" and tokenize.window_training == "pooled"
     if pooled:   # examples are whole texts: lists of their windows
@@ -85,41 +104,31 @@ def trainable(model_path: str, tokenizer, labels: list[str], train_segments: lis
     else:
         examples, lengths = train_segments, [len(s.input_ids) for s in train_segments]
         collate_fn = functools.partial(collate, pad_id=pad_id, n_labels=len(labels), multi_label=multi_label)
+    pos_weight = None
+    if multi_label:
+        example_labels = [windows[0].labels for windows in examples] if pooled else [s.labels for s in examples]
+        pos_weight = selection.positive_weights(example_labels, len(labels), cfg.pos_weight)
+        if pos_weight is not None:
+            log.info("positive weights (train.pos_weight=%s): %s", cfg.pos_weight,
+                     ", ".join(f"{label} {w:.2f}" for label, w in zip(labels, pos_weight)))
     return Trainable(load_model=load_model, examples=examples, lengths=lengths, targets=[1] * len(examples),
-                     collate=collate_fn, loss_sum=functools.partial(loss_sum, multi_label=multi_label),
-                     validate=validate, save=save, score="f1",
+                     collate=collate_fn,
+                     loss_sum=functools.partial(loss_sum, multi_label=multi_label, pos_weight=pos_weight),
+                     validate=validate, save=save, score=selection.SELECTS if multi_label else "f1",
                      identity={"task": "text-classification", "labels": labels, "multi_label": multi_label,
-                               "window_training": "pooled" if pooled else "each"},
+                               "window_training": "pooled" if pooled else "each",
+                               **({"pos_weight": pos_weight} if pos_weight is not None else {})},
                      forward=functools.partial(pooled_forward, pool=tokenize.pool) if pooled else None)
 
 
 def train(model_path: str, tokenizer, labels: list[str], train_segments: list[Segment], val_segments: list[Segment],
           val_gold: list[list[str]], multi_label: bool, cfg: TrainConfig, tokenize: TokenizeConfig, seed: int,
           out_dir: Path, meta: dict, on_metrics: MetricsCallback | None = None, should_stop=None) -> TrainResult:
-    """Fine-tune a text classifier (see `nerflow.train.fit`); for multi-label data the best model's per-label
-    thresholds are then chosen on validation and saved with it."""
+    """Fine-tune a text classifier (see `nerflow.train.fit`); a multi-label model is saved with the per-label
+    thresholds chosen on validation for its weights."""
     job = trainable(model_path, tokenizer, labels, train_segments, val_segments, val_gold, multi_label, cfg,
                     tokenize, meta)
-    result = fit(job, cfg, seed, out_dir, on_metrics, should_stop)
-    if multi_label and distributed.current().main:   # rank 0 saved the model; it alone adds the thresholds
-        choose_thresholds(result.best_dir, val_segments, val_gold, labels, tokenize, cfg)
-    return result
-
-
-def choose_thresholds(model_dir: Path, val_segments: list[Segment], val_gold: list[list[str]], labels: list[str],
-                      tokenize: TokenizeConfig, cfg: TrainConfig) -> None:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    pad_id = AutoTokenizer.from_pretrained(model_dir).pad_token_id or 0
-    logits = predict_logits(model, val_segments, len(val_gold), tokenize.pool, pad_id, cfg.eval_batch_size,
-                            batch_tokens=cfg.eval_batch_tokens)
-    thresholds = evaluate.choose_thresholds(val_gold, to_probabilities(logits, True), labels)
-    meta_path = model_dir / META_FILE
-    meta = json.loads(meta_path.read_text())
-    tmp = meta_path.with_suffix(".tmp")   # a reader never sees half a file
-    tmp.write_text(json.dumps({**meta, "thresholds": [float(t) for t in thresholds]}, indent=2))
-    tmp.replace(meta_path)
+    return fit(job, cfg, seed, out_dir, on_metrics, should_stop)
 
 
 def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=None) -> TrainResult:
