@@ -59,6 +59,8 @@ def main() -> None:
               "validation_f1": round(m["val/best_f1"], 4), "best_epoch": m.get("train/best_epoch"),
               "train_seconds": round(m["stage/train_seconds"], 1), "wall_seconds": round(wall, 1),
               "train_samples_per_s": round(m["train/samples_per_s"], 1),
+              "trainable_parameters": m.get("train/trainable_parameters"),
+              "adapter_bytes": m.get("train/adapter_bytes"),   # train.adapter=lora: the adapter with its head
               "per_type_test_f1": {t: round(m[f"test/f1_{t}"], 4) for t in sorted(types)},
               "per_type_test_f1_exact": {t: m[f"test/f1_{t}"] for t in sorted(types)}, "test_f1_exact": m["test/f1"],
               "stage_seconds": {k.removeprefix("stage/").removesuffix("_seconds"): round(v, 1)

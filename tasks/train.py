@@ -62,7 +62,9 @@ def train_summary_metrics(summary: dict) -> dict[str, float]:
                "train/checkpoint_bytes": summary.get("checkpoint_bytes", 0)}
     for key, name in (("padding_ratio", "train/padding_ratio"), ("train_seconds", "train/train_seconds"),
                       ("peak_memory_bytes", "train/peak_memory_bytes"),
-                      ("frozen_parameters", "train/frozen_parameters")):
+                      ("frozen_parameters", "train/frozen_parameters"),
+                      ("trainable_parameters", "train/trainable_parameters"),
+                      ("adapter_bytes", "train/adapter_bytes")):
         if key in summary:
             metrics[name] = summary[key]
     return metrics

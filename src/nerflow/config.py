@@ -102,6 +102,16 @@ class TokenizeConfig(_Section):
     stride: NonNegativeInt = 32              # sub-tokens shared by consecutive windows of a long text
 
 
+class LoraConfig(_Section):
+    """Low-rank adapters (Hu et al. 2021) through peft; used when `train.adapter: lora`."""
+    rank: PositiveInt = 8                  # peft's LoraConfig default r
+    alpha: PositiveFloat = 16.0            # update scaled by alpha / rank; 2x rank as in peft's examples
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # peft's own default for BERT-like models (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING["bert"]) and the
+    # LoRA paper's choice (W_q, W_v); "all-linear" adapts every linear layer of the encoder
+    target_modules: list[str] | Literal["all-linear"] = ["query", "value"]
+
+
 class TrainConfig(_Section):
     epochs: PositiveInt = 3
     lr: PositiveFloat | Literal["auto"] = "auto"   # auto: by model size, run length and batch, nerflow.optim.default_lr
@@ -114,6 +124,10 @@ class TrainConfig(_Section):
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     max_grad_norm: PositiveFloat = 1.0
     freeze: Literal["none", "word_embeddings", "embeddings"] | NonNegativeInt = 1   # N: embeddings + first N layers
+    # lora: the base model is frozen by peft and only the adapters and the task head train, so `freeze` is unused
+    # (nerflow.adapters); `best` is the merged model, the adapter with its head is kept beside it
+    adapter: Literal["none", "lora"] = "none"
+    lora: LoraConfig = LoraConfig()
     early_stopping_patience: NonNegativeInt = 2    # epochs without a better validation score; 0 = off
     checkpoint_every: Annotated[NonNegativeInt, REPORTING] = 200   # steps; 0 = only at epoch ends
     keep_checkpoints: Annotated[PositiveInt, REPORTING] = 2

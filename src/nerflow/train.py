@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from nerflow import batching, best_model, distributed, optim
+from nerflow import adapters, batching, best_model, distributed, optim
 from nerflow.checkpoints import MetricsCallback, flush_metrics, recover, resume, rng_state, save_checkpoint
 from nerflow.config import TrainConfig
 from nerflow.devices import peak_memory, seed_everything, select_device, weights_digest
@@ -86,6 +86,8 @@ class TrainResult:
     world_size: int = 1
     batches: str = ""                      # how steps were cut ("1024 tokens per step")
     frozen_parameters: int = 0
+    trainable_parameters: int = 0          # those the optimizer updates (LoRA: adapters + task head)
+    adapter_bytes: int = 0                 # the saved adapter with its head (train.adapter: lora), else 0
     peak_memory_bytes: int = 0             # GPU: max allocated; CPU: the process's peak resident set
     weights_sha256: str = ""               # the weights after the last step (nerflow.train.weights_digest)
 
@@ -143,13 +145,17 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
     seed_everything(seed)
     device, autocast_dtype = select_device(cfg, world)
     model = job.load_model().to(device)
+    n_params = model.num_parameters()
     pad = batching.pad_multiple(device)
-    optim.freeze(model, cfg.freeze)
+    if cfg.adapter == "none":
+        optim.freeze(model, cfg.freeze)
+    else:   # peft freezes the whole base itself: train.freeze is unused (nerflow.adapters)
+        model = adapters.wrap(model, cfg)
     plan = batching.plan_batches(job.lengths, cfg.epochs, cfg.batch_tokens, cfg.batch_size, cfg.min_steps,
                                  cfg.group_by_length)
     total_steps = batching.total_steps(job.lengths, plan, seed, cfg.epochs)
     mean_batch = len(job.lengths) * cfg.epochs / max(total_steps, 1)
-    lr = default_lr(model.num_parameters(), len(job.lengths) * cfg.epochs, mean_batch) if cfg.lr == "auto" \
+    lr = default_lr(n_params, len(job.lengths) * cfg.epochs, mean_batch, cfg.adapter) if cfg.lr == "auto" \
         else float(cfg.lr)
     optimizer, scheduler = optim.build_optimizer(model, cfg.weight_decay, lr,
                                                  optim.warmup_steps(total_steps, cfg.warmup_ratio), total_steps)
@@ -174,10 +180,12 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
         flush_metrics(s.metrics, ckpt_dir, on_metrics)   # points the checkpoint covers that a crash kept back
     s.metrics.clear()
     per_epoch = total_steps / max(cfg.epochs, 1)   # token batches may vary a little from epoch to epoch
-    log.info("training on %s x%d: %d examples, %s, %d steps (%s steps/epoch), lr %.2e, %s parameters frozen "
-             "(train.freeze=%s)", device, world.size, len(job.examples), plan.describe(), total_steps,
+    log.info("training on %s x%d: %d examples, %s, %d steps (%s steps/epoch), lr %.2e, %s parameters frozen, "
+             "%s trained (%s)", device, world.size, len(job.examples), plan.describe(), total_steps,
              f"{per_epoch:g}" if per_epoch.is_integer() else f"~{per_epoch:.1f}", lr,
-             f"{sum(p.numel() for p in model.parameters() if not p.requires_grad):,}", cfg.freeze)
+             f"{sum(p.numel() for p in model.parameters() if not p.requires_grad):,}",
+             f"{adapters.trainable_count(model):,}",
+             f"train.freeze={cfg.freeze}" if cfg.adapter == "none" else f"train.adapter={cfg.adapter}")
     loss_sum = torch.tensor(s.loss_sum, device=device)
 
     clock = StepClock()
@@ -282,16 +290,20 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
     return TrainResult(best_dir, s.best_score, s.best_epoch, s.epoch - 1, s.step, lr, s.seen_samples / seconds,
                        s.seen_tokens / seconds, s.seen_padded / max(s.seen_tokens, 1), s.train_seconds, s.history,
                        s.checkpoint_seconds, s.checkpoint_bytes, world.size, plan.describe(),
-                       sum(p.numel() for p in model.parameters() if not p.requires_grad), peak_memory(device),
-                       weights_digest(model))
+                       sum(p.numel() for p in model.parameters() if not p.requires_grad),
+                       adapters.trainable_count(model),
+                       adapters.folder_bytes(best_dir / adapters.ADAPTER_DIR) if cfg.adapter != "none" else 0,
+                       peak_memory(device), weights_digest(model))
 
 
 def save_pretrained(model, tokenizer, target: Path, write_extra: Callable[[Path], None]) -> None:
     """Write to a sibling temp folder, then swap it in (`nerflow.best_model`): a kill at any point leaves `target`
-    whole or in a state `nerflow.checkpoints.recover` repairs before training resumes."""
+    whole or in a state `nerflow.checkpoints.recover` repairs before training resumes. A model with LoRA adapters
+    is saved merged (a plain folder that loads without peft), its adapter with its head in `adapter/` inside."""
     tmp = best_model.temp_dir(target)
     shutil.rmtree(tmp, ignore_errors=True)   # a save cut short that no repair saw (recover removes it first)
-    model.save_pretrained(tmp)
+    adapters.merged(model).save_pretrained(tmp)
+    adapters.save_adapter(model, tmp)
     tokenizer.save_pretrained(tmp)
     write_extra(tmp)
     best_model.swap_in(tmp, target)

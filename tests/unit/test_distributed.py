@@ -14,7 +14,7 @@ import torch
 
 from nerflow import launch
 from nerflow.checkpoints import list_checkpoints
-from nerflow.config import TrainConfig
+from nerflow.config import LoraConfig, TrainConfig
 from nerflow.ner import data, tokenization
 from nerflow.ner.data import Sentence
 from nerflow.train import TrainingInterrupted
@@ -152,3 +152,17 @@ def _stop_when_started(out: Path) -> None:
     while not (out / launch.JOB_FILE).is_file() and time.monotonic() < deadline:
         time.sleep(0.01)
     (out / launch.STOP_FILE).write_text("SIGINT")
+
+
+def test_lora_two_processes_reach_the_same_model_as_one(inputs, tmp_path):
+    """`train.adapter: lora` under DDP: the peft-wrapped model (frozen base, adapters + head trained) steps alike."""
+    out1, out2 = tmp_path / "one", tmp_path / "two"
+    # no adapter dropout: like the tiny model's own, ranks would draw other masks than the single process does
+    lora = {"adapter": "lora", "lora": LoraConfig(dropout=0.0), "epochs": 1, "lr": 5e-3}
+    r1, r2 = launch.train(job(inputs, out1, **lora)), launch.train(job(inputs, out2, **lora, devices=2))
+    assert r2["world_size"] == 2 and r2["steps"] == r1["steps"]
+    assert r2["trainable_parameters"] == r1["trainable_parameters"] > 0
+    mine, theirs = weights(out2), weights(out1)
+    assert any("lora_B" in k for k in theirs)
+    assert all(torch.allclose(mine[k].float(), theirs[k].float(), atol=1e-4) for k in theirs)
+    assert abs(r2["best_score"] - r1["best_score"]) <= F1_TOLERANCE

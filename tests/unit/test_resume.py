@@ -302,3 +302,21 @@ def test_checkpoint_cost_is_reported(reference):
     newest = list_checkpoints(reference["out"] / "checkpoints")[-1]
     assert result.checkpoint_bytes == newest.stat().st_size
     assert result.checkpoint_seconds > 0
+
+
+def test_lora_crash_mid_epoch_then_resume_equals_uninterrupted(data, tiny_tokenizer, tmp_path):
+    """`train.adapter: lora` (adapter dropout on): the peft-wrapped model resumes to the same weights, merged best
+    model and adapter as an uninterrupted run."""
+    lora = CFG.model_copy(update={"adapter": "lora"})
+    calls: list = []
+    uninterrupted = run(data, tiny_tokenizer, tmp_path / "ref", [], cfg=lora)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(data, tiny_tokenizer, tmp_path / "resumed", calls, windows=CrashingWindows(data["train"], steps_ok=8),
+            cfg=lora)
+    result = run(data, tiny_tokenizer, tmp_path / "resumed", calls, cfg=lora)
+    assert result.steps == uninterrupted.steps and result.history == uninterrupted.history
+    mine, theirs = final_weights(tmp_path / "resumed"), final_weights(tmp_path / "ref")
+    assert any("lora_A" in k for k in theirs) and mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs), "final weights differ from the uninterrupted run"
+    for saved in ("model.safetensors", "adapter/adapter_model.safetensors"):
+        assert (tmp_path / "resumed" / "best" / saved).read_bytes() == (tmp_path / "ref" / "best" / saved).read_bytes()

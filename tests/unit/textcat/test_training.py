@@ -391,3 +391,17 @@ def test_two_processes_train_as_one_process_on_the_same_global_batches(one_proce
     meta = json.loads((Path(r2["best_dir"]) / META_FILE).read_text())
     assert (meta["task"], meta["labels"], meta["multi_label"], meta["max_length"]) == \
            ("text-classification", LABELS, False, 10)
+
+
+def test_lora_learns_and_serves_the_merged_model_with_the_trained_scores(single, tmp_path):
+    """`train.adapter: lora` on text classification: the same loop trains adapters and head; the served (merged)
+    model, loaded without peft, scores on validation what training measured with the adapters."""
+    lora = CFG.model_copy(update={"adapter": "lora", "lr": 1e-2, "checkpoint_every": 0})
+    result = training.train(**{**single["args"], "cfg": lora}, out_dir=tmp_path)
+    assert result.best_score > CHANCE_F1 + 0.2, result.history
+    assert 0 < result.trainable_parameters < single["result"].trainable_parameters / 4
+    assert result.adapter_bytes > 0 and (result.best_dir / "adapter" / "adapter_config.json").is_file()
+    val_docs = single["val_docs"]
+    probs = Classifier.load(result.best_dir, device="cpu").probabilities([d.text for d in val_docs])
+    assert evaluate.score([d.labels for d in val_docs], probs, LABELS, False).macro_f1 == \
+           pytest.approx(result.best_score)
