@@ -2,6 +2,8 @@
 (nerflow.pretrain). Off by default; off, the stage is absent from the plan and no other stage's key changes."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
@@ -27,3 +29,16 @@ class PretrainConfig(BaseModel):
     warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)
     heldout_every: PositiveInt = 20        # every Nth text scores the epoch (masked-token loss), not trained on
     near_duplicate: float = Field(0.8, gt=0.0, le=1.0)   # word 5-gram Jaccard with a validation/test text: removed
+
+
+def text_files(paths: Sequence[str | Path], key: str = "pretrain.text") -> list[Path]:
+    """The files `pretrain.text` names, folders expanded (their files sorted, hidden ones skipped), in order."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"config key {key!r}: {p} is neither a file nor a folder")
+    return files

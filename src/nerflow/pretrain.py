@@ -9,7 +9,9 @@ Masking follows transformers' DataCollatorForLanguageModeling (each non-special 
 """
 from __future__ import annotations
 
+import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,8 @@ import torch.nn.functional as F
 from nerflow.batching import padded
 from nerflow.checkpoints import MetricsCallback
 from nerflow.config import TrainConfig
-from nerflow.config_pretrain import PretrainConfig
+from nerflow.config_pretrain import PretrainConfig, text_files
+from nerflow.decontaminate import decontaminate
 from nerflow.train import Trainable, TrainResult, fit, save_pretrained
 
 IGNORE = -100
@@ -34,14 +37,7 @@ class Piece:
 
 def read_texts(paths: Sequence[str | Path], key: str = "pretrain.text") -> list[str]:
     """The non-blank lines of the files, and of every file under the folders (sorted), in order."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"config key {key!r}: {p} is neither a file nor a folder")
+    files = text_files(paths, key)
     texts: list[str] = []
     for f in files:
         try:
@@ -191,3 +187,39 @@ def pretrain(model_path: str, tokenizer, texts: Sequence[str], settings: Pretrai
         raise ValueError(f"model {model_path}: its tokenizer has no mask token; it cannot be pretrained with MLM")
     cfg = loop_settings(settings, train)
     return fit(mlm_trainable(model_path, tokenizer, texts, settings, cfg, seed), cfg, seed, out_dir, on_metrics)
+
+
+def validated_texts(validated: Path, split: str) -> list[str]:
+    """The texts of a validated split (`<split>.jsonl`, the shape every task type writes): a document's `text`, or
+    a sentence's `tokens` joined by spaces. An absent split has none."""
+    path = Path(validated) / f"{split}.jsonl"
+    if not path.exists():
+        return []
+    texts = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                texts.append(row["text"] if "text" in row else " ".join(row["tokens"]))
+    return texts
+
+
+def pretrain_stage(model_path: str, validated: Path, settings: PretrainConfig, train: TrainConfig, seed: int,
+                   out_dir: Path, on_metrics: MetricsCallback | None = None) -> dict:
+    """The pipeline's `pretrain` stage: `pretrain.text` (default: the training split's texts) without the exact and
+    near duplicates of validation and test texts, then `pretrain`. Returns the summary the stage records."""
+    from transformers import AutoTokenizer
+
+    texts = read_texts(settings.text) if settings.text else validated_texts(validated, "train")
+    held_out = validated_texts(validated, "validation") + validated_texts(validated, "test")
+    started = time.perf_counter()
+    clean = decontaminate(texts, held_out, settings.near_duplicate)
+    decontaminate_seconds = time.perf_counter() - started
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    result = pretrain(model_path, tokenizer, clean.texts, settings, train, seed, out_dir, on_metrics)
+    return {"best_dir": str(result.best_dir), "texts": len(texts), "removed_exact": clean.exact,
+            "removed_near": clean.near, "decontaminate_seconds": decontaminate_seconds, "steps": result.steps,
+            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "lr": result.lr,
+            "best_masked_token_prob": result.best_score, "tokens_seen": int(result.train_tokens_per_s *
+                                                                            result.train_seconds),
+            "train_seconds": result.train_seconds, "tokens_per_s": result.train_tokens_per_s}
