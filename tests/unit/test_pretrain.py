@@ -133,3 +133,27 @@ def test_long_texts_are_cut_in_pieces_of_max_length(tiny_tokenizer):
     pieces = cut(tiny_tokenizer, [" ".join(TINY_TEXTS)], 8)
     assert len(pieces) > 5 and all(len(p.input_ids) <= 8 for p in pieces)
     assert [p.index for p in pieces] == list(range(len(pieces)))
+
+
+def test_the_stage_removes_held_out_text_and_its_model_is_a_starting_point(tiny_model_dir, tmp_path):
+    import json
+
+    from transformers import AutoModelForTokenClassification
+
+    from nerflow.prefect_tasks.pretrain import renamed
+    from nerflow.pretrain import pretrain_stage
+
+    validated = tmp_path / "validated"
+    validated.mkdir()
+    for split, texts in (("train", TINY_TEXTS), ("validation", HELD_OUT[:1]), ("test", HELD_OUT[1:2])):
+        (validated / f"{split}.jsonl").write_text("".join(json.dumps({"tokens": t.split(), "tags": []}) + "\n"
+                                                          for t in texts))
+    unlabelled = tmp_path / "unlabelled.txt"
+    unlabelled.write_text("\n".join([*TINY_TEXTS * 2, HELD_OUT[0].upper(), HELD_OUT[1] + " indeed"]) + "\n")
+    settings = SETTINGS.model_copy(update={"epochs": 1, "text": (str(unlabelled),)})
+    summary = pretrain_stage(str(tiny_model_dir), validated, settings, LOOP, 3, tmp_path / "work")
+    assert (summary["texts"], summary["removed_exact"], summary["removed_near"]) == (12, 1, 1)
+    assert summary["steps"] > 0 and summary["tokens_seen"] > 0
+    model = AutoModelForTokenClassification.from_pretrained(summary["best_dir"], num_labels=3)
+    assert model.config.num_labels == 3
+    assert renamed({"train/loss": 1.0, "val/loss": 2.0}) == {"pretrain/loss": 1.0, "pretrain/val_loss": 2.0}
