@@ -23,7 +23,11 @@ def train_job(ctx: RunContext, upstream: dict) -> dict:
     labels = json.loads((validated / "labels.json").read_text())
     base = {"base_model": cfg.model.name_or_path,   # a hub model: the commit its key holds, recorded with the model
             **({"base_model_revision": ctx.plan.model_revision} if ctx.plan.model_revision else {})}
-    return {**extra, "task": cfg.task, "model_path": ctx.plan.model_path, "validated": str(validated),
+    model_path = ctx.plan.model_path
+    if "pretrain" in upstream:   # the optional stage ran: start from its model (a local folder, no revision)
+        model_path = upstream["pretrain"].model_dir
+        base = {"base_model": cfg.model.name_or_path, "pretrained": upstream["pretrain"].key}
+    return {**extra, "task": cfg.task, "model_path": model_path, "validated": str(validated),
             "tokenized": upstream["tokenize"].path, "train": cfg.train.model_dump(mode="json"), "seed": cfg.seed,
             "out_dir": str(work_dir(ctx.plan, cfg)), "meta": {**extra.get("meta", {}), "labels": labels, **base}}
 

@@ -173,8 +173,8 @@ def stage_context(stage, task: str, graph) -> Context:
     dispatched = set(task_types.IMPLEMENTATIONS.values())
     for name in task_types.IMPLEMENTATIONS:
         dispatched |= set(task_types.get(name).entries.values())
-    for s in graph.stages:
-        dispatched.add(s.adapter_module)
+    for s in (*graph.stages, *getattr(graph, "optional", ())):   # an optional stage that is off: still dispatched,
+        dispatched.add(s.adapter_module)                       # so no other stage's code follows it by name
         if ":" in s.entry:
             dispatched.add(s.entry.partition(":")[0])
     own_package = task_types.IMPLEMENTATIONS[kind.name].rpartition(".")[0]

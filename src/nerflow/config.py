@@ -27,6 +27,7 @@ from pydantic import (
 
 from nerflow.config_errors import describe, key_lines
 from nerflow.config_marks import IDENTITY, REPORTING, NotInKey  # noqa: F401 - read from here by other modules
+from nerflow.config_pretrain import PretrainConfig
 from nerflow.config_promote import PromoteConfig
 
 
@@ -188,6 +189,7 @@ class PipelineConfig(_Section):
     data: DataConfig
     model: ModelConfig = ModelConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
+    pretrain: PretrainConfig = PretrainConfig()   # optional stage (nerflow.pretrain)
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
@@ -237,7 +239,9 @@ def load_config(path: Path | str, overrides: list[str] = (), resolved: bool = Fa
     # Absolute paths: the resolved config logged with a run must mean the same from any working directory
     # (`nerflow rerun`). Locations are not part of any cache key, so this changes no stage's key.
     return cfg.model_copy(update={"cache_dir": cfg.cache_dir.resolve(),
-                                  "data": cfg.data.model_copy(update={"dir": cfg.data.dir.resolve()})})
+                                  "data": cfg.data.model_copy(update={"dir": cfg.data.dir.resolve()}),
+                                  "pretrain": cfg.pretrain.model_copy(update={
+                                      "text": tuple(str(Path(t).resolve()) for t in cfg.pretrain.text)})})
 
 
 def _read_yaml(path: Path) -> tuple[dict, dict[str, str]]:

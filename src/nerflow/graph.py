@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nerflow.outputs import Evaluated, Promoted, Registered, StageOutput, Tokenized, Trained, Validated
+from nerflow.outputs import Evaluated, Pretrained, Promoted, Registered, StageOutput, Tokenized, Trained, Validated
 
 ADAPTERS = "nerflow.prefect_tasks"
 
@@ -32,6 +32,8 @@ class Stage:
     #                                    shared "module:function"
     adapter: str | None = None         # the tasks/ module that runs and records it (default: tasks/<name>.py)
     about: str = ""                    # one line for the docs and `nerflow run --help`
+    when: str | None = None            # a boolean config key (e.g. "pretrain.enabled"): off, the stage is absent
+    #                                    from the plan and its consumers' keys are those of a graph without it
     external: bool = False             # its output names something outside the cache that can vanish (a model
     #                                    version): its adapter's `still_valid` is asked before the entry is trusted
 
@@ -48,13 +50,21 @@ class Stage:
 @dataclass(frozen=True)
 class Graph:
     stages: tuple[Stage, ...]          # in an order where every stage comes after the stages it consumes
+    # stages a config turns on (`Stage.when`); `active(cfg)` puts those that are on before their first consumer.
+    # `stages` (and `names`) are what a config with all of them off runs: today's pipeline, today's keys.
+    optional: tuple[Stage, ...] = ()
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
+        optional = {s.name for s in self.optional}
+        if any(not s.when for s in self.optional):
+            raise ValueError("an optional stage needs `when`, the config key that turns it on")
+        names = [s.name for s in self.stages]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice:
+            raise ValueError(f"stage {twice!r} is declared twice")
         for stage in self.stages:
-            if stage.name in seen:
-                raise ValueError(f"stage {stage.name!r} is declared twice")
-            unknown = [c for c in stage.consumes if c not in seen]
+            unknown = [c for c in stage.consumes if c not in seen | optional]
             if unknown:
                 raise ValueError(f"stage {stage.name!r} consumes {', '.join(unknown)}, not declared before it")
             seen.add(stage.name)
@@ -82,8 +92,26 @@ class Graph:
         consumed = {c for s in self.stages for c in s.consumes}
         return tuple(s.name for s in self.stages if s.name not in consumed)
 
+    def active(self, cfg) -> Graph:
+        """The graph `cfg` runs: each optional stage that is on, before the first stage that consumes it; every
+        mention of one that is off dropped from the consumes of the others (their keys are then exactly those of
+        a graph that never declared it)."""
+        from dataclasses import replace
+
+        from nerflow.plan import setting
+
+        on = [s for s in self.optional if setting(cfg, s.when)]
+        off = {s.name for s in self.optional} - {s.name for s in on}
+        stages: list[Stage] = []
+        for stage in self.stages:
+            for extra in on:
+                if extra.name in stage.consumes and extra not in stages:
+                    stages.append(extra)
+            stages.append(replace(stage, consumes=tuple(c for c in stage.consumes if c not in off)))
+        return Graph(tuple(stages), tuple(s for s in self.optional if s not in stages))
+
     def with_stage(self, stage: Stage) -> Graph:
-        return Graph((*self.stages, stage))
+        return Graph((*self.stages, stage), self.optional)
 
 
 def named(reference: str) -> Graph:
@@ -102,7 +130,8 @@ PIPELINE = Graph((
           about="read the data and check it (Great Expectations); canonical splits"),
     Stage("tokenize", consumes=("validate",), reads=("tokenize",), inputs=("model",), output=Tokenized,
           about="the splits as model inputs (the base model's tokenizer)"),
-    Stage("train", consumes=("validate", "tokenize"), reads=("train", "seed"), inputs=("model",), output=Trained,
+    Stage("train", consumes=("validate", "tokenize", "pretrain"), reads=("train", "seed"), inputs=("model",),
+          output=Trained,
           about="fine-tune the base model; the best weights on validation"),
     Stage("evaluate", consumes=("validate", "tokenize", "train"), reads=("evaluate",), output=Evaluated,
           about="scores on validation and test, reports and plots"),
@@ -112,4 +141,9 @@ PIPELINE = Graph((
     # promote stage reuses its recorded decision; `nerflow promote` asks the gate again
     Stage("promote", consumes=("validate", "evaluate", "register"), reads=("promote",), output=Promoted,
           about="the evidence gate for promote.alias (champion)"),
+), optional=(
+    # off by default (pretrain.enabled): then absent, and train's key is what it was before this stage existed
+    Stage("pretrain", consumes=("validate",), reads=("pretrain", "seed", "train.precision", "train.num_threads"),
+          inputs=("model", "pretrain_text"), output=Pretrained, compute="nerflow.pretrain:pretrain_stage",
+          when="pretrain.enabled", about="continued masked-LM pretraining of the base model on unlabelled text"),
 ))

@@ -64,6 +64,17 @@ class Tokenized(StageOutput):
 
 
 @dataclass(frozen=True)
+class Pretrained(StageOutput):
+    model_dir: str = ""                                        # a Hugging Face folder: what train starts from
+    summary: dict[str, Any] = field(default_factory=dict)      # steps, tokens seen, time, texts removed
+
+    @classmethod
+    def load(cls, stage: str, key: str, entry: Path, reused: bool = True) -> StageOutput:
+        out = super().load(stage, key, entry, reused)
+        return dataclasses.replace(out, model_dir=str(Path(entry) / "model"))
+
+
+@dataclass(frozen=True)
 class Trained(StageOutput):
     model_dir: str = ""
     summary: dict[str, Any] = field(default_factory=dict)

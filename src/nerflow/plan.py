@@ -55,7 +55,21 @@ def input_identities(cfg: PipelineConfig) -> tuple[dict[str, Any], str, str | No
     model_path = models.resolve_model(cfg.model.name_or_path, cfg.cache_dir)
     model = models.model_fingerprint(model_path, cfg.model.revision)
     revision = models.resolved_revision(model_path, cfg.model.revision)
-    return {"data": data_identity.identity(cfg.data), "model": model}, model_path, revision
+    identities = {"data": data_identity.identity(cfg.data), "model": model}
+    if cfg.pretrain.enabled:
+        identities["pretrain_text"] = pretrain_text_identity(cfg)
+    return identities, model_path, revision
+
+
+def pretrain_text_identity(cfg: PipelineConfig) -> str:
+    """The content of `pretrain.text` (its files in reading order); "training texts" when it is empty: the task's
+    own training split, which the validate key covers."""
+    if not cfg.pretrain.text:
+        return "training texts"
+    from nerflow.config_pretrain import text_files
+    from nerflow.stat_cache import file_sha256
+
+    return hash_json([file_sha256(f) for f in text_files(cfg.pretrain.text)])
 
 
 def setting(cfg: PipelineConfig, path: str) -> Any:
@@ -69,7 +83,7 @@ def setting(cfg: PipelineConfig, path: str) -> Any:
 def make_plan(cfg: PipelineConfig, force_from: str | None = None, graph: Graph | None = None) -> Plan:
     """Keys of every stage of `graph` (default: the pipeline, nerflow.graph.PIPELINE); `force_from` marks that
     stage and every stage downstream of it as to-compute."""
-    graph = graph or stage_graph.PIPELINE
+    graph = (graph or stage_graph.PIPELINE).active(cfg)
     identities, model_path, revision = input_identities(cfg)
     keys: dict[str, str] = {}
     parts: dict[str, dict] = {}

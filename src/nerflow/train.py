@@ -66,6 +66,9 @@ class Trainable:
     identity: dict
     score: str = "f1"
     forward: Callable[[torch.nn.Module, dict], torch.Tensor] | None = None   # default: model(**batch).logits
+    # told the epoch before its batches are collated (a resumed one included): collation that draws per epoch (MLM
+    # masking) then depends on (seed, epoch, example) only, and a resume draws the same
+    start_epoch: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -217,6 +220,8 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
         while s.epoch <= cfg.epochs and not s.stopped:
             step_model.train()
             batches = batching.epoch_batches(job.lengths, plan, seed, s.epoch)
+            if job.start_epoch:
+                job.start_epoch(s.epoch)
             clock.start()
             for global_batch in batches[s.batches_done:]:   # a resumed epoch skips the batches already done
                 share = batching.shard(global_batch, world.rank, world.size)

@@ -312,7 +312,7 @@ def test_settings_that_cannot_change_an_output_are_marked_and_left_out_of_key_se
         "train.master_port", "promote.score_timeout_s"}
     assert {k for k, why in marked.items() if why == "identity"} == {
         "data.dir", "data.train", "data.validation", "data.test", "data.hf_dataset", "data.hf_revision",
-        "model.name_or_path", "model.revision"}
+        "model.name_or_path", "model.revision", "pretrain.text"}
     cfg = load_config(cfg_file)
     assert "log_every" not in key_settings(cfg.train) and "epochs" in key_settings(cfg.train)
     assert "dir" not in key_settings(cfg.data) and key_settings(cfg.data)["split"] == {"validation": 0.1,
