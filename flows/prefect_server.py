@@ -108,10 +108,10 @@ def stop_orphans() -> list[int]:
 
 def write_record(pidfile: Path, proc: subprocess.Popen, port: int) -> None:
     """The server's record, written whole (a concurrent `stop_orphans` never reads half of it): both identities,
-    taken now, after the server's exec (Popen returns only then) and from this very process."""
+    taken after the server's exec has set up its command line (ProcessId.after_exec) and from this very process."""
     record = {"pid": proc.pid, "owner": os.getpid(), "port": port, "started": time.time(),
               # a server that already died gets an identity no process matches
-              "server": (ProcessId.of(proc.pid) or ProcessId(proc.pid, 0.0, ())).to_json(),
+              "server": (ProcessId.after_exec(proc.pid) or ProcessId(proc.pid, 0.0, ())).to_json(),
               "owner_process": ProcessId.of(os.getpid()).to_json()}
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     partial = pidfile.with_name(f".{pidfile.name}.tmp")   # not `*.json`: stop_orphans does not see it

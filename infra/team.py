@@ -202,15 +202,9 @@ class TeamServers:
         self._remember(name, proc.pid)
 
     def _remember(self, name: str, pid: int) -> None:
-        """Record the server's identity, read after its exec (Popen, `pg_ctl start -w`, return only then). Popen
-        returns when exec closes its error pipe, before the kernel has set up the new command line: read at once,
-        /proc/PID/cmdline was sometimes empty, the record matched nothing, and `down` left that server running."""
-        deadline = time.monotonic() + 10
-        found = ProcessId.of(pid)
-        while found is not None and not found.cmdline and time.monotonic() < deadline:
-            time.sleep(0.01)
-            found = ProcessId.of(pid)
-        found = found or ProcessId(pid, 0.0, ())   # one that already died: an identity nothing matches
+        """Record the server's identity, read after its exec (ProcessId.after_exec: read at once, the command line
+        was sometimes empty, the record matched nothing, and `down` left that server running)."""
+        found = ProcessId.after_exec(pid) or ProcessId(pid, 0.0, ())   # one already dead: an identity nothing matches
         self.state.setdefault("procs", {})[name] = found.to_json()
         self._save()
 

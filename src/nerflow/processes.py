@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,18 @@ class ProcessId:
             return cls(pid, proc.create_time(), tuple(proc.cmdline()), boot, tick)
         except psutil.Error:
             return None
+
+    @classmethod
+    def after_exec(cls, pid: int, timeout: float = 10.0) -> ProcessId | None:
+        """The identity of a process just started. Popen returns when exec closes its error pipe, before the kernel
+        has set up the new command line: read at once, /proc/PID/cmdline is sometimes empty and the record would
+        match nothing (a server recorded so is never stopped). Waits (up to `timeout`) for the command line."""
+        deadline = time.monotonic() + timeout
+        found = cls.of(pid)
+        while found is not None and not found.cmdline and time.monotonic() < deadline:
+            time.sleep(0.01)
+            found = cls.of(pid)
+        return found
 
     def to_json(self) -> dict:
         record = {"pid": self.pid, "started": self.started, "cmdline": list(self.cmdline)}

@@ -42,6 +42,7 @@ def gone(pid: int, timeout: float = 10.0) -> bool:
 def bystander() -> Iterator[subprocess.Popen]:
     """An unrelated live process: the one that got a dead server's pid."""
     proc = subprocess.Popen(["sleep", "60"])
+    ProcessId.after_exec(proc.pid)   # Popen returns before the kernel has set up the new command line
     yield proc
     proc.kill()
     proc.wait()
