@@ -43,11 +43,11 @@ def check_stage(stage: str | None) -> None:
     """A stage of the pipeline graph, or None (the first stage not done); anything else is bad input."""
     from nerflow.graph import PIPELINE
 
-    if stage is None or stage in PIPELINE.names:
+    if stage is None or stage in PIPELINE.all_names:
         return
-    close = difflib.get_close_matches(str(stage), PIPELINE.names, n=1)
+    close = difflib.get_close_matches(str(stage), PIPELINE.all_names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ConfigError(f"no stage {stage!r}{hint}: the stages are {', '.join(PIPELINE.names)}")
+    raise ConfigError(f"no stage {stage!r}{hint}: the stages are {', '.join(PIPELINE.all_names)}")
 
 
 def load(run_or_flow_id: str, from_stage: str | None = None) -> PastRun:
@@ -68,7 +68,19 @@ def load(run_or_flow_id: str, from_stage: str | None = None) -> PastRun:
                                                    dst_path=tmp)
         refuse_masked(run.info.run_id, path)
         cfg = load_config(path, resolved=True)
+    check_stage_of(run.info.run_id, cfg, from_stage)
     return PastRun(run, cfg)
+
+
+def check_stage_of(run_id: str, cfg, stage: str | None) -> None:
+    """An optional stage that was off in the run cannot be where it continues from (its config is kept as logged)."""
+    from nerflow.graph import PIPELINE
+
+    if stage is None or stage in PIPELINE.active(cfg).names:
+        return
+    when = next(s.when for s in PIPELINE.optional if s.name == stage)   # only an optional stage can be off
+    raise ConfigError(f"run {run_id} has no stage {stage!r}: {when} was off in its config (start a new run with "
+                      f"`nerflow run CONFIG {when}=true`)")
 
 
 def refuse_masked(run_id: str, path: str) -> None:
@@ -146,7 +158,8 @@ def stopped_stage(client, run) -> str | None:
     if tagged or run.info.status != "KILLED":
         return tagged
     attempt = int(run.data.tags.get(ATTEMPTS_TAG, "1"))
-    return next((name for name in graph.PIPELINE.names if not finished_in(client, run, name, attempt)), None)
+    return next((name for name in graph.PIPELINE.run_names(graph.logged_on(run.data.params))
+                 if not finished_in(client, run, name, attempt)), None)
 
 
 def finished_in(client, run, stage: str, attempt: int) -> bool:

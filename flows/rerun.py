@@ -41,7 +41,7 @@ POLLED_WITHIN_S = 60.0
 
 # the stage names as a choice in the Run form (the JSON schema's enum); the flow checks the value itself, so a call
 # from a script gets the same one-line refusal
-Stage = Annotated[str, Field(json_schema_extra={"enum": list(PIPELINE.names)})]
+Stage = Annotated[str, Field(json_schema_extra={"enum": list(PIPELINE.all_names)})]
 
 
 def host_queue(host: str) -> str:

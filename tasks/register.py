@@ -26,7 +26,7 @@ import nerflow
 from nerflow import faults, model_description, model_files, redact, task_types
 from nerflow.config import config_hash
 from nerflow.models import SERVED_ARTIFACT, weights_sha256
-from nerflow.outputs import OUTPUT_FILE, Registered, write_fields
+from nerflow.outputs import ADAPTER_ARTIFACT, OUTPUT_FILE, Registered, write_fields
 from nerflow.plan import StagePlan
 from nerflow.prefect_tasks import model_page, tracking
 from nerflow.prefect_tasks.registration_lock import registration_lock
@@ -40,6 +40,8 @@ KEY_TAG = "nerflow.register_key"
 WEIGHTS_TAG = "nerflow.weights_sha256"
 ATTEMPT_TAG = "nerflow.attempt"
 CREATED_BY_TAG = "nerflow.created_by"
+ADAPTER_TAG = "nerflow.adapter"              # train.adapter: lora: runs:/<run>/adapter, the adapter with its head
+ADAPTER_BYTES_TAG = "nerflow.adapter_bytes"
 
 
 def log_servable_model(run_id: str, model_dir: str, task: str):
@@ -231,6 +233,9 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
         # what the gate, `predict` and `compare` check the served folder against before loading it (exact: not
         # passed through the masking)
         tags |= model_files.version_tags(trained.model_dir)
+        if trained.adapter_dir:   # LoRA: where the adapter the merged weights came from is, and its size
+            tags |= {ADAPTER_TAG: f"runs:/{ctx.run_id}/{ADAPTER_ARTIFACT}",
+                     ADAPTER_BYTES_TAG: str(trained.summary.get("adapter_bytes", ""))}
         description = redact.text(f"{cfg.task} fine-tuned from {cfg.model.name_or_path} on {data} (data "
                                   f"{validated.data_hash[:12]}) by MLflow run {ctx.run_id}; registered by {creator}")
         version, new, by = create_version(client, undo, name, ctx.run_id, trained.model_dir, tags,

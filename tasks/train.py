@@ -7,8 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-from nerflow import launch, task_types
-from nerflow.outputs import Trained, write_fields
+from nerflow import adapters, launch, task_types
+from nerflow.outputs import ADAPTER_ARTIFACT, Trained, write_fields
 from nerflow.plan import Plan, StagePlan
 from nerflow.prefect_tasks import tracking
 from nerflow.prefect_tasks.stage import RunContext
@@ -42,6 +42,8 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
     result = launch.train(job, on_metrics=lambda step_, values, ms: tracking.log_metrics(client, ctx.run_id, values,
                                                                                          step_, ms))
     shutil.copytree(result["best_dir"], out / "model")   # work/ stays resumable until the rmtree below
+    if (out / "model" / adapters.ADAPTER_DIR).is_dir():    # LoRA: the version serves the merged model alone, the
+        (out / "model" / adapters.ADAPTER_DIR).rename(out / ADAPTER_ARTIFACT)   # adapter is an extra artifact
     summary = {k: v for k, v in result.items() if k != "best_dir"}
     (out / "train.json").write_text(json.dumps(summary, indent=1))
     write_fields(out, {"summary": summary})
@@ -51,6 +53,8 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
 def record(ctx: RunContext, step: StagePlan, upstream: dict, output: Trained) -> Trained:
     client, summary = tracking.configure(), output.summary
     tracking.log_metrics(client, ctx.run_id, train_summary_metrics(summary))
+    if output.adapter_dir:   # LoRA: the adapter with its task head, a few MB, beside the merged model
+        client.log_artifacts(ctx.run_id, output.adapter_dir, ADAPTER_ARTIFACT)
     tracking.log_tags(client, ctx.run_id, {"learning_rate": summary["lr"], "train.batches": summary.get("batches", ""),
                                            "train.world_size": summary.get("world_size", 1)})
     return output

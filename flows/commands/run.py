@@ -170,7 +170,7 @@ def stage_states(run, stopped: str | None) -> dict[str, str | None]:
     from nerflow import graph
 
     states, reached = {}, True
-    for name in graph.PIPELINE.names:
+    for name in graph.PIPELINE.run_names(graph.logged_on(run.data.params)):   # with its optional stages that were on
         if name == stopped:
             states[name], reached = ("killed" if run.info.status == "KILLED" else "failed"), False
         else:
@@ -223,7 +223,7 @@ def tracking_uri_for_display() -> str:
 def add_parsers(sub) -> None:
     from nerflow import graph
 
-    stages = graph.PIPELINE.names
+    stages = graph.PIPELINE.all_names
 
     run = sub.add_parser("run", help="run the pipeline: reuses finished stages, registers the model")
     run.add_argument("config", type=Path)

@@ -14,6 +14,7 @@ or one shared "module:function") and one adapter module in tasks/ with `compute`
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nerflow.outputs import Evaluated, Pretrained, Promoted, Registered, StageOutput, Tokenized, Trained, Validated
@@ -73,6 +74,22 @@ class Graph:
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.stages)
 
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        """Every stage a run can have, in run order: each optional stage where it runs when on (`rerun --from`'s
+        choices)."""
+        return self.run_names(lambda _key: True)
+
+    def run_names(self, is_on: Callable[[str], bool]) -> tuple[str, ...]:
+        """The stages of a run whose optional stages are on where `is_on(stage.when)`; a logged run answers from
+        its params, the flattened config (`logged_on`)."""
+        names: list[str] = []
+        for stage in self.stages:
+            names += [s.name for s in self.optional if s.name in stage.consumes and s.name not in names
+                      and is_on(s.when)]
+            names.append(stage.name)
+        return tuple(names)
+
     def stage(self, name: str) -> Stage:
         for s in self.stages:
             if s.name == name:
@@ -112,6 +129,11 @@ class Graph:
 
     def with_stage(self, stage: Stage) -> Graph:
         return Graph((*self.stages, stage), self.optional)
+
+
+def logged_on(params: Mapping[str, str]) -> Callable[[str], bool]:
+    """Whether a config key was on in a logged run (its params are the flattened config, booleans as "True")."""
+    return lambda key: str(params.get(key, "")).lower() == "true"
 
 
 def named(reference: str) -> Graph:

@@ -74,15 +74,21 @@ class Pretrained(StageOutput):
         return dataclasses.replace(out, model_dir=str(Path(entry) / "model"))
 
 
+ADAPTER_ARTIFACT = "adapter"   # a LoRA run's artifact: the adapter with its head (peft's folder), beside the model
+
+
 @dataclass(frozen=True)
 class Trained(StageOutput):
     model_dir: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
+    adapter_dir: str = ""      # train.adapter: lora: the adapter with its head (peft's folder), else ""
 
     @classmethod
     def load(cls, stage: str, key: str, entry: Path, reused: bool = True) -> StageOutput:
         out = super().load(stage, key, entry, reused)
-        return dataclasses.replace(out, model_dir=str(Path(entry) / "model"))   # where this entry holds it
+        adapter = Path(entry) / ADAPTER_ARTIFACT
+        return dataclasses.replace(out, model_dir=str(Path(entry) / "model"),   # where this entry holds them
+                                   adapter_dir=str(adapter) if adapter.is_dir() else "")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from nerflow.checkpoints import MetricsCallback
 from nerflow.config import TrainConfig
 from nerflow.config_pretrain import PretrainConfig, text_files
 from nerflow.decontaminate import decontaminate
-from nerflow.train import Trainable, TrainResult, fit, save_pretrained
+from nerflow.train import fit
+from nerflow.trainable import Trainable, TrainResult, save_pretrained
 
 IGNORE = -100
 
@@ -215,11 +216,14 @@ def pretrain_stage(model_path: str, validated: Path, settings: PretrainConfig, t
     started = time.perf_counter()
     clean = decontaminate(texts, held_out, settings.near_duplicate)
     decontaminate_seconds = time.perf_counter() - started
+    if len(clean.texts) < 2:   # one is held out to score epochs
+        source = "pretrain.text" if settings.text else "the training texts (pretrain.text unset)"
+        raise ValueError(f"{source}: {len(texts)} texts, {clean.exact} exact and {clean.near} near duplicates of "
+                         f"validation/test texts removed, {len(clean.texts)} left; pretraining needs at least 2")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     result = pretrain(model_path, tokenizer, clean.texts, settings, train, seed, out_dir, on_metrics)
     return {"best_dir": str(result.best_dir), "texts": len(texts), "removed_exact": clean.exact,
             "removed_near": clean.near, "decontaminate_seconds": decontaminate_seconds, "steps": result.steps,
             "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "lr": result.lr,
-            "best_masked_token_prob": result.best_score, "tokens_seen": int(result.train_tokens_per_s *
-                                                                            result.train_seconds),
+            "best_masked_token_prob": result.best_score, "tokens_seen": result.tokens_seen,
             "train_seconds": result.train_seconds, "tokens_per_s": result.train_tokens_per_s}

@@ -11,7 +11,7 @@ from nerflow.checkpoints import list_checkpoints
 from nerflow.config import TrainConfig
 from nerflow.config_pretrain import PretrainConfig
 from nerflow.decontaminate import decontaminate
-from nerflow.pretrain import Masker, Piece, cut, mask, mask_generator, pretrain, read_texts
+from nerflow.pretrain import Masker, Piece, cut, mask, mask_generator, pretrain, read_texts, split_heldout
 from tests.conftest import TINY_TEXTS
 
 HELD_OUT = [
@@ -153,7 +153,30 @@ def test_the_stage_removes_held_out_text_and_its_model_is_a_starting_point(tiny_
     settings = SETTINGS.model_copy(update={"epochs": 1, "text": (str(unlabelled),)})
     summary = pretrain_stage(str(tiny_model_dir), validated, settings, LOOP, 3, tmp_path / "work")
     assert (summary["texts"], summary["removed_exact"], summary["removed_near"]) == (12, 1, 1)
-    assert summary["steps"] > 0 and summary["tokens_seen"] > 0
+    # tokens seen: exactly the sub-tokens of the pieces trained on (the held-out lines are not), each epoch
+    from transformers import AutoTokenizer
+
+    trained_on, _ = split_heldout(TINY_TEXTS * 2, settings.heldout_every)
+    pieces = cut(AutoTokenizer.from_pretrained(tiny_model_dir), trained_on, settings.max_length)
+    assert summary["steps"] > 0 and summary["tokens_seen"] == settings.epochs * sum(len(p.input_ids) for p in pieces)
     model = AutoModelForTokenClassification.from_pretrained(summary["best_dir"], num_labels=3)
     assert model.config.num_labels == 3
     assert renamed({"train/loss": 1.0, "val/loss": 2.0}) == {"pretrain/loss": 1.0, "pretrain/val_loss": 2.0}
+
+
+def test_too_few_texts_left_after_decontamination_is_one_clear_error(tiny_model_dir, tmp_path):
+    """Task-adaptive pretraining on a corpus whose training texts all reappear in validation or test: nothing is
+    left to pretrain on, and the error says why (not "got 0 texts")."""
+    import json
+
+    from nerflow.pretrain import pretrain_stage
+
+    validated = tmp_path / "validated"
+    validated.mkdir()
+    for split, texts in (("train", HELD_OUT[:2]), ("validation", HELD_OUT[:1]), ("test", HELD_OUT[1:2])):
+        (validated / f"{split}.jsonl").write_text("".join(json.dumps({"tokens": t.split(), "tags": []}) + "\n"
+                                                          for t in texts))
+    with pytest.raises(ValueError, match=r"the training texts \(pretrain.text unset\): 2 texts, 2 exact and 0 near "
+                                         r"duplicates of validation/test texts removed, 0 left"):
+        pretrain_stage(str(tiny_model_dir), validated, SETTINGS, LOOP, 3, tmp_path / "work")
+    assert not (tmp_path / "work").exists()

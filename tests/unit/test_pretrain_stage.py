@@ -49,3 +49,12 @@ def test_on_train_starts_from_pretraining_and_its_key_follows_it(project):  # no
     assert edited.stages["train"].key != on.stages["train"].key
     default_text = make_plan(config(project, "pretrain.enabled=true"))
     assert default_text.identities["pretrain_text"] == "training texts"
+
+
+def test_listings_and_rerun_choices_place_the_optional_stage_where_it_runs():
+    from nerflow.graph import logged_on
+
+    assert PIPELINE.all_names == ("validate", "tokenize", "pretrain", "train", "evaluate", "register", "promote")
+    assert PIPELINE.run_names(logged_on({"pretrain.enabled": "False"})) == PIPELINE.names
+    assert PIPELINE.run_names(logged_on({})) == PIPELINE.names          # a run logged before the stage existed
+    assert PIPELINE.run_names(logged_on({"pretrain.enabled": "True"})) == PIPELINE.all_names

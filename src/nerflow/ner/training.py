@@ -15,7 +15,8 @@ from nerflow.ner.data import read_split
 from nerflow.ner.evaluate import score
 from nerflow.ner.predict import collate, predict_windows, write_meta
 from nerflow.ner.tokenization import IGNORE, Window, load_windows
-from nerflow.train import Trainable, TrainResult, fit, save_pretrained
+from nerflow.train import fit
+from nerflow.trainable import Trainable, TrainResult, save_pretrained
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,8 @@ from nerflow.textcat.config import TextcatTrainConfig as TrainConfig
 from nerflow.textcat.data import read_split
 from nerflow.textcat.predict import collate, pool_rows, predict_logits, to_probabilities, write_meta
 from nerflow.textcat.tokenization import Segment, load_segments
-from nerflow.train import Trainable, TrainResult, fit, save_pretrained
+from nerflow.train import fit
+from nerflow.trainable import Trainable, TrainResult, save_pretrained
 
 log = logging.getLogger(__name__)
 
