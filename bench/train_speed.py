@@ -103,7 +103,8 @@ def run_nerflow(args, seed: int, overrides: list[str], device: str) -> dict:
     from nerflow.train import fit
 
     # the documented command's settings, as the pipeline resolves them
-    cfg = load_config(ROOT / "configs" / "conll2003.yaml", [f"train.device={device}", *overrides])
+    cfg = load_config(ROOT / "configs" / "conll2003.yaml",
+                      [f"train.device={device}", f"train.epochs={args.epochs}", *overrides])
     splits, labels = load_data(args)
     path = model_path(args)
     tok_path = model_path(argparse.Namespace(model=args.tokenizer)) if path.startswith("random:") else path
