@@ -11,10 +11,11 @@ Found from the code (`ast`, nothing is imported to find it):
 Three tables name modules by name for dispatch: the task types (nerflow.task_types.IMPLEMENTATIONS), a task type's
 entry points (`TASK.entries`) and the stage graph's adapters and shared functions (nerflow.graph). Followed
 whole, every stage would reach every stage's code. Their entries are followed in context instead: the stage's own
-adapter and entry, and its task type's module; another task type's package is never this task's code (the seam
-guarantees no shared module imports one).
+adapter and entry, and its task type's module where the task type computes the stage (not for a shared
+"module:function" such as pretrain's); another task type's package is never this task's code (the seam guarantees
+no shared module imports one).
 
-tests/unit/test_code_identity.py checks this against what each stage really imports, measured by running it.
+tests/integration/test_code_identity.py checks this against what each stage really imports, measured by running it.
 """
 from __future__ import annotations
 
@@ -154,9 +155,9 @@ def _parse(name: str, path: Path, is_package: bool, index: SourceIndex) -> Modul
 
 @dataclass(frozen=True)
 class Context:
-    """Whose code: a stage of the graph for a task type. `roots`: the stage's adapter and computing module;
-    `dispatched`: every module a dispatch table names; `allowed`: those this stage may reach by name;
-    `foreign`: the packages of the other task types."""
+    """Whose code: a stage of the graph for a task type. `roots`: the stage's adapter, its computing module and its
+    task type's config module; `dispatched`: every module a dispatch table names; `allowed`: those this stage may
+    reach by name; `foreign`: the packages of the other task types."""
 
     roots: frozenset[str]
     dispatched: frozenset[str]
@@ -179,8 +180,12 @@ def stage_context(stage, task: str, graph) -> Context:
             dispatched.add(s.entry.partition(":")[0])
     own_package = task_types.IMPLEMENTATIONS[kind.name].rpartition(".")[0]
     foreign = tuple(sorted({m.rpartition(".")[0] for m in task_types.IMPLEMENTATIONS.values()} - {own_package}))
-    roots = frozenset({stage.adapter_module, own})
-    return Context(roots, frozenset(dispatched), frozenset({*roots, task_types.IMPLEMENTATIONS[kind.name]}), foreign)
+    # every stage holds the config as an instance of its task type's class, so that class's module runs in it
+    roots = frozenset({stage.adapter_module, own, kind.config.__module__})
+    # a stage computed by the task type's entry runs its task module (task_types.get imports it by name); a shared
+    # "module:function" (pretrain) does not, unless its own code imports it (then it is found as an import)
+    task_module = set() if ":" in stage.entry else {task_types.IMPLEMENTATIONS[kind.name]}
+    return Context(roots, frozenset(dispatched), frozenset({*roots, *task_module}), foreign)
 
 
 def _entry_module(stage, kind) -> str:

@@ -1,7 +1,8 @@
 """A stage's key covers exactly the code it runs: for every module under src/nerflow, editing it (in a copy of the
 package) changes the code identity of exactly the stages that execute it, and the keys of those stages and every
 stage downstream of them. "Execute" is measured, not taken from the analyser under test: each stage of both task
-types runs once in a fresh process (tests/integration/stage_probe.py) and records the nerflow modules it imported."""
+types runs once in a fresh process (tests/integration/stage_probe.py) and records the nerflow modules it imported;
+so does the optional `pretrain` stage, in a token-classification config that turns it on."""
 from __future__ import annotations
 
 import json
@@ -37,15 +38,32 @@ def probe_context(cfg, cache_copy: Path, name: str):
 
 
 @pytest.fixture(scope="module")
-def executed(pipeline_result, textcat_run, tmp_path_factory) -> dict[str, dict[str, set[str]]]:
-    """{task: {stage: nerflow modules the stage imported when it ran}}."""
+def pretrain_cfg(pipeline_result, tmp_path_factory):
+    """The token-classification config with the optional stage on: one short epoch on a file of unlabelled text
+    (the tiny corpus's own training sentences all recur in its validation and test splits, so decontamination
+    would leave nothing of them)."""
+    unlabelled = tmp_path_factory.mktemp("code-identity-text") / "unlabelled.txt"
+    unlabelled.write_text("".join(f"{who} visited {org} in {where} on Monday .\n" for who in ("Maria Lopez", "Ann Wu")
+                                  for org in ("Globex", "Initech", "Acme Corp") for where in ("Berlin", "Paris")))
+    cfg = pipeline_result[0]
+    return cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={
+        "enabled": True, "epochs": 1, "text": (str(unlabelled),), "heldout_every": 4})})
+
+
+@pytest.fixture(scope="module")
+def executed(pipeline_result, textcat_run, pretrain_cfg, tmp_path_factory) -> dict[str, dict[str, set[str]]]:
+    """{task: {stage: nerflow modules the stage imported when it ran}}; "pretrain" holds the optional stage, run
+    in the token-classification config with it on (validate's output, which it consumes, is the same there)."""
     jobs_dir = tmp_path_factory.mktemp("stage-probe")
     jobs = []
-    for name, (cfg, _) in (("ner", pipeline_result), ("textcat", textcat_run)):
+    ner_cfg = pipeline_result[0]
+    for name, cfg, stages in (("ner", ner_cfg, PIPELINE.names), ("textcat", textcat_run[0], PIPELINE.names),
+                              ("pretrain", pretrain_cfg, ("pretrain",))):
         cache_copy = jobs_dir / f"{name}-cache"
         shutil.copytree(cfg.cache_dir, cache_copy, symlinks=True, ignore=shutil.ignore_patterns("locks"))
         (jobs_dir / f"{name}.pkl").write_bytes(pickle.dumps(probe_context(cfg, cache_copy, name)))
-        jobs.append({"name": name, "context": f"{name}.pkl", "stages": list(PIPELINE.names), "task": cfg.task})
+        jobs.append({"name": name, "context": f"{name}.pkl", "stages": list(stages),
+                     "task": "pretrain" if name == "pretrain" else cfg.task})
     (jobs_dir / "jobs.json").write_text(json.dumps(jobs))
     done = subprocess.run([sys.executable, str(PROBE), str(jobs_dir)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-5000:]
@@ -60,10 +78,13 @@ def library_modules(root: Path) -> dict[str, Path]:
 
 
 def test_the_probe_measured_every_stage_of_both_task_types(executed):
-    assert set(executed) == {"token-classification", "text-classification"}
-    for stages in executed.values():
+    assert set(executed) == {"token-classification", "text-classification", "pretrain"}
+    main = {task: stages for task, stages in executed.items() if task != "pretrain"}
+    for stages in main.values():
         assert set(stages) == set(PIPELINE.names)
-        assert all("nerflow.prefect_tasks.stage" in modules for modules in stages.values())
+    assert all("nerflow.prefect_tasks.stage" in modules for stages in executed.values() for modules in stages.values())
+    assert "nerflow.pretrain" in executed["pretrain"]["pretrain"]
+    assert "nerflow.pretrain" not in executed["token-classification"]["train"]
     ner, textcat = executed["token-classification"], executed["text-classification"]
     assert "nerflow.ner.training" in ner["train"] and "nerflow.ner.training" not in ner["validate"]
     assert not any(m.startswith("nerflow.textcat") for modules in ner.values() for m in modules)
@@ -71,12 +92,20 @@ def test_the_probe_measured_every_stage_of_both_task_types(executed):
 
 
 def test_editing_any_module_changes_exactly_the_keys_of_the_stages_that_run_it(executed, pipeline_result,
-                                                                              textcat_run, tmp_path, monkeypatch):
+                                                                              textcat_run, pretrain_cfg, tmp_path,
+                                                                              monkeypatch):
     """One row per (module, task type): the stages whose code identity changed must be the stages that imported
     the module, and the stages whose key changed those and every stage downstream of them."""
     from nerflow import plan as planning
 
-    configs = {pipeline_result[0].task: pipeline_result[0], textcat_run[0].task: textcat_run[0]}
+    # the optional stage is checked in the token-classification config that turns it on: there the main stages
+    # run what they run without it (measured above), and pretrain what the probe measured for it
+    configs = {pipeline_result[0].task: pipeline_result[0], textcat_run[0].task: textcat_run[0],
+               "pretrain": pretrain_cfg}
+    ran = {**{task: executed[task] for task in configs if task != "pretrain"},
+           "pretrain": {**executed["token-classification"], **executed["pretrain"]}}
+    graphs = {task: PIPELINE.active(cfg) for task, cfg in configs.items()}
+    assert graphs["pretrain"].names == ("validate", "tokenize", "pretrain", "train", "evaluate", "register", "promote")
     inputs = {id(cfg): planning.input_identities(cfg) for cfg in configs.values()}   # the data and model: no code
     monkeypatch.setattr(planning, "input_identities", lambda cfg: inputs[id(cfg)])
     real = code_identity.package_roots()
@@ -92,6 +121,7 @@ def test_editing_any_module_changes_exactly_the_keys_of_the_stages_that_run_it(e
         return out
 
     before = identities()
+    assert set(before["pretrain"]) == set(graphs["pretrain"].names)
     modules = library_modules(copy)
     assert len(modules) > 40 and "nerflow.ner.synthetic" in modules and "nerflow.textcat.evaluation" in modules
     wrong = []
@@ -102,11 +132,12 @@ def test_editing_any_module_changes_exactly_the_keys_of_the_stages_that_run_it(e
             after = identities()
         finally:
             path.write_bytes(original)
-        for task, stages in executed.items():
+        for task, stages in ran.items():
+            graph = graphs[task]
             runs_it = {s for s, imported in stages.items() if name in imported}
-            code_changed = {s for s in PIPELINE.names if before[task][s][1] != after[task][s][1]}
-            key_changed = {s for s in PIPELINE.names if before[task][s][0] != after[task][s][0]}
-            downstream = set().union(*(PIPELINE.downstream(s) for s in runs_it)) if runs_it else set()
+            code_changed = {s for s in graph.names if before[task][s][1] != after[task][s][1]}
+            key_changed = {s for s in graph.names if before[task][s][0] != after[task][s][0]}
+            downstream = set().union(*(graph.downstream(s) for s in runs_it)) if runs_it else set()
             if code_changed != runs_it or key_changed != downstream:
                 wrong.append(f"{name} [{task}]: run by {sorted(runs_it)}, code identity changed for "
                              f"{sorted(code_changed)}, keys changed for {sorted(key_changed)}")
