@@ -34,7 +34,8 @@ def test_flow_registers_a_challenger_version_with_lineage_tags(pipeline_result):
                  for a in client.list_artifacts(result.run_id, d)}
     assert {"config/resolved.yaml", "validation/report.json", "validation/report.html",
             "evaluation/test_report.json", "evaluation/test_confusion.png",
-            "evaluation/test_predictions.conll"} <= artifacts
+            "evaluation/test_predictions.conll", "evaluation/errors.html", "evaluation/test_errors.json",
+            "evaluation/validation_errors.json"} <= artifacts
     assert {d.dataset.name.split("-")[0] for d in run.inputs.dataset_inputs} == {"train", "validation", "test"}
 
 

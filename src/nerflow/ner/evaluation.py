@@ -1,11 +1,13 @@
 """The evaluate stage of token classification (the task type's `evaluate` entry): the best weights on validation
-and test, scored entity by entity (nerflow.ner.evaluate), with reports, the type confusion plot and the predictions
-next to the gold tags as artifacts. The scoring itself stays in nerflow.ner.evaluate, which training and the
-promotion gate use too; this module is the part only the evaluate stage runs."""
+and test, scored entity by entity (nerflow.ner.evaluate), with reports, the type confusion plot, the predictions
+next to the gold tags and the error analysis (nerflow.ner.errors: `errors.html`, `<split>_errors.json`) as
+artifacts. The scoring itself stays in nerflow.ner.evaluate, which training and the promotion gate use too; this
+module is the part only the evaluate stage runs."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from nerflow.ner import errors
 from nerflow.ner.evaluate import plot_type_confusion, score, type_confusion, write_predictions_conll
 
 # metric names per split (docs/metrics.md): `val/f1` etc. are the per-epoch history the training loop logs, so the
@@ -29,7 +31,10 @@ def evaluate_model(model_dir: Path, validated: Path, windows: Path, cfg, out: Pa
     model = AutoModelForTokenClassification.from_pretrained(model_dir).to(device)
     pad_id = AutoTokenizer.from_pretrained(model_dir).pad_token_id or 0
     labels = json.loads((validated / "labels.json").read_text())
+    train = read_split(validated / "train.jsonl")
+    seen_in_train = errors.entity_strings([s.tokens for s in train], [s.tags for s in train])
     metrics: dict[str, float] = {}
+    analyses = []
     for split, (prefix, per_type) in METRIC_NAMES.items():
         sentences = read_split(validated / f"{split}.jsonl")
         tags, _ = predict_windows(model, load_windows(windows / split), [len(s.tokens) for s in sentences],
@@ -42,5 +47,12 @@ def evaluate_model(model_dir: Path, validated: Path, windows: Path, cfg, out: Pa
         write_predictions_conll(sentences, tags, out / f"{split}_predictions.conll")
         plot_type_confusion(*type_confusion(gold, tags), out / f"{split}_confusion.png")
         metrics |= scores.metrics(prefix, per_type)
+        analysis = errors.analyse([s.tokens for s in sentences], gold, tags, seen_in_train, split,
+                                  f"{split}_predictions.conll")
+        (out / f"{split}_errors.json").write_text(json.dumps(analysis.to_json(), indent=1))
+        analyses.append(analysis)
+        if split == "test":
+            metrics |= analysis.metrics("test/")
+    (out / "errors.html").write_text(errors.to_html(analyses, "Where the model fails"), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
