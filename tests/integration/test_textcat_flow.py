@@ -67,7 +67,8 @@ def test_flow_registers_promotes_and_predicts_by_alias(first_run, mlflow_store, 
     assert logged == expected, (sorted(logged - expected), sorted(expected - logged))
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluation")}
     assert {"evaluation/test_confusion.png", "evaluation/test_reliability.png", "evaluation/test_worst.json",
-            "evaluation/test_predictions.jsonl", "evaluation/validation_worst.json"} <= artifacts
+            "evaluation/test_predictions.jsonl", "evaluation/validation_worst.json", "evaluation/errors.html",
+            "evaluation/test_errors.json"} <= artifacts
 
     texts = ["the film was great and wonderful and moving", "dull and boring and tedious plot"]
     answers = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(texts)

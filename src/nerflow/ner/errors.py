@@ -18,10 +18,10 @@ the split's, so their F1s bracket the headline F1.
 """
 from __future__ import annotations
 
-import html
 from collections import Counter
 from dataclasses import dataclass, field
 
+from nerflow.html_report import esc, page, table
 from nerflow.ner.schemes import entity_spans
 
 KINDS = ("correct", "type", "boundary", "boundary_type", "spurious", "missed")
@@ -188,52 +188,39 @@ def _marked(words: list[str], spans: dict) -> str:
     out = []
     for j, word in enumerate(words):
         classes = [name for name, span in spans.items() if span and span[0] <= j < span[1]]
-        text = html.escape(word)
+        text = esc(word)
         out.append(f'<span class="{" ".join(classes)}">{text}</span>' if classes else text)
     return " ".join(out)
 
 
 def to_html(analyses: list[ErrorAnalysis], title: str) -> str:
-    """One self-contained page (no script, no outside file) with every split's tables and examples."""
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-             "body{font:14px sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
-             "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}th:first-child,td:first-child"
-             "{text-align:left}.gold{text-decoration:underline 2px #2a7}.predicted{background:#fd8}"
-             "li{margin:.3em 0}code{color:#555}</style>",
-             f"<h1>{html.escape(title)}</h1><p>Kinds: <b>type</b> same boundaries, other type; <b>boundary</b> "
-             "overlapping, same type; <b>boundary_type</b> overlapping, other type; <b>spurious</b> predicted where "
-             "no gold entity is; <b>missed</b> a gold entity nothing overlaps. In examples the gold entity is "
-             "<span class='gold'>underlined</span>, the predicted one <span class='predicted'>highlighted</span>; "
-             "the line is that of the predictions file.</p>"]
+    """One self-contained page with every split's tables and examples."""
+    intro = ("Kinds: <b>type</b> same boundaries, other type; <b>boundary</b> overlapping, same type; "
+             "<b>boundary_type</b> overlapping, other type; <b>spurious</b> predicted where no gold entity is; "
+             "<b>missed</b> a gold entity nothing overlaps. In examples the gold entity is <span class='gold'>"
+             "underlined</span>, the predicted one <span class='predicted'>highlighted</span>; the line is that of "
+             "the predictions file.")
+    body = []
     for a in analyses:
         types = sorted({t for counter in a.kinds.values() for t in counter})
-        parts.append(f"<h2>{html.escape(a.split)}</h2><h3>Entities by kind and type</h3><table><tr><th>kind</th>"
-                     + "".join(f"<th>{html.escape(t)}</th>" for t in types) + "<th>all</th></tr>")
-        for kind in KINDS:
-            counts = a.kinds[kind]
-            parts.append(f"<tr><td>{kind}</td>" + "".join(f"<td>{counts[t]}</td>" for t in types)
-                         + f"<td>{sum(counts.values())}</td></tr>")
-        parts.append("</table><h3>Most confused type pairs</h3><table><tr><th>gold</th><th>predicted</th>"
-                     "<th>entities</th></tr>")
-        parts += [f"<tr><td>{html.escape(g)}</td><td>{html.escape(p)}</td><td>{n}</td></tr>"
-                  for (g, p), n in a.confused.most_common(10)]
-        parts.append("</table><h3>Entities seen in training vs never seen</h3><table><tr><th>group</th><th>F1</th>"
-                     "<th>precision</th><th>recall</th><th>gold</th><th>predicted</th></tr>")
-        for name, prf in a.seen.items():
-            parts.append(f"<tr><td>{name}</td><td>{prf.f1:.4f}</td><td>{prf.precision:.4f}</td>"
-                         f"<td>{prf.recall:.4f}</td><td>{prf.gold}</td><td>{prf.predicted}</td></tr>")
-        parts.append("</table><h3>F1 by sentence length (words)</h3><table><tr><th>words</th><th>sentences</th>"
-                     "<th>F1</th><th>gold entities</th></tr>")
-        for name, prf in a.by_length.items():
-            parts.append(f"<tr><td>{name}</td><td>{a.sentences_by_length[name]}</td><td>{prf.f1:.4f}</td>"
-                         f"<td>{prf.gold}</td></tr>")
-        parts.append("</table>")
+        body += [f"<h2>{esc(a.split)}</h2><h3>Entities by kind and type</h3>",
+                 table(["kind", *types, "all"], [[kind, *(a.kinds[kind][t] for t in types),
+                                                  sum(a.kinds[kind].values())] for kind in KINDS]),
+                 "<h3>Most confused type pairs</h3>",
+                 table(["gold", "predicted", "entities"], [[g, p, n] for (g, p), n in a.confused.most_common(10)]),
+                 "<h3>Entities seen in training vs never seen</h3>",
+                 table(["group", "F1", "precision", "recall", "gold", "predicted"],
+                       [[name, prf.f1, prf.precision, prf.recall, prf.gold, prf.predicted]
+                        for name, prf in a.seen.items()]),
+                 "<h3>F1 by sentence length (words)</h3>",
+                 table(["words", "sentences", "F1", "gold entities"],
+                       [[name, a.sentences_by_length[name], prf.f1, prf.gold] for name, prf in a.by_length.items()])]
         for kind in ERRORS:
             examples = a.examples[kind]
-            parts.append(f"<h3>{kind}: {sum(a.kinds[kind].values())} (first {len(examples)})</h3><ol>")
+            body.append(f"<h3>{kind}: {sum(a.kinds[kind].values())} (first {len(examples)})</h3><ol>")
             for ex in examples:
-                label = " → ".join(f"{html.escape(x[0])}" for x in (ex["gold"], ex["predicted"]) if x)
-                where = f"{html.escape(ex['file'])}:{ex['line']}" if ex["file"] else f"line {ex['line']}"
-                parts.append(f"<li>{_marked(ex['words'], ex['spans'])} <code>{label} · {where}</code></li>")
-            parts.append("</ol>")
-    return "\n".join(parts) + "\n"
+                label = " → ".join(esc(x[0]) for x in (ex["gold"], ex["predicted"]) if x)
+                where = f"{esc(ex['file'])}:{ex['line']}" if ex["file"] else f"line {ex['line']}"
+                body.append(f"<li>{_marked(ex['words'], ex['spans'])} <code>{label} · {where}</code></li>")
+            body.append("</ol>")
+    return page(title, intro, body)

@@ -1,6 +1,7 @@
 """The evaluate stage for text classification: the trained model on validation and test, scored from its
 probabilities (nerflow.textcat.evaluate), with the reports, a confusion matrix, a reliability diagram, the
-predictions and the worst-classified texts as artifacts. (The promotion gate's score tables from served
+predictions, the worst-classified texts and the error analysis (nerflow.textcat.errors: accuracy by length, the most
+confused label pairs; `errors.html`, `<split>_errors.json`) as artifacts. (The promotion gate's score tables from served
 predictions: nerflow.textcat.scoring.)"""
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerflow.textcat import evaluate, selection
+from nerflow.textcat import errors, evaluate, selection
 from nerflow.textcat.config import TextcatEvaluateConfig as EvaluateConfig
 from nerflow.textcat.data import read_split
 from nerflow.textcat.predict import META_FILE, predict_logits, to_probabilities
@@ -31,6 +32,7 @@ def evaluate_model(model_dir: Path, validated: Path, tokenized: Path, cfg: Evalu
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device)
     pad_id = AutoTokenizer.from_pretrained(model_dir).pad_token_id or 0
     metrics: dict[str, float] = {}
+    analyses = []
     for split, (prefix, fields) in METRIC_NAMES.items():
         docs = read_split(validated / f"{split}.jsonl")
         logits = predict_logits(model, load_segments(tokenized / split), len(docs), meta["pool"], pad_id,
@@ -38,15 +40,17 @@ def evaluate_model(model_dir: Path, validated: Path, tokenized: Path, cfg: Evalu
         probs = to_probabilities(logits, multi)
         gold = [d.labels for d in docs]
         scores = evaluate.score(gold, probs, labels, multi, thresholds, cfg.calibration_bins)
-        write_artifacts(out, split, docs, gold, probs, labels, multi, thresholds, scores, cfg)
+        analyses.append(write_artifacts(out, split, docs, gold, probs, labels, multi, thresholds, scores, cfg))
         metrics |= scores.metrics(prefix, fields)
         if multi:   # threshold-free: what chose the training epoch (nerflow.textcat.selection)
             metrics[f"{prefix}average_precision"] = selection.macro_average_precision(gold, probs, labels)
+    (out / "errors.html").write_text(errors.to_html(analyses, "Where the model fails"), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 
 
-def write_artifacts(out: Path, split: str, docs, gold, probs, labels, multi, thresholds, scores, cfg) -> None:
+def write_artifacts(out: Path, split: str, docs, gold, probs, labels, multi, thresholds, scores, cfg
+                    ) -> errors.TextErrors:
     (out / f"{split}_report.txt").write_text(scores.report_text)
     (out / f"{split}_report.json").write_text(json.dumps(scores.report, indent=1))
     predicted = evaluate.predicted_labels(probs, labels, multi, thresholds)
@@ -62,3 +66,7 @@ def write_artifacts(out: Path, split: str, docs, gold, probs, labels, multi, thr
     worst = evaluate.worst_examples([d.text for d in docs], [d.source for d in docs], gold, probs, labels, multi,
                                     cfg.worst_examples, thresholds)
     (out / f"{split}_worst.json").write_text(json.dumps(worst, indent=1, ensure_ascii=False))
+    analysis = errors.analyse([d.text for d in docs], [d.source for d in docs], gold, predicted, multi, split,
+                              f"{split}_predictions.jsonl")
+    (out / f"{split}_errors.json").write_text(json.dumps(analysis.to_json(), indent=1, ensure_ascii=False))
+    return analysis
