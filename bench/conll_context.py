@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,9 @@ def main() -> None:
             if name in done_rows(args.out):
                 print(f"skip (done): {name}")
                 continue
-            result = args.work / f"{context}-seed{seed}" / "result.json"
+            # a row's own folder (the run inside is cold: conll2003_nerflow.py clears it), so rows keep their runs
+            slug = "-".join([context, f"seed{seed}", *args.overrides])
+            result = args.work / re.sub(r"[^A-Za-z0-9_.=-]+", "_", slug) / "result.json"
             result.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([sys.executable, str(BENCH / "conll2003_nerflow.py"), "--data-dir", str(args.data_dir),
                             "--out", str(result), f"seed={seed}", f"tokenize.context={context}", *args.overrides],

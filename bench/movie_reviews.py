@@ -2,12 +2,15 @@
 all on the same 80/10/10 split (configs/movie_reviews.yaml: stratified, seed 13), with a paired bootstrap interval
 of each strategy's difference from the baseline on the same test reviews.
 
-Each strategy is one `nerflow run` (its own registered model name, one shared stage cache under --work), so a run
-cut short continues where it stopped when the script is started again; results are read from the runs' MLflow
-metrics and the evaluate stage's test predictions. One job at a time.
+Each strategy is one `nerflow run` (its own registered model name, one shared stage cache under --work); results are
+read from the runs' MLflow metrics and the evaluate stage's test predictions. One job at a time. `--out` is rewritten
+as each row completes, and a row already there (same system: strategy and overrides) is skipped, so a benchmark cut
+short continues where it stopped when the script is started again.
 
     python bench/movie_reviews.py --data-dir ../shared/data/movie_reviews --out bench/out/movie_reviews.json
     python bench/movie_reviews.py --strategies head windows:tokenize.window_training=pooled ...
+    python bench/movie_reviews.py --strategies windows --out bench/results/movie_reviews_adaptation-cpu.json \
+        pretrain.enabled=true pretrain.epochs=3          # overrides for every row name the row
 """
 from __future__ import annotations
 
@@ -57,10 +60,15 @@ def baseline(corpus) -> dict:
             "test_pred": predicted}
 
 
+def system_name(spec: str, overrides: list[str]) -> str:
+    return " ".join(["nerflow", spec, *overrides])
+
+
 def run_strategy(spec: str, args) -> dict:
     """`head`, `head_tail`, `windows`, or one of them with extra overrides after a colon."""
     strategy, _, extra = spec.partition(":")
-    name = "nerflow-movie-reviews-" + spec.replace(":", "-").replace("=", "-").replace(",", "-").replace(".", "_")
+    name = "nerflow-movie-reviews-" + "-".join([spec, *args.overrides]).replace(":", "-").replace("=", "-").replace(
+        ",", "-").replace(".", "_").replace("/", "_").replace("[", "").replace("]", "")
     overrides = [f"data.dir={args.data_dir}", f"tokenize.long_documents={strategy}", f"registry.model_name={name}",
                  f"cache_dir={args.work / 'cache'}", "experiment=bench-movie-reviews", "promote.auto=false",
                  *[o for o in extra.split(",") if o], *args.overrides]
@@ -77,7 +85,8 @@ def run_strategy(spec: str, args) -> dict:
     m, tags = run.data.metrics, run.data.tags
     predictions = args.work / "cache" / "evaluate" / tags["stage.evaluate.key"] / "test_predictions.jsonl"
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
-    return {"system": f"nerflow {spec}", "strategy": strategy, "overrides": [portable(o) for o in overrides],
+    return {"system": system_name(spec, args.overrides), "strategy": strategy, "date": time.strftime("%Y-%m-%d %H:%M"),
+            "overrides": [portable(o) for o in overrides],
             "run_id": run.info.run_id,
             "val_f1_macro": m["val/best_f1"], "train_seconds": m.get("train/train_seconds"),
             "train_stage_seconds": m["stage/train_seconds"], "wall_seconds_this_call": wall,
@@ -120,30 +129,38 @@ def main() -> None:
     cfg, corpus = split_of(args.data_dir)
     gold = [d.labels[0] for d in corpus["test"]]
     sources = [d.source for d in corpus["test"]]
-    base = baseline(corpus)
-    rows = [base]
+    base = baseline(corpus)   # deterministic and seconds long: recomputed each time, for the paired intervals
+    base["test_accuracy"], base["test_f1_macro"] = scores(gold, base["test_pred"])
+    previous = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    rows = [r for r in previous if r["system"] != base["system"]]
+
+    def write() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        kept = [{k: v for k, v in r.items() if k != "test_pred"} for r in (base, *rows)]
+        args.out.write_text(json.dumps({"config": str(CONFIG.relative_to(ROOT)), "test_size": len(gold),
+                                        "rows": kept}, indent=1))
+
+    write()
     for spec in args.strategies:
+        if system_name(spec, args.overrides) in {r["system"] for r in rows}:
+            print(f"skipped (already in {args.out}): {system_name(spec, args.overrides)}", flush=True)
+            continue
         row = run_strategy(spec, args)
         order = {s: i for i, s in enumerate(row.pop("test_sources"))}
         row["test_pred"] = [row["test_pred"][order[s]] for s in sources]   # the baseline's order
-        rows.append(row)
-    for row in rows:
         row["test_accuracy"], row["test_f1_macro"] = scores(gold, row["test_pred"])
-        if row is not base:
-            row["vs_baseline"] = paired_bootstrap(gold, row["test_pred"], base["test_pred"], args.bootstrap)
+        row["vs_baseline"] = paired_bootstrap(gold, row.pop("test_pred"), base["test_pred"], args.bootstrap)
+        rows.append(row)
+        write()
     print(f"test reviews: {len(gold)} ({', '.join(f'{label} {gold.count(label)}' for label in sorted(set(gold)))})")
     print(f"{'system':<40} {'test acc':>8} {'macro F1':>8} {'train s':>8}  vs baseline (95% paired bootstrap)")
-    for row in rows:
+    for row in (base, *rows):
         ci = row.get("vs_baseline")
         diff = (f"acc {100 * (row['test_accuracy'] - base['test_accuracy']):+.1f} pts "
                 f"[{100 * ci['accuracy_diff_95'][0]:+.1f}, {100 * ci['accuracy_diff_95'][1]:+.1f}]") if ci else ""
         print(f"{row['system']:<40} {row['test_accuracy']:>8.4f} {row['test_f1_macro']:>8.4f} "
               f"{row.get('train_seconds') or 0:>8.0f}  {diff}")
-    for row in rows:
-        row.pop("test_pred")
-    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "config": str(CONFIG.relative_to(ROOT)),
-                                    "test_size": len(gold), "rows": rows}, indent=1))
-
+    print(f"written {args.out}")
 
 if __name__ == "__main__":
     main()
