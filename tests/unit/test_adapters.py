@@ -95,3 +95,18 @@ def test_config_keys_and_auto_lr(tmp_path):
         load_config(cfg_file, ["train.adapter=qlora"])
     # LoRA's automatic rate is 10x full fine-tuning's (nerflow.optim.LORA_LR_FACTOR)
     assert default_lr(22_000_000, 10_000, 8, "lora") == pytest.approx(10 * default_lr(22_000_000, 10_000, 8))
+
+
+def test_a_plain_model_is_saved_without_importing_peft(tmp_path):
+    """Every train stage asks whether its model has adapters when it saves; for a plain model that must not cost
+    peft's import (~2.5 s a stage): a model with adapters was wrapped by peft, so peft is loaded already."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom nerflow import adapters\nm = torch.nn.Linear(2, 2)\n"
+            "assert adapters.merged(m) is m and not adapters.is_adapted(m)\n"
+            f"assert adapters.save_adapter(m, __import__('pathlib').Path({str(tmp_path)!r})) == 0\n"
+            "print('peft' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
