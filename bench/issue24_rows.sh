@@ -9,6 +9,7 @@
 #       .venv/bin/python -m pip install -q --no-deps -e . -e infra/mlflow-roles && nice bash bench/issue24_rows.sh
 #   then copy bench/results/*.json* back to the main checkout and commit them.
 set -euo pipefail
+# (`--` ends the options: overrides written after --seeds/--strategies would otherwise be read as more of them)
 PY=${PY:-.venv/bin/python}
 CONLL=(--data-dir ../shared/data/conll2003 --out bench/results/conll_context-cpu-2026-12-04.jsonl)
 MOVIES=(--data-dir ../shared/data/movie_reviews --out bench/results/movie_reviews_adaptation-cpu.json)
@@ -17,20 +18,20 @@ UNLABELLED=../shared/data/unlabeled_en/combined_pd_ccby.txt
 # 1. CoNLL-2003: document context at seed 7 (chooses tokenize.context with seed 42's pair, already in)
 "$PY" bench/conll_context.py "${CONLL[@]}" --contexts document --seeds 7
 # 2. LoRA against full fine-tuning, sentence context (the current default); all-linear as the alternative
-"$PY" bench/conll_context.py "${CONLL[@]}" --contexts sentence --seeds 42 7 train.adapter=lora
-"$PY" bench/conll_context.py "${CONLL[@]}" --contexts sentence --seeds 42 train.adapter=lora \
+"$PY" bench/conll_context.py "${CONLL[@]}" --contexts sentence --seeds 42 7 -- train.adapter=lora
+"$PY" bench/conll_context.py "${CONLL[@]}" --contexts sentence --seeds 42 -- train.adapter=lora \
     train.lora.target_modules=all-linear
 # 3. document context + task-adaptive pretraining
-"$PY" bench/conll_context.py "${CONLL[@]}" --contexts document --seeds 42 7 pretrain.enabled=true pretrain.epochs=1
+"$PY" bench/conll_context.py "${CONLL[@]}" --contexts document --seeds 42 7 -- pretrain.enabled=true pretrain.epochs=1
 # 4. movie reviews: today's default, + task-adaptive pretraining, + the unlabelled English prose
 "$PY" bench/movie_reviews.py "${MOVIES[@]}" --strategies windows
-"$PY" bench/movie_reviews.py "${MOVIES[@]}" --strategies windows pretrain.enabled=true pretrain.epochs=3
-"$PY" bench/movie_reviews.py "${MOVIES[@]}" --strategies windows pretrain.enabled=true pretrain.epochs=1 \
+"$PY" bench/movie_reviews.py "${MOVIES[@]}" --strategies windows -- pretrain.enabled=true pretrain.epochs=3
+"$PY" bench/movie_reviews.py "${MOVIES[@]}" --strategies windows -- pretrain.enabled=true pretrain.epochs=1 \
     "pretrain.text=[$UNLABELLED]"
 # 5. then the chosen movie-review default at seed 7 (add its overrides): bench/movie_reviews.py ... seed=7
 # 6. learning rates that transfer (part 5): is `lr: auto` near the best rate for short texts, long windowed reviews
 #    and LoRA? Half and twice the rate it picks (short texts: 3.03e-4 on multi-label CoNLL sentences; LoRA: 10x)
 "$PY" bench/multilabel_conll.py --data-dir ../shared/data/conll2003 --seeds 42 \
     --out bench/results/multilabel_conll-cpu-2026-12-04.jsonl --systems nerflow:train.lr=1.5e-4 nerflow:train.lr=6e-4
-"$PY" bench/conll_context.py "${CONLL[@]}" --contexts sentence --seeds 42 train.adapter=lora train.lr=1e-3
-"$PY" bench/movie_reviews.py "${MOVIES[@]}" --strategies windows train.lr=auto
+"$PY" bench/conll_context.py "${CONLL[@]}" --contexts sentence --seeds 42 -- train.adapter=lora train.lr=1e-3
+"$PY" bench/movie_reviews.py "${MOVIES[@]}" --strategies windows -- train.lr=auto
