@@ -21,11 +21,12 @@ ARTIFACT_DIR = "predictions"
 
 
 @task(name="predict", cache_policy=NO_CACHE, persist_result=False, retries=0)
-def predict_task(model_uri: str, input_path: str, output_path: str, batch_size: int, trust: bool = False) -> dict:
+def predict_task(model_uri: str, input_path: str, output_path: str, batch_size: int, trust: bool = False,
+                 runtime: str | None = None) -> dict:
     from nerflow.documents import predict_documents, read_documents, write_jsonl
     from nerflow.flows.commands.predict import open_model
 
-    predict, kind = open_model(model_uri, trust)
+    predict, kind = open_model(model_uri, trust, runtime)
     stats: dict = {"task": kind.name}
     write_jsonl(output_path, predict_documents(predict, read_documents(input_path), kind, batch_size,
                                                progress=sys.stderr.isatty(), stats=stats))
@@ -34,7 +35,7 @@ def predict_task(model_uri: str, input_path: str, output_path: str, batch_size: 
 
 @flow(name="nerflow-predict", validate_parameters=False)
 def predict_flow(model_uri: str, input_path: str, output_path: str, batch_size: int = 64,
-                 input_label: str | None = None, trust: bool = False) -> dict:
+                 input_label: str | None = None, trust: bool = False, runtime: str | None = None) -> dict:
     """`input_path` is what the task reads; `input_label` what the run records as the input (the file the user gave,
     `-` for standard input, `<arguments>` for TEXT arguments)."""
     from mlflow.entities import Metric, Param
@@ -50,7 +51,7 @@ def predict_flow(model_uri: str, input_path: str, output_path: str, batch_size: 
     client.log_batch(run_id, params=[Param("model_uri", model_uri), Param("input", input_label or input_path),
                                      Param("output", output_path), Param("batch_size", str(batch_size))])
     try:
-        stats = predict_task(model_uri, input_path, output_path, batch_size, trust)
+        stats = predict_task(model_uri, input_path, output_path, batch_size, trust, runtime)
         step_ms = int(run.info.start_time)
         counted = {"documents": stats["documents"], "documents_per_s": stats["documents_per_s"], **stats["counts"]}
         client.log_batch(run_id, metrics=[Metric(f"predict/{k}", float(v), step_ms, 0) for k, v in counted.items()])
@@ -64,7 +65,7 @@ def predict_flow(model_uri: str, input_path: str, output_path: str, batch_size: 
 
 
 def run_flow(model_uri: str, docs: list[dict], input_arg: str | None, output: str | None, batch_size: int,
-             trust: bool = False) -> dict:
+             trust: bool = False, runtime: str | None = None) -> dict:
     """Run the flow under the Prefect API nerflow uses (PREFECT_API_URL, else a temporary server); documents that
     are not in a re-readable file (standard input, TEXT arguments) are spilled to a temporary JSON lines file first.
     Without `output` the predictions go to stdout after the flow, from the file it logged."""
@@ -81,7 +82,8 @@ def run_flow(model_uri: str, docs: list[dict], input_arg: str | None, output: st
         label = {None: "<arguments>", "-": "-"}.get(input_arg, str(Path(input_arg).resolve()) if input_arg else "")
         quiet_prefect_failures()
         with prefect_api():
-            state = predict_flow(model_uri, input_path, output_path, batch_size, label, trust, return_state=True)
+            state = predict_flow(model_uri, input_path, output_path, batch_size, label, trust, runtime,
+                                 return_state=True)
             stats = state.result()   # raises what the flow raised
         if output is None:
             with open(output_path, encoding="utf-8") as f:

@@ -31,7 +31,8 @@ def rules_of(cfg: PipelineConfig) -> promotion.GateRules:
                                max_type_drop=p.max_type_drop)
 
 
-def model_card(cfg: PipelineConfig, metrics: dict, validated: Validated, registered: Registered, run_id: str) -> str:
+def model_card(cfg: PipelineConfig, metrics: dict, validated: Validated, registered: Registered, run_id: str,
+               serving: list[str] = ()) -> str:
     """The version's description (Markdown, shown on its MLflow page)."""
     kind = task_types.get(cfg.task)
     classes = sorted(k.removeprefix("test/support_") for k in metrics if k.startswith("test/support_"))
@@ -46,7 +47,7 @@ def model_card(cfg: PipelineConfig, metrics: dict, validated: Validated, registe
         f"{sizes['test']:,} {kind.unit} (train / validation / test), from `{cfg.data.dir}`",
         f"- labels: {', '.join(labels)}",
         f"- scores: validation F1 {metrics['val/best_f1']:.4f}, test F1 {metrics['test/f1']:.4f} ({kind.headline})",
-        "", f"| {kind.class_word} | test support | val F1 | test F1 |", "|---|---|---|---|", *rows, "",
+        "", f"| {kind.class_word} | test support | val F1 | test F1 |", "|---|---|---|---|", *rows, "", *serving,
         f"Trained by MLflow run `{run_id}`. Reproduce: `nerflow rerun {run_id}` (exactly its resolved config, "
         "below), or save the config and `nerflow run CONFIG`.", "",
         "```yaml", yaml.safe_dump(redact.mapping(resolved_dict(cfg)), sort_keys=False).strip(), "```"]))[:19000]
@@ -58,7 +59,9 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
     name, version, alias = registered.model_name, str(registered.version), cfg.promote.alias
     if registered.new_version:
         client.update_model_version(name, version,
-                                    description=model_card(cfg, evaluated.metrics, validated, registered, ctx.run_id))
+                                    description=model_card(cfg, evaluated.metrics, validated, registered, ctx.run_id,
+                                                           upstream["export"].card_lines()
+                                                           if "export" in upstream else []))
     split, scorer = Path(validated.path) / "test.jsonl", task_types.entry(cfg.task, "promote")
     handover = promote_handover.deployment_name() if cfg.promote.auto else None
     if handover:   # a missing deployment is one error before the gate writes anything

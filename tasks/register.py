@@ -42,9 +42,12 @@ ATTEMPT_TAG = "nerflow.attempt"
 CREATED_BY_TAG = "nerflow.created_by"
 ADAPTER_TAG = "nerflow.adapter"              # train.adapter: lora: runs:/<run>/adapter, the adapter with its head
 ADAPTER_BYTES_TAG = "nerflow.adapter_bytes"
+RUNTIME_TAG = "nerflow.runtime"              # what serves it: torch | onnx | onnx-int8 (the export stage's choice)
+RUNTIME_REASON_TAG = "nerflow.runtime_reason"
+ONNX_REQUIREMENT = "onnxruntime==1.31.1"     # a version served by ONNX Runtime
 
 
-def log_servable_model(run_id: str, model_dir: str, task: str):
+def log_servable_model(run_id: str, model_dir: str, task: str, extra_requirements: tuple[str, ...] = ()):
     python_model, signature, example = task_types.entry(task, "register").servable()
     # MLflow files the logged model under the *active* experiment, not the run's (default: experiment 0, whose
     # artifacts go to ./mlruns of whatever the working directory is): point it at the run's experiment.
@@ -56,7 +59,8 @@ def log_servable_model(run_id: str, model_dir: str, task: str):
         logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
         return Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id,
                          python_model=python_model, artifacts={SERVED_ARTIFACT: model_dir},
-                         code_paths=[str(Path(nerflow.__file__).parent)], pip_requirements=PIP_REQUIREMENTS,
+                         code_paths=[str(Path(nerflow.__file__).parent)],
+                         pip_requirements=[*PIP_REQUIREMENTS, *extra_requirements],
                          signature=signature, input_example=example)
 
 
@@ -138,9 +142,10 @@ def all_or_nothing(client: MlflowClient, name: str) -> Iterator[Undo]:
 
 
 def create_version(client: MlflowClient, undo: Undo, name: str, run_id: str, model_dir: str, tags: dict,
-                   description: str, task: str, champion_alias: str = "champion") -> str:
+                   description: str, task: str, champion_alias: str = "champion",
+                   extra_requirements: tuple[str, ...] = ()) -> str:
     """Log + register with tags and description in one call (a version never exists half-tagged)."""
-    info = log_servable_model(run_id, model_dir, task)
+    info = log_servable_model(run_id, model_dir, task, extra_requirements)
     try:
         client.get_registered_model(name)
     except MlflowException as e:
@@ -202,7 +207,9 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
     version and leaves the alias alone."""
     cfg, client, undo = ctx.cfg, tracking.configure(), _UNDO.get()
     name, alias = cfg.registry.model_name, cfg.registry.alias
-    trained, validated = upstream["train"], upstream["validate"]
+    trained, validated, exported = upstream["train"], upstream["validate"], upstream.get("export")
+    # the folder the version serves: the weights, and with the export stage its runtime.json and chosen ONNX file
+    served = exported.served_dir if exported is not None else trained.model_dir
     attempt = tracking.attempt_of(client, ctx.run_id)
     weights = weights_sha256(trained.model_dir)
     # Forced (--force-register, rerun --from) means a new version: only one this attempt made counts.
@@ -232,14 +239,17 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
                 **{f"nerflow.{stage}_key": key for stage, key in keys.items()}})
         # what the gate, `predict` and `compare` check the served folder against before loading it (exact: not
         # passed through the masking)
-        tags |= model_files.version_tags(trained.model_dir)
+        tags |= model_files.version_tags(served)
+        if exported is not None:
+            tags |= {RUNTIME_TAG: exported.runtime, RUNTIME_REASON_TAG: exported.reason[:4900]}
         if trained.adapter_dir:   # LoRA: where the adapter the merged weights came from is, and its size
             tags |= {ADAPTER_TAG: f"runs:/{ctx.run_id}/{ADAPTER_ARTIFACT}",
                      ADAPTER_BYTES_TAG: str(trained.summary.get("adapter_bytes", ""))}
         description = redact.text(f"{cfg.task} fine-tuned from {cfg.model.name_or_path} on {data} (data "
                                   f"{validated.data_hash[:12]}) by MLflow run {ctx.run_id}; registered by {creator}")
-        version, new, by = create_version(client, undo, name, ctx.run_id, trained.model_dir, tags,
-                                          description, cfg.task, cfg.promote.alias), True, ctx.run_id
+        onnx = (ONNX_REQUIREMENT,) if exported is not None and exported.runtime != "torch" else ()
+        version, new, by = create_version(client, undo, name, ctx.run_id, served, tags, description, cfg.task,
+                                          cfg.promote.alias, onnx), True, ctx.run_id
         # a version with all its tags, no alias, no stage output: the next run finds it by its key (above)
         faults.point("register.version-created")
         undo.move_alias(alias, version)

@@ -22,13 +22,13 @@ from nerflow.config import ConfigError
 URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")   # models:/..., runs:/..., file:///..., s3://...
 
 
-def open_model(uri: str, trust: bool = False):
+def open_model(uri: str, trust: bool = False, runtime: str | None = None):
     """(texts -> one answer per text, the model's task type), for any MODEL_URI form. A model from the tracking
     server is downloaded into a temporary folder and checked against the hash stored on its version first
     (tasks/served_model.py; `trust`: also a model without one: a version registered before hashes, a run's model);
     a local folder has no stored hash (files on this machine, the user's own), only the pickled-weights rule. Either
     way the answers come from nerflow's installed predictor, never the model's pickled python model or bundled
-    code."""
+    code, on the runtime the model is served with (nerflow.runtimes) or `runtime` (torch | onnx)."""
     import tempfile
 
     from nerflow import model_files
@@ -46,16 +46,16 @@ def open_model(uri: str, trust: bool = False):
             path = path / model_files.served_path((path / "MLmodel").read_text(encoding="utf-8"), SERVED_ARTIFACT,
                                                   uri)
         model_files.verify(path, uri, None, trust=trust, hashed=False)
-        return load_folder(path, uri)
+        return load_folder(path, uri, runtime)
     from nerflow.prefect_tasks import served_model, tracking
 
     client = tracking.configure()
     source = served_model.uri_source(client, uri)
     with tempfile.TemporaryDirectory(prefix="nerflow-predict-model-") as tmp:
-        return load_folder(served_model.fetch(source, Path(tmp), trust), source.what)   # loaded: tmp may go
+        return load_folder(served_model.fetch(source, Path(tmp), trust), source.what, runtime)   # loaded: tmp may go
 
 
-def load_folder(folder: Path, what: str):
+def load_folder(folder: Path, what: str, runtime: str | None = None):
     """(texts -> answers, task type) of a model folder nerflow trained, with its task type's predictor."""
     from nerflow import task_types
     from nerflow.prefect_tasks import served_model
@@ -66,7 +66,7 @@ def load_folder(folder: Path, what: str):
     # checkpoints saved before task types have no `task`: the default task type trained them
     kind = task_types.get(json.loads(meta.read_text()).get("task"))
     with served_model.quiet_loading():   # `predict` called from a process that imported transformers already
-        return task_types.entry(kind.name, "predict").load_predictor(folder), kind
+        return task_types.entry(kind.name, "predict").load_predictor(folder, runtime), kind
 
 
 def documents(args: argparse.Namespace) -> list[dict]:
@@ -88,9 +88,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.flow:
         from nerflow.flows.predict_flow import run_flow
 
-        stats = run_flow(args.model_uri, docs, args.input, args.output, args.batch_size, args.trust)
+        stats = run_flow(args.model_uri, docs, args.input, args.output, args.batch_size, args.trust, args.runtime)
     else:
-        predict, kind = open_model(args.model_uri, args.trust)
+        predict, kind = open_model(args.model_uri, args.trust, args.runtime)
         stats: dict = {"task": kind.name}
         records = predict_documents(predict, docs, kind, args.batch_size, progress=sys.stderr.isatty(), stats=stats)
         if args.output is not None:
@@ -133,6 +133,9 @@ def add_parsers(sub) -> None:
     pred.add_argument("--flow", action="store_true",
                       help="run as the Prefect flow nerflow-predict, tracked in the MLflow experiment nerflow-predict")
     pred.add_argument("--json", action="store_true", help="the closing summary as one JSON object")
+    pred.add_argument("--runtime", choices=("torch", "onnx"),
+                      help="force a runtime: torch (the fp32 weights) or onnx (the ONNX model the export stage "
+                           "chose); default: the one the model is served with")
     pred.add_argument("--trust", action="store_true",
                       help="load a model whose files nothing vouches for (a version registered before nerflow stored "
                            "model hashes, a runs:/ model) or that has pickled weights")

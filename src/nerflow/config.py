@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from nerflow.config_errors import describe, key_lines
+from nerflow.config_export import ExportConfig
 from nerflow.config_marks import IDENTITY, REPORTING, NotInKey  # noqa: F401 - read from here by other modules
 from nerflow.config_marks import Section as _Section
 from nerflow.config_pretrain import PretrainConfig
@@ -122,6 +123,7 @@ class PipelineConfig(_Section):
     pretrain: PretrainConfig = PretrainConfig()   # optional stage (nerflow.pretrain)
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()         # optional stage (nerflow.export)
     registry: RegistryConfig = RegistryConfig()
     promote: PromoteConfig = PromoteConfig()
 

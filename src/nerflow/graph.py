@@ -17,7 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from nerflow.outputs import Evaluated, Pretrained, Promoted, Registered, StageOutput, Tokenized, Trained, Validated
+from nerflow.outputs import (
+    Evaluated,
+    Exported,
+    Pretrained,
+    Promoted,
+    Registered,
+    StageOutput,
+    Tokenized,
+    Trained,
+    Validated,
+)
 
 ADAPTERS = "nerflow.prefect_tasks"
 
@@ -157,15 +167,19 @@ PIPELINE = Graph((
           about="fine-tune the base model; the best weights on validation"),
     Stage("evaluate", consumes=("validate", "tokenize", "train"), reads=("evaluate",), output=Evaluated,
           about="scores on validation and test, reports and plots"),
-    Stage("register", consumes=("validate", "train", "evaluate"), reads=("registry",), output=Registered,
+    Stage("register", consumes=("validate", "train", "evaluate", "export"), reads=("registry",), output=Registered,
           external=True, about="a version in the MLflow registry, alias registry.alias"),
     # the gate's outcome also depends on the champion of the moment, which no key can hold: a rerun of a complete
     # promote stage reuses its recorded decision; `nerflow promote` asks the gate again
-    Stage("promote", consumes=("validate", "evaluate", "register"), reads=("promote",), output=Promoted,
+    Stage("promote", consumes=("validate", "evaluate", "export", "register"), reads=("promote",), output=Promoted,
           about="the evidence gate for promote.alias (champion)"),
 ), optional=(
     # off by default (pretrain.enabled): then absent, and train's key is what it was before this stage existed
     Stage("pretrain", consumes=("validate",), reads=("pretrain", "seed", "train.precision", "train.num_threads"),
           inputs=("model", "pretrain_text"), output=Pretrained, compute="nerflow.pretrain:pretrain_stage",
           when="pretrain.enabled", about="continued masked-LM pretraining of the base model on unlabelled text"),
+    # on in the shipped configs (export.enabled); off, register serves the PyTorch weights with the keys of before
+    Stage("export", consumes=("validate", "tokenize", "train", "evaluate"), reads=("export", "evaluate"),
+          output=Exported, when="export.enabled",
+          about="ONNX fp32 and int8, each scored and timed; the served runtime chosen on validation F1"),
 ))

@@ -112,6 +112,45 @@ class Evaluated(StageOutput):
         return lines
 
 
+SERVED_DIR = "served"   # an export entry's folder registration logs: the weights, runtime.json, the chosen ONNX file
+
+
+@dataclass(frozen=True)
+class Exported(StageOutput):
+    runtime: str = ""          # what serves the version: torch | onnx | onnx-int8 (nerflow.runtimes)
+    reason: str = ""           # why, in words (the validation F1 comparison)
+    unit: str = ""             # what throughput counts: words (NER) or texts
+    max_f1_drop: float = 0.0
+    rows: dict[str, dict[str, float]] = field(default_factory=dict)   # per runtime: F1s, size, speed
+    served_dir: str = ""
+
+    @classmethod
+    def load(cls, stage: str, key: str, entry: Path, reused: bool = True) -> StageOutput:
+        out = super().load(stage, key, entry, reused)
+        return dataclasses.replace(out, served_dir=str(Path(entry) / SERVED_DIR))
+
+    def summary_lines(self, kind) -> list[str]:
+        row = self.rows.get(self.runtime, {})
+        return [f"served by:  {self.runtime} ({row.get('mb', 0):.1f} MB, p50 {row.get('p50_ms', 0):.1f} ms): "
+                f"{self.reason}"]
+
+    def card_lines(self) -> list[str]:
+        """The model card's section on serving (tasks/promote.py)."""
+        return ["## Serving", "", f"Served by **{self.runtime}**: {self.reason}.", "",
+                *runtime_table(self.runtime, self.unit, self.rows), ""]
+
+
+def runtime_table(served: str, unit: str, rows: dict[str, dict[str, float]]) -> list[str]:
+    """The export stage's rows as a Markdown table, the served runtime marked (the model card, export.md)."""
+    lines = [f"| runtime | val F1 | test F1 | MB | {unit}/s (batch) | p50 ms | p99 ms |",
+             "|---|---|---|---|---|---|---|"]
+    for rt, r in rows.items():
+        mark = " (served)" if rt == served else ""
+        lines.append(f"| {rt}{mark} | {r['val_f1']:.4f} | {r['test_f1']:.4f} | {r['mb']:.1f} | "
+                     f"{r[f'{unit}_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+    return lines
+
+
 @dataclass(frozen=True)
 class Registered(StageOutput):
     model_name: str = ""

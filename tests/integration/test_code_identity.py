@@ -2,7 +2,8 @@
 package) changes the code identity of exactly the stages that execute it, and the keys of those stages and every
 stage downstream of them. "Execute" is measured, not taken from the analyser under test: each stage of both task
 types runs once in a fresh process (tests/integration/stage_probe.py) and records the nerflow modules it imported;
-so does the optional `pretrain` stage, in a token-classification config that turns it on."""
+so do the optional stages, each in a config that turns it on: `pretrain` (token classification) and `export`
+(both task types)."""
 from __future__ import annotations
 
 import json
@@ -21,16 +22,17 @@ from nerflow.plan import make_plan
 PROBE = Path(__file__).with_name("stage_probe.py")
 
 
-def probe_context(cfg, cache_copy: Path, name: str):
+def probe_context(cfg, cache_copy: Path, name: str, one_epoch: bool = True):
     """A RunContext that forces every stage of `cfg`, in a copy of its stage cache and a model name of its own, with
-    an MLflow run to log into: what the probe's children run."""
+    an MLflow run to log into: what the probe's children run. `one_epoch` False keeps the training settings, so a job
+    that probes a stage after `train` finds the template's trained model in the cache copy."""
     from nerflow.prefect_tasks import tracking
     from nerflow.prefect_tasks.stage import RunContext
 
     cfg = cfg.model_copy(update={
         "cache_dir": cache_copy, "experiment": "nerflow-code-identity",
         "registry": cfg.registry.model_copy(update={"model_name": f"code-identity-{name}"}),
-        "train": cfg.train.model_copy(update={"epochs": 1})})
+        **({"train": cfg.train.model_copy(update={"epochs": 1})} if one_epoch else {})})
     plan = make_plan(cfg, force_from=PIPELINE.names[0])
     client = tracking.configure()
     run_id = tracking.open_run(client, cfg, plan.logical_run, None)
@@ -50,20 +52,33 @@ def pretrain_cfg(pipeline_result, tmp_path_factory):
         "enabled": True, "epochs": 1, "text": (str(unlabelled),), "heldout_every": 4})})
 
 
+def exporting(cfg):
+    return cfg.model_copy(update={"export": cfg.export.model_copy(update={"enabled": True, "latency_requests": 3})})
+
+
 @pytest.fixture(scope="module")
-def executed(pipeline_result, textcat_run, pretrain_cfg, tmp_path_factory) -> dict[str, dict[str, set[str]]]:
-    """{task: {stage: nerflow modules the stage imported when it ran}}; "pretrain" holds the optional stage, run
-    in the token-classification config with it on (validate's output, which it consumes, is the same there)."""
+def optional_configs(pipeline_result, textcat_run, pretrain_cfg) -> dict[str, tuple]:
+    """Per optional stage probed: (the config that turns it on, the task type whose main stages it joins)."""
+    ner, textcat = pipeline_result[0], textcat_run[0]
+    return {"pretrain": (pretrain_cfg, ner.task), "export-ner": (exporting(ner), ner.task),
+            "export-textcat": (exporting(textcat), textcat.task)}
+
+
+@pytest.fixture(scope="module")
+def executed(pipeline_result, textcat_run, optional_configs, tmp_path_factory) -> dict[str, dict[str, set[str]]]:
+    """{task: {stage: nerflow modules the stage imported when it ran}}; an optional stage's job (e.g. "pretrain",
+    "export-ner") holds that stage alone, run in a config with it on (the outputs it consumes are the same there)."""
     jobs_dir = tmp_path_factory.mktemp("stage-probe")
     jobs = []
     ner_cfg = pipeline_result[0]
     for name, cfg, stages in (("ner", ner_cfg, PIPELINE.names), ("textcat", textcat_run[0], PIPELINE.names),
-                              ("pretrain", pretrain_cfg, ("pretrain",))):
+                              *((job, cfg, (job.partition("-")[0],)) for job, (cfg, _) in optional_configs.items())):
         cache_copy = jobs_dir / f"{name}-cache"
         shutil.copytree(cfg.cache_dir, cache_copy, symlinks=True, ignore=shutil.ignore_patterns("locks"))
-        (jobs_dir / f"{name}.pkl").write_bytes(pickle.dumps(probe_context(cfg, cache_copy, name)))
+        context = probe_context(cfg, cache_copy, name, one_epoch=not name.startswith("export"))
+        (jobs_dir / f"{name}.pkl").write_bytes(pickle.dumps(context))
         jobs.append({"name": name, "context": f"{name}.pkl", "stages": list(stages),
-                     "task": "pretrain" if name == "pretrain" else cfg.task})
+                     "task": name if name in optional_configs else cfg.task})
     (jobs_dir / "jobs.json").write_text(json.dumps(jobs))
     done = subprocess.run([sys.executable, str(PROBE), str(jobs_dir)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-5000:]
@@ -78,13 +93,17 @@ def library_modules(root: Path) -> dict[str, Path]:
 
 
 def test_the_probe_measured_every_stage_of_both_task_types(executed):
-    assert set(executed) == {"token-classification", "text-classification", "pretrain"}
-    main = {task: stages for task, stages in executed.items() if task != "pretrain"}
+    assert set(executed) == {"token-classification", "text-classification", "pretrain", "export-ner",
+                             "export-textcat"}
+    main = {task: stages for task, stages in executed.items() if task.endswith("classification")}
     for stages in main.values():
         assert set(stages) == set(PIPELINE.names)
     assert all("nerflow.prefect_tasks.stage" in modules for stages in executed.values() for modules in stages.values())
     assert "nerflow.pretrain" in executed["pretrain"]["pretrain"]
     assert "nerflow.pretrain" not in executed["token-classification"]["train"]
+    assert "nerflow.ner.export" in executed["export-ner"]["export"] and "nerflow.export" in executed["export-ner"][
+        "export"] and "nerflow.textcat.export" in executed["export-textcat"]["export"]
+    assert not any("nerflow.export" in modules for stages in main.values() for modules in stages.values())
     ner, textcat = executed["token-classification"], executed["text-classification"]
     assert "nerflow.ner.training" in ner["train"] and "nerflow.ner.training" not in ner["validate"]
     assert not any(m.startswith("nerflow.textcat") for modules in ner.values() for m in modules)
@@ -92,20 +111,22 @@ def test_the_probe_measured_every_stage_of_both_task_types(executed):
 
 
 def test_editing_any_module_changes_exactly_the_keys_of_the_stages_that_run_it(executed, pipeline_result,
-                                                                              textcat_run, pretrain_cfg, tmp_path,
+                                                                              textcat_run, optional_configs, tmp_path,
                                                                               monkeypatch):
     """One row per (module, task type): the stages whose code identity changed must be the stages that imported
     the module, and the stages whose key changed those and every stage downstream of them."""
     from nerflow import plan as planning
 
-    # the optional stage is checked in the token-classification config that turns it on: there the main stages
-    # run what they run without it (measured above), and pretrain what the probe measured for it
+    # an optional stage is checked in the config that turns it on: there the main stages run what they run
+    # without it (measured above), and the optional stage what the probe measured for it
     configs = {pipeline_result[0].task: pipeline_result[0], textcat_run[0].task: textcat_run[0],
-               "pretrain": pretrain_cfg}
-    ran = {**{task: executed[task] for task in configs if task != "pretrain"},
-           "pretrain": {**executed["token-classification"], **executed["pretrain"]}}
+               **{job: cfg for job, (cfg, _) in optional_configs.items()}}
+    ran = {**{task: executed[task] for task in configs if task not in optional_configs},
+           **{job: {**executed[task], **executed[job]} for job, (_, task) in optional_configs.items()}}
     graphs = {task: PIPELINE.active(cfg) for task, cfg in configs.items()}
     assert graphs["pretrain"].names == ("validate", "tokenize", "pretrain", "train", "evaluate", "register", "promote")
+    assert graphs["export-textcat"].names == ("validate", "tokenize", "train", "evaluate", "export", "register",
+                                              "promote")
     inputs = {id(cfg): planning.input_identities(cfg) for cfg in configs.values()}   # the data and model: no code
     monkeypatch.setattr(planning, "input_identities", lambda cfg: inputs[id(cfg)])
     real = code_identity.package_roots()

@@ -9,7 +9,7 @@ from nerflow.plan import make_plan
 from tests.unit.test_plan import config, project  # noqa: F401 - the fixture, reused
 
 WITHOUT_PRETRAIN = Graph(tuple(replace(s, consumes=tuple(c for c in s.consumes if c != "pretrain"))
-                               for s in PIPELINE.stages))
+                               for s in PIPELINE.stages), tuple(s for s in PIPELINE.optional if s.name != "pretrain"))
 
 
 def keys(plan) -> dict[str, str]:
@@ -54,7 +54,13 @@ def test_on_train_starts_from_pretraining_and_its_key_follows_it(project):  # no
 def test_listings_and_rerun_choices_place_the_optional_stage_where_it_runs():
     from nerflow.graph import logged_on
 
-    assert PIPELINE.all_names == ("validate", "tokenize", "pretrain", "train", "evaluate", "register", "promote")
+    assert PIPELINE.all_names == ("validate", "tokenize", "pretrain", "train", "evaluate", "export", "register",
+                                  "promote")
     assert PIPELINE.run_names(logged_on({"pretrain.enabled": "False"})) == PIPELINE.names
     assert PIPELINE.run_names(logged_on({})) == PIPELINE.names          # a run logged before the stage existed
-    assert PIPELINE.run_names(logged_on({"pretrain.enabled": "True"})) == PIPELINE.all_names
+    assert PIPELINE.run_names(logged_on({"pretrain.enabled": "True"})) == ("validate", "tokenize", "pretrain",
+                                                                          "train", "evaluate", "register", "promote")
+    assert PIPELINE.run_names(logged_on({"export.enabled": "True"})) == ("validate", "tokenize", "train", "evaluate",
+                                                                        "export", "register", "promote")
+    assert PIPELINE.run_names(logged_on({"pretrain.enabled": "True", "export.enabled": "True"})) == \
+        PIPELINE.all_names

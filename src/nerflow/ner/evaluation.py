@@ -24,8 +24,6 @@ def evaluate_model(model_dir: Path, validated: Path, windows: Path, cfg, out: Pa
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from nerflow.ner.data import read_split
-    from nerflow.ner.predict import predict_windows
-    from nerflow.ner.tokenization import load_windows
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForTokenClassification.from_pretrained(model_dir).to(device)
@@ -37,9 +35,7 @@ def evaluate_model(model_dir: Path, validated: Path, windows: Path, cfg, out: Pa
     analyses = []
     for split, (prefix, per_type) in METRIC_NAMES.items():
         sentences = read_split(validated / f"{split}.jsonl")
-        tags, _ = predict_windows(model, load_windows(windows / split), [len(s.tokens) for s in sentences],
-                                  dict(enumerate(labels)), pad_id, cfg.batch_size, device,
-                                  batch_tokens=cfg.batch_tokens)
+        tags = predict_split(model, sentences, windows / split, labels, pad_id, cfg, device)
         gold = [s.tags for s in sentences]
         scores = score(gold, tags)
         (out / f"{split}_report.txt").write_text(scores.report_text)
@@ -56,3 +52,15 @@ def evaluate_model(model_dir: Path, validated: Path, windows: Path, cfg, out: Pa
     (out / "errors.html").write_text(errors.to_html(analyses, "Where the model fails"), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def predict_split(model, sentences: list, windows: Path, labels: list[str], pad_id: int, cfg, device: str = "cpu"
+                  ) -> list[list[str]]:
+    """The tags of one split's sentences from the tokenize stage's windows: what the evaluate stage scores, and the
+    export stage for each runtime (`model` a transformers model or a nerflow.runtimes.OnnxModel)."""
+    from nerflow.ner.predict import predict_windows
+    from nerflow.ner.tokenization import load_windows
+
+    tags, _ = predict_windows(model, load_windows(windows), [len(s.tokens) for s in sentences],
+                              dict(enumerate(labels)), pad_id, cfg.batch_size, device, batch_tokens=cfg.batch_tokens)
+    return tags

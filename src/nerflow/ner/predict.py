@@ -24,6 +24,7 @@ import torch
 from nerflow.batching import inference_batches, pad_multiple, padded
 from nerflow.ner.schemes import entity_spans, invalid_iob2_positions
 from nerflow.ner.tokenization import Window, encode_sentences, encoder_for, merge_windows
+from nerflow.runtimes import load_model
 
 META_FILE = "nerflow.json"   # saved next to the weights: labels and window settings the predictor needs
 # Raw-text words: runs of letters/digits joined by inner . ' - & (U.S, O'Neil, Coca-Cola, AT&T), or one other char.
@@ -126,13 +127,17 @@ class Predictor:
     context_tokens: int = 0
 
     @classmethod
-    def load(cls, model_dir: Path | str, device: str | None = None) -> Predictor:
+    def load(cls, model_dir: Path | str, device: str | None = None, runtime: str | None = None, model=None
+             ) -> Predictor:
+        """The folder's predictor, running the runtime it is served with (nerflow.runtimes: PyTorch, or the ONNX
+        model the export stage chose), `runtime` ("torch" | "onnx") when forced, or `model` when given."""
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         model_dir = Path(model_dir)
         meta = json.loads((model_dir / META_FILE).read_text())
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = AutoModelForTokenClassification.from_pretrained(model_dir).to(device)
+        model = model if model is not None else load_model(model_dir, AutoModelForTokenClassification, device,
+                                                            runtime)
         # a model saved before document context has no `context`: it read sentences alone
         return cls(model, AutoTokenizer.from_pretrained(model_dir), meta["labels"], meta["max_length"],
                    meta["stride"], device, meta.get("context", "sentence"), meta.get("context_tokens", 0))
@@ -220,6 +225,7 @@ def write_meta(model_dir: Path, labels: list[str], max_length: int | None, strid
                                                    **extra}, indent=2))
 
 
-def load_predictor(folder: Path):
-    """texts -> entity spans, from a model folder nerflow trained (`nerflow predict FOLDER`)."""
-    return Predictor.load(folder).predict_text
+def load_predictor(folder: Path, runtime: str | None = None):
+    """texts -> entity spans, from a model folder nerflow trained (`nerflow predict FOLDER`), on the runtime it is
+    served with or `runtime` (torch | onnx)."""
+    return Predictor.load(folder, runtime=runtime).predict_text

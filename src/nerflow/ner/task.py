@@ -16,7 +16,8 @@ class TokenClassification:
     hit_key = "entities"
     config = NerConfig
     entries = {"validate": "nerflow.ner.validate", "tokenize": "nerflow.ner.tokenization",
-               "train": "nerflow.ner.training", "evaluate": "nerflow.ner.evaluation", "register": "nerflow.ner.serving",
+               "train": "nerflow.ner.training", "evaluate": "nerflow.ner.evaluation",
+               "export": "nerflow.ner.export", "register": "nerflow.ner.serving",
                "promote": "nerflow.ner.scoring", "predict": "nerflow.ner.predict",
                "sample": "nerflow.ner.synthetic"}
     empty_answer: list | None = []    # a text without a word has no entity: the model is not asked

@@ -35,9 +35,7 @@ def evaluate_model(model_dir: Path, validated: Path, tokenized: Path, cfg: Evalu
     analyses = []
     for split, (prefix, fields) in METRIC_NAMES.items():
         docs = read_split(validated / f"{split}.jsonl")
-        logits = predict_logits(model, load_segments(tokenized / split), len(docs), meta["pool"], pad_id,
-                                cfg.batch_size, device, batch_tokens=cfg.batch_tokens)
-        probs = to_probabilities(logits, multi)
+        probs = predict_split(model, len(docs), tokenized / split, meta, pad_id, cfg, device)
         gold = [d.labels for d in docs]
         scores = evaluate.score(gold, probs, labels, multi, thresholds, cfg.calibration_bins)
         analyses.append(write_artifacts(out, split, docs, gold, probs, labels, multi, thresholds, scores, cfg))
@@ -47,6 +45,15 @@ def evaluate_model(model_dir: Path, validated: Path, tokenized: Path, cfg: Evalu
     (out / "errors.html").write_text(errors.to_html(analyses, "Where the model fails"), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def predict_split(model, n_docs: int, segments: Path, meta: dict, pad_id: int, cfg: EvaluateConfig,
+                  device: str = "cpu") -> np.ndarray:
+    """Per-document probabilities of one split from the tokenize stage's segments: what the evaluate stage scores,
+    and the export stage for each runtime (`model` a transformers model or a nerflow.runtimes.OnnxModel)."""
+    logits = predict_logits(model, load_segments(segments), n_docs, meta["pool"], pad_id, cfg.batch_size, device,
+                            batch_tokens=cfg.batch_tokens)
+    return to_probabilities(logits, meta["multi_label"])
 
 
 def write_artifacts(out: Path, split: str, docs, gold, probs, labels, multi, thresholds, scores, cfg

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from nerflow.batching import inference_batches, pad_multiple, padded
+from nerflow.runtimes import load_model
 from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
 from nerflow.textcat.tokenization import Encoder, Segment
 
@@ -91,12 +92,16 @@ class Classifier:
     device: str = "cpu"
 
     @classmethod
-    def load(cls, model_dir: Path | str, device: str | None = None) -> Classifier:
+    def load(cls, model_dir: Path | str, device: str | None = None, runtime: str | None = None, model=None
+             ) -> Classifier:
+        """The folder's classifier, running the runtime it is served with (nerflow.runtimes), `runtime` ("torch" |
+        "onnx") when forced, or `model` when given."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         model_dir = Path(model_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device)
+        model = model if model is not None else load_model(model_dir, AutoModelForSequenceClassification, device,
+                                                            runtime)
         return cls(model, AutoTokenizer.from_pretrained(model_dir), json.loads((model_dir / META_FILE).read_text()),
                    device)
 
@@ -138,6 +143,7 @@ class Classifier:
         return out
 
 
-def load_predictor(folder: Path):
-    """texts -> {"label", "score", "scores"}, from a model folder nerflow trained (`nerflow predict FOLDER`)."""
-    return Classifier.load(folder).predict_text
+def load_predictor(folder: Path, runtime: str | None = None):
+    """texts -> {"label", "score", "scores"}, from a model folder nerflow trained (`nerflow predict FOLDER`), on the
+    runtime it is served with or `runtime` (torch | onnx)."""
+    return Classifier.load(folder, runtime=runtime).predict_text

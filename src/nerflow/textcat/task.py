@@ -20,6 +20,7 @@ class TextClassification:
     config = TextcatConfig
     entries = {"validate": "nerflow.textcat.validate", "tokenize": "nerflow.textcat.tokenization",
                "train": "nerflow.textcat.training", "evaluate": "nerflow.textcat.evaluation",
+               "export": "nerflow.textcat.export",
                "register": "nerflow.textcat.serving", "promote": "nerflow.textcat.scoring",
                "predict": "nerflow.textcat.predict"}
     empty_answer: list | None = None   # a classifier answers for every text, empty or not

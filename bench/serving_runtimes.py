@@ -1,0 +1,161 @@
+"""PyTorch fp32 vs ONNX fp32 vs ONNX int8 for one trained model, in one session, one job at a time (issue 25):
+validation and test F1 through the evaluate stage's code, size, batch predict words (or texts) per second after model
+load, and `mlflow models serve` latency and requests/s at 1 and 8 clients (bench/serve_bench.py), with a no-op pyfunc
+served the same way as the server's floor.
+
+    python bench/serving_runtimes.py --run-dir bench/out/conll_context/sentence-seed42/nerflow-run \
+        --out bench/results/serving_runtimes-conll-cpu-2026-12-04.json
+
+`--run-dir` is a finished benchmark run's folder (its `cache/` holds the validate, tokenize and train outputs): the
+export is the export stage's own library function (nerflow.<task>.export.export_model) on that trained model, so
+no retraining is needed. Each measured row is written to `--out` as it completes and skipped when already there.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+BENCH = Path(__file__).resolve().parent
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+
+
+def newest(cache: Path, stage: str) -> Path:
+    entries = sorted((cache / stage / ".generations").iterdir(), key=lambda p: p.stat().st_mtime)
+    if not entries:
+        raise SystemExit(f"{cache}: no {stage} output")
+    return entries[-1]
+
+
+def variant(served: Path, export_dir: Path, runtime: str, dst: Path) -> Path:
+    """The served folder as each runtime would be registered: the weights, plus runtime.json and its ONNX file."""
+    from nerflow.export import ONNX_FILES
+
+    if dst.exists():
+        return dst
+    shutil.copytree(served, dst, ignore=shutil.ignore_patterns("onnx", "runtime.json"))
+    if runtime != "torch":
+        (dst / "onnx").mkdir()
+        shutil.copy2(export_dir / ONNX_FILES[runtime], dst / ONNX_FILES[runtime])
+        (dst / "runtime.json").write_text(json.dumps({"runtime": runtime, "file": ONNX_FILES[runtime],
+                                                      "reason": "benchmark variant"}))
+    return dst
+
+
+def batch_predict(folder: Path, docs: list[dict], kind) -> dict:
+    """`nerflow predict FOLDER --input FILE --batch-size 256` in-process: load (timed apart), then every document."""
+    from nerflow.documents import predict_documents
+    from nerflow.flows.commands.predict import load_folder
+
+    started = time.perf_counter()
+    predict, _ = load_folder(folder, str(folder))
+    load_s = time.perf_counter() - started
+    stats: dict = {}
+    for _ in predict_documents(predict, docs, kind, batch_size=256, stats=stats):
+        pass
+    return {"load_s": round(load_s, 2), "predict_s": round(stats["seconds"], 2)}
+
+
+class NoOp:
+    """The server's floor: a pyfunc that answers an empty list per text, no model."""
+
+
+def log_models(store: Path, folders: dict[str, Path], task: str) -> dict[str, str]:
+    """Each variant logged as nerflow registers it (its pyfunc and code), plus the no-op; their model URIs."""
+    import mlflow
+    from mlflow.pyfunc import PythonModel
+
+    from nerflow.prefect_tasks.register import log_servable_model
+
+    class Empty(PythonModel):
+        def predict(self, context, model_input, params=None):
+            return [[] for _ in range(len(model_input))]
+
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    uris = {}
+    with mlflow.start_run() as run:
+        for name, folder in folders.items():
+            uris[name] = log_servable_model(run.info.run_id, str(folder), task,
+                                            () if name == "torch" else ("onnxruntime==1.31.1",)).model_uri
+        uris["no-op"] = mlflow.pyfunc.log_model(name="noop", python_model=Empty(), input_example=["x"]).model_uri
+    return uris
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run-dir", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=BENCH / "out" / "serving_runtimes")
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--latency-requests", type=int, default=50)
+    args = ap.parse_args(argv)
+    from nerflow import task_types
+    from nerflow.config import EvaluateConfig
+    from nerflow.config_export import ExportConfig
+
+    cache = args.run_dir / "cache"
+    model_dir, validated, tokenized = newest(cache, "train") / "model", newest(cache, "validate"), \
+        newest(cache, "tokenize")
+    task = json.loads((model_dir / "nerflow.json").read_text()).get("task", "token-classification")
+    kind = task_types.get(task)
+    work = args.work / args.run_dir.parent.name
+    work.mkdir(parents=True, exist_ok=True)
+    done = json.loads(args.out.read_text()) if args.out.is_file() else {
+        "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "model": str(model_dir), "task": task, "rows": {}}
+
+    def save() -> None:
+        args.out.write_text(json.dumps(done, indent=1) + "\n")
+
+    export_dir = work / "export"
+    if "export" not in done:   # F1s, sizes, in-process throughput and latency: the export stage's own measurement
+        shutil.rmtree(export_dir, ignore_errors=True)
+        export_dir.mkdir()
+        cfg = SimpleNamespace(export=ExportConfig(enabled=True, latency_requests=args.latency_requests),
+                              evaluate=EvaluateConfig())
+        started = time.perf_counter()
+        summary = task_types.entry(task, "export").export_model(model_dir, validated, tokenized, cfg, export_dir)
+        done["export"] = {**summary, "stage_seconds": round(time.perf_counter() - started, 1)}
+        save()
+        print(json.dumps(done["export"], indent=1), file=sys.stderr)
+    folders = {rt: variant(export_dir / "served", export_dir, rt, work / f"served-{rt}") for rt in RUNTIMES}
+    split = "test"
+    lines = [json.loads(line) for line in (validated / f"{split}.jsonl").read_text().splitlines()]
+    docs = [{"text": " ".join(d["tokens"]) if "tokens" in d else d["text"]} for d in lines]
+    units = sum(len(d["tokens"]) for d in lines) if "tokens" in lines[0] else len(lines)
+    for rt in RUNTIMES:
+        key = f"batch {rt}"
+        if key not in done["rows"]:
+            row = batch_predict(folders[rt], docs, kind)
+            done["rows"][key] = {**row, "units": units, "per_s": round(units / row["predict_s"], 1)}
+            save()
+            print(key, done["rows"][key], file=sys.stderr)
+    uris = log_models(work, folders, task) if any(f"serve {n}" not in done["rows"] for n in (*RUNTIMES, "no-op")) \
+        else {}
+    for name, uri in uris.items():
+        key = f"serve {name}"
+        if key in done["rows"]:
+            continue
+        out = work / f"serve-{name}.json"
+        subprocess.run([sys.executable, str(BENCH / "serve_bench.py"), uri, "--requests", str(args.requests),
+                        "--concurrency", "1", "8", "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}",
+                        "--output", str(out)], check=True)
+        result = json.loads(out.read_text())
+        done["rows"][key] = {"ready_s": result.get("ready_s"), "levels": [
+            {k: lv[k] for k in ("clients", "requests_per_s", "p50_ms", "p99_ms", "failed") if k in lv}
+            for lv in result["levels"]]}
+        save()
+        print(key, done["rows"][key], file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

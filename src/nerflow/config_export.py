@@ -1,0 +1,17 @@
+"""The `export` section: the fine-tuned model as ONNX, fp32 and dynamically quantized int8, and the runtime that
+serves the registered version chosen on validation F1 (nerflow.export). Off unless a config turns it on (the shipped
+configs do); off, the stage is absent from the plan and no other stage's key changes."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveInt
+
+
+class ExportConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    # points of validation F1 (0.5 = half a point) a compressed runtime may lose against PyTorch fp32 and still be
+    # the one served; beyond it the next runtime is tried (int8 -> ONNX fp32 -> PyTorch)
+    max_f1_drop: NonNegativeFloat = 0.5
+    quantize: bool = True           # try dynamic int8 (false: ONNX fp32 or PyTorch only)
+    latency_requests: PositiveInt = 50   # single-text requests timed per runtime (validation texts, in order)

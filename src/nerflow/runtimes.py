@@ -1,0 +1,95 @@
+"""Which runtime answers with a model folder: PyTorch on the fp32 weights, or ONNX Runtime on the ONNX model the
+export stage chose (nerflow.export): fp32, or dynamically quantized to int8.
+
+A served folder the export stage wrote holds the Hugging Face weights as always, plus `runtime.json` and the chosen
+ONNX file under `onnx/`; a folder without `runtime.json` (every model before the export stage, a run with
+`export.enabled: false`) is served by PyTorch. Predictors (nerflow.ner.predict, nerflow.textcat.predict) get their
+model from `load_model` and call it exactly as they call a transformers model, so windowing, pooling, decoding and
+scoring are the same code whatever runs the forward pass.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from nerflow.config import ConfigError
+
+RUNTIME_FILE = "runtime.json"      # in a served folder: {"runtime", "file", "reason"}
+TORCH, ONNX, ONNX_INT8 = "torch", "onnx", "onnx-int8"
+RUNTIMES = (TORCH, ONNX, ONNX_INT8)
+CHOICES = (TORCH, ONNX)            # what `--runtime` may force: the weights, or the served ONNX file
+INPUTS = ("input_ids", "attention_mask")
+
+
+def served_runtime(folder: Path | str) -> dict:
+    """What the export stage chose for this folder; PyTorch for a folder it never saw."""
+    path = Path(folder) / RUNTIME_FILE
+    if not path.is_file():
+        return {"runtime": TORCH, "file": "", "reason": "no export stage: the PyTorch weights"}
+    return json.loads(path.read_text())
+
+
+def threads() -> int:
+    """ONNX Runtime's threads: OMP_NUM_THREADS when set (what torch obeys too: a test worker or a server process
+    sharing the machine sets it), else the cores this process may use (a container's CPU set, not the host's)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:   # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OnnxModel:
+    """An ONNX Runtime session that answers like a transformers model: `model(input_ids=, attention_mask=)` gives
+    an object whose `.logits` is a float tensor; `eval`/`train`/`training` and `config.num_labels` are there because
+    the prediction loops touch them. CPU only: the runtime is chosen for serving on CPUs."""
+
+    training = False
+
+    def __init__(self, path: Path | str, num_labels: int, n_threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = n_threads or threads()
+        options.inter_op_num_threads = 1          # one graph at a time: its operators use the cores
+        options.log_severity_level = 3            # warnings about unused initializers are noise to a user
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.config = SimpleNamespace(num_labels=num_labels)
+
+    def eval(self) -> OnnxModel:
+        return self
+
+    def train(self, mode: bool = True) -> OnnxModel:
+        return self
+
+    def to(self, device) -> OnnxModel:
+        return self
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> SimpleNamespace:
+        feed = {"input_ids": np.ascontiguousarray(input_ids.cpu().numpy(), dtype=np.int64),
+                "attention_mask": np.ascontiguousarray(attention_mask.cpu().numpy(), dtype=np.int64)}
+        (logits,) = self.session.run(["logits"], feed)
+        return SimpleNamespace(logits=torch.from_numpy(logits))
+
+
+def load_model(folder: Path | str, auto_class, device: str, runtime: str | None = None):
+    """The model that answers for `folder`: the runtime it is served with, or `runtime` (torch | onnx) when forced.
+    `auto_class` is the transformers class of the task (AutoModelForTokenClassification, ...)."""
+    folder = Path(folder)
+    chosen = served_runtime(folder)
+    if runtime is not None and runtime not in CHOICES:
+        raise ConfigError(f"--runtime: unknown runtime {runtime!r} (one of {', '.join(CHOICES)})")
+    wanted = runtime or (TORCH if chosen["runtime"] == TORCH else ONNX)
+    if wanted == TORCH:
+        return auto_class.from_pretrained(folder).to(device)
+    if chosen["runtime"] == TORCH or not chosen.get("file"):
+        raise ConfigError(f"{folder}: no ONNX model to run ({chosen['reason']}); use --runtime torch")
+    labels = json.loads((folder / "config.json").read_text()).get("id2label") or {}
+    return OnnxModel(folder / chosen["file"], len(labels) or 2)

@@ -1,0 +1,88 @@
+"""The export stage's library (nerflow.export, nerflow.runtimes): which runtime is served and why, what a folder
+without an export is served by, and the ONNX model answering as the PyTorch model does."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nerflow.config import ConfigError
+from nerflow.export import choose, export_onnx, latency_ms, metrics
+from nerflow.runtimes import OnnxModel, load_model, served_runtime, threads
+
+
+def rows(torch_f1: float, onnx_f1: float, int8_f1: float | None) -> dict:
+    out = {"torch": {"val_f1": torch_f1}, "onnx": {"val_f1": onnx_f1}}
+    return out if int8_f1 is None else {**out, "onnx-int8": {"val_f1": int8_f1}}
+
+
+def test_int8_is_served_within_the_allowed_drop_and_the_reason_gives_the_numbers():
+    runtime, reason = choose(rows(0.9000, 0.9000, 0.8960), max_f1_drop=0.5)
+    assert runtime == "onnx-int8"
+    assert reason == "onnx-int8: validation F1 0.8960 vs PyTorch fp32 0.9000 (-0.40 points; allowed -0.5)"
+    assert choose(rows(0.9000, 0.9000, 0.8950), 0.5)[0] == "onnx-int8"    # exactly the allowed drop
+    assert choose(rows(0.9000, 0.9000, 0.9100), 0.0)[0] == "onnx-int8"    # a gain is no loss
+
+
+def test_int8_beyond_the_drop_falls_back_to_fp32_onnx_then_pytorch_saying_why():
+    runtime, reason = choose(rows(0.9000, 0.9000, 0.8940), 0.5)
+    assert runtime == "onnx"
+    assert reason.startswith("onnx-int8 not served: validation F1 0.8940 is 0.60 points below PyTorch fp32's 0.9000 "
+                             "(export.max_f1_drop 0.5); onnx: validation F1 0.9000")
+    runtime, reason = choose(rows(0.9000, 0.8000, 0.7000), 0.5)
+    assert runtime == "torch" and "onnx not served" in reason and "onnx-int8 not served" in reason
+    assert choose(rows(0.9, 0.9, None), 0.5)[0] == "onnx"                 # export.quantize: false
+    assert choose({"torch": {"val_f1": 0.9}}, 0.5) == ("torch", "no ONNX model to compare")   # export failed
+
+
+def test_metric_names_follow_the_runtime():
+    summary = {"rows": {"onnx-int8": {"val_f1": 0.9, "p50_ms": 3.0}, "torch": {"mb": 90.0}}}
+    assert metrics(summary) == {"export/onnx_int8_val_f1": 0.9, "export/onnx_int8_p50_ms": 3.0,
+                                "export/torch_mb": 90.0}
+
+
+def test_latency_is_percentiles_of_single_requests():
+    seen = []
+    p50, p99 = latency_ms(lambda texts: seen.append(texts), ["a", "b", "c", "d"])
+    assert seen[:3] == [["a"], ["b"], ["c"]] and seen[3:] == [["a"], ["b"], ["c"], ["d"]]   # warm-up, then each
+    assert 0 <= p50 <= p99
+
+
+def test_a_folder_without_an_export_is_served_by_pytorch_and_onnx_is_one_clear_error(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForTokenClassification
+
+    assert served_runtime(tmp_path)["runtime"] == "torch"
+    model = load_model(tiny_model_dir, AutoModelForTokenClassification, "cpu")
+    assert isinstance(model, torch.nn.Module)
+    with pytest.raises(ConfigError, match="no ONNX model to run .*use --runtime torch"):
+        load_model(tiny_model_dir, AutoModelForTokenClassification, "cpu", runtime="onnx")
+    with pytest.raises(ConfigError, match="unknown runtime 'tensorrt'"):
+        load_model(tiny_model_dir, AutoModelForTokenClassification, "cpu", runtime="tensorrt")
+
+
+@pytest.mark.parametrize("auto", ["AutoModelForTokenClassification", "AutoModelForSequenceClassification"])
+def test_the_exported_graph_answers_like_pytorch_at_any_batch_and_length(auto, tiny_model_dir, tmp_path,
+                                                                         monkeypatch):
+    import transformers
+
+    model = getattr(transformers, auto).from_pretrained(tiny_model_dir, num_labels=5).eval()
+    path = tmp_path / "onnx" / "model.onnx"
+    export_onnx(model, path, sequence_output=auto == "AutoModelForTokenClassification")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads() == 1
+    onnx = OnnxModel(path, 5)
+    torch.manual_seed(0)
+    for batch, length in ((1, 3), (4, 17), (2, 40)):   # shapes other than the 2x8 it was traced with
+        ids = torch.randint(5, model.config.vocab_size, (batch, length))
+        mask = torch.ones_like(ids)
+        mask[0, length // 2:] = 0                        # padding, as a batch of unequal texts has
+        with torch.no_grad():
+            expected = model(input_ids=ids, attention_mask=mask).logits
+        assert torch.allclose(onnx(input_ids=ids, attention_mask=mask).logits, expected, atol=1e-4)
+
+
+def test_served_runtime_reads_the_choice(tmp_path):
+    (tmp_path / "runtime.json").write_text(json.dumps({"runtime": "onnx-int8", "file": "onnx/model-int8.onnx",
+                                                       "reason": "r"}))
+    assert served_runtime(tmp_path)["file"] == "onnx/model-int8.onnx"
