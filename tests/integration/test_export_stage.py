@@ -90,6 +90,7 @@ def test_export_scores_each_runtime_with_the_evaluation_code_and_records_the_cho
     assert version.tags["nerflow.runtime"] == out.runtime
     assert version.tags["nerflow.runtime_reason"] == out.reason
     assert "## Serving" in version.description and f"Served by **{out.runtime}**" in version.description
+    assert result["promote"].decision["challenger_f1"] == pytest.approx(rows[out.runtime]["test_f1"])
     served = Path(out.served_dir)
     assert json.loads((served / "runtime.json").read_text())["runtime"] == out.runtime
     assert sorted(p.name for p in (served / "onnx").iterdir()) == [Path(json.loads(
@@ -129,6 +130,23 @@ def test_a_compressed_model_that_lost_f1_is_not_served_and_the_version_says_why(
     assert reason.startswith("onnx-int8 not served: validation F1") and "export.max_f1_drop 0.5" in reason
     requirements = Path(mlflow.artifacts.download_artifacts(f"models:/{PLANTED}/{version.version}/requirements.txt"))
     assert "onnxruntime==1.31.1" in requirements.read_text().split()
+
+
+def test_the_gate_scores_the_runtime_that_will_be_served(planted, tmp_path_factory):
+    """The planted model with int8 allowed to lose anything: int8 is served, and the promotion gate's test F1 is the
+    int8 model's (far below PyTorch's), not the PyTorch weights' it could have scored instead."""
+    from nerflow.flows.pipeline import pipeline
+
+    cfg, _ = planted
+    lenient = cfg.model_copy(update={"export": cfg.export.model_copy(update={"max_f1_drop": 100.0}),
+                                     "registry": cfg.registry.model_copy(update={"model_name": f"{PLANTED}-lenient"}),
+                                     "promote": cfg.promote.model_copy(update={"min_f1": 0.0})})
+    result = pipeline(lenient)
+    assert result.stages["train"] and not result.stages["export"]      # the same training, exported again
+    rows = result["export"].rows
+    assert result["export"].runtime == "onnx-int8"
+    assert rows["torch"]["test_f1"] - rows["onnx-int8"]["test_f1"] > 0.1
+    assert result["promote"].decision["challenger_f1"] == pytest.approx(rows["onnx-int8"]["test_f1"])
 
 
 def answers(capsys, *args: str) -> list[list[tuple]]:
