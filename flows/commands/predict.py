@@ -12,9 +12,11 @@ documents lives in nerflow.documents; `--flow` runs the same as the Prefect flow
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from nerflow.config import ConfigError
@@ -23,12 +25,20 @@ URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")   # models:/..., runs:/...
 
 
 def open_model(uri: str, trust: bool = False, runtime: str | None = None):
-    """(texts -> one answer per text, the model's task type), for any MODEL_URI form. A model from the tracking
-    server is downloaded into a temporary folder and checked against the hash stored on its version first
-    (tasks/served_model.py; `trust`: also a model without one: a version registered before hashes, a run's model);
-    a local folder has no stored hash (files on this machine, the user's own), only the pickled-weights rule. Either
-    way the answers come from nerflow's installed predictor, never the model's pickled python model or bundled
-    code, on the runtime the model is served with (nerflow.runtimes) or `runtime` (torch | onnx)."""
+    """(texts -> one answer per text, the model's task type), for any MODEL_URI form (`verified_folder`). The
+    answers come from nerflow's installed predictor, never the model's pickled python model or bundled code, on the
+    runtime the model is served with (nerflow.runtimes) or `runtime` (torch | onnx)."""
+    with verified_folder(uri, trust) as (folder, what):
+        return load_folder(folder, what, runtime)   # loaded: a downloaded folder may go
+
+
+@contextlib.contextmanager
+def verified_folder(uri: str, trust: bool = False) -> Iterator[tuple[Path, str]]:
+    """(the model folder nerflow trained, how to name it in messages) for any MODEL_URI form, checked first. A model
+    from the tracking server is downloaded into a temporary folder (removed on exit) and checked against the hash
+    stored on its version (tasks/served_model.py; `trust`: also a model without one: a version registered before
+    hashes, a run's model); a local folder has no stored hash (files on this machine, the user's own), only the
+    pickled-weights rule."""
     import tempfile
 
     from nerflow import model_files
@@ -46,13 +56,25 @@ def open_model(uri: str, trust: bool = False, runtime: str | None = None):
             path = path / model_files.served_path((path / "MLmodel").read_text(encoding="utf-8"), SERVED_ARTIFACT,
                                                   uri)
         model_files.verify(path, uri, None, trust=trust, hashed=False)
-        return load_folder(path, uri, runtime)
+        yield path, uri
+        return
     from nerflow.prefect_tasks import served_model, tracking
 
     client = tracking.configure()
     source = served_model.uri_source(client, uri)
-    with tempfile.TemporaryDirectory(prefix="nerflow-predict-model-") as tmp:
-        return load_folder(served_model.fetch(source, Path(tmp), trust), source.what, runtime)   # loaded: tmp may go
+    with tempfile.TemporaryDirectory(prefix="nerflow-model-") as tmp:
+        yield served_model.fetch(source, Path(tmp), trust), source.what
+
+
+def model_task(folder: Path, what: str):
+    """The task type of a model folder nerflow trained (its nerflow.json says which)."""
+    from nerflow import task_types
+
+    meta = folder / "nerflow.json"
+    if not meta.is_file():
+        raise ConfigError(f"{what}: its model folder has no nerflow.json: not a model nerflow trained")
+    # checkpoints saved before task types have no `task`: the default task type trained them
+    return task_types.get(json.loads(meta.read_text()).get("task"))
 
 
 def load_folder(folder: Path, what: str, runtime: str | None = None):
@@ -60,11 +82,7 @@ def load_folder(folder: Path, what: str, runtime: str | None = None):
     from nerflow import task_types
     from nerflow.prefect_tasks import served_model
 
-    meta = folder / "nerflow.json"
-    if not meta.is_file():
-        raise ConfigError(f"{what}: its model folder has no nerflow.json: not a model nerflow trained")
-    # checkpoints saved before task types have no `task`: the default task type trained them
-    kind = task_types.get(json.loads(meta.read_text()).get("task"))
+    kind = model_task(folder, what)
     with served_model.quiet_loading():   # `predict` called from a process that imported transformers already
         return task_types.entry(kind.name, "predict").load_predictor(folder, runtime), kind
 

@@ -20,6 +20,8 @@ code (nerflow.code_identity follows the entry of the stage it hashes). What each
   `load_scorer(folder) -> Scorer` (a verified model folder, loaded with nerflow's code), `gate_tables`, `hits`,
   `gold_count`
 - predict: `load_predictor(folder) -> texts -> answers` for a model folder nerflow trained
+- explain: `load_explainer(folder) -> (text, steps) -> [nerflow.explain.Explanation]`, one per predicted entity or
+  label (`nerflow explain`; the task's target and window are defined in its module)
 - sample (NER only): `generate_corpus(folder, seed)`, the synthetic quickstart corpus
 
 Stages hand each other folders with the same shape for every task: `validate` writes `<split>.jsonl` and

@@ -220,3 +220,13 @@ def test_a_text_classifier_is_exported_scored_and_served_alike_on_either_runtime
     pyfunc = mlflow.pyfunc.load_model(uri).predict(texts)
     assert [(r["label"], round(r["score"], 2)) for r in pyfunc] == served
     assert [label for label, _ in served] == [label for label, _ in pytorch]
+
+
+def test_explain_uses_the_fp32_weights_of_a_version_served_by_onnx(exported, capsys):
+    """Attributions need gradients: `nerflow explain` loads the PyTorch weights whatever runtime serves the version."""
+    cfg, result = exported
+    assert result["export"].runtime != "torch"
+    capsys.readouterr()
+    assert cli.main(["explain", f"models:/{NAME}/{result['register'].version}", TEXTS[0], "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines and all(line["attributions"] for line in lines)

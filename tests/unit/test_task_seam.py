@@ -69,7 +69,7 @@ ENTRY_FUNCTIONS = {"validate": ("load_corpus", "validate_corpus", "write_validat
                    "tokenize": ("tokenize_validated",), "train": ("job_fields", "train_job"),
                    "evaluate": ("evaluate_model",), "register": ("servable",),
                    "promote": ("examples", "gold", "load_scorer", "gate_tables", "hits", "gold_count"),
-                   "predict": ("load_predictor",)}
+                   "predict": ("load_predictor",), "explain": ("load_explainer",)}
 
 
 @pytest.mark.parametrize("name", sorted(task_types.IMPLEMENTATIONS))

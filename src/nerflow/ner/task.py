@@ -19,7 +19,7 @@ class TokenClassification:
                "train": "nerflow.ner.training", "evaluate": "nerflow.ner.evaluation",
                "export": "nerflow.ner.export", "register": "nerflow.ner.serving",
                "promote": "nerflow.ner.scoring", "predict": "nerflow.ner.predict",
-               "sample": "nerflow.ner.synthetic"}
+               "sample": "nerflow.ner.synthetic", "explain": "nerflow.ner.explain"}
     empty_answer: list | None = []    # a text without a word has no entity: the model is not asked
 
     def answer_fields(self, answer) -> dict:

@@ -22,7 +22,7 @@ class TextClassification:
                "train": "nerflow.textcat.training", "evaluate": "nerflow.textcat.evaluation",
                "export": "nerflow.textcat.export",
                "register": "nerflow.textcat.serving", "promote": "nerflow.textcat.scoring",
-               "predict": "nerflow.textcat.predict"}
+               "predict": "nerflow.textcat.predict", "explain": "nerflow.textcat.explain"}
     empty_answer: list | None = None   # a classifier answers for every text, empty or not
 
     def answer_fields(self, answer) -> dict:
