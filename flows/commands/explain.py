@@ -97,17 +97,13 @@ def progress_bar(total: int):
 
 def add_parsers(sub) -> None:
     from nerflow.explain import DEFAULT_STEPS
+    from nerflow.flows.commands.predict import add_document_arguments
 
     exp = sub.add_parser("explain", help="why the model predicted each entity or label: per-word attributions",
                          description="per-word integrated-gradients attributions for each predicted entity (NER) or "
                                      "label (text classification): coloured text on a terminal, word(+0.42) markers "
                                      "in a pipe, JSON lines with --json, a self-contained page with --html")
-    exp.add_argument("model_uri", metavar="MODEL_URI",
-                     help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, or a local folder "
-                          "(MLflow model, or a checkpoint nerflow trained)")
-    exp.add_argument("texts", nargs="*", metavar="TEXT", help="documents to explain (or use --input)")
-    exp.add_argument("--input", "-i", metavar="FILE",
-                     help="plain text, one document per line, or JSON lines with a `text` field; - for stdin")
+    add_document_arguments(exp, "explain")
     exp.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page (atomically)")
     exp.add_argument("--json", action="store_true", help="one JSON line per explanation on stdout")
     exp.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="N",

@@ -135,17 +135,22 @@ def report(stats: dict, args: argparse.Namespace) -> None:
     print(json.dumps(record), file=sys.stdout if args.output is not None else sys.stderr)
 
 
+def add_document_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """MODEL_URI, TEXT ... and --input: what `predict` and `explain` both read (`documents` checks them)."""
+    parser.add_argument("model_uri", metavar="MODEL_URI",
+                        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, or a local folder "
+                             "(MLflow model, or a checkpoint nerflow trained)")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help=f"documents to {verb} (or use --input)")
+    parser.add_argument("--input", "-i", metavar="FILE",
+                        help="plain text, one document per line, or JSON lines with a `text` field; - for stdin")
+
+
 def add_parsers(sub) -> None:
     pred = sub.add_parser("predict", help="a model's answers (entity spans, or labels), one JSON line per document",
                           description="one JSON line per document: {...input fields, \"text\", and the answer: "
                                       '"entities": [{type, start, end, text, score}] (NER), or "label", "score", '
                                       '"scores" ("labels" when multi-label) (text classification)}')
-    pred.add_argument("model_uri", metavar="MODEL_URI",
-                      help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, or a local folder "
-                           "(MLflow model, or a checkpoint nerflow trained)")
-    pred.add_argument("texts", nargs="*", metavar="TEXT", help="documents to predict on (or use --input)")
-    pred.add_argument("--input", "-i", metavar="FILE",
-                      help="plain text, one document per line, or JSON lines with a `text` field; - for stdin")
+    add_document_arguments(pred, "predict on")
     pred.add_argument("--output", "-o", metavar="FILE", help="write the JSON lines here (atomically), not stdout")
     pred.add_argument("--batch-size", type=int, default=64, metavar="N", help="documents per model call (64)")
     pred.add_argument("--flow", action="store_true",

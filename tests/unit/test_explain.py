@@ -198,9 +198,11 @@ def test_a_tagger_keyed_on_a_trigger_word_gives_it_the_top_attribution(tmp_path)
         if where + 1 == len(words):
             continue
         found = explainer(" ".join(words), TINY_TRAINED_STEPS)
-        assert [e.subject["entity"]["text"] for e in found] == [words[where + 1]]
-        assert max(found[0].words, key=lambda w: w.attribution).word == TRIGGER, explain.text_block(found[0], False)
-        assert abs(found[0].delta) < explain.DELTA_WARNING
+        # the entity after the trigger is found (the tiny tagger sometimes adds a spurious one elsewhere: its
+        # WordPiece vocabulary, trained per run, is not deterministic; that entity is not what is checked here)
+        (keyed,) = [e for e in found if e.subject["entity"]["text"] == words[where + 1]]
+        assert max(keyed.words, key=lambda w: w.attribution).word == TRIGGER, explain.text_block(keyed, False)
+        assert abs(keyed.delta) < explain.DELTA_WARNING
 
 
 # --------------------------------------------------------------------------------------------- (c) the command
