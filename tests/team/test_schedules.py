@@ -287,8 +287,10 @@ def test_a_cancel_from_the_prefect_ui_stops_training_cleanly(team, team_env, tmp
         ended = wait_for(lambda: flow_run(api, flow_run_id)["state"]["type"] in ("CANCELLED", "COMPLETED", "FAILED",
                                                                                   "CRASHED")
                          and flow_run(api, flow_run_id), 90, "the run to stop", server)
-        time.sleep(2)
-        runs = pipeline_runs(mlflow_uri, model)
+        # the flow run can read Cancelled a moment before the stopped process has ended its MLflow run: poll, with a
+        # deadline (a fixed 2 s wait failed once on a loaded machine)
+        runs = wait_for(lambda: (found := pipeline_runs(mlflow_uri, model)) and all(
+            r["info"]["status"] != "RUNNING" for r in found) and found, 30, "the MLflow run to end", server)
     finally:
         server.stop()
     assert ended["state"]["type"] == "CANCELLED", ended["state"]
