@@ -17,7 +17,7 @@ import sys
 
 from nerflow import redact
 from nerflow.flows import errors, interrupts
-from nerflow.flows.commands import approval, cache, data, explain, models, predict, run, schedule, train_node
+from nerflow.flows.commands import approval, cache, data, drift, explain, models, predict, run, schedule, train_node
 from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED  # noqa: F401 - the table, re-exported
 
 log = logging.getLogger("nerflow.cli")
@@ -49,12 +49,14 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="nerflow", description="run, rerun and inspect pipeline runs, schedule "
-                                     "them, check data, manage the stage cache, predict, explain",
+                                     "them, check data, manage the stage cache, predict, explain, "
+                                     "check for drift",
                                      epilog="exit codes: 0 done, 1 bug, 2 bad input, 3 service unreachable, "
-                                            "4 refused, 130 interrupted, 141 output pipe closed (docs/cli.md)")
+                                            "4 refused, 5 drift found (drift --fail-on-drift), 130 interrupted, "
+                                            "141 output pipe closed (docs/cli.md)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (run, models, approval, cache, data, predict, explain, schedule, train_node):
+    for group in (run, models, approval, cache, data, predict, explain, drift, schedule, train_node):
         group.add_parsers(sub)
     return parser
 

@@ -8,6 +8,7 @@
 | 3    | a service is unreachable: the MLflow tracking server or the Prefect API |
 | 4    | refused by a rule: another process runs the same pipeline run, a promotion gate, ...; or a server     |
 |      | refused the credentials (401/403: flows/credentials.py)                                              |
+| 5    | drift found, and `nerflow drift --fail-on-drift` was asked to say so                                 |
 | 130  | interrupted (Ctrl-C, SIGTERM): the run is marked KILLED and continues with the same command |
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from nerflow import redact
 from nerflow.flows import credentials
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_DRIFT = 5   # not an error: `nerflow drift --fail-on-drift` found drift
 
 # MLflow's own HTTP retries (7 with exponential backoff by default, ~2 minutes) would stack on the task retries;
 # these bound one unreachable-server call to about 10 s before the error is reported.

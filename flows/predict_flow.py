@@ -4,6 +4,7 @@ One MLflow run per call in the experiment `nerflow-predict`: params model_uri, i
 predict/documents, predict/documents_per_s and the task type's counts (predict/entities for NER,
 predict/label_<label> for a classifier); the output JSON lines as the artifact
 `predictions/<file name>`; tags with the Prefect flow-run id. A failure marks the run FAILED with the error as a tag.
+With NERFLOW_CAPTURE_DIR set, the input documents are also appended to that capture folder (nerflow.capture).
 """
 from __future__ import annotations
 
@@ -23,13 +24,18 @@ ARTIFACT_DIR = "predictions"
 @task(name="predict", cache_policy=NO_CACHE, persist_result=False, retries=0)
 def predict_task(model_uri: str, input_path: str, output_path: str, batch_size: int, trust: bool = False,
                  runtime: str | None = None) -> dict:
+    from nerflow.capture import capture_from_env
     from nerflow.documents import predict_documents, read_documents, write_jsonl
     from nerflow.flows.commands.predict import open_model
 
+    capture = capture_from_env()   # NERFLOW_CAPTURE_DIR: opt-in (docs/monitoring.md); a bad bound fails first
     predict, kind = open_model(model_uri, trust, runtime)
     stats: dict = {"task": kind.name}
-    write_jsonl(output_path, predict_documents(predict, read_documents(input_path), kind, batch_size,
+    docs = read_documents(input_path)
+    write_jsonl(output_path, predict_documents(predict, docs, kind, batch_size,
                                                progress=sys.stderr.isatty(), stats=stats))
+    if capture is not None:        # after answering; a failed capture only warns
+        capture.append(docs, model_uri)
     return stats
 
 

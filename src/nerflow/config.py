@@ -26,6 +26,7 @@ from nerflow.config_errors import describe, key_lines
 from nerflow.config_export import ExportConfig
 from nerflow.config_marks import IDENTITY, REPORTING, NotInKey  # noqa: F401 - read from here by other modules
 from nerflow.config_marks import Section as _Section
+from nerflow.config_monitor import MonitorConfig
 from nerflow.config_pretrain import PretrainConfig
 from nerflow.config_promote import PromoteConfig
 from nerflow.config_train import LoraConfig, TrainConfig  # noqa: F401 - read from here by other modules
@@ -126,6 +127,7 @@ class PipelineConfig(_Section):
     export: ExportConfig = ExportConfig()         # optional stage (nerflow.export)
     registry: RegistryConfig = RegistryConfig()
     promote: PromoteConfig = PromoteConfig()
+    monitor: MonitorConfig = MonitorConfig()      # `nerflow drift` (no stage reads it)
 
 
 CACHE_DIR_ENV = "NERFLOW_CACHE_DIR"   # the default cache_dir when the config does not set one

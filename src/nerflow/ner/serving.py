@@ -13,6 +13,7 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
 
+from nerflow.capture import capture_from_env
 from nerflow.models import SERVED_ARTIFACT as ARTIFACT
 from nerflow.ner.predict import Predictor
 
@@ -37,6 +38,7 @@ class NerModel(PythonModel):
 
     def load_context(self, context) -> None:
         self.predictor = Predictor.load(context.artifacts[ARTIFACT])
+        self.capture = capture_from_env()   # NERFLOW_CAPTURE_DIR: opt-in (nerflow.capture)
 
     def predict(self, context, model_input, params: dict | None = None) -> list[list[dict]]:
         if isinstance(model_input, pd.DataFrame):
@@ -45,7 +47,10 @@ class NerModel(PythonModel):
             texts = [model_input]
         else:
             texts = [str(t) for t in model_input]
-        return self.predictor.predict_text(texts, pretokenized=bool((params or {}).get("pretokenized", False)))
+        answers = self.predictor.predict_text(texts, pretokenized=bool((params or {}).get("pretokenized", False)))
+        if getattr(self, "capture", None) is not None:   # after answering; never fails the call
+            self.capture.append_texts(texts, "serve")
+        return answers
 
 
 def servable():

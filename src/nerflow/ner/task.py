@@ -28,6 +28,16 @@ class TokenClassification:
     def answer_counts(self, fields: dict) -> dict[str, int]:
         return {"entities": len(fields.get("entities", ()))}
 
+    def texts_of(self, sentences: list) -> list[tuple[str, str]]:
+        """(text as `nerflow predict` would be given it, its document) per sentence of a corpus split."""
+        return [(" ".join(s.tokens), f"{s.source.rpartition(':')[0]}#{s.doc}") for s in sentences]
+
+    def answer_labels(self, fields: dict) -> tuple[list[str], float | None]:
+        """The entity types found, and the mean of their scores (None: no entity), for the drift checks."""
+        entities = fields.get("entities", ())
+        return [e["type"] for e in entities], (sum(e["score"] for e in entities) / len(entities) if entities
+                                                else None)
+
     def describe_counts(self, counts: dict[str, int]) -> str:
         return f"{counts.get('entities', 0)} entities"
 

@@ -8,6 +8,7 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import Array, ColSpec, Map, Object, Property, Schema
 
+from nerflow.capture import capture_from_env
 from nerflow.models import SERVED_ARTIFACT as ARTIFACT
 from nerflow.textcat.predict import Classifier
 
@@ -32,6 +33,7 @@ class TextClassifierModel(PythonModel):
 
     def load_context(self, context) -> None:
         self.classifier = Classifier.load(context.artifacts[ARTIFACT])
+        self.capture = capture_from_env()   # NERFLOW_CAPTURE_DIR: opt-in (nerflow.capture)
 
     def predict(self, context, model_input, params: dict | None = None) -> list[dict]:
         if isinstance(model_input, pd.DataFrame):
@@ -40,7 +42,10 @@ class TextClassifierModel(PythonModel):
             texts = [model_input]
         else:
             texts = [str(t) for t in model_input]
-        return self.classifier.predict_text(texts)
+        answers = self.classifier.predict_text(texts)
+        if getattr(self, "capture", None) is not None:   # after answering; never fails the call
+            self.capture.append_texts(texts, "serve")
+        return answers
 
 
 def servable():

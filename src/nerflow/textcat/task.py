@@ -33,6 +33,19 @@ class TextClassification:
         # MLflow metric names allow letters, digits and _-./ only; labels come from user data
         return {f"label_{re.sub(r'[^A-Za-z0-9_./ -]', '_', str(label))}": 1 for label in labels}
 
+    def texts_of(self, docs: list) -> list[tuple[str, str]]:
+        """(text, its document: itself) per text of a corpus split."""
+        return [(d.text, d.source) for d in docs]
+
+    def answer_labels(self, fields: dict) -> tuple[list[str], float | None]:
+        """The label(s), and how sure: the top probability (single-label), or the mean over labels of the
+        probability of the side each one fell on (multi-label), for the drift checks."""
+        if "labels" in fields:
+            chosen = set(fields["labels"])
+            sure = [float(p) if label in chosen else 1.0 - float(p) for label, p in fields.get("scores", {}).items()]
+            return list(fields["labels"]), (sum(sure) / len(sure) if sure else None)
+        return [fields["label"]], float(fields["score"])
+
     def describe_counts(self, counts: dict[str, int]) -> str:
         return ", ".join(f"{name.removeprefix('label_')} {n}" for name, n in sorted(counts.items())) or "no labels"
 

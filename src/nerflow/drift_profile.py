@@ -1,0 +1,171 @@
+"""What a model reads, as numbers: the profile of a batch of texts that the drift checks compare (nerflow.drift).
+
+A profile holds, per text:
+
+- `embeddings`: the version's own encoder (its fine-tuned weights without the task head, PyTorch fp32), the mean of
+  the last layer's vectors over the text's sub-tokens (at most the first `max_length` the model was trained with);
+- `descriptors`: `words` (whitespace words), `chars_per_word`, `non_letter_share` (of the non-space characters: digits,
+  punctuation, symbols), `unknown_share` (of the words: those with an unknown sub-token), `split_share` (of the words:
+  those cut into `HEAVY_SPLIT` or more sub-tokens), all computed with the version's tokenizer, so an uncased model's
+  profile does not see case: lower-casing a batch is no drift for it, and nothing here reports it as one;
+- `labels`: what the served model predicts (its runtime, as `nerflow predict` answers): the entity types found
+  (NER), or the label(s) (text classification);
+- `confidence`: how sure those predictions are (nerflow.task_types `answer_labels`): NaN for a text without one.
+
+Saved as `<name>.npz` (arrays) + `<name>.json` (labels and what the profile is), the form a version's reference
+takes in MLflow (`monitor/reference/`).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+HEAVY_SPLIT = 3          # sub-tokens per word from which a word counts as heavily split
+DESCRIPTORS = ("words", "chars_per_word", "non_letter_share", "unknown_share", "split_share")
+
+
+def describe(texts: Sequence[str], tokenizer) -> dict[str, np.ndarray]:
+    """The input descriptors of each text (module docstring)."""
+    out = {name: np.zeros(len(texts)) for name in DESCRIPTORS}
+    unk = tokenizer.unk_token_id
+    for i, text in enumerate(texts):
+        words = text.split()
+        chars = [c for c in text if not c.isspace()]
+        out["words"][i] = len(words)
+        out["chars_per_word"][i] = len(chars) / len(words) if words else 0.0
+        out["non_letter_share"][i] = sum(not c.isalpha() for c in chars) / len(chars) if chars else 0.0
+        if not words:
+            continue
+        pieces = tokenizer(words, add_special_tokens=False)["input_ids"]
+        out["unknown_share"][i] = sum(unk is not None and unk in p for p in pieces) / len(words)
+        out["split_share"][i] = sum(len(p) >= HEAVY_SPLIT for p in pieces) / len(words)
+    return out
+
+
+def embed(texts: Sequence[str], encoder, tokenizer, max_length: int, batch_size: int = 64,
+          on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    """Mean-pooled last-layer vectors, (n, hidden) float32; texts are batched by length (little padding)."""
+    import torch
+
+    order = sorted(range(len(texts)), key=lambda k: len(texts[k]))
+    hidden = encoder.config.hidden_size
+    out = np.zeros((len(texts), hidden), dtype=np.float32)
+    encoder.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = tokenizer([texts[k] for k in rows], truncation=True, max_length=max_length, padding=True,
+                              return_tensors="pt")
+            states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            out[rows] = pooled.float().numpy()
+            if on_batch is not None:
+                on_batch(len(rows))
+    return out
+
+
+def load_encoder(folder: Path):
+    """(encoder without its head, tokenizer, max_length) of a model folder nerflow trained."""
+    from transformers import AutoModel, AutoTokenizer
+
+    meta = json.loads((folder / "nerflow.json").read_text())
+    encoder = AutoModel.from_pretrained(folder)     # the fine-tuned encoder; the head's weights are left out
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    max_length = meta.get("max_length") or min(getattr(tokenizer, "model_max_length", 512), 512)
+    return encoder, tokenizer, int(max_length)
+
+
+def profile_texts(texts: Sequence[str], folder: Path, predict: Callable[[list[str]], list], kind,
+                  batch_size: int = 64, on_batch: Callable[[int], None] | None = None) -> dict:
+    """The profile of `texts` read by the model in `folder`; `predict` is its served predictor (texts -> answers),
+    `kind` its task type. `on_batch(n)` is told each time n more texts were embedded (a progress bar)."""
+    texts = list(texts)
+    encoder, tokenizer, max_length = load_encoder(folder)
+    embeddings = embed(texts, encoder, tokenizer, max_length, batch_size, on_batch)
+    labels, confidence = [], []
+    for start in range(0, len(texts), batch_size):
+        for answer in predict(texts[start:start + batch_size]):
+            found, sure = kind.answer_labels(kind.answer_fields(answer))
+            labels.append(list(found))
+            confidence.append(math.nan if sure is None else float(sure))
+    return {"embeddings": embeddings, "descriptors": describe(texts, tokenizer), "labels": labels,
+            "confidence": np.asarray(confidence, dtype=np.float64)}
+
+
+def save(profile: dict, folder: Path, name: str, about: dict) -> None:
+    """`<name>.npz` and `<name>.json` in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"embeddings": profile["embeddings"], "confidence": profile["confidence"],
+              **{f"descriptor_{k}": v for k, v in profile["descriptors"].items()}}
+    np.savez_compressed(folder / f"{name}.npz", **arrays)
+    (folder / f"{name}.json").write_text(json.dumps({**about, "texts": len(profile["labels"]),
+                                                     "labels": profile["labels"]}) + "\n")
+
+
+def load(folder: Path, name: str) -> tuple[dict, dict]:
+    """(profile, what it is) saved by `save`."""
+    about = json.loads((folder / f"{name}.json").read_text())
+    with np.load(folder / f"{name}.npz") as arrays:
+        profile = {"embeddings": arrays["embeddings"], "confidence": arrays["confidence"],
+                   "descriptors": {k.removeprefix("descriptor_"): arrays[k] for k in arrays.files
+                                   if k.startswith("descriptor_")},
+                   "labels": about.pop("labels")}
+    return profile, about
+
+
+def subset(profile: dict, rows: Sequence[int]) -> dict:
+    """The profile of some of its texts (a resampled batch in the benchmark, a half of the validation split)."""
+    rows = np.asarray(rows, dtype=int)
+    return {"embeddings": profile["embeddings"][rows], "confidence": profile["confidence"][rows],
+            "descriptors": {k: v[rows] for k, v in profile["descriptors"].items()},
+            "labels": [profile["labels"][k] for k in rows]}
+
+
+def split_documents(doc_ids: Sequence[str], share: float, max_texts: int, seed: int) -> tuple[list[int], list[int]]:
+    """(reference rows, hold-out rows): whole documents, shuffled with `seed`, the first `share` of them (at most
+    `max_texts` texts) the reference, the rest the hold-out. Sentences of one news story never straddle the two, so
+    the hold-out measures false alarms on documents the reference never saw."""
+    order = list(dict.fromkeys(doc_ids))
+    rng = np.random.default_rng(seed)
+    order = [order[k] for k in rng.permutation(len(order))]
+    rows_of: dict[str, list[int]] = {}
+    for row, doc in enumerate(doc_ids):
+        rows_of.setdefault(doc, []).append(row)
+    cut = max(1, round(share * len(order))) if len(order) > 1 else 1
+    reference = [r for doc in order[:cut] for r in rows_of[doc]][:max_texts]
+    held_out = [r for doc in order[cut:] for r in rows_of[doc]]
+    return reference, held_out
+
+
+def reference_from_config(cfg, folder: Path, predict: Callable[[list[str]], list], kind, out: Path,
+                          on_batch: Callable[[int], None] | None = None) -> dict:
+    """Profile the validation split `cfg` names into `out` (`reference` and `holdout`, split by document with
+    `cfg.seed`): what a version registered without a reference is compared against. What it is (the dict saved
+    beside the profiles)."""
+    import datetime
+
+    from nerflow import task_types
+    from nerflow.config import ConfigError
+    from nerflow.drift import median_bandwidth
+
+    corpus = task_types.entry(cfg.task, "validate").load_corpus(cfg.data)
+    pairs = kind.texts_of(corpus.get("validation") or [])
+    if not pairs:
+        raise ConfigError(f"data: the config's validation split is empty: no reference for {kind.name} drift checks")
+    texts, docs = zip(*pairs)
+    m = cfg.monitor
+    ref_rows, held_rows = split_documents(docs, m.reference_share, m.max_reference, cfg.seed)
+    reference = profile_texts([texts[k] for k in ref_rows], folder, predict, kind, m.batch_size, on_batch)
+    about = {"source": "validation split", "documents": len(set(docs)), "reference_share": m.reference_share,
+             "seed": cfg.seed, "bandwidth": median_bandwidth(reference["embeddings"], seed=cfg.seed),
+             "task": kind.name, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    save(reference, out, "reference", {**about, "part": "reference"})
+    if held_rows:
+        save(profile_texts([texts[k] for k in held_rows], folder, predict, kind, m.batch_size, on_batch), out,
+             "holdout", {**about, "part": "holdout"})
+    return about
