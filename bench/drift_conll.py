@@ -1,16 +1,20 @@
 """How often `nerflow drift` cries wolf, and how often it catches real shifts (issue 26), with the offline MiniLM
-CoNLL-2003 champion: its reference is half of the validation documents (nerflow.drift_profile.reference_from_config,
-the product's own path), no-drift batches are drawn from the other half by document, and two shifts are built from
-../shared/data: English prose (unlabeled_en, cut into sentences) and the hold-out news with 5% of its letters
-replaced by digits and symbols. Every text is profiled once (embeddings, descriptors, predictions); each batch is a
-resample of those rows, decided by nerflow.drift.assess with the shipped `monitor.*` defaults.
+CoNLL-2003 champion. Its reference is half of the validation documents and its hold-out the other half
+(nerflow.drift_profile.reference_from_config, the product's own path); two shifts are built from ../shared/data:
+English prose (unlabeled_en, cut into sentences) and the held-out news with 5% of its letters replaced by digits and
+symbols. Every text is profiled once (embeddings, descriptors, predictions); each batch is a resample of those rows.
+
+The checks are calibrated on hold-out batches drawn by document (nerflow.drift_calibration), and the no-drift batches
+come from the hold-out too, so the hold-out is cut in two by document: one half calibrates, the other gives the
+no-drift and noisy batches, and then the other way round (cross-fitting: no batch is judged against a null built from
+its own documents). Also measured: the permutation tests of nerflow.drift on the same no-drift batches (what a test
+that assumes exchangeable texts does), MMD against a domain classifier's AUC as the embedding statistic at small
+batches, and the time to profile and check 1,000 texts.
 
     python bench/drift_conll.py --model bench/out/serving_runtimes/sentence-seed42/served-onnx-int8 \
-        --out bench/results/drift_conll-cpu.json
+        --out bench/results/drift_conll-cpu-2026-12-05.json
 
-Rows (one per batch size and batch kind: no-drift, prose, noisy news) are written to `--out` as each completes and
-skipped when already there. Also: embedding MMD against a domain classifier's AUC at small batches (embeddings only),
-and the time to profile and check 1,000 texts.
+Rows are written to `--out` as each completes and skipped when already there.
 """
 from __future__ import annotations
 
@@ -43,18 +47,21 @@ def noisy(text: str, rng: random.Random, share: float = 0.05) -> str:
     return "".join(rng.choice("0123456789#@%&") if c.isalpha() and rng.random() < share else c for c in text)
 
 
-def by_document(docs: list[str], n: int, rng: np.random.Generator) -> list[int]:
-    """Rows of whole documents, in a random order, until `n` texts (the last document cut)."""
-    rows_of: dict[str, list[int]] = {}
-    for row, doc in enumerate(docs):
-        rows_of.setdefault(doc, []).append(row)
-    order = list(rows_of)
-    rows: list[int] = []
-    for k in rng.permutation(len(order)):
-        rows += rows_of[order[k]]
-        if len(rows) >= n:
-            break
-    return rows[:n]
+def tally(count: dict, decision) -> None:
+    count["n"] += 1
+    count["flagged"] += int(decision.drift)
+    for c in decision.checks:
+        count["per_check"][c.name] = count["per_check"].get(c.name, 0) + int(c.drift)
+
+
+def mmd(reference: np.ndarray, batch: np.ndarray, bandwidth: float, _constant: dict = {}) -> float:  # noqa: B006
+    """MMD^2 as nerflow.drift_calibration computes it (the reference's own term computed once)."""
+    from nerflow.drift_calibration import _rbf
+
+    if id(reference) not in _constant:
+        _constant[id(reference)] = _rbf(reference, reference, bandwidth).mean()
+    return float(_rbf(batch, batch, bandwidth).mean() - 2 * _rbf(batch, reference, bandwidth).mean()
+                 + _constant[id(reference)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, required=True, help="a served model folder nerflow trained on CoNLL-2003")
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--resamples", type=int, default=200)
-    ap.add_argument("--classifier-resamples", type=int, default=40)
+    ap.add_argument("--resamples", type=int, default=200, help="judged batches of each kind and size")
+    ap.add_argument("--permutation-resamples", type=int, default=100,
+                    help="no-drift batches also judged by the permutation tests")
+    ap.add_argument("--classifier-resamples", type=int, default=40,
+                    help="hold-out batches of the classifier-vs-MMD comparison (half as many judged per kind)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "drift_conll")
     args = ap.parse_args(argv)
 
-    from nerflow import drift, drift_profile, task_types
+    from nerflow import drift, drift_calibration, drift_profile, task_types
     from nerflow.config import load_config
     from nerflow.flows.commands.predict import load_folder
 
@@ -90,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     reference, about = drift_profile.load(work, "reference")
     holdout, _ = drift_profile.load(work, "holdout")
     corpus = task_types.entry("token-classification", "validate").load_corpus(cfg.data)
-    pairs = kind.texts_of(corpus["validation"])
+    pairs = task_types.entry("token-classification", "reference").texts_of(corpus["validation"])
     ref_rows, held_rows = drift_profile.split_documents([d for _, d in pairs], m.reference_share, 10**6, cfg.seed)
     held_texts = [pairs[k][0] for k in held_rows]
     held_docs = [pairs[k][1] for k in held_rows]
@@ -113,68 +123,94 @@ def main(argv: list[str] | None = None) -> int:
                 save()
         shifts[name], _ = drift_profile.load(work, name)
 
-    def decide(batch: dict, seed: int) -> drift.Decision:
-        return drift.assess(reference, batch, alpha=m.alpha, permutations=m.permutations, seed=seed,
-                            bandwidth=about["bandwidth"])
+    rng = np.random.default_rng(cfg.seed)
+    doc_ids = sorted(set(held_docs))
+    fold_of = {doc: int(k) for doc, k in zip(doc_ids, rng.permutation(len(doc_ids)) % 2)}
+    folds = [[r for r, d in enumerate(held_docs) if fold_of[d] == f] for f in (0, 1)]
+    number = {d: k for k, d in enumerate(doc_ids)}
+
+    def part(profile: dict, rows: list[int]) -> tuple[dict, list[int]]:
+        return drift_profile.subset(profile, rows), [number[held_docs[r]] for r in rows]
 
     for size in SIZES:
-        for kind_name in ("no-drift", "prose", "noisy-news"):
-            key = f"{kind_name} {size}"
-            if key in done["rows"]:
-                continue
-            rng = np.random.default_rng(size)
-            flagged, per_check, seconds = 0, {}, 0.0
-            for r in range(args.resamples):
-                if kind_name == "prose":
-                    pool = shifts["prose"]
-                    rows = rng.choice(len(pool["labels"]), size=min(size, len(pool["labels"])), replace=False)
-                else:
-                    pool = holdout if kind_name == "no-drift" else shifts["noisy-news"]
-                    rows = by_document(held_docs, size, rng)
-                started = time.perf_counter()
-                decision = decide(drift_profile.subset(pool, rows), seed=r)
-                seconds += time.perf_counter() - started
-                flagged += decision.drift
-                for c in decision.checks:
-                    per_check[c.name] = per_check.get(c.name, 0) + int(c.drift)
-            lo, hi = drift.clopper_pearson(flagged, args.resamples)
-            done["rows"][key] = {"batch": kind_name, "texts": size, "resamples": args.resamples, "flagged": flagged,
-                                 "rate": flagged / args.resamples, "ci95": [round(lo, 4), round(hi, 4)],
-                                 "per_check": per_check, "check_seconds": round(seconds / args.resamples, 3)}
-            save()
-            print(key, done["rows"][key], file=sys.stderr, flush=True)
+        key = f"calibrated {size}"
+        if key in done["rows"]:
+            continue
+        counts = {b: {"flagged": 0, "n": 0, "per_check": {}} for b in ("no-drift", "prose", "noisy-news",
+                                                                        "no-drift, permutation tests")}
+        seconds = {"null": 0.0, "decide": 0.0}
+        per_fold = args.resamples // 2
+        for calib, judged in ((0, 1), (1, 0)):
+            calib_profile, calib_docs = part(holdout, folds[calib])
+            started = time.perf_counter()
+            null = drift_calibration.holdout_null(reference, calib_profile, calib_docs, size, m.alpha,
+                                                  m.holdout_batches, seed=size + calib, bandwidth=about["bandwidth"])
+            seconds["null"] += time.perf_counter() - started
+            judged_docs = [number[held_docs[r]] for r in folds[judged]]
+            draws = drift_calibration.holdout_batches(judged_docs, size, per_fold, seed=1000 + size + judged)
+            rng = np.random.default_rng(size + judged)
+            for r, rows in enumerate(draws):
+                picked = [folds[judged][k] for k in rows]
+                prose_rows = rng.choice(len(shifts["prose"]["labels"]), size=size, replace=False)
+                for name, batch in (("no-drift", drift_profile.subset(holdout, picked)),
+                                    ("prose", drift_profile.subset(shifts["prose"], prose_rows)),
+                                    ("noisy-news", drift_profile.subset(shifts["noisy-news"], picked))):
+                    started = time.perf_counter()
+                    decision = drift_calibration.decide(null, batch)
+                    seconds["decide"] += time.perf_counter() - started
+                    tally(counts[name], decision)
+                    if name == "no-drift" and r < args.permutation_resamples // 2:
+                        tally(counts["no-drift, permutation tests"],
+                              drift.assess(reference, batch, alpha=m.alpha, permutations=m.permutations, seed=r,
+                                           bandwidth=about["bandwidth"]))
+        row = {"texts": size, "holdout_batches": null.resamples, "null_seconds": round(seconds["null"] / 2, 2),
+               "decide_seconds": round(seconds["decide"] / sum(c["n"] for k, c in counts.items()
+                                                                if "permutation" not in k), 3)}
+        for name, c in counts.items():
+            lo, hi = drift.clopper_pearson(c["flagged"], c["n"])
+            row[name] = {"flagged": c["flagged"], "batches": c["n"], "rate": round(c["flagged"] / c["n"], 4),
+                         "ci95": [round(lo, 4), round(hi, 4)], "per_check": c["per_check"]}
+        done["rows"][key] = row
+        save()
+        print(key, json.dumps(row), file=sys.stderr, flush=True)
 
-    # embeddings alone: MMD (permutation p) against a domain classifier (cross-validated AUC, permutation p). The
-    # classifier refits per permutation, so it sees a seeded sample of 4x the batch from the reference, and 49
-    # permutations (smallest p 0.02): both tests at the family-wise alpha, as if each were the only check
+    # the embedding statistic alone, calibrated the same way: MMD^2 against a domain classifier's cross-validated AUC
     for size in (50, 200):
-        for kind_name in ("no-drift", "prose", "noisy-news"):
-            key = f"embedding-tests {kind_name} {size}"
-            if key in done["rows"]:
-                continue
-            rng = np.random.default_rng(1000 + size)
-            hits = {"mmd": 0, "classifier": 0}
-            seconds = {"mmd": 0.0, "classifier": 0.0}
-            n = args.classifier_resamples
-            for r in range(n):
-                pool = {"no-drift": holdout, "prose": shifts["prose"], "noisy-news": shifts["noisy-news"]}[kind_name]
-                rows = rng.choice(len(pool["labels"]), size=size, replace=False) if kind_name == "prose" else \
-                    by_document(held_docs, size, rng)
-                emb = pool["embeddings"][rows]
-                started = time.perf_counter()
-                _, p = drift.mmd_test(reference["embeddings"], emb, about["bandwidth"], m.permutations, seed=r)
-                seconds["mmd"] += time.perf_counter() - started
-                hits["mmd"] += p < m.alpha
-                sample = reference["embeddings"][rng.choice(len(reference["labels"]), size=4 * size, replace=False)]
-                started = time.perf_counter()
-                _, p = drift.classifier_test(sample, emb, permutations=49, seed=r)
-                seconds["classifier"] += time.perf_counter() - started
-                hits["classifier"] += p < m.alpha
-            done["rows"][key] = {"batch": kind_name, "texts": size, "resamples": n, "alpha": m.alpha,
-                                 **{f"{t}_rate": hits[t] / n for t in hits},
-                                 **{f"{t}_seconds": round(seconds[t] / n, 3) for t in seconds}}
-            save()
-            print(key, done["rows"][key], file=sys.stderr, flush=True)
+        key = f"embedding statistic {size}"
+        if key in done["rows"]:
+            continue
+        n_null, n_judged = args.classifier_resamples, args.classifier_resamples // 2
+        hits = {stat: {b: 0 for b in ("no-drift", "prose", "noisy-news")} for stat in ("mmd", "classifier")}
+        seconds = {"mmd": 0.0, "classifier": 0.0}
+        for calib, judged in ((0, 1), (1, 0)):
+            calib_docs = [number[held_docs[r]] for r in folds[calib]]
+            judged_docs = [number[held_docs[r]] for r in folds[judged]]
+            null_rows = drift_calibration.holdout_batches(calib_docs, size, n_null, seed=size + calib)
+            stats_of = {"mmd": lambda e: mmd(reference["embeddings"], e, about["bandwidth"]),
+                        "classifier": lambda e: drift.classifier_auc(reference["embeddings"], e, seed=0)}
+            nulls = {s: np.array([stats_of[s](holdout["embeddings"][[folds[calib][k] for k in rows]])
+                                  for rows in null_rows]) for s in stats_of}
+            rng = np.random.default_rng(size + judged)
+            for rows in drift_calibration.holdout_batches(judged_docs, size, n_judged, seed=2000 + size + judged):
+                picked = [folds[judged][k] for k in rows]
+                prose_rows = rng.choice(len(shifts["prose"]["labels"]), size=size, replace=False)
+                for name, emb in (("no-drift", holdout["embeddings"][picked]),
+                                  ("prose", shifts["prose"]["embeddings"][prose_rows]),
+                                  ("noisy-news", shifts["noisy-news"]["embeddings"][picked])):
+                    for stat in stats_of:
+                        started = time.perf_counter()
+                        value = stats_of[stat](emb)
+                        seconds[stat] += time.perf_counter() - started
+                        p = (1 + np.sum(nulls[stat] >= value)) / (1 + len(nulls[stat]))
+                        hits[stat][name] += p < m.alpha
+        judged_total = 2 * n_judged
+        done["rows"][key] = {"texts": size, "null_batches": n_null, "judged_batches": judged_total,
+                             "alpha": m.alpha, **{f"{stat}_rate": {b: round(v / judged_total, 4)
+                                                                   for b, v in hits[stat].items()}
+                                                  for stat in hits},
+                             **{f"{stat}_seconds": round(seconds[stat] / (3 * judged_total), 3) for stat in seconds}}
+        save()
+        print(key, json.dumps(done["rows"][key]), file=sys.stderr, flush=True)
     return 0
 
 

@@ -83,11 +83,14 @@ def reference(args, client, version, cfg, folder: Path, predict, kind, tmp: Path
         if own and version.run_id and not args.no_track:
             warnings += [w for w in [monitoring.keep_reference(client, version.run_id, stored)] if w]
     profile, about = drift_profile.load(stored, "reference")
+    if (stored / "holdout.npz").is_file():
+        holdout, held = drift_profile.load(stored, "holdout")
+        about["holdout"] = (holdout, held["text_documents"])
     return profile, about, warnings
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from nerflow import drift, drift_profile, drift_report
+    from nerflow import drift, drift_calibration, drift_profile, drift_report
     from nerflow.flows.commands.predict import load_folder, verified_folder
     from nerflow.prefect_tasks import monitoring, served_model, tracking
 
@@ -114,8 +117,15 @@ def cmd_drift(args: argparse.Namespace) -> int:
             finally:
                 if bar is not None:
                     bar.close()
-        decision = drift.assess(ref, batch, alpha=cfg.monitor.alpha, permutations=cfg.monitor.permutations,
-                                seed=cfg.seed, bandwidth=about.get("bandwidth"))
+        m = cfg.monitor
+        if "holdout" in about:    # calibrated on hold-out batches drawn by document (nerflow.drift_calibration)
+            holdout, holdout_docs = about["holdout"]
+            decision = drift_calibration.assess(ref, holdout, holdout_docs, batch, alpha=m.alpha,
+                                                resamples=m.holdout_batches, seed=cfg.seed,
+                                                bandwidth=about.get("bandwidth"))
+        else:                     # no hold-out (every validation document is in the reference): permutation tests
+            decision = drift.assess(ref, batch, alpha=m.alpha, permutations=m.permutations, seed=cfg.seed,
+                                    bandwidth=about.get("bandwidth"))
         record = drift_report.summary(decision, what, len(docs), len(ref["labels"]),
                                       time.perf_counter() - started)
         report = Path(args.report) if args.report else tmp / "report"

@@ -31,7 +31,11 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+# all at module level: the register stage imports this module (the served models capture), and its code identity
+# counts every import, lazy or not (nerflow.code_identity); one that only a reader runs would make the two disagree
 from nerflow.config import ConfigError
+from nerflow.data import DataError
+from nerflow.documents import decode, parse_documents
 
 DIR_ENV = "NERFLOW_CAPTURE_DIR"
 MAX_MB_ENV = "NERFLOW_CAPTURE_MAX_MB"
@@ -97,8 +101,6 @@ def read_capture(folder: str | Path) -> list[Path]:
 
 def _must_exist(folder: Path) -> None:
     if not folder.is_dir():
-        from nerflow.data import DataError
-
         raise DataError(f"{folder}: capture folder not found (set {DIR_ENV} where the model is served)")
 
 
@@ -107,8 +109,6 @@ def read_captured_documents(folder: str | Path) -> list[dict]:
     `text`, other fields kept); [] when nothing has been captured yet. Errors are DataErrors naming `file:line`. The
     files are read under the capture lock (when there is one to take), so a rotation cannot delete one half read,
     and a last line still being written (no newline yet) is left for the next read."""
-    from nerflow.documents import decode, parse_documents
-
     folder = Path(folder)
     _must_exist(folder)
     blobs: list[tuple[Path, bytes]] = []

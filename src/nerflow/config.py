@@ -127,7 +127,7 @@ class PipelineConfig(_Section):
     export: ExportConfig = ExportConfig()         # optional stage (nerflow.export)
     registry: RegistryConfig = RegistryConfig()
     promote: PromoteConfig = PromoteConfig()
-    monitor: MonitorConfig = MonitorConfig()      # `nerflow drift` (no stage reads it)
+    monitor: MonitorConfig = MonitorConfig()      # `nerflow drift`; optional stage (the drift reference)
 
 
 CACHE_DIR_ENV = "NERFLOW_CACHE_DIR"   # the default cache_dir when the config does not set one

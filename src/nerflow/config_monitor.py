@@ -1,6 +1,7 @@
 """The `monitor` section: how `nerflow drift` compares what a version reads with what it was validated on
-(nerflow.drift for the tests, nerflow.drift_profile for the numbers, docs/monitoring.md for the defaults and why).
-No pipeline stage reads it: changing it changes no cached result."""
+(nerflow.drift_calibration and nerflow.drift for the checks, nerflow.drift_profile for the numbers,
+docs/monitoring.md for the defaults and why). Only the optional `reference` stage reads it (`monitor.reference`, and
+the keys that choose the reference's texts); the check settings change no cached result."""
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
@@ -9,13 +10,19 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 class MonitorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # family-wise false-alarm level of one check of a batch: each of the k tests runs at alpha / k (Bonferroni)
+    # profile the validation split at registration (the `reference` stage), logged on the version's run; off, the
+    # first `nerflow drift` of a version computes it (the shipped configs turn it on)
+    reference: bool = False
+    # family-wise false-alarm level of one check of a batch: each of the k checks runs at alpha / k (Bonferroni)
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
-    # permutations of the embedding test: its smallest possible p-value is 1 / (permutations + 1), which must be
-    # below alpha / k for drift to be found at all (500: 0.002 < 0.05 / 9)
+    # hold-out batches (drawn by document, as large as the checked batch) each check's p-value is computed against;
+    # raised to 2k / alpha when that is more, so a p-value can fall below the per-check level alpha / k
+    holdout_batches: PositiveInt = 400
+    # permutations of the embedding test when a reference has no hold-out (every validation document in the
+    # reference: a tiny split); raised like holdout_batches
     permutations: PositiveInt = 500
-    # share of the validation split's documents that make the reference; the rest (the hold-out) measures false alarms
+    # share of the validation split's documents that make the reference; the rest (the hold-out) calibrates the checks
     reference_share: float = Field(0.5, gt=0.0, lt=1.0)
-    max_reference: PositiveInt = 2000       # texts in the reference at most (a seeded sample of whole documents)
+    max_reference: PositiveInt = 2000       # texts in the reference, and in the hold-out, at most
     min_texts: PositiveInt = 20             # a batch of fewer texts is refused: too few to decide anything
     batch_size: PositiveInt = 64            # texts per forward pass when a batch is profiled

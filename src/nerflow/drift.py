@@ -186,10 +186,10 @@ def mmd_test(reference: np.ndarray, batch: np.ndarray, bandwidth: float, permuta
     return float(stats_[0]), _permutation_p(stats_[0], stats_[1:])
 
 
-def classifier_test(reference: np.ndarray, batch: np.ndarray, folds: int = 5, permutations: int = 50,
-                    seed: int = 0) -> tuple[float, float]:
-    """(out-of-fold ROC AUC of a logistic regression telling batch rows from reference rows, permutation p-value)."""
-    # imported here: scikit-learn takes a second to import and only this (benchmark) test needs it
+def _auc_scorer(reference: np.ndarray, batch: np.ndarray, folds: int, seed: int):
+    """(x, domain labels, labels -> out-of-fold ROC AUC of a logistic regression telling batch rows from reference
+    rows)."""
+    # imported here: scikit-learn takes a second to import and only the benchmark's comparison needs it
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -199,8 +199,6 @@ def classifier_test(reference: np.ndarray, batch: np.ndarray, folds: int = 5, pe
     reference, batch = _pair(reference, batch)
     if min(len(reference), len(batch)) < folds or folds < 2:
         raise ValueError(f"{folds}-fold classifier test needs folds >= 2 and at least {folds} rows on each side")
-    if permutations < 1:
-        raise ValueError(f"permutations must be >= 1, got {permutations}")
     x = np.vstack([reference, batch])
     y = np.concatenate([np.zeros(len(reference), int), np.ones(len(batch), int)])
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
@@ -210,6 +208,21 @@ def classifier_test(reference: np.ndarray, batch: np.ndarray, folds: int = 5, pe
         scores = cross_val_predict(model, x, labels, cv=cv, method="decision_function")
         return float(roc_auc_score(labels, scores))
 
+    return y, auc
+
+
+def classifier_auc(reference: np.ndarray, batch: np.ndarray, folds: int = 5, seed: int = 0) -> float:
+    """The out-of-fold ROC AUC of a domain classifier (0.5: it cannot tell the batch from the reference)."""
+    y, auc = _auc_scorer(reference, batch, folds, seed)
+    return auc(y)
+
+
+def classifier_test(reference: np.ndarray, batch: np.ndarray, folds: int = 5, permutations: int = 50,
+                    seed: int = 0) -> tuple[float, float]:
+    """(out-of-fold ROC AUC of a logistic regression telling batch rows from reference rows, permutation p-value)."""
+    if permutations < 1:
+        raise ValueError(f"permutations must be >= 1, got {permutations}")
+    y, auc = _auc_scorer(reference, batch, folds, seed)
     rng = np.random.default_rng(seed)
     observed = auc(y)
     permuted = np.array([auc(rng.permutation(y)) for _ in range(permutations)])

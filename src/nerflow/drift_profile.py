@@ -12,8 +12,8 @@ A profile holds, per text:
   (NER), or the label(s) (text classification);
 - `confidence`: how sure those predictions are (nerflow.task_types `answer_labels`): NaN for a text without one.
 
-Saved as `<name>.npz` (arrays) + `<name>.json` (labels and what the profile is), the form a version's reference
-takes in MLflow (`monitor/reference/`).
+Saved as `<name>.npz` (arrays) + `<name>.json` (labels and what the profile is; the hold-out's also numbers each
+text's document, no name), the form a version's reference takes in MLflow (`monitor/reference/`).
 """
 from __future__ import annotations
 
@@ -142,30 +142,40 @@ def split_documents(doc_ids: Sequence[str], share: float, max_texts: int, seed: 
     return reference, held_out
 
 
-def reference_from_config(cfg, folder: Path, predict: Callable[[list[str]], list], kind, out: Path,
-                          on_batch: Callable[[int], None] | None = None) -> dict:
-    """Profile the validation split `cfg` names into `out` (`reference` and `holdout`, split by document with
-    `cfg.seed`): what a version registered without a reference is compared against. What it is (the dict saved
-    beside the profiles)."""
+def write_reference(pairs: Sequence[tuple[str, str]], monitor, seed: int, folder: Path,
+                    predict: Callable[[list[str]], list], kind, out: Path,
+                    on_batch: Callable[[int], None] | None = None) -> dict:
+    """Profile the validation texts `pairs` ((text, document) each) into `out`: `reference` and `holdout`, split by
+    document with `seed` (`monitor`: the config's `monitor` section). What it is (the dict saved beside them)."""
     import datetime
 
-    from nerflow import task_types
     from nerflow.config import ConfigError
     from nerflow.drift import median_bandwidth
 
-    corpus = task_types.entry(cfg.task, "validate").load_corpus(cfg.data)
-    pairs = kind.texts_of(corpus.get("validation") or [])
     if not pairs:
-        raise ConfigError(f"data: the config's validation split is empty: no reference for {kind.name} drift checks")
+        raise ConfigError(f"data: the validation split is empty: no reference for {kind.name} drift checks")
     texts, docs = zip(*pairs)
-    m = cfg.monitor
-    ref_rows, held_rows = split_documents(docs, m.reference_share, m.max_reference, cfg.seed)
-    reference = profile_texts([texts[k] for k in ref_rows], folder, predict, kind, m.batch_size, on_batch)
-    about = {"source": "validation split", "documents": len(set(docs)), "reference_share": m.reference_share,
-             "seed": cfg.seed, "bandwidth": median_bandwidth(reference["embeddings"], seed=cfg.seed),
-             "task": kind.name, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    ref_rows, held_rows = split_documents(docs, monitor.reference_share, monitor.max_reference, seed)
+    held_rows = held_rows[:monitor.max_reference]
+    reference = profile_texts([texts[k] for k in ref_rows], folder, predict, kind, monitor.batch_size, on_batch)
+    about = {"source": "validation split", "documents": len(set(docs)), "reference_share": monitor.reference_share,
+             "seed": seed, "bandwidth": median_bandwidth(reference["embeddings"], seed=seed), "task": kind.name,
+             "holdout_texts": len(held_rows),
+             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     save(reference, out, "reference", {**about, "part": "reference"})
     if held_rows:
-        save(profile_texts([texts[k] for k in held_rows], folder, predict, kind, m.batch_size, on_batch), out,
-             "holdout", {**about, "part": "holdout"})
-    return about
+        number = {doc: k for k, doc in enumerate(dict.fromkeys(docs[r] for r in held_rows))}
+        save(profile_texts([texts[k] for k in held_rows], folder, predict, kind, monitor.batch_size, on_batch), out,
+             "holdout", {**about, "part": "holdout", "text_documents": [number[docs[r]] for r in held_rows]})
+    return {**about, "texts": len(ref_rows)}
+
+
+def reference_from_config(cfg, folder: Path, predict: Callable[[list[str]], list], kind, out: Path,
+                          on_batch: Callable[[int], None] | None = None) -> dict:
+    """`write_reference` for the validation split `cfg` names, read from its data files as the validate stage reads
+    them: a version registered without a reference (no `reference` stage) gets it at its first check."""
+    from nerflow import task_types
+
+    corpus = task_types.entry(cfg.task, "validate").load_corpus(cfg.data)
+    pairs = task_types.entry(cfg.task, "reference").texts_of(corpus.get("validation") or [])
+    return write_reference(pairs, cfg.monitor, cfg.seed, folder, predict, kind, out, on_batch)

@@ -22,6 +22,7 @@ from nerflow.outputs import (
     Exported,
     Pretrained,
     Promoted,
+    Referenced,
     Registered,
     StageOutput,
     Tokenized,
@@ -132,10 +133,12 @@ class Graph:
         stages: list[Stage] = []
         for stage in self.stages:
             for extra in on:
-                if extra.name in stage.consumes and extra not in stages:
-                    stages.append(extra)
+                if extra.name in stage.consumes and extra.name not in {s.name for s in stages}:
+                    # an optional stage may consume another one (reference reads export's served folder)
+                    stages.append(replace(extra, consumes=tuple(c for c in extra.consumes if c not in off)))
             stages.append(replace(stage, consumes=tuple(c for c in stage.consumes if c not in off)))
-        return Graph(tuple(stages), tuple(s for s in self.optional if s not in stages))
+        placed = {s.name for s in stages}
+        return Graph(tuple(stages), tuple(s for s in self.optional if s.name not in placed))
 
     def with_stage(self, stage: Stage) -> Graph:
         return Graph((*self.stages, stage), self.optional)
@@ -167,7 +170,8 @@ PIPELINE = Graph((
           about="fine-tune the base model; the best weights on validation"),
     Stage("evaluate", consumes=("validate", "tokenize", "train"), reads=("evaluate",), output=Evaluated,
           about="scores on validation and test, reports and plots"),
-    Stage("register", consumes=("validate", "train", "evaluate", "export"), reads=("registry",), output=Registered,
+    Stage("register", consumes=("validate", "train", "evaluate", "export", "reference"), reads=("registry",),
+          output=Registered,
           external=True, about="a version in the MLflow registry, alias registry.alias"),
     # the gate's outcome also depends on the champion of the moment, which no key can hold: a rerun of a complete
     # promote stage reuses its recorded decision; `nerflow promote` asks the gate again
@@ -182,4 +186,9 @@ PIPELINE = Graph((
     Stage("export", consumes=("validate", "tokenize", "train", "evaluate"), reads=("export", "evaluate"),
           output=Exported, when="export.enabled",
           about="ONNX fp32 and int8, each scored and timed; the served runtime chosen on validation F1"),
+    # on in the shipped configs (monitor.reference); off, `nerflow drift` computes it at a version's first check
+    Stage("reference", consumes=("validate", "train", "export"),
+          reads=("monitor.reference_share", "monitor.max_reference", "seed"), output=Referenced,
+          when="monitor.reference",
+          about="the drift reference: the validation split profiled by the model as it will be served"),
 ))

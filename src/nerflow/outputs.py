@@ -140,6 +140,20 @@ class Exported(StageOutput):
                 *runtime_table(self.runtime, self.unit, self.rows), ""]
 
 
+@dataclass(frozen=True)
+class Referenced(StageOutput):
+    """The drift reference (nerflow.drift_profile): `reference` and `holdout` profiles of the validation split."""
+
+    texts: int = 0             # in the reference
+    holdout: int = 0           # in the hold-out (the rest of the validation documents)
+    documents: int = 0
+    bandwidth: float = 0.0     # the embedding test's kernel bandwidth, from the reference
+
+    def summary_lines(self, kind) -> list[str]:
+        return [f"drift reference: {self.texts} validation {kind.unit} ({self.holdout} held out), "
+                "logged with the version for `nerflow drift`"]
+
+
 def runtime_table(served: str, unit: str, rows: dict[str, dict[str, float]]) -> list[str]:
     """The export stage's rows as a Markdown table, the served runtime marked (the model card, export.md)."""
     lines = [f"| runtime | val F1 | test F1 | MB | {unit}/s (batch) | p50 ms | p99 ms |",

@@ -20,7 +20,8 @@ code (nerflow.code_identity follows the entry of the stage it hashes). What each
   `load_scorer(folder) -> Scorer` (a verified model folder, loaded with nerflow's code), `gate_tables`, `hits`,
   `gold_count`
 - predict: `load_predictor(folder) -> texts -> answers` for a model folder nerflow trained
-- monitor: nothing of its own: `nerflow drift` reads a version through its `predict` entry and `answer_labels`
+- reference: `texts_of(split items) -> [(text, document)]`, `validation_texts(validated)` (the canonical split) and
+  `load_predictor` (the drift reference profiles the served model's answers: nerflow.drift_profile)
 - explain: `load_explainer(folder) -> (text, steps) -> [nerflow.explain.Explanation]`, one per predicted entity or
   label (`nerflow explain`; the task's target and window are defined in its module)
 - sample (NER only): `generate_corpus(folder, seed)`, the synthetic quickstart corpus
@@ -59,10 +60,6 @@ class TaskType(Protocol):
 
     def describe_counts(self, counts: dict[str, int]) -> str:
         """The counts of a prediction run in words ("5 entities", "neg 3, pos 2")."""
-
-    def texts_of(self, split: list) -> list[tuple[str, str]]:
-        """(text, document id) of each example of a corpus split (the validate entry's `load_corpus`): what the
-        drift reference reads, kept together by document."""
 
     def answer_labels(self, fields: dict) -> tuple[list[str], float | None]:
         """What one output line predicts, as the drift checks count it (entity types, or labels), and how sure

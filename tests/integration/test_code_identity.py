@@ -2,8 +2,8 @@
 package) changes the code identity of exactly the stages that execute it, and the keys of those stages and every
 stage downstream of them. "Execute" is measured, not taken from the analyser under test: each stage of both task
 types runs once in a fresh process (tests/integration/stage_probe.py) and records the nerflow modules it imported;
-so do the optional stages, each in a config that turns it on: `pretrain` (token classification) and `export`
-(both task types)."""
+so do the optional stages, each in a config that turns it on: `pretrain` (token classification), `export` and
+`reference` (both task types)."""
 from __future__ import annotations
 
 import json
@@ -56,12 +56,17 @@ def exporting(cfg):
     return cfg.model_copy(update={"export": cfg.export.model_copy(update={"enabled": True, "latency_requests": 3})})
 
 
+def referencing(cfg):
+    return cfg.model_copy(update={"monitor": cfg.monitor.model_copy(update={"reference": True})})
+
+
 @pytest.fixture(scope="module")
 def optional_configs(pipeline_result, textcat_run, pretrain_cfg) -> dict[str, tuple]:
     """Per optional stage probed: (the config that turns it on, the task type whose main stages it joins)."""
     ner, textcat = pipeline_result[0], textcat_run[0]
     return {"pretrain": (pretrain_cfg, ner.task), "export-ner": (exporting(ner), ner.task),
-            "export-textcat": (exporting(textcat), textcat.task)}
+            "export-textcat": (exporting(textcat), textcat.task), "reference-ner": (referencing(ner), ner.task),
+            "reference-textcat": (referencing(textcat), textcat.task)}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +80,8 @@ def executed(pipeline_result, textcat_run, optional_configs, tmp_path_factory) -
                               *((job, cfg, (job.partition("-")[0],)) for job, (cfg, _) in optional_configs.items())):
         cache_copy = jobs_dir / f"{name}-cache"
         shutil.copytree(cfg.cache_dir, cache_copy, symlinks=True, ignore=shutil.ignore_patterns("locks"))
-        context = probe_context(cfg, cache_copy, name, one_epoch=not name.startswith("export"))
+        # a stage after `train` needs the template's trained model: its training settings are kept
+        context = probe_context(cfg, cache_copy, name, one_epoch=not name.startswith(("export", "reference")))
         (jobs_dir / f"{name}.pkl").write_bytes(pickle.dumps(context))
         jobs.append({"name": name, "context": f"{name}.pkl", "stages": list(stages),
                      "task": name if name in optional_configs else cfg.task})
@@ -94,7 +100,7 @@ def library_modules(root: Path) -> dict[str, Path]:
 
 def test_the_probe_measured_every_stage_of_both_task_types(executed):
     assert set(executed) == {"token-classification", "text-classification", "pretrain", "export-ner",
-                             "export-textcat"}
+                             "export-textcat", "reference-ner", "reference-textcat"}
     main = {task: stages for task, stages in executed.items() if task.endswith("classification")}
     for stages in main.values():
         assert set(stages) == set(PIPELINE.names)
@@ -104,6 +110,9 @@ def test_the_probe_measured_every_stage_of_both_task_types(executed):
     assert "nerflow.ner.export" in executed["export-ner"]["export"] and "nerflow.export" in executed["export-ner"][
         "export"] and "nerflow.textcat.export" in executed["export-textcat"]["export"]
     assert not any("nerflow.export" in modules for stages in main.values() for modules in stages.values())
+    assert {"nerflow.drift_profile", "nerflow.ner.reference", "nerflow.ner.predict"} <= executed["reference-ner"][
+        "reference"] and "nerflow.textcat.reference" in executed["reference-textcat"]["reference"]
+    assert not any("nerflow.drift_profile" in modules for stages in main.values() for modules in stages.values())
     ner, textcat = executed["token-classification"], executed["text-classification"]
     assert "nerflow.ner.training" in ner["train"] and "nerflow.ner.training" not in ner["validate"]
     assert not any(m.startswith("nerflow.textcat") for modules in ner.values() for m in modules)

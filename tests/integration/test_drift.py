@@ -89,7 +89,7 @@ def test_ner_no_drift_on_texts_drawn_like_the_reference_drift_on_shifted_ones(ca
               "--fail-on-drift")
 
     code, calm_report, _ = run_drift(capsys, *common, "--input", str(calm))
-    assert code == 0, calm_report
+    assert code == 0, [(c["name"], c["statistic"], c["p_value"], c["detail"].get("holdout_p95")) for c in calm_report["checks"]]
     assert calm_report["drift"] is False and "Bonferroni" in calm_report["rule"]
     names = {c["name"] for c in calm_report["checks"]}
     assert {"embedding", "descriptor:unknown_share", "descriptor:split_share", "descriptor:non_letter_share",
@@ -174,3 +174,35 @@ def test_bad_input_is_one_error_exit_2_and_nothing_logged(case, capsys, tmp_path
     assert code == EXIT_BAD_INPUT and out == ""
     assert expect in err and err.count("error:") == 1, err
     assert len(monitoring_runs(client)) == before
+
+
+def test_the_reference_stage_logs_the_reference_at_registration_and_drift_uses_it(capsys, tmp_path,
+                                                                                  pipeline_result, tiny_corpus,
+                                                                                  corpus_model_dir):
+    """`monitor.reference: true` (the shipped configs): the reference is a stage of the run, before registration,
+    logged on the version's run; the version's first `nerflow drift` downloads it instead of computing one."""
+    import shutil
+
+    from nerflow.flows.pipeline import pipeline
+
+    from .corpus import tiny_config
+
+    template, _ = pipeline_result
+    cache = tmp_path / "cache"
+    shutil.copytree(template.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    cfg = tiny_config(tmp_path, tiny_corpus, corpus_model_dir, cache, "monitor.reference=true",
+                      "registry.model_name=tiny-ner-referenced")
+    result = pipeline(cfg)
+    assert result.stages == {"validate": True, "tokenize": True, "train": True, "evaluate": True,
+                             "reference": False, "register": False, "promote": False}
+    assert result["reference"].texts + result["reference"].holdout == 8      # the tiny validation split
+    client = MlflowClient()
+    version = client.get_model_version("tiny-ner-referenced", str(result["register"].version))
+    assert version.run_id == result.run_id
+    kept = {Path(f.path).name for f in client.list_artifacts(result.run_id, REFERENCE_DIR)}
+    assert {"reference.npz", "reference.json"} <= kept
+    texts = write_texts(tmp_path / "texts.jsonl", ["John Smith visited Berlin ."] * 6)
+    code, report, err = run_drift(capsys, f"models:/tiny-ner-referenced/{version.version}", "monitor.min_texts=5",
+                                  "--input", str(texts), "--json")
+    assert code == 0 and "no reference profile yet" not in err
+    assert report["reference_texts"] == result["reference"].texts

@@ -54,13 +54,16 @@ def test_on_train_starts_from_pretraining_and_its_key_follows_it(project):  # no
 def test_listings_and_rerun_choices_place_the_optional_stage_where_it_runs():
     from nerflow.graph import logged_on
 
-    assert PIPELINE.all_names == ("validate", "tokenize", "pretrain", "train", "evaluate", "export", "register",
-                                  "promote")
+    assert PIPELINE.all_names == ("validate", "tokenize", "pretrain", "train", "evaluate", "export", "reference",
+                                  "register", "promote")
     assert PIPELINE.run_names(logged_on({"pretrain.enabled": "False"})) == PIPELINE.names
     assert PIPELINE.run_names(logged_on({})) == PIPELINE.names          # a run logged before the stage existed
     assert PIPELINE.run_names(logged_on({"pretrain.enabled": "True"})) == ("validate", "tokenize", "pretrain",
                                                                           "train", "evaluate", "register", "promote")
     assert PIPELINE.run_names(logged_on({"export.enabled": "True"})) == ("validate", "tokenize", "train", "evaluate",
                                                                         "export", "register", "promote")
-    assert PIPELINE.run_names(logged_on({"pretrain.enabled": "True", "export.enabled": "True"})) == \
-        PIPELINE.all_names
+    assert PIPELINE.run_names(logged_on({"monitor.reference": "True"})) == ("validate", "tokenize", "train",
+                                                                           "evaluate", "reference", "register",
+                                                                           "promote")
+    assert PIPELINE.run_names(logged_on({"pretrain.enabled": "True", "export.enabled": "True",
+                                         "monitor.reference": "True"})) == PIPELINE.all_names

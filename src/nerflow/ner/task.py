@@ -19,7 +19,8 @@ class TokenClassification:
                "train": "nerflow.ner.training", "evaluate": "nerflow.ner.evaluation",
                "export": "nerflow.ner.export", "register": "nerflow.ner.serving",
                "promote": "nerflow.ner.scoring", "predict": "nerflow.ner.predict",
-               "sample": "nerflow.ner.synthetic", "explain": "nerflow.ner.explain"}
+               "sample": "nerflow.ner.synthetic", "explain": "nerflow.ner.explain",
+               "reference": "nerflow.ner.reference"}
     empty_answer: list | None = []    # a text without a word has no entity: the model is not asked
 
     def answer_fields(self, answer) -> dict:
@@ -27,10 +28,6 @@ class TokenClassification:
 
     def answer_counts(self, fields: dict) -> dict[str, int]:
         return {"entities": len(fields.get("entities", ()))}
-
-    def texts_of(self, sentences: list) -> list[tuple[str, str]]:
-        """(text as `nerflow predict` would be given it, its document) per sentence of a corpus split."""
-        return [(" ".join(s.tokens), f"{s.source.rpartition(':')[0]}#{s.doc}") for s in sentences]
 
     def answer_labels(self, fields: dict) -> tuple[list[str], float | None]:
         """The entity types found, and the mean of their scores (None: no entity), for the drift checks."""

@@ -22,7 +22,8 @@ class TextClassification:
                "train": "nerflow.textcat.training", "evaluate": "nerflow.textcat.evaluation",
                "export": "nerflow.textcat.export",
                "register": "nerflow.textcat.serving", "promote": "nerflow.textcat.scoring",
-               "predict": "nerflow.textcat.predict", "explain": "nerflow.textcat.explain"}
+               "predict": "nerflow.textcat.predict", "explain": "nerflow.textcat.explain",
+               "reference": "nerflow.textcat.reference"}
     empty_answer: list | None = None   # a classifier answers for every text, empty or not
 
     def answer_fields(self, answer) -> dict:
@@ -32,10 +33,6 @@ class TextClassification:
         labels = fields.get("labels", [fields["label"]] if "label" in fields else [])
         # MLflow metric names allow letters, digits and _-./ only; labels come from user data
         return {f"label_{re.sub(r'[^A-Za-z0-9_./ -]', '_', str(label))}": 1 for label in labels}
-
-    def texts_of(self, docs: list) -> list[tuple[str, str]]:
-        """(text, its document: itself) per text of a corpus split."""
-        return [(d.text, d.source) for d in docs]
 
     def answer_labels(self, fields: dict) -> tuple[list[str], float | None]:
         """The label(s), and how sure: the top probability (single-label), or the mean over labels of the

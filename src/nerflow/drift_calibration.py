@@ -1,0 +1,181 @@
+"""Drift checks calibrated on the hold-out: the decision `nerflow drift` makes when the version's reference has one.
+
+Why not the permutation tests of nerflow.drift alone: they answer "are these texts exchangeable with the reference's
+texts?", and a real batch never is. Its texts come from a few documents (a day's news is a dozen stories, each a
+topic with its own names), so they resemble each other more than the reference's texts do, and a permutation test
+flags almost every batch: on CoNLL-2003 with the MiniLM champion, no-drift batches drawn from held-out validation
+documents were flagged 91% of the time at 50 texts and 99.5% at 1,000 (docs/benchmarks.md, "Drift").
+
+So each check asks instead: is this batch further from the reference than batches of the same size, drawn **by
+document** (with replacement) from the hold-out (validation documents the reference does not hold), usually are?
+Every check's statistic is computed for the batch and for `resamples` such hold-out batches, and its p-value is the
+share of hold-out batches at least as far: (1 + #{T_holdout >= T_batch}) / (1 + resamples). The hold-out stands for "no drift": documents of the
+same source as the training data, so topic-to-topic variation between documents is part of the null, not an alarm.
+
+Statistics (each is a distance, larger = further from the reference): `embedding` MMD^2 with the reference's RBF
+kernel; each descriptor and the confidence the Kolmogorov-Smirnov D; the predicted labels the total variation distance
+between the label shares (a text without a label counts as "(none)"). Bonferroni over the k checks as in
+nerflow.drift; `resamples` is raised to 2k / alpha when that is more, so a p-value can fall below alpha / k.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from nerflow.drift import NONE_LABEL, CheckResult, Decision, _label_counts, median_bandwidth
+
+
+def holdout_batches(docs: Sequence[int], n: int, resamples: int, seed: int) -> list[np.ndarray]:
+    """Row indices of `resamples` batches of `n` texts from the hold-out, each drawn by document with replacement
+    (a cluster bootstrap: whole documents drawn at random until `n` texts, the last one cut), so that a batch as large
+    as the hold-out still varies as batches of new documents would, where drawing without replacement would give the
+    whole hold-out every time."""
+    rows_of: dict[int, list[int]] = {}
+    for row, doc in enumerate(docs):
+        rows_of.setdefault(int(doc), []).append(row)
+    groups = list(rows_of.values())
+    if not groups or n < 1:
+        raise ValueError(f"no hold-out batch of {n} texts from {len(groups)} hold-out documents")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(resamples):
+        rows: list[int] = []
+        while len(rows) < n:
+            rows += groups[int(rng.integers(len(groups)))]
+        out.append(np.asarray(rows[:n], dtype=np.int64))
+    return out
+
+
+def _ks(reference: np.ndarray, values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(stats.ks_2samp(reference, values).statistic) if values.size and reference.size else math.nan
+
+
+def _tvd(reference: dict[str, int], batch: dict[str, int]) -> float:
+    ref_total, batch_total = sum(reference.values()), sum(batch.values())
+    return 0.5 * sum(abs(reference.get(k, 0) / ref_total - batch.get(k, 0) / batch_total)
+                     for k in set(reference) | set(batch))
+
+
+def _rbf(x: np.ndarray, y: np.ndarray, bandwidth: float) -> np.ndarray:
+    """k(x_i, y_j) = exp(-|x_i - y_j|^2 / (2 h^2)), float64."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", x, x)[:, None] + np.einsum("ij,ij->i", y, y)[None, :] - 2.0 * (x @ y.T)
+    return np.exp(-np.maximum(sq, 0.0) / (2.0 * bandwidth**2))
+
+
+@dataclass
+class HoldoutNull:
+    """What `resamples` hold-out batches of `n` texts drawn by document look like to each check: built once per
+    batch size (the benchmark reuses it for every batch it decides)."""
+
+    n: int
+    alpha: float
+    per_check: float
+    resamples: int
+    bandwidth: float
+    reference: dict
+    ref_kernel_mean: float                 # mean k(r, r') over the reference: MMD^2's constant part
+    descriptors: list[str]
+    null: dict[str, np.ndarray] = field(default_factory=dict)   # check name -> its statistic on each hold-out batch
+    sizes: dict = field(default_factory=dict)
+
+
+def holdout_null(reference: dict, holdout: dict, holdout_docs: Sequence[int], n: int, alpha: float = 0.05,
+                 resamples: int = 400, seed: int = 0, bandwidth: float | None = None) -> HoldoutNull:
+    """Every check's statistic on hold-out batches of `n` texts drawn by document (`holdout_batches`)."""
+    shared = sorted(set(reference["descriptors"]) & set(holdout["descriptors"]))
+    k = 1 + len(shared) + 2     # embedding, descriptors, labels, confidence
+    per_check = alpha / k
+    resamples = max(resamples, math.ceil(2 / per_check))
+    draws = holdout_batches(holdout_docs, n, resamples, seed)
+    h = float(bandwidth) if bandwidth else median_bandwidth(reference["embeddings"], seed=seed)
+    ref_e, hold_e = reference["embeddings"], holdout["embeddings"]
+    ref_mean = float(_rbf(ref_e, ref_e, h).mean())
+    k_hh, k_hr = _rbf(hold_e, hold_e, h), _rbf(hold_e, ref_e, h).mean(axis=1)
+    weights = np.zeros((len(hold_e), resamples))
+    for j, rows in enumerate(draws):
+        np.add.at(weights[:, j], rows, 1.0 / n)
+    null = {"embedding": np.sum(weights * (k_hh @ weights), axis=0) - 2.0 * (k_hr @ weights) + ref_mean}
+    del k_hh
+    for name in shared:
+        ref = np.asarray(reference["descriptors"][name], dtype=np.float64)
+        hold = np.asarray(holdout["descriptors"][name], dtype=np.float64)
+        null[f"descriptor:{name}"] = np.array([_ks(ref[~np.isnan(ref)], hold[rows]) for rows in draws])
+    ref_counts = _label_counts(reference["labels"])
+    null["prediction:labels"] = np.array([_tvd(ref_counts, _label_counts([holdout["labels"][r] for r in rows]))
+                                          for rows in draws])
+    ref_conf = np.asarray(reference["confidence"], dtype=np.float64)
+    hold_conf = np.asarray(holdout["confidence"], dtype=np.float64)
+    null["prediction:confidence"] = np.array([_ks(ref_conf[~np.isnan(ref_conf)], hold_conf[rows]) for rows in draws])
+    return HoldoutNull(n, alpha, per_check, resamples, h, reference, ref_mean, shared, null,
+                       {"n_reference": len(reference["labels"]), "n_holdout": len(holdout["labels"]),
+                        "holdout_batches": resamples})
+
+
+def decide(null: HoldoutNull, batch: dict) -> Decision:
+    """Every check of `batch` against the reference, each p-value the share of `null`'s hold-out batches at least
+    as far; drift when any check has p < alpha / k."""
+    reference, n = null.reference, len(batch["labels"])
+    if n != null.n:
+        raise ValueError(f"the hold-out batches have {null.n} texts, this batch {n}: calibrate for its size")
+    sizes = {**null.sizes, "n_batch": n}
+    e = batch["embeddings"]
+    mmd = float(_rbf(e, e, null.bandwidth).mean() - 2.0 * _rbf(e, reference["embeddings"], null.bandwidth).mean()
+                + null.ref_kernel_mean)
+    checks = [_check("embedding", "embedding", "MMD^2 (RBF kernel)", mmd, null.null["embedding"], null.per_check,
+                     {**sizes, "bandwidth": null.bandwidth})]
+    for name in null.descriptors:
+        ref = np.asarray(reference["descriptors"][name], dtype=np.float64)
+        ref = ref[~np.isnan(ref)]
+        new = np.asarray(batch["descriptors"][name], dtype=np.float64)
+        checks.append(_check(f"descriptor:{name}", "descriptor", "Kolmogorov-Smirnov D", _ks(ref, new),
+                             null.null[f"descriptor:{name}"], null.per_check, {
+                                 **sizes, "reference_mean": float(ref.mean()), "batch_mean": float(np.nanmean(new)),
+                                 "reference_median": float(np.median(ref)), "batch_median": float(np.nanmedian(new))}))
+    ref_counts, batch_counts = _label_counts(reference["labels"]), _label_counts(batch["labels"])
+    checks.append(_check("prediction:labels", "prediction", "total variation distance of the label shares",
+                         _tvd(ref_counts, batch_counts), null.null["prediction:labels"], null.per_check, {
+                             **sizes, "reference_counts": ref_counts, "batch_counts": batch_counts,
+                             "reference_share": {k: v / sum(ref_counts.values()) for k, v in ref_counts.items()},
+                             "batch_share": {k: v / sum(batch_counts.values()) for k, v in batch_counts.items()},
+                             "none_label": NONE_LABEL}))
+    ref_conf = np.asarray(reference["confidence"], dtype=np.float64)
+    ref_conf = ref_conf[~np.isnan(ref_conf)]
+    new_conf = np.asarray(batch["confidence"], dtype=np.float64)
+    if ref_conf.size >= 2 and np.sum(~np.isnan(new_conf)) >= 2:
+        checks.append(_check("prediction:confidence", "prediction", "Kolmogorov-Smirnov D", _ks(ref_conf, new_conf),
+                             null.null["prediction:confidence"], null.per_check,
+                             {**sizes, "reference_mean": float(ref_conf.mean()),
+                              "batch_mean": float(np.nanmean(new_conf))}))
+    else:
+        checks.append(CheckResult("prediction:confidence", "prediction", "Kolmogorov-Smirnov D", math.nan, math.nan,
+                                  null.per_check, False,
+                                  {**sizes, "reason": "skipped: fewer than 2 confidence values"}))
+    k = 1 + len(null.descriptors) + 2
+    rule = (f"drift when any of the {k} checks is further from the reference than hold-out batches of {n} texts "
+            f"drawn by document: p < {null.alpha:g}/{k} = {null.per_check:.4g} against {null.resamples} of them "
+            f"(Bonferroni, family-wise alpha {null.alpha:g})")
+    return Decision(any(c.drift for c in checks), rule, null.alpha, checks)
+
+
+def assess(reference: dict, holdout: dict, holdout_docs: Sequence[int], batch: dict, alpha: float = 0.05,
+           resamples: int = 400, seed: int = 0, bandwidth: float | None = None) -> Decision:
+    """`decide` with hold-out batches of the batch's own size."""
+    return decide(holdout_null(reference, holdout, holdout_docs, len(batch["labels"]), alpha, resamples, seed,
+                               bandwidth), batch)
+
+
+def _check(name: str, kind: str, statistic_name: str, observed: float, null: np.ndarray, level: float,
+           detail: dict) -> CheckResult:
+    null = np.asarray(null, dtype=np.float64)
+    null = null[~np.isnan(null)]
+    # ties count as "at least as far" (a relative tolerance: the hold-out and the batch are summed differently)
+    p = float((1 + np.sum(null >= observed - 1e-9 * abs(observed))) / (1 + null.size))
+    return CheckResult(name, kind, f"{statistic_name}, p against hold-out batches drawn by document",
+                       float(observed), p, level, bool(p < level),
+                       {**detail, "holdout_p95": float(np.percentile(null, 95)) if null.size else math.nan})
