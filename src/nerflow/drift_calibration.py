@@ -9,8 +9,9 @@ documents were flagged 91% of the time at 50 texts and 99.5% at 1,000 (docs/benc
 So each check asks instead: is this batch further from the reference than batches of the same size, drawn **by
 document** (with replacement) from the hold-out (validation documents the reference does not hold), usually are?
 Every check's statistic is computed for the batch and for `resamples` such hold-out batches, and its p-value is the
-share of hold-out batches at least as far: (1 + #{T_holdout >= T_batch}) / (1 + resamples). The hold-out stands for "no drift": documents of the
-same source as the training data, so topic-to-topic variation between documents is part of the null, not an alarm.
+share of hold-out batches at least as far: (1 + #{T_holdout >= T_batch}) / (1 + resamples). The hold-out stands for
+"no drift": documents of the same source as the training data, so topic-to-topic variation between documents is part
+of the null, not an alarm.
 
 Statistics (each is a distance, larger = further from the reference): `embedding` MMD^2 with the reference's RBF
 kernel; each descriptor and the confidence the Kolmogorov-Smirnov D; the predicted labels the total variation distance
