@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     fold_of = {doc: int(k) for doc, k in zip(doc_ids, rng.permutation(len(doc_ids)) % 2)}
     folds = [[r for r, d in enumerate(held_docs) if fold_of[d] == f] for f in (0, 1)]
     number = {d: k for k, d in enumerate(doc_ids)}
+    ref_numbers: dict[str, int] = {}
+    ref_docs = [ref_numbers.setdefault(pairs[k][1], len(ref_numbers)) for k in ref_rows]
 
     def part(profile: dict, rows: list[int]) -> tuple[dict, list[int]]:
         return drift_profile.subset(profile, rows), [number[held_docs[r]] for r in rows]
@@ -144,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             calib_profile, calib_docs = part(holdout, folds[calib])
             started = time.perf_counter()
             null = drift_calibration.holdout_null(reference, calib_profile, calib_docs, size, m.alpha,
-                                                  m.holdout_batches, seed=size + calib, bandwidth=about["bandwidth"])
+                                                  m.holdout_batches, seed=size + calib, bandwidth=about["bandwidth"],
+                                                  reference_docs=ref_docs)
             seconds["null"] += time.perf_counter() - started
             judged_docs = [number[held_docs[r]] for r in folds[judged]]
             draws = drift_calibration.holdout_batches(judged_docs, size, per_fold, seed=1000 + size + judged)

@@ -12,6 +12,7 @@ docs/monitoring.md has the checks and their defaults; docs/cli.md the output for
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -122,10 +123,13 @@ def cmd_drift(args: argparse.Namespace) -> int:
             holdout, holdout_docs = about["holdout"]
             decision = drift_calibration.assess(ref, holdout, holdout_docs, batch, alpha=m.alpha,
                                                 resamples=m.holdout_batches, seed=cfg.seed,
-                                                bandwidth=about.get("bandwidth"))
+                                                bandwidth=about.get("bandwidth"),
+                                                reference_docs=about.get("text_documents"))
         else:                     # no hold-out (every validation document is in the reference): permutation tests
             decision = drift.assess(ref, batch, alpha=m.alpha, permutations=m.permutations, seed=cfg.seed,
                                     bandwidth=about.get("bandwidth"))
+            decision = dataclasses.replace(decision, rule=f"{decision.rule}; permutation tests, which assume the "
+                                           "texts exchangeable: the reference has no hold-out to calibrate on")
         record = drift_report.summary(decision, what, len(docs), len(ref["labels"]),
                                       time.perf_counter() - started)
         report = Path(args.report) if args.report else tmp / "report"

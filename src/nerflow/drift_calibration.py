@@ -6,12 +6,14 @@ topic with its own names), so they resemble each other more than the reference's
 flags almost every batch: on CoNLL-2003 with the MiniLM champion, no-drift batches drawn from held-out validation
 documents were flagged 91% of the time at 50 texts and 99.5% at 1,000 (docs/benchmarks.md, "Drift").
 
-So each check asks instead: is this batch further from the reference than batches of the same size, drawn **by
-document** (with replacement) from the hold-out (validation documents the reference does not hold), usually are?
-Every check's statistic is computed for the batch and for `resamples` such hold-out batches, and its p-value is the
-share of hold-out batches at least as far: (1 + #{T_holdout >= T_batch}) / (1 + resamples). The hold-out stands for
-"no drift": documents of the same source as the training data, so topic-to-topic variation between documents is part
-of the null, not an alarm.
+So each check asks instead: is this batch further from the reference than a batch of the same size, drawn **by
+document** from the hold-out (validation documents the reference does not hold), usually is from a sample of the
+reference's documents? Every check's statistic is computed for the batch against the reference, and for `resamples`
+pairs (a bootstrap of the reference's documents, a hold-out batch of whole documents drawn with replacement), and
+its p-value is the share of pairs at least as far apart: (1 + #{T_null >= T_batch}) / (1 + resamples). The hold-out
+stands for "no drift": documents of the same source as the training data, so topic-to-topic variation between
+documents is part of the null, not an alarm; resampling the reference's documents too makes the null two
+independent samples of documents, as the batch and the reference are.
 
 Statistics (each is a distance, larger = further from the reference): `embedding` MMD^2 with the reference's RBF
 kernel; each descriptor and the confidence the Kolmogorov-Smirnov D; the predicted labels the total variation distance
@@ -86,36 +88,60 @@ class HoldoutNull:
     sizes: dict = field(default_factory=dict)
 
 
+def _constant(*values: np.ndarray) -> bool:
+    joined = np.concatenate([np.asarray(v, dtype=np.float64) for v in values])
+    joined = joined[~np.isnan(joined)]
+    return joined.size == 0 or bool(np.all(joined == joined[0]))
+
+
 def holdout_null(reference: dict, holdout: dict, holdout_docs: Sequence[int], n: int, alpha: float = 0.05,
-                 resamples: int = 400, seed: int = 0, bandwidth: float | None = None) -> HoldoutNull:
-    """Every check's statistic on hold-out batches of `n` texts drawn by document (`holdout_batches`)."""
-    shared = sorted(set(reference["descriptors"]) & set(holdout["descriptors"]))
+                 resamples: int = 400, seed: int = 0, bandwidth: float | None = None,
+                 reference_docs: Sequence[int] | None = None) -> HoldoutNull:
+    """Every check's statistic on `resamples` hold-out batches of `n` texts drawn by document (`holdout_batches`).
+    With `reference_docs` (the reference's document numbers) each is compared with a bootstrap of the reference's
+    documents too, not the reference itself: two independent samples of documents from the source, so the null holds
+    how far any two sets of documents are apart, not only how the hold-out's few documents vary around this
+    reference (which, measured on CoNLL-2003, under-states how far new documents fall: docs/benchmarks.md, "Drift").
+    A descriptor with one value in every reference and hold-out text (no unknown sub-word in a vocabulary that has
+    none) cannot move and is left out of the checks."""
+    shared = [name for name in sorted(set(reference["descriptors"]) & set(holdout["descriptors"]))
+              if not _constant(reference["descriptors"][name], holdout["descriptors"][name])]
     k = 1 + len(shared) + 2     # embedding, descriptors, labels, confidence
     per_check = alpha / k
     resamples = max(resamples, math.ceil(2 / per_check))
     draws = holdout_batches(holdout_docs, n, resamples, seed)
+    n_ref = len(reference["labels"])
+    refs = holdout_batches(reference_docs, n_ref, resamples, seed + 1) if reference_docs is not None else \
+        [np.arange(n_ref)] * resamples
     h = float(bandwidth) if bandwidth else median_bandwidth(reference["embeddings"], seed=seed)
-    ref_e, hold_e = reference["embeddings"], holdout["embeddings"]
+    ref_e = reference["embeddings"]
     ref_mean = float(_rbf(ref_e, ref_e, h).mean())
-    k_hh, k_hr = _rbf(hold_e, hold_e, h), _rbf(hold_e, ref_e, h).mean(axis=1)
-    weights = np.zeros((len(hold_e), resamples))
-    for j, rows in enumerate(draws):
-        np.add.at(weights[:, j], rows, 1.0 / n)
-    null = {"embedding": np.sum(weights * (k_hh @ weights), axis=0) - 2.0 * (k_hr @ weights) + ref_mean}
-    del k_hh
+    # MMD^2 of each pair (reference sample, hold-out batch) as a quadratic form over reference + hold-out rows
+    kernel = _rbf(np.concatenate([ref_e, holdout["embeddings"]]), np.concatenate([ref_e, holdout["embeddings"]]), h)
+    weights = np.zeros((kernel.shape[0], resamples))
+    for j, (ref_rows, rows) in enumerate(zip(refs, draws)):
+        np.add.at(weights[:, j], ref_rows, -1.0 / n_ref)
+        np.add.at(weights[:, j], n_ref + rows, 1.0 / n)
+    null = {"embedding": np.sum(weights * (kernel @ weights), axis=0)}
+    del kernel, weights
     for name in shared:
         ref = np.asarray(reference["descriptors"][name], dtype=np.float64)
         hold = np.asarray(holdout["descriptors"][name], dtype=np.float64)
-        null[f"descriptor:{name}"] = np.array([_ks(ref[~np.isnan(ref)], hold[rows]) for rows in draws])
-    ref_counts = _label_counts(reference["labels"])
-    null["prediction:labels"] = np.array([_tvd(ref_counts, _label_counts([holdout["labels"][r] for r in rows]))
-                                          for rows in draws])
+        null[f"descriptor:{name}"] = np.array([_ks(_finite(ref[r]), hold[rows]) for r, rows in zip(refs, draws)])
+    null["prediction:labels"] = np.array([_tvd(_label_counts([reference["labels"][i] for i in r]),
+                                               _label_counts([holdout["labels"][i] for i in rows]))
+                                          for r, rows in zip(refs, draws)])
     ref_conf = np.asarray(reference["confidence"], dtype=np.float64)
     hold_conf = np.asarray(holdout["confidence"], dtype=np.float64)
-    null["prediction:confidence"] = np.array([_ks(ref_conf[~np.isnan(ref_conf)], hold_conf[rows]) for rows in draws])
+    null["prediction:confidence"] = np.array([_ks(_finite(ref_conf[r]), hold_conf[rows])
+                                              for r, rows in zip(refs, draws)])
     return HoldoutNull(n, alpha, per_check, resamples, h, reference, ref_mean, shared, null,
-                       {"n_reference": len(reference["labels"]), "n_holdout": len(holdout["labels"]),
-                        "holdout_batches": resamples})
+                       {"n_reference": n_ref, "n_holdout": len(holdout["labels"]), "holdout_batches": resamples,
+                        "reference_resampled": reference_docs is not None})
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    return values[~np.isnan(values)]
 
 
 def decide(null: HoldoutNull, batch: dict) -> Decision:
@@ -165,10 +191,11 @@ def decide(null: HoldoutNull, batch: dict) -> Decision:
 
 
 def assess(reference: dict, holdout: dict, holdout_docs: Sequence[int], batch: dict, alpha: float = 0.05,
-           resamples: int = 400, seed: int = 0, bandwidth: float | None = None) -> Decision:
+           resamples: int = 400, seed: int = 0, bandwidth: float | None = None,
+           reference_docs: Sequence[int] | None = None) -> Decision:
     """`decide` with hold-out batches of the batch's own size."""
     return decide(holdout_null(reference, holdout, holdout_docs, len(batch["labels"]), alpha, resamples, seed,
-                               bandwidth), batch)
+                               bandwidth, reference_docs), batch)
 
 
 def _check(name: str, kind: str, statistic_name: str, observed: float, null: np.ndarray, level: float,

@@ -162,9 +162,10 @@ def write_reference(pairs: Sequence[tuple[str, str]], monitor, seed: int, folder
              "seed": seed, "bandwidth": median_bandwidth(reference["embeddings"], seed=seed), "task": kind.name,
              "holdout_texts": len(held_rows),
              "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-    save(reference, out, "reference", {**about, "part": "reference"})
+    number = {doc: k for k, doc in enumerate(dict.fromkeys(docs[r] for r in [*ref_rows, *held_rows]))}
+    save(reference, out, "reference", {**about, "part": "reference",
+                                       "text_documents": [number[docs[r]] for r in ref_rows]})
     if held_rows:
-        number = {doc: k for k, doc in enumerate(dict.fromkeys(docs[r] for r in held_rows))}
         save(profile_texts([texts[k] for k in held_rows], folder, predict, kind, monitor.batch_size, on_batch), out,
              "holdout", {**about, "part": "holdout", "text_documents": [number[docs[r]] for r in held_rows]})
     return {**about, "texts": len(ref_rows)}

@@ -16,7 +16,8 @@ def test_minilm_learns_entities_from_300_sentences_in_one_epoch(cache_dir, mlflo
     cfg = load_config(ROOT / "configs" / "conll2003.yaml", [
         f"data.dir={conll}", "model.name_or_path=all-MiniLM-L6-v2", f"cache_dir={cache_dir}",
         "data.limit_train=300", "data.limit_validation=1000", "data.limit_test=300", "train.epochs=1",
-        "experiment=nerflow-conll-300", "registry.model_name=conll-300", "export.enabled=false"])
+        "experiment=nerflow-conll-300", "registry.model_name=conll-300", "export.enabled=false",
+        "monitor.reference=false"])
     assert cfg.train.lr == "auto" and cfg.train.batch_tokens == 1024 and cfg.seed == 42   # the defaults, unchanged
     result = pipeline(cfg)
     logged = MlflowClient().get_run(result.run_id).data.metrics["val/best_f1"]
