@@ -113,6 +113,8 @@ def log_check(client: MlflowClient, model_uri: str, version: Version, record: di
     metrics = [Metric("drift/detected", float(record["drift"]), step_ms, 0),
                Metric("drift/texts", float(record["texts"]), step_ms, 0)]
     for check in record["checks"]:
+        if check["statistic"] is None or check["p_value"] is None:   # a check that could not run: nothing to plot
+            continue
         key = check["name"].replace(":", "/")
         metrics += [Metric(f"drift/{key}/statistic", float(check["statistic"]), step_ms, 0),
                     Metric(f"drift/{key}/p_value", float(check["p_value"]), step_ms, 0)]

@@ -86,6 +86,7 @@ class HoldoutNull:
     descriptors: list[str]
     null: dict[str, np.ndarray] = field(default_factory=dict)   # check name -> its statistic on each hold-out batch
     sizes: dict = field(default_factory=dict)
+    constant: list[str] = field(default_factory=list)           # descriptors left out: one value everywhere
 
 
 def _constant(*values: np.ndarray) -> bool:
@@ -104,8 +105,9 @@ def holdout_null(reference: dict, holdout: dict, holdout_docs: Sequence[int], n:
     reference (which, measured on CoNLL-2003, under-states how far new documents fall: docs/benchmarks.md, "Drift").
     A descriptor with one value in every reference and hold-out text (no unknown sub-word in a vocabulary that has
     none) cannot move and is left out of the checks."""
-    shared = [name for name in sorted(set(reference["descriptors"]) & set(holdout["descriptors"]))
-              if not _constant(reference["descriptors"][name], holdout["descriptors"][name])]
+    both = sorted(set(reference["descriptors"]) & set(holdout["descriptors"]))
+    constant = [name for name in both if _constant(reference["descriptors"][name], holdout["descriptors"][name])]
+    shared = [name for name in both if name not in constant]
     k = 1 + len(shared) + 2     # embedding, descriptors, labels, confidence
     per_check = alpha / k
     resamples = max(resamples, math.ceil(2 / per_check))
@@ -137,7 +139,7 @@ def holdout_null(reference: dict, holdout: dict, holdout_docs: Sequence[int], n:
                                               for r, rows in zip(refs, draws)])
     return HoldoutNull(n, alpha, per_check, resamples, h, reference, ref_mean, shared, null,
                        {"n_reference": n_ref, "n_holdout": len(holdout["labels"]), "holdout_batches": resamples,
-                        "reference_resampled": reference_docs is not None})
+                        "reference_resampled": reference_docs is not None}, constant)
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
@@ -164,6 +166,10 @@ def decide(null: HoldoutNull, batch: dict) -> Decision:
                              null.null[f"descriptor:{name}"], null.per_check, {
                                  **sizes, "reference_mean": float(ref.mean()), "batch_mean": float(np.nanmean(new)),
                                  "reference_median": float(np.median(ref)), "batch_median": float(np.nanmedian(new))}))
+    for name in null.constant:
+        checks.append(CheckResult(f"descriptor:{name}", "descriptor", "Kolmogorov-Smirnov D", math.nan, math.nan,
+                                  null.per_check, False, {**sizes, "reason": "left out: one value in every reference "
+                                                          "and hold-out text, so nothing to compare"}))
     ref_counts, batch_counts = _label_counts(reference["labels"]), _label_counts(batch["labels"])
     checks.append(_check("prediction:labels", "prediction", "total variation distance of the label shares",
                          _tvd(ref_counts, batch_counts), null.null["prediction:labels"], null.per_check, {

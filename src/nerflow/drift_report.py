@@ -28,6 +28,9 @@ def lines(decision: Decision, model: str, n_texts: int, n_reference: int) -> lis
     out = [f"{model}: {n_texts} texts against a reference of {n_reference} validation texts"]
     width = max(len(c.name) for c in decision.checks)
     for c in decision.checks:
+        if c.p_value != c.p_value:     # NaN: the check could not run
+            out.append(f"  {c.name:<{width}}  -      {c.detail.get('reason', 'not run')}")
+            continue
         verdict = "DRIFT" if c.drift else "ok"
         out.append(f"  {c.name:<{width}}  {verdict:<5}  statistic {c.statistic:.4g}  p {c.p_value:.4g} "
                    f"(drift below {c.alpha:.4g})  {c.test}")
