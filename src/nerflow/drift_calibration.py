@@ -210,6 +210,6 @@ def _check(name: str, kind: str, statistic_name: str, observed: float, null: np.
     null = null[~np.isnan(null)]
     # ties count as "at least as far" (a relative tolerance: the hold-out and the batch are summed differently)
     p = float((1 + np.sum(null >= observed - 1e-9 * abs(observed))) / (1 + null.size))
-    return CheckResult(name, kind, f"{statistic_name}, p against hold-out batches drawn by document",
+    return CheckResult(name, kind, statistic_name,    # the rule says what the p-value is against
                        float(observed), p, level, bool(p < level),
                        {**detail, "holdout_p95": float(np.percentile(null, 95)) if null.size else math.nan})

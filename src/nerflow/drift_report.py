@@ -25,15 +25,16 @@ def summary(decision: Decision, model: str, n_texts: int, n_reference: int, seco
 
 def lines(decision: Decision, model: str, n_texts: int, n_reference: int) -> list[str]:
     """The terminal report: one line per check, the decision last."""
-    out = [f"{model}: {n_texts} texts against a reference of {n_reference} validation texts"]
+    out = [f"{model}: {n_texts} texts against a reference of {n_reference} validation texts",
+           f"  {'check':<{max(len(c.name) for c in decision.checks)}}  {'':<5}  {'distance':<8} {'p-value':<10} "
+           "statistic"]
     width = max(len(c.name) for c in decision.checks)
     for c in decision.checks:
         if c.p_value != c.p_value:     # NaN: the check could not run
             out.append(f"  {c.name:<{width}}  -      {c.detail.get('reason', 'not run')}")
             continue
         verdict = "DRIFT" if c.drift else "ok"
-        out.append(f"  {c.name:<{width}}  {verdict:<5}  statistic {c.statistic:.4g}  p {c.p_value:.4g} "
-                   f"(drift below {c.alpha:.4g})  {c.test}")
+        out.append(f"  {c.name:<{width}}  {verdict:<5}  {c.statistic:<8.4g} {c.p_value:<10.4g} {c.test}")
     drifted = [c.name for c in decision.checks if c.drift]
     out.append(("drift: " + ", ".join(drifted) if drifted else "no drift") + f" ({decision.rule})")
     return out
