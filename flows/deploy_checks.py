@@ -16,6 +16,7 @@ from pathlib import Path
 from nerflow.deploy_guard import (
     Checked,
     check_job_variables,
+    check_monitor_parameters,
     check_parameters,
     check_pull_steps,
     leaf_keys,
@@ -46,6 +47,17 @@ def check_flow_run(config: str | None = None, overrides: Sequence[str] | None = 
     leaves, sections = schema_keys()
     checked = check_parameters(config, overrides, workdir, cwd=Path.cwd(), roots=roots, known_keys=leaves,
                                sections=sections)
+    check_deployment(roots)
+    return checked
+
+
+def check_monitor_run(model: str, source: str, overrides: Sequence[str] | None = None,
+                      workdir: str | None = None) -> Checked:
+    """The monitoring flow's check_flow_run: its model URI, input path and monitor.* overrides (deploy_guard)."""
+    roots = workdir_roots(os.environ, Path.cwd())
+    leaves, sections = schema_keys()
+    checked = check_monitor_parameters(model, source, overrides, workdir, cwd=Path.cwd(), roots=roots,
+                                       known_keys=leaves, sections=sections)
     check_deployment(roots)
     return checked
 

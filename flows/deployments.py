@@ -26,6 +26,8 @@ from nerflow.flows.prefect_server import ServiceUnavailable
 
 log = logging.getLogger("nerflow.schedule")
 FLOW_NAME = "nerflow-scheduled"
+MONITOR_FLOW = "nerflow-monitor"   # flows/monitor_flow.py: a schedule made with --monitor has one of each
+FLOWS = (FLOW_NAME, MONITOR_FLOW)
 SCHEDULE_SLUG = "nerflow"   # the one schedule's identity within its deployment (create_schedule)
 SCHEDULER_SETTLE_S = 5.0   # quiet this long: a pass of Prefect's scheduler under way has inserted its runs
 START_ONE = ("start one with `make team-up && source .team/team.env` (PostgreSQL, MLflow and Prefect servers on "
@@ -61,20 +63,25 @@ def require_server() -> str:
     return url
 
 
-def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: Cadence, pool: str | None,
-          collision: str = "cancel_new") -> tuple[str, bool]:
-    """Create the deployment `nerflow-scheduled/NAME`, or update it in place. Returns (id, created)."""
+def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: Cadence | None, pool: str | None,
+          collision: str = "cancel_new", on_drift_of: str | None = None) -> tuple[str, bool]:
+    """Create the deployment `nerflow-scheduled/NAME`, or update it in place. Returns (id, created). Without a
+    cadence (a retraining deployment `--monitor` creates) a new one gets no schedule and an existing one keeps its
+    own. `on_drift_of`: a registered model whose drift event (flows/monitor_flow.py) starts a run of it."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy, ConcurrencyOptions
     from prefect.deployments.runner import EntrypointType
 
+    from nerflow.flows import monitor_deployments
     from nerflow.flows.scheduled import scheduled_pipeline
 
     parameters = {"config": config, "overrides": list(overrides), "workdir": workdir}
     strategy = ConcurrencyLimitStrategy(collision.upper())
     description = (f"nerflow pipeline of {config} {' '.join(overrides)}: retrains when its data, config or code "
-                   "changed; otherwise ends as 'nothing to do'")
+                   "changed; otherwise ends as 'nothing to do'" +
+                   (f"; also started by the drift event of {on_drift_of} (nerflow-monitor/{name})" if on_drift_of
+                    else ""))
     with get_client(sync_client=True) as client:
         if pool:
             ensure_pool(client, pool)
@@ -85,17 +92,23 @@ def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: C
                     limit=1, collision_strategy=strategy), description=description, tags=["nerflow"],
                 work_pool_name=pool, job_variables=job_variables(pool), entrypoint_type=EntrypointType.MODULE_PATH)
             deployment_id = deployment.apply()
-            if create_schedule(client, deployment_id, cadence):
+            if on_drift_of:
+                monitor_deployments.apply_drift_trigger(client, deployment_id, name, on_drift_of)
+            if cadence is None or create_schedule(client, deployment_id, cadence):
                 return str(deployment_id), True
             existing = client.read_deployment(deployment_id)   # another `nerflow schedule NAME` created it first
-        pause_and_clear(client, existing.id)
-        schedules = client.read_deployment_schedules(existing.id)
-        if schedules:
-            client.update_deployment_schedule(existing.id, schedules[0].id, active=True, schedule=cadence.schedule())
-            for extra in schedules[1:]:
-                client.delete_deployment_schedule(existing.id, extra.id)
-        else:
-            create_schedule(client, existing.id, cadence)
+        if cadence is not None:
+            pause_and_clear(client, existing.id)
+            schedules = client.read_deployment_schedules(existing.id)
+            if schedules:
+                client.update_deployment_schedule(existing.id, schedules[0].id, active=True,
+                                                  schedule=cadence.schedule())
+                for extra in schedules[1:]:
+                    client.delete_deployment_schedule(existing.id, extra.id)
+            else:
+                create_schedule(client, existing.id, cadence)
+        if on_drift_of:
+            monitor_deployments.apply_drift_trigger(client, existing.id, name, on_drift_of)
         client.update_deployment(existing.id, DeploymentUpdate(   # last: this also resumes it
             parameters=parameters, description=description, concurrency_limit=1, paused=False,
             concurrency_options=ConcurrencyOptions(collision_strategy=strategy), work_pool_name=pool,
@@ -168,29 +181,38 @@ def ensure_pool(client, pool: str) -> None:
         pass
 
 
-def find(client, name: str):
+def find(client, name: str, flow: str = FLOW_NAME):
     from prefect.exceptions import ObjectNotFound
 
     try:
-        return client.read_deployment_by_name(f"{FLOW_NAME}/{name}")
+        return client.read_deployment_by_name(f"{flow}/{name}")
     except ObjectNotFound:
         return None
 
 
-def get(client, name: str):
+def named(client, name: str) -> list:
+    """The deployments a schedule NAME is: its retraining deployment, its monitoring one, or both."""
     from nerflow.config import ConfigError
 
-    found = find(client, name)
-    if found is None:
-        known = ", ".join(d.name for d in list_all(client)) or "none"
+    found = [d for d in (find(client, name, flow) for flow in FLOWS) if d is not None]
+    if not found:
+        known = ", ".join(sorted({d.name for d in list_all(client)})) or "none"
         raise ConfigError(f"no schedule named {name!r} (schedules: {known}; see `nerflow schedule ls`)")
     return found
+
+
+def get(client, name: str):
+    return named(client, name)[0]
 
 
 def list_all(client) -> list:
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
-    return client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])))
+    return client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=list(FLOWS))))
+
+
+def flow_of(deployment) -> str:
+    return MONITOR_FLOW if deployment.entrypoint and "monitor" in deployment.entrypoint else FLOW_NAME
 
 
 def rows() -> list[dict]:
@@ -199,11 +221,16 @@ def rows() -> list[dict]:
 
     out = []
     with get_client(sync_client=True) as client:
-        for d in sorted(list_all(client), key=lambda d: d.name):
+        for d in sorted(list_all(client), key=lambda d: (d.name, flow_of(d))):
             schedules = client.read_deployment_schedules(d.id)
             nxt = next_run(client, d.id)
             last = last_run(client, d.id)
-            out.append({"name": d.name, "id": str(d.id), "paused": bool(d.paused),
+            monitors = flow_of(d) == MONITOR_FLOW
+            out.append({"name": d.name, "flow": flow_of(d), "id": str(d.id), "paused": bool(d.paused),
+                        "kind": "monitor" if monitors else "retrain",
+                        "model": d.parameters.get("model") if monitors else None,
+                        "input": d.parameters.get("input") if monitors else None,
+                        "triggers": [] if monitors else drift_triggers(client, d.id),
                         "schedule": describe(schedules[0].schedule) if schedules else None,
                         "active": bool(schedules and schedules[0].active and not d.paused),
                         "runs_on": f"work pool {d.work_pool_name}" if d.work_pool_name else "nerflow serve",
@@ -211,6 +238,15 @@ def rows() -> list[dict]:
                         "next_run": nxt.isoformat() if nxt else None,
                         "last_run": last})
     return out
+
+
+def drift_triggers(client, deployment_id) -> list[str]:
+    """What starts this deployment besides its schedule: the names of the automations it owns (its drift trigger)."""
+    import contextlib
+
+    with contextlib.suppress(Exception):   # a server without automations: none
+        return sorted(a.name for a in client.read_resource_related_automations(f"prefect.deployment.{deployment_id}"))
+    return []
 
 
 def describe(schedule) -> str:
@@ -255,15 +291,18 @@ def set_paused(name: str, paused: bool) -> None:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        deployment = get(client, name)
-        if paused:
-            pause_and_clear(client, deployment.id)
-        else:
-            client.resume_deployment(deployment.id)
+        for deployment in named(client, name):
+            if paused:
+                pause_and_clear(client, deployment.id)
+            else:
+                client.resume_deployment(deployment.id)
 
 
 def delete(name: str) -> None:
+    """Delete the schedule's deployments, and the drift trigger its retraining deployment owns."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        client.delete_deployment(get(client, name).id)
+        for deployment in named(client, name):
+            client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
+            client.delete_deployment(deployment.id)

@@ -31,7 +31,7 @@ def serve(names: list[str], limit: int | None = None) -> None:
     from nerflow.config import ConfigError
 
     with get_client(sync_client=True) as client:
-        schedules = [deployments.get(client, n) for n in names] if names else \
+        schedules = [d for n in names for d in deployments.named(client, n)] if names else \
             [d for d in deployments.list_all(client) if not d.work_pool_name]
         pooled = [d.name for d in schedules if d.work_pool_name]
         if pooled:
@@ -42,7 +42,7 @@ def serve(names: list[str], limit: int | None = None) -> None:
         raise ConfigError(f"nothing to serve: no schedule without a work pool (create one with `nerflow schedule "
                           f"CONFIG --interval SECONDS`), and reruns run on work pool {rerun_pool}'s workers")
     runner = Runner(name=f"nerflow-serve-{os.getpid()}", pause_on_shutdown=False, limit=limit)
-    served = [(d.id, d.name) for d in schedules]
+    served = [(d.id, f"{deployments.flow_of(d)}/{d.name}") for d in schedules]
     if rerun_id is not None:
         served.append((rerun_id, rerun_name()))
     for deployment_id, name in served:

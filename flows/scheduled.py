@@ -62,7 +62,7 @@ def _retrain_if_changed(config: str, overrides: list[str] | None, workdir: str |
     if done is not None:
         who = f"Prefect flow run {flow_run.get_id()} of deployment {deployment.get_name() or '-'}"
         registered.note_unchanged(client, done.run_id, who)
-        return Completed(message=nothing_to_do(done))
+        return Completed(message=drift_without_new_labels(client, done, who) or nothing_to_do(done))
     from nerflow.flows.pipeline import pipeline  # torch from here on
 
     state = pipeline(cfg, return_state=True)
@@ -93,6 +93,31 @@ def report_failure(exc: BaseException) -> None:
 
     with contextlib.suppress(Exception), get_client(sync_client=True) as client:   # best effort: the state stays
         client.update_flow_run_labels(flow_run.get_id(), {ERROR_LABEL: redact.text(line)})
+
+
+def drift_without_new_labels(client, done, who: str) -> str | None:
+    """When the model's latest drift check since this version was registered found drift (flows/monitor_flow.py,
+    whose event started this run), retraining on the same labelled data would rebuild the same model: say so, and
+    name the texts that check chose to label first (`labelling/texts-to-label.jsonl` on its MLflow run), so that
+    new labels close the loop. None when no such check."""
+    from nerflow.prefect_tasks import artifacts, monitoring
+
+    version = _registered(done)
+    since = client.get_model_version(version.model_name, version.version).creation_timestamp
+    check = monitoring.open_drift(client, version.model_name, since)
+    if check is None:
+        return None
+    run_id = check.info.run_id
+    texts = int(check.data.metrics.get("drift/labelling_texts", 0))
+    batch = f"runs:/{run_id}/{monitoring.LABELLING_BATCH}"
+    said = (f"drift detected, no new labelled data: {version.model_name} version {version.version} was registered "
+            "from this data, config and code; " +
+            (f"{texts} texts to label first: {batch} (chosen by the drift check, MLflow run {run_id}); with their "
+             "labels in the training data the next run retrains" if texts else
+             f"the drift check (MLflow run {run_id}) found no text in the drifted region to label"))
+    client.set_tag(run_id, "nerflow.drift.retraining", f"{who}: no new labelled data")
+    artifacts.publish_labelling(version.model_name, said, batch if texts else None)
+    return said
 
 
 def nothing_to_do(done) -> str:

@@ -79,3 +79,37 @@ def _publish(key: str, markdown, description: str) -> None:
         create_markdown_artifact(markdown=redact.text(markdown()), key=key, description=description)
     except Exception as e:   # whatever goes wrong here must not fail the stage whose result it shows
         log.warning("could not write the Prefect artifact %r (the run's record in MLflow is complete): %s", key, e)
+
+
+def drift_markdown(check) -> str:
+    """A drift check (flows/drift_check.py): each check's verdict, statistic and p-value, the decision and its rule,
+    where the report and the texts to label are."""
+    r = check.record
+    rows = ["| check | verdict | statistic | p-value | level |", "|---|---|---|---|---|"]
+    for c in r["checks"]:
+        if c["p_value"] is None:
+            rows.append(f"| {c['name']} | not run | | | {c['detail'].get('reason', '')} |")
+            continue
+        rows.append(f"| {c['name']} | {'**DRIFT**' if c['drift'] else 'ok'} | {c['statistic']:.4g} | "
+                    f"{c['p_value']:.4g} | {c['alpha']:.4g} |")
+    run = r.get("mlflow_run_id")
+    where = [f"- report: MLflow run `{run}`, artifacts `drift/report.html` and `drift/report.json`"] if run else []
+    if check.labelling and run:
+        where.append(f"- {len(check.labelling)} texts to label first: `runs:/{run}/labelling/texts-to-label.jsonl`")
+    return "\n".join([f"### Drift check of {r['model']}: {'DRIFT' if r['drift'] else 'no drift'}", "",
+                      f"- {r['texts']} texts from `{check.input_label}` against {r['reference_texts']} reference "
+                      f"texts", f"- rule: {r['rule']}", *where, "", *rows]) + "\n"
+
+
+def publish_drift(model_name: str, check) -> None:
+    _publish(artifact_key(model_name, "drift"), lambda: drift_markdown(check),
+             f"drift check: {'drift' if check.record['drift'] else 'no drift'}")
+
+
+def publish_labelling(model_name: str, said: str, batch: str | None) -> None:
+    """The retraining run a drift event started, with no new labelled data: what to label, on its flow run."""
+    lines = ["### Drift detected, no new labelled data", "", said]
+    if batch:
+        lines += ["", f"Download: `mlflow artifacts download --artifact-uri {batch}` (JSON lines: the text, what the "
+                      "champion predicted, how sure it was, how far into the drifted region it lies)"]
+    _publish(artifact_key(model_name, "labelling"), lambda: "\n".join(lines) + "\n", "texts to label")

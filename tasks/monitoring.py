@@ -8,6 +8,7 @@ alarms). A version without one gets it computed once, from the version's own res
 """
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from nerflow.config import ConfigError
 REFERENCE_DIR = "monitor/reference"
 EXPERIMENT = "nerflow-monitoring"
 REPORT_DIR = "drift"
+LABELLING_BATCH = "labelling/texts-to-label.jsonl"   # on a check's run when it found drift (nerflow.labelling)
 log = logging.getLogger("nerflow.monitoring")
 
 
@@ -94,9 +96,12 @@ def keep_reference(client: MlflowClient, run_id: str, folder: Path) -> str | Non
 
 
 def log_check(client: MlflowClient, model_uri: str, version: Version, record: dict, report: Path,
-              input_label: str, experiment: str = EXPERIMENT) -> str:
+              input_label: str, experiment: str = EXPERIMENT, labelling: list[dict] | None = None,
+              finish: bool = True) -> str:
     """One run in the monitoring experiment: the decision as tags and metrics, `drift/report.{json,html}`, linked
-    to the version by tags (nerflow.model_name / nerflow.model_version / nerflow.model_run). Its id."""
+    to the version by tags (nerflow.model_name / nerflow.model_version / nerflow.model_run), and the texts to label
+    first as `labelling/texts-to-label.jsonl` when drift was found. Its id. Left running when not `finish`: the
+    monitoring flow ends it once its event is out (a run left running by a crash counts as no check)."""
     from mlflow.entities import Metric, Param
 
     from nerflow.prefect_tasks import tracking
@@ -111,7 +116,8 @@ def log_check(client: MlflowClient, model_uri: str, version: Version, record: di
     run_id = run.info.run_id
     step_ms = int(run.info.start_time)
     metrics = [Metric("drift/detected", float(record["drift"]), step_ms, 0),
-               Metric("drift/texts", float(record["texts"]), step_ms, 0)]
+               Metric("drift/texts", float(record["texts"]), step_ms, 0),
+               Metric("drift/labelling_texts", float(len(labelling or [])), step_ms, 0)]
     for check in record["checks"]:
         if check["statistic"] is None or check["p_value"] is None:   # a check that could not run: nothing to plot
             continue
@@ -123,8 +129,41 @@ def log_check(client: MlflowClient, model_uri: str, version: Version, record: di
                                                           Param("input", input_label[:500]),
                                                           Param("rule", record["rule"][:500])])
         client.log_artifacts(run_id, str(report), REPORT_DIR)
+        if labelling:
+            client.log_text(run_id, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in labelling),
+                            LABELLING_BATCH)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    if finish:
+        client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def last_check(client: MlflowClient, version: Version, experiment: str = EXPERIMENT):
+    """The latest finished check of this registered version (an MLflow run), or None."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None or not version.name:
+        return None
+    runs = client.search_runs([found.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.`nerflow.model_name` = '{_quoted(version.name)}' and "
+                                            f"tags.`nerflow.model_version` = '{version.version}' and "
+                                            "attributes.status = 'FINISHED'")
+    return runs[0] if runs else None
+
+
+def open_drift(client: MlflowClient, model_name: str, since_ms: int, experiment: str = EXPERIMENT):
+    """The latest finished check of any version of `model_name` started after `since_ms` (epoch ms), when it found
+    drift; else None. What a retraining run with unchanged labelled data reports (flows/scheduled.py)."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.`nerflow.model_name` = '{_quoted(model_name)}' and "
+                                            f"attributes.start_time > {int(since_ms)} and "
+                                            "attributes.status = 'FINISHED'")
+    return runs[0] if runs and runs[0].data.tags.get("nerflow.drift") == "true" else None
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")

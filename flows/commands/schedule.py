@@ -1,14 +1,17 @@
 """`nerflow schedule` (create, replace, list, pause, resume, delete schedules) and `nerflow serve` (run them).
 
     nerflow schedule CONFIG [key=value ...] (--cron EXPR [--timezone TZ] | --interval SECONDS) [--name NAME] [--pool P]
+    nerflow schedule CONFIG [key=value ...] --monitor INPUT [--model URI] (--cron EXPR | --interval SECONDS) ...
     nerflow schedule ls [--json]
     nerflow schedule pause|resume|delete NAME
     nerflow serve [NAME ...]
     nerflow worker --pool POOL [--work-queue QUEUE ...]
 
-Schedules live on the Prefect server named by PREFECT_API_URL (flows/deployments.py); without one every command
-here fails at once with the commands that start one. `nerflow serve` (flows/runner.py) also serves the rerun
-deployment `nerflow-rerun/rerun` (flows/rerun.py), creating it.
+With --monitor, the cadence is a drift check's (flows/monitor_flow.py, deployment nerflow-monitor/NAME) and the
+retraining deployment nerflow-scheduled/NAME runs when the check's drift event fires (a Prefect trigger), its runs
+queued behind a running one. Schedules live on the Prefect server named by PREFECT_API_URL (flows/deployments.py);
+without one every command here fails at once with the commands that start one. `nerflow serve` (flows/runner.py)
+also serves the rerun deployment `nerflow-rerun/rerun` (flows/rerun.py), creating it.
 """
 from __future__ import annotations
 
@@ -42,11 +45,15 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     deployments.check_parameters(str(config), args.overrides, workdir)
     cfg = load_config(config, args.overrides)   # bad config or override: refused now, not at 3 a.m.
     refuse_unpinned_hub_ids(cfg)
-    deployments.require_server()
     name = args.name or re.sub(r"[^A-Za-z0-9_-]", "-", config.stem)
+    if args.monitor is not None:
+        return schedule_monitor(args, cfg, name, str(config), workdir, cadence)
+    if args.model is not None:
+        raise ConfigError("--model goes with --monitor (the version a drift check watches)")
+    deployments.require_server()
     deployment_id, created = deployments.apply(name, str(config), args.overrides, workdir, cadence, args.pool,
-                                               args.collision)
-    row = next(r for r in deployments.rows() if r["name"] == name)
+                                               args.collision or "cancel_new")
+    row = next(r for r in deployments.rows() if r["name"] == name and r["kind"] == "retrain")
     if args.json:
         print(json.dumps({**row, "created": created}, indent=1))
         return 0
@@ -56,6 +63,44 @@ def cmd_schedule(args: argparse.Namespace) -> int:
           f"next run {row['next_run'] or '(being scheduled)'}\n"
           f"runs execute on {runs_on}; runs never overlap (a run due while one trains is "
           f"{'queued' if args.collision == 'enqueue' else 'cancelled'})")
+    return 0
+
+
+def schedule_monitor(args, cfg, name: str, config: str, workdir: str, cadence) -> int:
+    """`--monitor INPUT`: the drift check on the cadence, and the retraining deployment its drift event starts."""
+    from nerflow.config import ConfigError
+    from nerflow.flows import deployments, monitor_deployments
+
+    if args.collision == "cancel_new":
+        raise ConfigError("--collision cancel_new with --monitor: a retraining run its drift event starts while one "
+                          "trains would be cancelled, and the drift not acted on; runs are queued (enqueue)")
+    model_uri = args.model or f"models:/{cfg.registry.model_name}@{cfg.promote.alias}"
+    source = args.monitor
+    monitor_overrides = [o for o in args.overrides if o.partition("=")[0].strip().startswith("monitor.")]
+    # what a worker will check before it runs it, with the workdir as the only root
+    monitor_deployments.check_monitor_parameters(model_uri, source, monitor_overrides, workdir)
+    if not (Path(workdir) / source).exists():
+        print(f"warning: {source} does not exist yet (under {workdir}): each check fails until it does (a capture "
+              "folder is created by the first captured request: NERFLOW_CAPTURE_DIR)", file=sys.stderr)
+    model_name = monitor_deployments.model_name_of(model_uri)
+    deployments.require_server()
+    monitor_id, monitor_created = monitor_deployments.apply_monitor(name, model_uri, source, monitor_overrides,
+                                                                    workdir, cadence, args.pool)
+    retrain_id, retrain_created = deployments.apply(name, config, args.overrides, workdir, None, args.pool,
+                                                    "enqueue", on_drift_of=model_name)
+    rows = [r for r in deployments.rows() if r["name"] == name]
+    if args.json:
+        print(json.dumps({"monitor": {**next(r for r in rows if r["kind"] == "monitor"), "created": monitor_created},
+                          "retrain": {**next(r for r in rows if r["kind"] == "retrain"),
+                                      "created": retrain_created}}, indent=1))
+        return 0
+    monitor = next(r for r in rows if r["kind"] == "monitor")
+    runs_on = f"`nerflow worker --pool {args.pool}`" if args.pool else f"`nerflow serve {name}`"
+    print(f"{'created' if monitor_created else 'updated'} drift check {name} ({monitor_id}): {model_uri} on "
+          f"{source}, {monitor['schedule']}, next run {monitor['next_run'] or '(being scheduled)'}\n"
+          f"{'created' if retrain_created else 'updated'} retraining {name} ({retrain_id}) of {config}: started by "
+          f"the event nerflow.drift.detected of {model_name}, runs queued behind a running one\n"
+          f"both run on {runs_on} (from {workdir})")
     return 0
 
 
@@ -109,9 +154,12 @@ def schedule_action(action: str, names: list[str], as_json: bool) -> int:
         if not rows:
             print("no schedules (create one: nerflow schedule CONFIG --interval SECONDS)")
         for r in rows:
-            state = "paused" if not r["active"] else "active"
-            print(f"{r['name']:<20} {state:<7} {r['schedule'] or '-':<28} runs on {r['runs_on']}\n"
-                  f"{'':<20} config {r['config']} {' '.join(r['overrides'])}\n"
+            state = "paused" if r["paused"] else "active" if r["active"] or r["triggers"] else "paused"
+            what = f"checks {r['model']} on {r['input']}" if r["kind"] == "monitor" else \
+                f"config {r['config']} {' '.join(r['overrides'])}".rstrip()
+            started_by = f"; started by the automation {'; '.join(r['triggers'])}" if r["triggers"] else ""
+            print(f"{r['name']:<20} {r['kind']:<7} {state:<7} {r['schedule'] or '-':<28} runs on {r['runs_on']}\n"
+                  f"{'':<20} {what}{started_by}\n"
                   f"{'':<20} next {r['next_run'] or '-'}; last {last_outcome(r['last_run'])}")
         from nerflow.flows import runner
 
@@ -196,7 +244,7 @@ def add_parsers(sub) -> None:
     schedule = sub.add_parser(
         "schedule", help="create or replace a schedule of the pipeline; ls, pause, resume, delete",
         usage="nerflow schedule CONFIG [key=value ...] (--cron EXPR [--timezone TZ] | --interval SECONDS) "
-              "[--name NAME] [--pool POOL]\n       nerflow schedule ls [--json]\n"
+              "[--name NAME] [--pool POOL] [--monitor INPUT [--model URI]]\n       nerflow schedule ls [--json]\n"
               "       nerflow schedule pause|resume|delete NAME",
         description="Schedules live on the Prefect server of PREFECT_API_URL. A scheduled run retrains only when "
                     "the configured data files, the config or the code changed; otherwise it ends in seconds as "
@@ -212,8 +260,16 @@ def add_parsers(sub) -> None:
     schedule.add_argument("--pool", help="a process work pool whose workers run it (created if missing); "
                                          "default: `nerflow serve` runs it")
     schedule.add_argument("--workdir", help="the checkout runs read relative paths from (default: here)")
-    schedule.add_argument("--collision", choices=("cancel_new", "enqueue"), default="cancel_new",
-                          help="a run due while the previous one still runs: cancelled (default) or queued")
+    schedule.add_argument("--collision", choices=("cancel_new", "enqueue"),
+                          help="a run due while the previous one still runs: cancelled (default) or queued "
+                               "(always, with --monitor)")
+    schedule.add_argument("--monitor", metavar="INPUT",
+                          help="schedule a drift check of the model on INPUT (a capture folder or a file, inside the "
+                               "workdir) instead, and have its drift event start this config's retraining "
+                               "(docs/monitoring.md)")
+    schedule.add_argument("--model", metavar="URI",
+                          help="with --monitor: the version to check (default models:/<registry.model_name>@"
+                               "<promote.alias>)")
     schedule.add_argument("--json", action="store_true", help="machine-readable output, for scripts")
     schedule.set_defaults(func=cmd_schedule)
     serve = sub.add_parser("serve", help="run the scheduled runs of these schedules (all served ones by default) "

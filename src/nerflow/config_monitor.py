@@ -26,3 +26,5 @@ class MonitorConfig(BaseModel):
     max_reference: PositiveInt = 2000       # texts in the reference, and in the hold-out, at most
     min_texts: PositiveInt = 20             # a batch of fewer texts is refused: too few to decide anything
     batch_size: PositiveInt = 64            # texts per forward pass when a batch is profiled
+    # texts of a drifted batch written out to label first (labelling/texts-to-label.jsonl on the check's run)
+    labelling_batch: PositiveInt = 50

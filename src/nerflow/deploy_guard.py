@@ -148,6 +148,38 @@ def check_parameters(config: str | None, overrides: Sequence[str] | None, workdi
     return Checked(workdir=work, config=cfg_path)
 
 
+MONITOR_SECTION = "monitor."
+
+
+def check_monitor_parameters(model: Any, source: Any, overrides: Sequence[str] | None, workdir: str | None, *,
+                             cwd: Path, roots: Sequence[Path], known_keys: Collection[str],
+                             sections: Collection[str] = ()) -> Checked:
+    """The monitoring flow's parameters (flows/monitor_flow.py): `model` a `models:/` URI (a registered version,
+    whose files are verified before they load and whose name the drift event carries; never a folder or a run),
+    `input` a file or folder inside the working directory or the worker's roots, `overrides` only `monitor.*` keys
+    (the check reads the version's own config; a data key would make it profile other files), `workdir` as for
+    every flow."""
+    checked = check_parameters(None, overrides, workdir, cwd=cwd, roots=roots, known_keys=known_keys,
+                               sections=sections)
+    if not isinstance(model, str) or not model.startswith("models:/") or any(c in model for c in "\n\r"):
+        raise DeploymentRefused(f"deployment parameter model: {_show(model)} is not a registered model's URI; "
+                                "allowed: models:/NAME@ALIAS or models:/NAME/VERSION")
+    where = f"the working directory {checked.workdir} or the worker's roots ({', '.join(str(r) for r in roots)})"
+    if not isinstance(source, str) or not source.strip() or source == "-" or source.startswith("~") \
+            or _has_dotdot(source):
+        raise DeploymentRefused(f"deployment parameter input: {_show(source)} is not a plain path; allowed: a file "
+                                f"or folder inside {where}, without '..' or '~'")
+    resolved = (checked.workdir / source).resolve()
+    if not _inside(resolved, (checked.workdir, *(Path(r).resolve() for r in roots))):
+        raise DeploymentRefused(f"deployment parameter input: {_show(source)} resolves to {resolved}, outside "
+                                f"{where}")
+    for item in overrides or ():
+        if not str(item).partition("=")[0].strip().startswith(MONITOR_SECTION):
+            raise DeploymentRefused(f"deployment parameter overrides: {_show(item)} is not a monitor.* key; "
+                                    "allowed: monitor.* keys only (a drift check reads the version's own config)")
+    return checked
+
+
 def _check_override(item: Any, work: Path, roots: tuple[Path, ...], known_keys: Collection[str],
                     sections: Collection[str]) -> None:
     if not isinstance(item, str) or "=" not in item:
@@ -245,6 +277,8 @@ ENTRYPOINTS = {
     "flows/rerun.py:rerun_pipeline": "nerflow.flows.rerun:rerun_pipeline",
     "nerflow.flows.rerun.rerun_pipeline": "nerflow.flows.rerun:rerun_pipeline",
     "nerflow.flows.promote_flow.promote_accepted": "nerflow.flows.promote_flow:promote_accepted",
+    "flows/monitor_flow.py:monitor_drift": "nerflow.flows.monitor_flow:monitor_drift",
+    "nerflow.flows.monitor_flow.monitor_drift": "nerflow.flows.monitor_flow:monitor_drift",
 }
 
 

@@ -16,32 +16,8 @@ from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_DRIFT
 from nerflow.prefect_tasks.monitoring import EXPERIMENT, REFERENCE_DIR
 
 from .corpus import write_conll
+from .drift_corpus import noisy, sentence, write_ner_documents, write_texts
 from .textcat_corpus import review, write_reviews
-
-PEOPLE = [["Maria", "Lopez"], ["John", "Smith"], ["Anna", "Schmidt"], ["Pedro", "Alvarez"]]
-ORGS = [["Acme", "Corp"], ["Globex"], ["Initech"], ["Northwind", "Trading"]]
-PLACES = [["Berlin"], ["Paris"], ["Springfield"], ["New", "Salem"], ["Madrid"]]
-TEMPLATES = [["PER", "visited", "LOC", "."], ["ORG", "hired", "PER", "."], ["PER", "works", "for", "ORG", "in", "LOC",
-             "."], ["Nobody", "said", "anything", "."], ["The", "Vortex", "3000", "was", "launched", "by", "ORG", "in",
-                                                         "LOC", "."]]
-
-
-def sentence(rng: random.Random) -> list[tuple[str, str]]:
-    """One sentence in the tiny corpus's words, tagged: the distribution every batch below draws from."""
-    out = []
-    for slot in rng.choice(TEMPLATES):
-        pool = {"PER": PEOPLE, "ORG": ORGS, "LOC": PLACES}.get(slot)
-        if pool is None:
-            out.append((slot, "O"))
-            continue
-        words = rng.choice(pool)
-        out += [(w, ("B-" if i == 0 else "I-") + slot) for i, w in enumerate(words)]
-    return out
-
-
-def noisy(text: str, rng: random.Random, share: float = 0.3) -> str:
-    """Characters replaced by digits and symbols: the shifted batch (what OCR or a broken feed does to news)."""
-    return "".join(rng.choice("0123456789#@%&") if c.isalpha() and rng.random() < share else c for c in text)
 
 
 def run_drift(capsys, *args: str) -> tuple[int, dict | str, str]:
@@ -63,19 +39,13 @@ def ner_reference_config(tmp_path_factory, pipeline_result) -> Path:
     root = tmp_path_factory.mktemp("drift-ner")
     rng = random.Random(7)
     docs = [[sentence(rng) for _ in range(5)] for _ in range(80)]
-    (root / "valid.txt").write_text("".join("-DOCSTART- O\n\n" + "".join(
-        "".join(f"{w} {t}\n" for w, t in s) + "\n" for s in doc) for doc in docs))
+    write_ner_documents(root / "valid.txt", docs)
     write_conll(root / "train.txt", [s for doc in docs[:4] for s in doc])
     write_conll(root / "test.txt", [s for doc in docs[4:8] for s in doc])
     cfg = root / "drift.yaml"
     cfg.write_text(f"experiment: nerflow-test\ndata:\n  dir: {root}\n  train: train.txt\n  validation: valid.txt\n"
                    "  test: test.txt\n")
     return cfg
-
-
-def write_texts(path: Path, texts: list[str]) -> Path:
-    path.write_text("".join(json.dumps({"text": t, "id": k}) + "\n" for k, t in enumerate(texts)))
-    return path
 
 
 def test_ner_no_drift_on_texts_drawn_like_the_reference_drift_on_shifted_ones(capsys, tmp_path, ner_reference_config,
@@ -104,8 +74,18 @@ def test_ner_no_drift_on_texts_drawn_like_the_reference_drift_on_shifted_ones(ca
     drifted = {c["name"] for c in shifted_report["checks"] if c["drift"]}
     assert {"embedding", "descriptor:non_letter_share"} <= drifted, shifted_report["checks"]
 
+    # the texts to label first, on the check's run: in the drifted region, each a text of the batch
+    assert shifted_report["labelling_texts"] == 50 and calm_report["labelling_texts"] == 0
+    saved = MlflowClient().download_artifacts(shifted_report["mlflow_run_id"], "labelling/texts-to-label.jsonl",
+                                              str(tmp_path))
+    batch = [json.loads(line) for line in Path(saved).read_text().splitlines()]
+    texts = {json.loads(line)["text"] for line in shifted.read_text().splitlines()}
+    assert len(batch) == 50 and all(r["text"] in texts and r["drift_witness"] > 0 for r in batch)
+    assert len({r["id"] for r in batch}) == 50 and {"predicted", "confidence"} <= set(batch[0])
+
     code, text, _ = run_drift(capsys, *common[:-2], "--input", str(shifted))   # no --json, no --fail-on-drift
     assert code == 0 and text.splitlines()[-1].startswith("drift: ") and "embedding" in text.splitlines()[-1]
+    assert text.splitlines()[-2].startswith("50 texts to label first: runs:/")
 
 
 def test_the_reference_is_computed_once_from_the_versions_config_and_kept_on_its_run(capsys, tmp_path,

@@ -327,9 +327,27 @@ def test_prefect_yaml_deploys_the_team_route_to_a_process_pool(team, team_env, t
         assert rerun["work_pool_name"] == "nerflow" and rerun["work_queue_name"] == "default"
         assert rerun["entrypoint"] == "flows/rerun.py:rerun_pipeline" and rerun["schedules"] == []
         assert rerun["parameter_openapi_schema"]["required"] == ["run_id"]
+        # the drift pair: a check on a (paused) schedule, and a retraining whose trigger is a Prefect automation
+        check = httpx.get(f"{api}/deployments/name/nerflow-monitor/quickstart-drift", auth=PREFECT_AUTH) \
+            .raise_for_status().json()
+        assert check["entrypoint"] == "flows/monitor_flow.py:monitor_drift" and check["work_pool_name"] == "nerflow"
+        assert [s["active"] for s in check["schedules"]] == [False]
+        retrain = deployment(api, "quickstart-drift")
+        assert retrain["concurrency_options"]["collision_strategy"] == "ENQUEUE" and retrain["schedules"] == []
+        (automation,) = httpx.get(f"{api}/automations/related-to/prefect.deployment.{retrain['id']}",
+                                  auth=PREFECT_AUTH).raise_for_status().json()
+        assert automation["trigger"]["expect"] == ["nerflow.drift.detected"]
+        assert automation["trigger"]["match"] == {"prefect.resource.id": "nerflow.model.nerflow-quickstart"}
+        (action,) = automation["actions"]
+        assert action["type"] == "run-deployment" and action["deployment_id"] == retrain["id"]
+        assert action["parameters"] is None
     finally:
-        for name in ("quickstart-nightly", "quickstart-on-new-data"):
+        for name in ("quickstart-nightly", "quickstart-on-new-data", "quickstart-drift"):
             if (d := deployment(api, name)) is not None:
+                httpx.delete(f"{api}/automations/owned-by/prefect.deployment.{d['id']}", auth=PREFECT_AUTH)
                 httpx.delete(f"{api}/deployments/{d['id']}", auth=PREFECT_AUTH)
+        if (c := httpx.get(f"{api}/deployments/name/nerflow-monitor/quickstart-drift", auth=PREFECT_AUTH)) \
+                .status_code == 200:
+            httpx.delete(f"{api}/deployments/{c.json()['id']}", auth=PREFECT_AUTH)
         if (r := httpx.get(f"{api}/deployments/name/nerflow-rerun/rerun", auth=PREFECT_AUTH)).status_code == 200:
             httpx.delete(f"{api}/deployments/{r.json()['id']}", auth=PREFECT_AUTH)

@@ -165,11 +165,43 @@ def test_nerflow_worker_runs_only_nerflow_s_flows_in_the_directory_the_project_f
         ("nerflow.flows.rerun:rerun_pipeline", work.resolve())
     for entrypoint in ("evil.py:flow", "os.system", None):
         with pytest.raises(DeploymentRefused, match="deployment entrypoint: .* is not one of nerflow's flows; "
-                                                    "allowed: flows/rerun.py:rerun_pipeline"):
+                                                    "allowed: flows/monitor_flow.py:monitor_drift, "
+                                                    "flows/rerun.py:rerun_pipeline"):
             check_worker_run(entrypoint, [], [], (work,), work)
     with pytest.raises(DeploymentRefused, match="the flow run's job_variables command"):
         check_worker_run("flows/rerun.py:rerun_pipeline", [], [("the flow run's job_variables", {"command": "sh"})],
                          (work,), work)
+    assert check_worker_run("flows/monitor_flow.py:monitor_drift", mine, [], (work,), work) == \
+        ("nerflow.flows.monitor_flow:monitor_drift", work.resolve())
+
+
+def check_monitor(work: Path, model="models:/m@champion", source="captured", overrides=(), workdir=None):
+    from nerflow.deploy_guard import check_monitor_parameters
+
+    return check_monitor_parameters(model, source, list(overrides), workdir, cwd=work, roots=(work,),
+                                    known_keys=LEAVES, sections=SECTIONS)
+
+
+def test_a_drift_check_reads_a_registered_model_an_input_inside_the_checkout_and_monitor_settings_only(work):
+    """The monitoring deployment's parameters (flows/monitor_flow.py), as anyone on the Prefect server may edit
+    them: a `models:/` URI (not a folder whose files would be loaded, nor a run), an input inside the working
+    directory or the roots, and only monitor.* overrides (a data key would make the check profile another file)."""
+    assert check_monitor(work, overrides=["monitor.alpha=0.01"]).workdir == work.resolve()
+    assert check_monitor(work, model="models:/m/3", source=str(work / "captured" / "day1.jsonl"))
+    for model in ("/srv/models/m", "runs:/abc/model", "file:///etc", "models:/m\nx", None):
+        with pytest.raises(DeploymentRefused, match="deployment parameter model: .* allowed: models:/NAME@ALIAS"):
+            check_monitor(work, model=model)
+    outside = str(work.parent / "outside")
+    for source in ("../outside", "~/.ssh/id_rsa", "-", "", outside, "/etc/passwd", 7):
+        with pytest.raises(DeploymentRefused, match="deployment parameter input: "):
+            check_monitor(work, source=source)
+    for item in ("data.train=other.txt", "train.epochs=1"):
+        with pytest.raises(DeploymentRefused, match=f"overrides: '{item}' is not a monitor.. key"):
+            check_monitor(work, overrides=[item])
+    with pytest.raises(DeploymentRefused, match="'monitor.alfa' is not a config key .did you mean monitor.alpha"):
+        check_monitor(work, overrides=["monitor.alfa=0.1"])
+    with pytest.raises(DeploymentRefused, match="workdir"):
+        check_monitor(work, workdir=outside)
 
 
 def test_every_path_valued_config_key_is_checked_as_a_path():

@@ -1,0 +1,211 @@
+"""The drift loop on the team servers (issue 26): `nerflow schedule CONFIG --monitor INPUT` deploys a drift check and a
+retraining deployment with a trigger; `nerflow serve` runs both. A check that finds drift emits
+`nerflow.drift.detected` once per episode, Prefect's automation starts the retraining deployment with its own
+parameters, and the retraining run ends with "drift detected, no new labelled data" and the texts to label when the
+labelled data is unchanged, or registers a new version the gate decides on when it changed. Both task types."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import build_tiny_model
+from tests.integration.drift_corpus import noisy, sentence, write_ner_documents, write_texts
+from tests.integration.textcat_corpus import review, write_reviews
+
+from .conftest import MLFLOW_AUTH, PREFECT_AUTH
+from .scheduling import NERFLOW, Background, flow_run, nerflow, process_env, versions, wait_for
+
+CHECK_S = 120        # one drift check: a process, the model, 200 texts (~15 s alone here)
+TRAIN_S = 240        # a tiny full pipeline run (~30-40 s alone)
+EVENT = "nerflow.drift.detected"
+YEARLY = "0 0 1 1 *"   # no scheduled check comes due during a test: the test starts each one
+
+
+def ner_project(root: Path, model: str) -> tuple[Path, list[str], list[str]]:
+    """Training on 4 documents, a validation split of 80 (the reference and its hold-out), and the texts of two
+    batches: drawn like the validation split, and the same shifted."""
+    rng = random.Random(7)
+    docs = [[sentence(rng) for _ in range(5)] for _ in range(88)]
+    (root / "data").mkdir(parents=True)
+    write_ner_documents(root / "data" / "train.txt", docs[:4])
+    write_ner_documents(root / "data" / "valid.txt", docs[8:])
+    write_ner_documents(root / "data" / "test.txt", docs[4:8])
+    calm = [" ".join(w for w, _ in sentence(rng)) for _ in range(200)]
+    build_tiny_model(root / "model", calm * 2)
+    (root / "tiny.yaml").write_text(
+        f"experiment: {model}\n"
+        "data: {dir: data, train: train.txt, validation: valid.txt, test: test.txt}\n"
+        f"model: {{name_or_path: {root / 'model'}}}\n"
+        f"registry: {{model_name: {model}}}\n"
+        "tokenize: {max_length: 16, stride: 4}\n"
+        "train: {epochs: 2, lr: 0.003, batch_size: 8, early_stopping_patience: 0, checkpoint_every: 0}\n"
+        "promote: {min_f1: 0.0}\n"
+        "monitor: {reference: true, alpha: 0.01, labelling_batch: 10}\n")
+    return root / "tiny.yaml", calm, [noisy(t, rng) for t in calm]
+
+
+def textcat_project(root: Path, model: str) -> tuple[Path, list[str], list[str]]:
+    corpus = write_reviews(root / "reviews", per_label=100, seed=3)
+    rng = random.Random(5)
+    calm = [review(rng, rng.choice(["pos", "neg"]), rng.randint(6, 40)) for _ in range(120)]
+    build_tiny_model(root / "model", [p.read_text() for p in corpus.rglob("*.txt")] * 3)
+    (root / "tiny.yaml").write_text(
+        f"task: text-classification\nexperiment: {model}\n"
+        "data: {format: folders, dir: reviews, train: ., split: {validation: 0.4, test: 0.1}}\n"
+        f"model: {{name_or_path: {root / 'model'}}}\n"
+        f"registry: {{model_name: {model}}}\n"
+        "tokenize: {max_length: 16, stride: 4, long_documents: windows}\n"
+        "train: {epochs: 2, lr: 0.003, freeze: none, checkpoint_every: 0}\n"
+        "promote: {min_f1: 0.0, min_support: 5}\n"
+        "monitor: {reference: true, alpha: 0.01, labelling_batch: 10}\n")
+    return root / "tiny.yaml", calm, [noisy(t, rng) for t in calm]
+
+
+def deployment_of(api: str, flow: str, name: str) -> dict:
+    return httpx.get(f"{api}/deployments/name/{flow}/{name}", auth=PREFECT_AUTH).raise_for_status().json()
+
+
+def runs_of(api: str, deployment_id: str) -> list[dict]:
+    r = httpx.post(f"{api}/flow_runs/filter", auth=PREFECT_AUTH,
+                   json={"deployments": {"id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_ASC"})
+    return r.raise_for_status().json()
+
+
+def start_check(api: str, name: str) -> str:
+    """One drift check now, as a person starts it from the Prefect UI; its flow-run id."""
+    import os
+
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api,
+                                     PREFECT_API_AUTH_STRING: os.environ["PREFECT_API_AUTH_STRING"]}):
+        return str(run_deployment(f"nerflow-monitor/{name}", timeout=0).id)
+
+
+def ended(api: str, run_id: str, server: Background, timeout: float = CHECK_S) -> dict:
+    run = wait_for(lambda: (r := flow_run(api, run_id))["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED",
+                                                                              "CANCELLED") and r,
+                   timeout, f"flow run {run_id} to end", server)
+    assert run["state"]["type"] == "COMPLETED", (run["state"], server.tail())
+    return run
+
+
+def drift_events(api: str, model: str) -> list[dict]:
+    r = httpx.post(f"{api}/events/filter", auth=PREFECT_AUTH, json={"filter": {
+        "event": {"name": [EVENT]}, "resource": {"id": [f"nerflow.model.{model}"]}}, "limit": 50})
+    return r.raise_for_status().json()["events"]
+
+
+def monitoring_run(mlflow_uri: str, run_id: str) -> dict:
+    r = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/runs/get", auth=MLFLOW_AUTH, params={"run_id": run_id})
+    return {t["key"]: t["value"] for t in r.raise_for_status().json()["run"]["data"].get("tags", [])}
+
+
+def labelling_batch(mlflow_uri: str, run_id: str) -> list[dict]:
+    r = httpx.get(f"{mlflow_uri}/get-artifact", auth=MLFLOW_AUTH,
+                  params={"run_id": run_id, "path": "labelling/texts-to-label.jsonl"})
+    return [json.loads(line) for line in r.raise_for_status().text.splitlines()]
+
+
+def set_input(folder: Path, texts: list[str]) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    write_texts(folder / "batch.jsonl", texts)
+
+
+def run_id_in(message: str) -> str:
+    return message.rsplit("MLflow run ", 1)[1].split(")")[0].split(",")[0].strip()
+
+
+def drift_then_retrain(api: str, mlflow_uri: str, name: str, model: str, server: Background,
+                       retrain_id: str, runs_before: int) -> tuple[dict, dict]:
+    """Start a check that finds drift; the retraining run its event starts, once it has ended."""
+    check = ended(api, start_check(api, name), server)
+    assert check["state"]["message"].startswith(f"drift detected: event {EVENT} "), check["state"]
+    retrain = wait_for(lambda: len(runs := runs_of(api, retrain_id)) > runs_before and runs[-1], 60,
+                       "the trigger to start the retraining deployment", server)
+    return check, ended(api, retrain["id"], server, TRAIN_S)
+
+
+def loop(tmp_path: Path, team, team_env, project, name: str, model: str, changed_data) -> None:
+    api, mlflow_uri = team.prefect_api_url, team.mlflow_uri
+    cfg, calm, shifted = project(tmp_path, model)
+    env = process_env(team_env, tmp_path)
+    first = nerflow(["run", cfg.name], tmp_path, env, timeout=TRAIN_S)
+    assert first.returncode == 0, first.stderr
+    assert [v["version"] for v in versions(mlflow_uri, model)] == ["1"]
+
+    inbox = tmp_path / "captured"
+    set_input(inbox, shifted)
+    made = nerflow(["schedule", cfg.name, "--monitor", "captured", "--cron", YEARLY, "--name", name, "--json"],
+                   tmp_path, env)
+    assert made.returncode == 0, made.stderr
+    made = json.loads(made.stdout)
+    assert made["monitor"]["model"] == f"models:/{model}@champion" and made["monitor"]["input"] == "captured"
+    assert made["retrain"]["schedule"] is None and len(made["retrain"]["triggers"]) == 1
+    retrain_deployment = deployment_of(api, "nerflow-scheduled", name)
+    assert retrain_deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    listed = nerflow(["schedule", "ls"], tmp_path, env)
+    assert f"checks models:/{model}@champion on captured" in listed.stdout and "started by" in listed.stdout
+
+    server = Background([*NERFLOW, "serve", name], tmp_path, env, tmp_path / "serve.log")
+    try:
+        # drift, unchanged labelled data: the event starts the retraining run, which names the texts to label
+        check, retrain = drift_then_retrain(api, mlflow_uri, name, model, server, retrain_deployment["id"], 0)
+        assert retrain["created_by"]["type"] == "AUTOMATION", retrain["created_by"]
+        assert retrain["parameters"] == retrain_deployment["parameters"]   # the deployment's, not the event's
+        said = retrain["state"]["message"]
+        assert said.startswith(f"drift detected, no new labelled data: {model} version 1 "), said
+        check_run = run_id_in(check["state"]["message"])
+        assert f"runs:/{check_run}/labelling/texts-to-label.jsonl" in said
+        batch = labelling_batch(mlflow_uri, check_run)
+        assert 1 <= len(batch) <= 10 and len({r["id"] for r in batch}) == len(batch)
+        assert {"text", "predicted", "confidence", "drift_witness"} <= set(batch[0]) and \
+            all(r["drift_witness"] > 0 for r in batch)
+        assert set(r["text"] for r in batch) <= set(shifted)
+        tags = monitoring_run(mlflow_uri, check_run)
+        assert tags["nerflow.drift"] == "true" and "no new labelled data" in tags["nerflow.drift.retraining"]
+
+        # the same drift again: no second event (the check says so; the event count below confirms it)
+        again = ended(api, start_check(api, name), server)
+        assert again["state"]["message"].startswith("drift continues"), again["state"]
+        assert monitoring_run(mlflow_uri, run_id_in(again["state"]["message"]))["nerflow.drift.event"] == \
+            tags["nerflow.drift.event"]
+        if changed_data is None:
+            assert len(drift_events(api, model)) == 1
+            return
+
+        # no drift ends the episode; new labelled data, drift again: a new event, version 2 and a gate decision
+        set_input(inbox, calm)
+        calm_check = ended(api, start_check(api, name), server)
+        assert calm_check["state"]["message"].startswith("no drift"), calm_check["state"]
+        changed_data(tmp_path)
+        set_input(inbox, shifted)
+        _, retrain = drift_then_retrain(api, mlflow_uri, name, model, server, retrain_deployment["id"], 1)
+        said = retrain["state"]["message"]
+        assert said.startswith(f"registered {model} version 2") and "promotion: " in said, said
+        assert [v["version"] for v in versions(mlflow_uri, model)] == ["1", "2"]
+        assert len(drift_events(api, model)) == 2   # one per episode: the "drift continues" check sent none
+    finally:
+        server.stop()
+        nerflow(["schedule", "delete", name], tmp_path, env)
+
+
+def more_ner_labels(root: Path) -> None:
+    rng = random.Random(99)
+    extra = [[sentence(rng) for _ in range(5)] for _ in range(2)]
+    train = root / "data" / "train.txt"
+    train.write_text(train.read_text() + write_ner_documents(root / "extra.txt", extra).read_text())
+
+
+def test_ner_drift_event_starts_retraining_which_names_texts_to_label_then_registers_on_new_labels(
+        team, team_env, tmp_path):
+    loop(tmp_path, team, team_env, ner_project, "ner-drift", "drift-loop-ner", more_ner_labels)
+
+
+def test_textcat_drift_event_starts_retraining_which_names_texts_to_label(team, team_env, tmp_path):
+    loop(tmp_path, team, team_env, textcat_project, "textcat-drift", "drift-loop-textcat", None)
