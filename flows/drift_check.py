@@ -110,6 +110,8 @@ def run(model_uri: str, source: str, overrides: list[str], *, config: Path | Non
     from nerflow.flows.commands.predict import load_folder, verified_folder
     from nerflow.prefect_tasks import monitoring, served_model, tracking
 
+    if report is not None and report.exists() and not report.is_dir():
+        raise ConfigError(f"--report {report}: a file, not a folder (report.json and report.html go into a folder)")
     docs, label = documents(source)
     started = time.perf_counter()
     client = tracking.configure()

@@ -59,6 +59,7 @@ def monitor_drift(model: str, input: str, overrides: list[str] | None = None, wo
 def _check_and_signal(model: str, source: str, overrides: list[str], workdir: str | None):
     from nerflow.config import ConfigError
     from nerflow.flows import drift_check
+    from nerflow.flows.commands.run import browse_hint
     from nerflow.flows.deploy_checks import check_monitor_run
     from nerflow.prefect_tasks import artifacts, monitoring, tracking
 
@@ -74,7 +75,7 @@ def _check_and_signal(model: str, source: str, overrides: list[str], workdir: st
     check = drift_check.run(model, source, overrides, finish_run=False)
     run_id = check.mlflow_run_id
     try:
-        artifacts.publish_drift(version.name, check)
+        artifacts.publish_drift(version.name, check, browse_hint(run_id))
         if check.decision.drift and episode is None:
             episode = emit_drift_event(version, check)
             said = f"drift detected: event {EVENT} {episode} emitted for {resource_id(version.name)}"

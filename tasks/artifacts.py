@@ -81,7 +81,7 @@ def _publish(key: str, markdown, description: str) -> None:
         log.warning("could not write the Prefect artifact %r (the run's record in MLflow is complete): %s", key, e)
 
 
-def drift_markdown(check) -> str:
+def drift_markdown(check, link: str | None = None) -> str:
     """A drift check (flows/drift_check.py): each check's verdict, statistic and p-value, the decision and its rule,
     where the report and the texts to label are."""
     r = check.record
@@ -94,6 +94,8 @@ def drift_markdown(check) -> str:
                     f"{c['p_value']:.4g} | {c['alpha']:.4g} |")
     run = r.get("mlflow_run_id")
     where = [f"- report: MLflow run `{run}`, artifacts `drift/report.html` and `drift/report.json`"] if run else []
+    if link:
+        where.append(f"- open it: {link}")
     if check.labelling and run:
         where.append(f"- {len(check.labelling)} texts to label first: `runs:/{run}/labelling/texts-to-label.jsonl`")
     return "\n".join([f"### Drift check of {r['model']}: {'DRIFT' if r['drift'] else 'no drift'}", "",
@@ -101,8 +103,8 @@ def drift_markdown(check) -> str:
                       f"texts", f"- rule: {r['rule']}", *where, "", *rows]) + "\n"
 
 
-def publish_drift(model_name: str, check) -> None:
-    _publish(artifact_key(model_name, "drift"), lambda: drift_markdown(check),
+def publish_drift(model_name: str, check, link: str | None = None) -> None:
+    _publish(artifact_key(model_name, "drift"), lambda: drift_markdown(check, link),
              f"drift check: {'drift' if check.record['drift'] else 'no drift'}")
 
 

@@ -130,7 +130,8 @@ def test_textcat_no_drift_on_reviews_drawn_like_the_reference_drift_on_shifted_o
     assert "embedding" in {c["name"] for c in report["checks"] if c["drift"]}
 
 
-@pytest.mark.parametrize("case", ["empty", "other-format", "too-few", "folder-without-config", "unknown-model"])
+@pytest.mark.parametrize("case", ["empty", "other-format", "too-few", "folder-without-config", "unknown-model",
+                                  "report-is-a-file"])
 def test_bad_input_is_one_error_exit_2_and_nothing_logged(case, capsys, tmp_path, pipeline_result):
     client = MlflowClient()
     before = len(monitoring_runs(client))
@@ -146,15 +147,20 @@ def test_bad_input_is_one_error_exit_2_and_nothing_logged(case, capsys, tmp_path
     else:
         source = write_texts(tmp_path / "few.jsonl", ["John Smith visited Berlin ."] * 3)
         expect = {"too-few": "monitor.min_texts", "folder-without-config": "--config FILE",
-                  "unknown-model": "no-such-model"}[case]
+                  "unknown-model": "no-such-model", "report-is-a-file": "a file, not a folder"}[case]
         if case == "folder-without-config":
             uri = str(Path(pipeline_result[1]["train"].model_dir))
         if case == "unknown-model":
             uri = "models:/no-such-model/1"
+        if case == "report-is-a-file":
+            (tmp_path / "report.txt").write_text("kept\n")
+            extra = ["--report", str(tmp_path / "report.txt")]
     code, out, err = run_drift(capsys, uri, "--input", str(source), "--json", *extra)
     assert code == EXIT_BAD_INPUT and out == ""
     assert expect in err and err.count("error:") == 1, err
     assert len(monitoring_runs(client)) == before
+    if case == "report-is-a-file":
+        assert (tmp_path / "report.txt").read_text() == "kept\n"
 
 
 def test_the_reference_stage_logs_the_reference_at_registration_and_drift_uses_it(capsys, tmp_path,

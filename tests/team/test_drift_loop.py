@@ -101,6 +101,13 @@ def drift_events(api: str, model: str) -> list[dict]:
     return r.raise_for_status().json()["events"]
 
 
+def artifacts_of(api: str, flow_run_id: str) -> dict[str, str]:
+    """The Prefect artifacts of a flow run (its Artifacts tab), by key."""
+    r = httpx.post(f"{api}/artifacts/filter", auth=PREFECT_AUTH,
+                   json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+    return {a["key"]: a["data"] for a in r.raise_for_status().json()}
+
+
 def monitoring_run(mlflow_uri: str, run_id: str) -> dict:
     r = httpx.get(f"{mlflow_uri}/api/2.0/mlflow/runs/get", auth=MLFLOW_AUTH, params={"run_id": run_id})
     return {t["key"]: t["value"] for t in r.raise_for_status().json()["run"]["data"].get("tags", [])}
@@ -169,6 +176,12 @@ def loop(tmp_path: Path, team, team_env, project, name: str, model: str, changed
         assert set(r["text"] for r in batch) <= set(shifted)
         tags = monitoring_run(mlflow_uri, check_run)
         assert tags["nerflow.drift"] == "true" and "no new labelled data" in tags["nerflow.drift.retraining"]
+        # both flow runs show it in the Prefect UI: the check's table, and what to label
+        shown = artifacts_of(api, check["id"])[f"{model}-drift"]
+        assert shown.startswith(f"### Drift check of {model} version 1: DRIFT") and \
+            f"MLflow run `{check_run}`" in shown and "| embedding | **DRIFT** |" in shown, shown
+        assert f"runs:/{check_run}/labelling/texts-to-label.jsonl" in artifacts_of(api, retrain["id"])[
+            f"{model}-labelling"]
 
         # the same drift again: no second event (the check says so; the event count below confirms it)
         again = ended(api, start_check(api, name), server)
