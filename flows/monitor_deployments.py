@@ -89,12 +89,16 @@ def apply_monitor(name: str, model_uri: str, source: str, overrides: list[str], 
 
 
 def check_monitor_parameters(model_uri: str, source: str, overrides: list[str], workdir: str) -> None:
-    """Refuse a drift check a worker would refuse (nerflow.deploy_guard), with `workdir` as the only root."""
+    """Refuse a drift check a worker would refuse (nerflow.deploy_guard): the input inside `workdir`, or inside a
+    root of NERFLOW_WORKDIR_ROOTS when this shell sets it (a capture folder outside the checkout, such as
+    /var/lib/nerflow/capture, which the workers' roots must then include too)."""
+    import os
     from pathlib import Path
 
+    from nerflow.deploy_guard import WORKDIR_ROOTS_ENV
     from nerflow.deploy_guard import check_monitor_parameters as check
     from nerflow.flows.deploy_checks import schema_keys
 
     leaves, sections = schema_keys()
-    check(model_uri, source, overrides, workdir, cwd=Path.cwd(), roots=(Path(workdir),), known_keys=leaves,
-          sections=sections)
+    roots = (Path(workdir), *(Path(r) for r in os.environ.get(WORKDIR_ROOTS_ENV, "").split(os.pathsep) if r.strip()))
+    check(model_uri, source, overrides, workdir, cwd=Path.cwd(), roots=roots, known_keys=leaves, sections=sections)

@@ -46,7 +46,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     cfg = load_config(config, args.overrides)   # bad config or override: refused now, not at 3 a.m.
     refuse_unpinned_hub_ids(cfg)
     name = args.name or re.sub(r"[^A-Za-z0-9_-]", "-", config.stem)
-    if args.monitor is not None:
+    if args.monitor is not None:   # "" when given without INPUT
         return schedule_monitor(args, cfg, name, str(config), workdir, cadence)
     if args.model is not None:
         raise ConfigError("--model goes with --monitor (the version a drift check watches)")
@@ -66,6 +66,20 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def capture_folder() -> str:
+    """`--monitor` without INPUT: the capture folder this environment's served model writes (nerflow.capture)."""
+    import os
+
+    from nerflow.capture import DIR_ENV
+    from nerflow.config import ConfigError
+
+    folder = os.environ.get(DIR_ENV, "").strip()
+    if not folder:
+        raise ConfigError(f"--monitor without INPUT checks the capture folder of {DIR_ENV}, which is not set here: "
+                          "give the folder (or file) to check, e.g. --monitor captured/ner")
+    return folder
+
+
 def schedule_monitor(args, cfg, name: str, config: str, workdir: str, cadence) -> int:
     """`--monitor INPUT`: the drift check on the cadence, and the retraining deployment its drift event starts."""
     from nerflow.config import ConfigError
@@ -75,7 +89,7 @@ def schedule_monitor(args, cfg, name: str, config: str, workdir: str, cadence) -
         raise ConfigError("--collision cancel_new with --monitor: a retraining run its drift event starts while one "
                           "trains would be cancelled, and the drift not acted on; runs are queued (enqueue)")
     model_uri = args.model or f"models:/{cfg.registry.model_name}@{cfg.promote.alias}"
-    source = args.monitor
+    source = args.monitor or capture_folder()
     monitor_overrides = [o for o in args.overrides if o.partition("=")[0].strip().startswith("monitor.")]
     # what a worker will check before it runs it, with the workdir as the only root
     monitor_deployments.check_monitor_parameters(model_uri, source, monitor_overrides, workdir)
@@ -263,10 +277,10 @@ def add_parsers(sub) -> None:
     schedule.add_argument("--collision", choices=("cancel_new", "enqueue"),
                           help="a run due while the previous one still runs: cancelled (default) or queued "
                                "(always, with --monitor)")
-    schedule.add_argument("--monitor", metavar="INPUT",
+    schedule.add_argument("--monitor", metavar="INPUT", nargs="?", const="",
                           help="schedule a drift check of the model on INPUT (a capture folder or a file, inside the "
-                               "workdir) instead, and have its drift event start this config's retraining "
-                               "(docs/monitoring.md)")
+                               "workdir; default: $NERFLOW_CAPTURE_DIR) instead, and have its drift event start "
+                               "this config's retraining (docs/monitoring.md)")
     schedule.add_argument("--model", metavar="URI",
                           help="with --monitor: the version to check (default models:/<registry.model_name>@"
                                "<promote.alias>)")

@@ -63,3 +63,33 @@ def test_a_schedule_a_worker_would_refuse_is_refused_now(cfg, args, said, capsys
     assert cli.main(["schedule", cfg, *args, "--interval", "60"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--monitor", "../elsewhere"], "deployment parameter input: '../elsewhere' is not a plain path"),
+    (["--monitor", "/etc"], "deployment parameter input: '/etc' resolves to /etc, outside"),
+    (["--monitor", "captured", "--model", "runs:/abc/model"], "deployment parameter model: 'runs:/abc/model' is not "
+                                                              "a registered model's URI"),
+    (["--monitor", "captured", "--model", "/srv/models/ner"], "deployment parameter model: '/srv/models/ner'"),
+    (["--monitor", "captured", "--collision", "cancel_new"], "--collision cancel_new with --monitor"),
+    (["--model", "models:/m@champion"], "--model goes with --monitor"),
+    (["--monitor"], "--monitor without INPUT checks the capture folder of NERFLOW_CAPTURE_DIR, which is not set"),
+])
+def test_a_drift_check_a_worker_would_refuse_is_refused_now(cfg, args, said, capsys, monkeypatch):
+    """`schedule --monitor`: the monitoring deployment's parameters are checked as a worker checks them, before
+    any server is asked (exit 2, one line)."""
+    monkeypatch.delenv("NERFLOW_CAPTURE_DIR", raising=False)
+    monkeypatch.delenv("NERFLOW_WORKDIR_ROOTS", raising=False)
+    assert cli.main(["schedule", cfg, *args, "--interval", "60"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
+
+
+def test_a_good_drift_check_without_a_server_says_how_to_start_one(cfg, capsys, monkeypatch, tmp_path):
+    """The capture folder by default, and one outside the checkout when the roots include it."""
+    outside = tmp_path.parent / "capture-root"
+    monkeypatch.setenv("NERFLOW_CAPTURE_DIR", str(outside / "ner"))
+    monkeypatch.setenv("NERFLOW_WORKDIR_ROOTS", str(outside))
+    assert cli.main(["schedule", cfg, "--monitor", "--interval", "60"]) == EXIT_UNAVAILABLE
+    err = capsys.readouterr().err
+    assert "make team-up" in err and f"warning: {outside / 'ner'} does not exist yet" in err, err
