@@ -98,15 +98,7 @@ def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: C
                 return str(deployment_id), True
             existing = client.read_deployment(deployment_id)   # another `nerflow schedule NAME` created it first
         if cadence is not None:
-            pause_and_clear(client, existing.id)
-            schedules = client.read_deployment_schedules(existing.id)
-            if schedules:
-                client.update_deployment_schedule(existing.id, schedules[0].id, active=True,
-                                                  schedule=cadence.schedule())
-                for extra in schedules[1:]:
-                    client.delete_deployment_schedule(existing.id, extra.id)
-            else:
-                create_schedule(client, existing.id, cadence)
+            replace_schedule(client, existing.id, cadence)
         if on_drift_of:
             monitor_deployments.apply_drift_trigger(client, existing.id, name, on_drift_of)
         client.update_deployment(existing.id, DeploymentUpdate(   # last: this also resumes it
@@ -114,6 +106,19 @@ def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: C
             concurrency_options=ConcurrencyOptions(collision_strategy=strategy), work_pool_name=pool,
             job_variables=job_variables(pool), tags=sorted({*existing.tags, "nerflow"})))
         return str(existing.id), False
+
+
+def replace_schedule(client, deployment_id, cadence: Cadence) -> None:
+    """Give an existing deployment this cadence: paused and cleared first, then its one schedule updated in place
+    (same id), any extra one deleted; created when it has none. The caller's update_deployment resumes it."""
+    pause_and_clear(client, deployment_id)
+    schedules = client.read_deployment_schedules(deployment_id)
+    if schedules:
+        client.update_deployment_schedule(deployment_id, schedules[0].id, active=True, schedule=cadence.schedule())
+        for extra in schedules[1:]:
+            client.delete_deployment_schedule(deployment_id, extra.id)
+    else:
+        create_schedule(client, deployment_id, cadence)
 
 
 def create_schedule(client, deployment_id, cadence: Cadence) -> bool:

@@ -12,7 +12,7 @@ from nerflow.flows.deployments import (
     ensure_pool,
     find,
     job_variables,
-    pause_and_clear,
+    replace_schedule,
 )
 
 
@@ -73,14 +73,7 @@ def apply_monitor(name: str, model_uri: str, source: str, overrides: list[str], 
             if create_schedule(client, deployment_id, cadence):
                 return str(deployment_id), True
             existing = client.read_deployment(deployment_id)
-        pause_and_clear(client, existing.id)
-        schedules = client.read_deployment_schedules(existing.id)
-        if schedules:
-            client.update_deployment_schedule(existing.id, schedules[0].id, active=True, schedule=cadence.schedule())
-            for extra in schedules[1:]:
-                client.delete_deployment_schedule(existing.id, extra.id)
-        else:
-            create_schedule(client, existing.id, cadence)
+        replace_schedule(client, existing.id, cadence)
         client.update_deployment(existing.id, DeploymentUpdate(
             parameters=parameters, description=description, concurrency_limit=1, paused=False,
             concurrency_options=ConcurrencyOptions(collision_strategy=cancel), work_pool_name=pool,
