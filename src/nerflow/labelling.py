@@ -1,6 +1,6 @@
 """Which texts of a drifted batch to send to annotators first (issue 26: drift -> texts to label -> new labels ->
-retraining -> the gate). Plain numpy on a batch's drift profile (nerflow.drift_profile); the retraining flow that
-writes the batch out as JSON lines is not built yet.
+retraining -> the gate). Plain numpy on a batch's drift profile (nerflow.drift_profile); flows/drift_check.py writes
+the batch out as JSON lines on the check's MLflow run when it finds drift.
 
 A text is worth labelling when it is **in the drifted region** and **the champion is unsure of it**:
 
