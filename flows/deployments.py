@@ -64,28 +64,36 @@ def require_server() -> str:
 
 
 def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: Cadence | None, pool: str | None,
-          collision: str = "cancel_new", on_drift_of: str | None = None) -> tuple[str, bool]:
+          collision: str | None = None, on_drift_of: str | None = None) -> tuple[str, bool]:
     """Create the deployment `nerflow-scheduled/NAME`, or update it in place. Returns (id, created). Without a
     cadence (a retraining deployment `--monitor` creates) a new one gets no schedule and an existing one keeps its
-    own. `on_drift_of`: a registered model whose drift event (flows/monitor_flow.py) starts a run of it."""
+    own. `on_drift_of`: a registered model whose drift event (flows/monitor_flow.py) starts a run of it; a deployment
+    that has such a trigger keeps it. `collision` (cancel_new | enqueue): default enqueue when a drift trigger starts
+    it (a drift event must not be dropped because a retraining runs), else cancel_new."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy, ConcurrencyOptions
     from prefect.deployments.runner import EntrypointType
 
+    from nerflow.config import ConfigError
     from nerflow.flows import monitor_deployments
     from nerflow.flows.scheduled import scheduled_pipeline
 
     parameters = {"config": config, "overrides": list(overrides), "workdir": workdir}
-    strategy = ConcurrencyLimitStrategy(collision.upper())
-    description = (f"nerflow pipeline of {config} {' '.join(overrides)}: retrains when its data, config or code "
-                   "changed; otherwise ends as 'nothing to do'" +
-                   (f"; also started by the drift event of {on_drift_of} (nerflow-monitor/{name})" if on_drift_of
-                    else ""))
     with get_client(sync_client=True) as client:
+        existing = find(client, name)
+        drift_of = on_drift_of or (monitor_deployments.drift_model(client, existing.id) if existing else None)
+        if drift_of and collision == "cancel_new":
+            raise ConfigError(f"--collision cancel_new: the drift event of {drift_of} starts {name} "
+                              f"(nerflow-monitor/{name}), and a run it starts while one trains would be cancelled "
+                              "and the drift not acted on; such a schedule queues its runs (enqueue)")
+        strategy = ConcurrencyLimitStrategy((collision or ("enqueue" if drift_of else "cancel_new")).upper())
+        description = (f"nerflow pipeline of {config} {' '.join(overrides)}: retrains when its data, config or code "
+                       "changed; otherwise ends as 'nothing to do'" +
+                       (f"; also started by the drift event of {drift_of} (nerflow-monitor/{name})" if drift_of
+                        else ""))
         if pool:
             ensure_pool(client, pool)
-        existing = find(client, name)
         if existing is None:
             deployment = scheduled_pipeline.to_deployment(
                 name=name, parameters=parameters, schedule=None, concurrency_limit=ConcurrencyLimitConfig(
@@ -231,7 +239,9 @@ def rows() -> list[dict]:
             nxt = next_run(client, d.id)
             last = last_run(client, d.id)
             monitors = flow_of(d) == MONITOR_FLOW
+            options = d.concurrency_options
             out.append({"name": d.name, "flow": flow_of(d), "id": str(d.id), "paused": bool(d.paused),
+                        "collision": options.collision_strategy.value.lower() if options else None,
                         "kind": "monitor" if monitors else "retrain",
                         "model": d.parameters.get("model") if monitors else None,
                         "input": d.parameters.get("input") if monitors else None,

@@ -36,6 +36,20 @@ def drift_trigger(name: str, model_name: str):
                                      f"nerflow-scheduled/{name} with its own parameters")
 
 
+def drift_model(client, deployment_id) -> str | None:
+    """The registered model whose drift event starts this deployment (its drift trigger), or None."""
+    from nerflow.flows.monitor_flow import EVENT, resource_id
+
+    prefix = resource_id("")
+    for automation in client.read_resource_related_automations(f"prefect.deployment.{deployment_id}"):
+        trigger = automation.trigger
+        if EVENT in (getattr(trigger, "expect", None) or ()):
+            watched = (trigger.match.model_dump() or {}).get("prefect.resource.id", "")
+            if isinstance(watched, str) and watched.startswith(prefix):
+                return watched.removeprefix(prefix)
+    return None
+
+
 def apply_drift_trigger(client, deployment_id, name: str, model_name: str) -> None:
     """Replace the automations the deployment owns with its drift trigger (as `prefect deploy` does with a
     deployment's `triggers:`: Prefect identifies a trigger by its owner only)."""

@@ -52,7 +52,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         raise ConfigError("--model goes with --monitor (the version a drift check watches)")
     deployments.require_server()
     deployment_id, created = deployments.apply(name, str(config), args.overrides, workdir, cadence, args.pool,
-                                               args.collision or "cancel_new")
+                                               args.collision)
     row = next(r for r in deployments.rows() if r["name"] == name and r["kind"] == "retrain")
     if args.json:
         print(json.dumps({**row, "created": created}, indent=1))
@@ -62,7 +62,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     print(f"{'created' if created else 'updated'} schedule {name} ({deployment_id}): {row['schedule']}, "
           f"next run {row['next_run'] or '(being scheduled)'}\n"
           f"runs execute on {runs_on}; runs never overlap (a run due while one trains is "
-          f"{'queued' if args.collision == 'enqueue' else 'cancelled'})")
+          f"{'queued' if row['collision'] == 'enqueue' else 'cancelled'})")
     return 0
 
 

@@ -190,6 +190,16 @@ def loop(tmp_path: Path, team, team_env, project, name: str, model: str, changed
             tags["nerflow.drift.event"]
         if changed_data is None:
             assert len(drift_events(api, model)) == 1
+            # a schedule of its own for the retraining (the cheap "anything new?" check that picks up the labels):
+            # it keeps its drift trigger and queues, and cancel_new is refused for it
+            both = nerflow(["schedule", cfg.name, "--cron", YEARLY, "--name", name, "--json"], tmp_path, env)
+            assert both.returncode == 0, both.stderr
+            row = json.loads(both.stdout)
+            assert row["schedule"] == f"cron {YEARLY} (UTC)" and row["collision"] == "enqueue" and \
+                len(row["triggers"]) == 1
+            refused = nerflow(["schedule", cfg.name, "--cron", YEARLY, "--name", name, "--collision",
+                               "cancel_new"], tmp_path, env)
+            assert refused.returncode == 2 and "--collision cancel_new: the drift event of" in refused.stderr
             return
 
         # no drift ends the episode; new labelled data, drift again: a new event, version 2 and a gate decision
