@@ -21,6 +21,7 @@ from .scheduling import NERFLOW, Background, flow_run, nerflow, process_env, ver
 
 CHECK_S = 120        # one drift check: a process, the model, 200 texts (~15 s alone here)
 TRAIN_S = 240        # a tiny full pipeline run (~30-40 s alone)
+TRIGGER_S = 120      # event -> automation -> flow run: ~1 s here; generous for a busy CI host
 EVENT = "nerflow.drift.detected"
 YEARLY = "0 0 1 1 *"   # no scheduled check comes due during a test: the test starts each one
 
@@ -133,7 +134,7 @@ def drift_then_retrain(api: str, mlflow_uri: str, name: str, model: str, server:
     """Start a check that finds drift; the retraining run its event starts, once it has ended."""
     check = ended(api, start_check(api, name), server)
     assert check["state"]["message"].startswith(f"drift detected: event {EVENT} "), check["state"]
-    retrain = wait_for(lambda: len(runs := runs_of(api, retrain_id)) > runs_before and runs[-1], 60,
+    retrain = wait_for(lambda: len(runs := runs_of(api, retrain_id)) > runs_before and runs[-1], TRIGGER_S,
                        "the trigger to start the retraining deployment", server)
     return check, ended(api, retrain["id"], server, TRAIN_S)
 
