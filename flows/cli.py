@@ -17,7 +17,19 @@ import sys
 
 from nerflow import redact
 from nerflow.flows import errors, interrupts
-from nerflow.flows.commands import approval, cache, data, drift, explain, models, predict, run, schedule, train_node
+from nerflow.flows.commands import (
+    approval,
+    cache,
+    data,
+    drift,
+    explain,
+    models,
+    predict,
+    run,
+    schedule,
+    train_node,
+    tune,
+)
 from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED  # noqa: F401 - the table, re-exported
 
 log = logging.getLogger("nerflow.cli")
@@ -56,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "141 output pipe closed (docs/cli.md)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (run, models, approval, cache, data, predict, explain, drift, schedule, train_node):
+    for group in (run, models, approval, cache, data, predict, explain, drift, schedule, train_node, tune):
         group.add_parsers(sub)
     return parser
 

@@ -62,6 +62,19 @@ def check_monitor_run(model: str, source: str, overrides: Sequence[str] | None =
     return checked
 
 
+def check_tune_run(config: str, overrides: Sequence[str] | None, workdir: str | None, space: str | None,
+                   study: str | None, numbers: dict) -> Checked:
+    """The tuning flow's check_flow_run: its space file, study name and numbers too (nerflow.tune_guard)."""
+    from nerflow.tune_guard import check_tune_parameters
+
+    roots = workdir_roots(os.environ, Path.cwd())
+    leaves, sections = schema_keys()
+    checked = check_tune_parameters(config, overrides, workdir, space, study, numbers, cwd=Path.cwd(), roots=roots,
+                                    known_keys=leaves, sections=sections)
+    check_deployment(roots)
+    return checked
+
+
 def check_deployment(roots: Sequence[Path]) -> None:
     """The pull steps and job variables of this flow run's deployment, and the flow run's own job variables (a run
     started with `run_deployment(job_variables=...)` carries its own). Nothing to check outside a deployment."""

@@ -10,7 +10,7 @@ dir=${1:-$(cd "$(dirname "$0")" && pwd)/secrets}
 mkdir -p "$dir"
 chmod 700 "$dir"
 token() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }   # URL-safe: it goes into URLs
-for name in postgres_password mlflow_db_password prefect_db_password mlflow_admin_password \
+for name in postgres_password mlflow_db_password prefect_db_password optuna_db_password mlflow_admin_password \
             mlflow_flask_secret_key prefect_auth_string; do
     file=$dir/$name
     [ -e "$file" ] && continue

@@ -77,7 +77,15 @@ class TeamServers:
         secrets_ = self.state["secrets"]
         return {"MLFLOW_TRACKING_URI": self.mlflow_uri, "MLFLOW_TRACKING_USERNAME": account,
                 "MLFLOW_TRACKING_PASSWORD": secrets_[f"mlflow_{account}"], "PREFECT_API_URL": self.prefect_api_url,
-                "PREFECT_API_AUTH_STRING": secrets_["prefect_auth"], **accounts.ROLE_ENV.get(account, {})}
+                "PREFECT_API_AUTH_STRING": secrets_["prefect_auth"], **self.tune_env(),
+                **accounts.ROLE_ENV.get(account, {})}
+
+    def tune_env(self) -> dict[str, str]:
+        """Where `nerflow tune` keeps its studies: a database and role of their own (Optuna and MLflow both keep
+        their schema version in alembic's default table; a team started before this existed has none)."""
+        if "pg_optuna" not in self.state["secrets"]:
+            return {}
+        return {"NERFLOW_TUNE_STORAGE": "postgresql+psycopg2://" + self.postgres_url("optuna").split("://", 1)[1]}
 
     def up(self) -> dict[str, str]:
         """Start the team on what this state dir keeps (a new, empty team the first time); a team already running

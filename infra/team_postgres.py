@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SERVICES = ("mlflow", "prefect")   # each: a role and a database of that name
+SERVICES = ("mlflow", "prefect", "optuna")   # each: a role and a database of that name (optuna: `nerflow tune`)
 
 
 def pg_bin() -> Path:

@@ -24,7 +24,9 @@ prefect)
 worker)   # the MLflow admin account until the run and promoter accounts exist (docs/team.md, Security)
     MLFLOW_TRACKING_PASSWORD=$(secret mlflow_admin_password)
     PREFECT_API_AUTH_STRING=$(secret prefect_auth_string)
-    export MLFLOW_TRACKING_PASSWORD PREFECT_API_AUTH_STRING ;;
+    # `nerflow tune`'s studies: the optuna role and database (Optuna advises against SQLite for parallel workers)
+    NERFLOW_TUNE_STORAGE="postgresql+psycopg2://optuna:$(secret optuna_db_password)@postgres:5432/optuna"
+    export MLFLOW_TRACKING_PASSWORD PREFECT_API_AUTH_STRING NERFLOW_TUNE_STORAGE ;;
 *)
     echo "with-secrets.sh: unknown role '$role' (mlflow, prefect, worker)" >&2
     exit 2 ;;

@@ -17,6 +17,7 @@ import dataclasses
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -39,6 +40,9 @@ class RunContext:
     run_id: str
     flow_run_id: str = ""
     force_register: bool = False   # a new model version even when one with the same weights exists
+    # a tuning trial's listener: called with each epoch's validation values ({"val/f1": ..., "train/epoch": n}) as
+    # they reach MLflow; it may raise to stop training (a pruned trial: flows/tune_flow.py)
+    on_epoch: Callable[[dict[str, float]], None] | None = None
 
 
 def adapter_of(plan: Plan, stage: str) -> ModuleType:

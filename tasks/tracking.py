@@ -145,7 +145,7 @@ def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_r
     """Continue the logical run's MLflow run if its last attempt did not finish (or `continue_run_id`, whatever its
     status: `nerflow rerun`); else start a new run with the flattened config as params and the resolved config as
     an artifact, their secrets masked (nerflow.redact)."""
-    from nerflow.prefect_tasks import attempts, run_record  # run_record imports this module
+    from nerflow.prefect_tasks import attempts  # run_record imports this module
 
     previous = client.get_run(continue_run_id) if continue_run_id else \
         find_logical_run(client, cfg.experiment, logical_run)
@@ -158,10 +158,19 @@ def open_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_r
         # the last attempt's failure is no longer the run's: gone, not set to "" (a missing tag reads as none)
         clear_tags(client, previous, ["error", "failed_stage", *([] if flow_run_id else [attempts.FLOW_RUN_TAG])])
         return run_id
+    return new_run(client, cfg, logical_run, flow_run_id)
+
+
+def new_run(client: MlflowClient, cfg: PipelineConfig, logical_run: str, flow_run_id: str | None,
+            extra_tags: dict[str, str] | None = None) -> str:
+    """A new MLflow run for `cfg`: its tags, the flattened config as params and the resolved config as an
+    artifact, secrets masked. `extra_tags` (e.g. `mlflow.parentRunId` for a tuning trial) win."""
+    from nerflow.prefect_tasks import attempts, run_record  # run_record imports this module
+
     tags = {"config_hash": config_hash(cfg), "task": cfg.task, "base_model": cfg.model.name_or_path,
             attempts.FLOW_RUN_TAG: flow_run_id, attempts.FLOW_RUNS_TAG: flow_run_id,
             LOGICAL_RUN_TAG: logical_run, ATTEMPTS_TAG: "1", **process_tags(),
-            **git_state(), **library_versions(), **run_record.opening_tags(cfg)}
+            **git_state(), **library_versions(), **run_record.opening_tags(cfg), **(extra_tags or {})}
     tags = redact.mapping({k: v for k, v in tags.items() if v})   # no empty tags (no flow run: none of its id)
     run_id = client.create_run(experiment_id(client, cfg.experiment), tags=tags,
                                run_name=tags.pop(RUN_NAME_TAG)).info.run_id

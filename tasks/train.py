@@ -39,8 +39,13 @@ def work_dir(plan: Plan, cfg) -> Path:
 def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None:
     client = tracking.configure()
     job = train_job(ctx, upstream)
-    result = launch.train(job, on_metrics=lambda step_, values, ms: tracking.log_metrics(client, ctx.run_id, values,
-                                                                                         step_, ms))
+
+    def on_metrics(step_: int, values: dict[str, float], ms: int) -> None:
+        tracking.log_metrics(client, ctx.run_id, values, step_, ms)
+        if ctx.on_epoch is not None and "train/epoch" in values:   # an epoch's validation, logged: a trial's pruner
+            ctx.on_epoch(values)
+
+    result = launch.train(job, on_metrics=on_metrics)
     shutil.copytree(result["best_dir"], out / "model")   # work/ stays resumable until the rmtree below
     if (out / "model" / adapters.ADAPTER_DIR).is_dir():    # LoRA: the version serves the merged model alone, the
         (out / "model" / adapters.ADAPTER_DIR).rename(out / ADAPTER_ARTIFACT)   # adapter is an extra artifact

@@ -26,6 +26,7 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
     tracking.log_metrics(client, ctx.run_id, data_metrics(report.metrics))
     if not report.passed:
         raise ValidationFailed(report.summary())
+    corpus = entry.sample_train(corpus, cfg.data)   # a learning curve's point: a share of train (nerflow.subsets)
     entry.write_validated(corpus, cfg.data, out)
     (out / "report.json").write_text(json.dumps(report.to_json(), indent=1, default=str))
     write_fields(out, {"data_hash": ctx.plan.data_hash, "data": ctx.plan.identities["data"],

@@ -86,6 +86,10 @@ class DataConfig(_Section):
     limit_train: PositiveInt | None = None       # keep only the first N examples (quick experiments)
     limit_validation: PositiveInt | None = None
     limit_test: PositiveInt | None = None
+    # learning curves (`nerflow curve`): train on this share of the training split, drawn with `sample_seed`
+    # (NER: whole documents; texts: stratified by label); validation and test stay whole (nerflow.subsets)
+    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    sample_seed: int = 13
 
 
 class ModelConfig(_Section):

@@ -279,6 +279,7 @@ ENTRYPOINTS = {
     "nerflow.flows.promote_flow.promote_accepted": "nerflow.flows.promote_flow:promote_accepted",
     "flows/monitor_flow.py:monitor_drift": "nerflow.flows.monitor_flow:monitor_drift",
     "nerflow.flows.monitor_flow.monitor_drift": "nerflow.flows.monitor_flow:monitor_drift",
+    "nerflow.flows.tune_flow.tune": "nerflow.flows.tune_flow:tune",
 }
 
 

@@ -44,3 +44,31 @@ def confusion_png(labels: list[str], matrix: np.ndarray, path: Path) -> None:
         ax.text(c, r, str(n), ha="center", va="center", fontsize=8,
                 color="white" if share[r, c] > 0.5 else "black")
     save(fig, path)
+
+
+def learning_curve_png(rows: list[dict], path: Path, score: str = "test F1") -> None:
+    """Test score against the number of labelled training examples: the mean over seeds with its spread (min to
+    max, shaded) per fraction, log-scaled x; the TF-IDF baseline's curve beside it when the rows have one."""
+    fig = new_figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    for key, name, colour in (("test_f1", "transformer", "tab:blue"), ("baseline_test_f1", "TF-IDF + logistic "
+                                                                                           "regression", "tab:gray")):
+        fractions = sorted({r["fraction"] for r in rows if r.get(key) is not None})
+        if not fractions:
+            continue
+        x, mean, low, high = [], [], [], []
+        for f in fractions:
+            points = [r for r in rows if r["fraction"] == f and r.get(key) is not None]
+            values = np.array([r[key] for r in points])
+            x.append(float(np.mean([r["examples"] for r in points])))
+            mean.append(float(values.mean()))
+            low.append(float(values.min()))
+            high.append(float(values.max()))
+        ax.plot(x, mean, marker="o", color=colour, label=name)
+        ax.fill_between(x, low, high, color=colour, alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training examples")
+    ax.set_ylabel(score)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    save(fig, path)

@@ -21,8 +21,8 @@ from .conftest import ROOT, team_module
 INFRA = ROOT / "infra"
 COMPOSE, ENV_EXAMPLE = INFRA / "docker-compose.yml", INFRA / "team.env.example"
 SERVERS = ("postgres", "prefect-server", "mlflow-server")
-SECRETS = {"postgres_password", "mlflow_db_password", "prefect_db_password", "mlflow_admin_password",
-           "mlflow_flask_secret_key", "prefect_auth_string"}
+SECRETS = {"postgres_password", "mlflow_db_password", "prefect_db_password", "optuna_db_password",
+           "mlflow_admin_password", "mlflow_flask_secret_key", "prefect_auth_string"}
 # where the docs tell people to keep settings and credentials
 DOCS = [ROOT / "README.md", ROOT / "docs" / "team.md", INFRA / "README.md", COMPOSE, ENV_EXAMPLE]
 
@@ -124,10 +124,11 @@ def test_secrets_are_files_never_on_a_command_line_or_in_an_environment_entry(re
                 not key.endswith(("_FILE", "TRACKING_URI", "API_URL"))
             assert not carries_secret, f"{name}: {key} in the environment"
     uses = {name: {s["source"] for s in service.get("secrets", [])} for name, service in resolved["services"].items()}
-    assert uses == {"postgres": {"postgres_password", "mlflow_db_password", "prefect_db_password"},
+    assert uses == {"postgres": {"postgres_password", "mlflow_db_password", "prefect_db_password",
+                                 "optuna_db_password"},
                     "mlflow-server": {"mlflow_db_password", "mlflow_admin_password", "mlflow_flask_secret_key"},
                     "prefect-server": {"prefect_db_password", "prefect_auth_string"},
-                    "worker": {"mlflow_admin_password", "prefect_auth_string"}}
+                    "worker": {"mlflow_admin_password", "prefect_auth_string", "optuna_db_password"}}
 
 
 def test_no_credential_is_in_a_tracked_file():
@@ -165,6 +166,8 @@ def test_with_secrets_puts_the_secrets_in_the_environment_of_the_command(secrets
     assert prefect["PREFECT_SERVER_API_AUTH_STRING"].startswith("team:")
     assert (worker["MLFLOW_TRACKING_PASSWORD"], worker["PREFECT_API_AUTH_STRING"]) == \
         (secret_values["mlflow_admin_password"], secret_values["prefect_auth_string"])
+    assert worker["NERFLOW_TUNE_STORAGE"] == \
+        f"postgresql+psycopg2://optuna:{secret_values['optuna_db_password']}@postgres:5432/optuna"
     nowhere = secrets_dir.parent / "nowhere"
     missing = env_of("worker", nowhere)
     assert (missing.returncode, missing.stdout, missing.stderr.strip()) == (2, "", (
@@ -178,12 +181,12 @@ def test_postgres_init_script_makes_one_role_per_server(secrets_dir, secret_valu
     root, port = postgres.make_root(), team_module.free_ports("127.0.0.1", 1)[0]
     try:
         (root / "secrets").mkdir()   # a copy where the postgres user may read it (the test's tmp dir is 0700 root)
-        for name in ("mlflow_db_password", "prefect_db_password"):
+        for name in ("mlflow_db_password", "prefect_db_password", "optuna_db_password"):
             shutil.copy(secrets_dir / name, root / "secrets" / name)
         postgres.start(root, "127.0.0.1", port)
         sql = (INFRA / "postgres-init.sql").read_text().replace("/run/secrets", str(root / "secrets"))
         postgres.psql(root, port, "postgres", sql)
-        for role, other in (("mlflow", "prefect"), ("prefect", "mlflow")):
+        for role, other in (("mlflow", "prefect"), ("prefect", "mlflow"), ("optuna", "mlflow"), ("mlflow", "optuna")):
             url = f"postgresql://{role}:{secret_values[f'{role}_db_password']}@127.0.0.1:{port}"
             with psycopg2.connect(f"{url}/{role}") as conn, conn.cursor() as cur:
                 cur.execute("SELECT rolsuper, pg_get_userbyid(datdba) FROM pg_roles, pg_database "

@@ -22,6 +22,8 @@ class TokenClassification:
                "sample": "nerflow.ner.synthetic", "explain": "nerflow.ner.explain",
                "reference": "nerflow.ner.reference"}
     empty_answer: list | None = []    # a text without a word has no entity: the model is not asked
+    # `nerflow tune`'s default space beyond the shared keys (nerflow.tuning.COMMON_SPACE): sentences are short
+    tune_space = {"train.batch_tokens": {"choices": [512, 1024, 2048]}}
 
     def answer_fields(self, answer) -> dict:
         return {"entities": list(answer)}

@@ -180,3 +180,31 @@ def write_validated(corpus: dict[str, list[Sentence]], cfg: DataConfig, out: Pat
     for split, sentences in canonical.items():
         write_split(sentences, out / f"{split}.jsonl")
     (out / "labels.json").write_text(json.dumps(label_list(canonical)))
+
+
+def sample_train(corpus: dict[str, list[Sentence]], cfg: DataConfig) -> dict[str, list[Sentence]]:
+    """The training split cut to `data.train_fraction` of its documents (nerflow.subsets), drawn with
+    `data.sample_seed`; a file without -DOCSTART- markers (one document) is sampled by sentence. An entity type
+    the sample loses is an error giving the counts."""
+    from collections import Counter
+
+    from nerflow import subsets
+
+    if cfg.train_fraction >= 1.0:
+        return corpus
+    train = corpus["train"]
+    documents = {s.doc for s in train}
+    index = {id(s): i for i, s in enumerate(train)}
+    group = (lambda s: s.doc) if len(documents) > 1 else (lambda s: index[id(s)])
+    sample = subsets.by_group(train, group, cfg.train_fraction, cfg.sample_seed)
+
+    def mentions(sentences: list[Sentence]) -> Counter:
+        return Counter(t[2:] for s in sentences for t in s.tags if t.startswith(("B-", "S-", "U-")))
+
+    unit = "documents" if len(documents) > 1 else "sentences"
+    kept = len({group(s) for s in sample})
+    error = subsets.too_few(cfg.train_fraction, cfg.sample_seed, unit, kept, len({group(s) for s in train}),
+                            mentions(train), mentions(sample), "mentions")
+    if error is not None:
+        raise error
+    return {**corpus, "train": sample}

@@ -23,8 +23,12 @@ class TextClassification:
                "export": "nerflow.textcat.export",
                "register": "nerflow.textcat.serving", "promote": "nerflow.textcat.scoring",
                "predict": "nerflow.textcat.predict", "explain": "nerflow.textcat.explain",
-               "reference": "nerflow.textcat.reference"}
+               "reference": "nerflow.textcat.reference",
+               "baseline": "nerflow.textcat.baseline"}   # `nerflow curve --baseline`: TF-IDF + logistic regression
     empty_answer: list | None = None   # a classifier answers for every text, empty or not
+    # `nerflow tune`'s default space beyond the shared keys (nerflow.tuning.COMMON_SPACE): whole reviews and
+    # documents are longer than sentences, so larger token budgets per step
+    tune_space = {"train.batch_tokens": {"choices": [1024, 2048, 4096]}}
 
     def answer_fields(self, answer) -> dict:
         return dict(answer)

@@ -126,3 +126,26 @@ def write_validated(corpus: Corpus, cfg: DataConfig, out: Path) -> None:
         write_split(docs, out / f"{split}.jsonl")
     (out / "labels.json").write_text(json.dumps(label_list(corpus, cfg)))
     (out / "task.json").write_text(json.dumps({"multi_label": cfg.multi_label}))
+
+
+def sample_train(corpus: Corpus, cfg: DataConfig) -> Corpus:
+    """The training split cut to `data.train_fraction` of its texts, stratified by label (by label set for
+    multi-label data), drawn with `data.sample_seed` (nerflow.subsets). A label the sample loses is an error
+    giving the counts."""
+    from collections import Counter
+
+    from nerflow import subsets
+
+    if cfg.train_fraction >= 1.0:
+        return corpus
+    train = corpus["train"]
+    sample = subsets.stratified(train, lambda d: tuple(sorted(d.labels)), cfg.train_fraction, cfg.sample_seed)
+
+    def counts(docs: list[Document]) -> Counter:
+        return Counter(label for d in docs for label in d.labels)
+
+    error = subsets.too_few(cfg.train_fraction, cfg.sample_seed, "texts", len(sample), len(train), counts(train),
+                            counts(sample), "texts")
+    if error is not None:
+        raise error
+    return {**corpus, "train": sample}
