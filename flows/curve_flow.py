@@ -38,6 +38,26 @@ class CurveResult:
     def to_json(self) -> dict:
         return self.__dict__.copy()
 
+    def lines(self) -> list[str]:
+        """Per fraction: the examples, the test score's mean and spread over seeds (and the baseline's)."""
+        import statistics
+
+        baseline = any(r.get("baseline_test_f1") is not None for r in self.rows)
+        lines = [f"{'fraction':>8} {'examples':>8} {'test F1':>7} {'spread':>6}" +
+                 (f" {'TF-IDF':>7}" if baseline else "") + f" {'train s':>7}"]
+        for fraction in sorted({r["fraction"] for r in self.rows}):
+            rows = [r for r in self.rows if r["fraction"] == fraction]
+            scores = [r["test_f1"] for r in rows]
+            seconds = [r["train_seconds"] for r in rows if r.get("train_seconds") is not None]
+            line = (f"{fraction:>8g} {round(statistics.mean(r['examples'] for r in rows)):>8} "
+                    f"{statistics.mean(scores):>7.4f} {max(scores) - min(scores):>6.4f}")
+            if baseline:
+                line += f" {statistics.mean(r['baseline_test_f1'] for r in rows):>7.4f}"
+            lines.append(line + (f" {statistics.mean(seconds):>7.1f}" if seconds else f" {'-':>7}"))
+        lines.append(f"table {Path(self.folder) / 'curve.csv'}, plot {Path(self.folder) / 'curve.png'}; "
+                     f"MLflow run {self.parent_run_id}")
+        return lines
+
 
 def check_fractions(fractions: list[float]) -> list[float]:
     bad = [f for f in fractions if not 0.0 < f <= 1.0]
@@ -130,7 +150,11 @@ def curve(config: str, overrides: list[str] | None = None, fractions: list[float
         raise
     write_record(client, parent, rows, folder, cfg)
     studies.close_parent(client, parent, "FINISHED")
-    return CurveResult(name, parent, str(folder), rows)
+    result = CurveResult(name, parent, str(folder), rows)
+    from nerflow.prefect_tasks import artifacts
+
+    artifacts.publish_lines(name, "learning curve", result.lines())
+    return result
 
 
 def done_points(client, parent: str) -> list[dict]:

@@ -50,6 +50,28 @@ class StudyResult:
     def to_json(self) -> dict:
         return self.__dict__.copy()
 
+    def lines(self) -> list[str]:
+        """What a finished (or timed-out) study prints: the defaults against the best trial on validation (and
+        test), the best values, where the best config is."""
+        counts = ", ".join(f"{n} {state}" for state, n in self.counts.items())
+        lines = [f"study {self.study}: {self.finished} of {self.trials} trials finished ({counts}); "
+                 f"MLflow run {self.parent_run_id}",
+                 f"{'':<16} {'val F1':>7} {'test F1':>7}",
+                 f"{'defaults':<16} {self.defaults['val_f1']:>7.4f} {self.defaults['test_f1']:>7.4f}"]
+        best = self.best
+        if best is None:
+            return [*lines, "no trial completed (all pruned or failed): nothing beats the defaults yet"]
+        test = f"{best['test_f1']:>7.4f}" if best.get("test_f1") is not None else f"{'-':>7}"
+        lines.append(f"{'best (trial ' + str(best['number']) + ')':<16} {best['val_f1']:>7.4f} {test}")
+        lines += [f"  {key} = {value:.3g}" if isinstance(value, float) else f"  {key} = {value}"
+                  for key, value in best["params"].items()]
+        gain = best["val_f1"] - self.defaults["val_f1"]
+        lines.append(f"the best trial beats the defaults on validation by {gain:+.4f}" if gain > 0 else
+                     f"the defaults were not beaten on validation ({gain:+.4f}): keep them")
+        best_yaml = Path(self.folder) / "best.yaml"
+        lines.append(f"best config: {best_yaml} (nerflow run {best_yaml}, or nerflow tune ... --register-best)")
+        return lines
+
 
 @flow(name="nerflow-tune", validate_parameters=False)
 def tune(config: str, overrides: list[str] | None = None, trials: int = 20, space: str | None = None,
@@ -262,6 +284,9 @@ def summarize(study, url: str, parent: str, config: Path, overrides: list[str], 
     best_cfg = load_config(config, [*overrides, *best_overrides]) if result.best else None
     studies.log_study(tracking.configure(), parent, study, space.as_data(), defaults, best_cfg,
                       [*overrides, *best_overrides], Path(result.folder))
+    from nerflow.prefect_tasks import artifacts
+
+    artifacts.publish_lines(study.study_name, "study", result.lines())   # the flow run's page in the Prefect UI
     return result
 
 

@@ -67,6 +67,13 @@ def publish_decision(model_name: str, output: Promoted) -> None:
                  f"promotion: {output.decision['decision']} for @{output.decision['alias']}")
 
 
+def publish_lines(name: str, what: str, lines: list[str]) -> None:
+    """A command's fixed-width result (a study's best trial against the defaults, a learning curve's table) on its
+    flow run, as the terminal shows it."""
+    _publish(artifact_key(name, what), lambda: "\n".join([f"### {what}: {name}", "", "```", *lines, "```"]) + "\n",
+             f"{what} {name}")
+
+
 def _publish(key: str, markdown, description: str) -> None:
     """Create the artifact on the current flow run (and task run); outside one (a stage called by a test or
     script without Prefect) there is nothing to attach it to."""

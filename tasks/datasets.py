@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 
 NOT_CONTENT = ("source", "doc")   # where an example came from, not the example (NER: tokens, tags; texts: text, labels)
 DIGEST_CHARS = 36                 # MLflow's `datasets.digest` is a String(36)
@@ -28,7 +29,16 @@ def log_dataset(client: MlflowClient, run_id: str, path: Path, name: str, contex
                       source=json.dumps({"uri": str(Path(path).resolve())}),
                       schema=json.dumps({"mlflow_colspec": [_colspec(n, v) for n, v in columns.items()]}),
                       profile=json.dumps({"num_rows": rows, "num_elements": rows * len(columns)}))
-    client.log_inputs(run_id, [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+    inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
+    try:
+        client.log_inputs(run_id, inputs)
+    except MlflowException as e:
+        # MLflow looks the dataset up, then inserts it: two runs of one experiment logging the same split at once
+        # (two `nerflow run` that share the validate key) both insert, and the second hits the unique key. The
+        # dataset is there now: logging again links it to this run.
+        if not any(m in str(e) for m in ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry")):
+            raise
+        client.log_inputs(run_id, inputs)
 
 
 def _scan(path: Path) -> tuple[str, int, dict]:

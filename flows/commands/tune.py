@@ -50,7 +50,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=1, default=str))
     else:
-        print("\n".join(summary_lines(result)))
+        print("\n".join(result.lines()))
     if args.register_best:
         return register_best(args, result)
     return 0
@@ -108,34 +108,11 @@ def tune_on_pool(args: argparse.Namespace, cfg, space) -> int:
     if args.json:
         print(json.dumps({**result.to_json(), "flow_runs": states}, indent=1, default=str))
     else:
-        print("\n".join(summary_lines(result)))
+        print("\n".join(result.lines()))
     failed = {k: v for k, v in states.items() if v != "COMPLETED"}
     if failed:
         raise RuntimeError(f"tuning runs that did not complete: {failed} (their logs: the Prefect UI)")
     return 0
-
-
-def summary_lines(result) -> list[str]:
-    """What a finished (or timed-out) study prints: the defaults against the best trial on validation (and
-    test), the best values, where the best config is."""
-    counts = ", ".join(f"{n} {state}" for state, n in result.counts.items())
-    lines = [f"study {result.study}: {result.finished} of {result.trials} trials finished ({counts}); "
-             f"MLflow run {result.parent_run_id}",
-             f"{'':<16} {'val F1':>7} {'test F1':>7}",
-             f"{'defaults':<16} {result.defaults['val_f1']:>7.4f} {result.defaults['test_f1']:>7.4f}"]
-    best = result.best
-    if best is None:
-        return [*lines, "no trial completed (all pruned or failed): nothing beats the defaults yet"]
-    test = f"{best['test_f1']:>7.4f}" if best.get("test_f1") is not None else f"{'-':>7}"
-    lines.append(f"{'best (trial ' + str(best['number']) + ')':<16} {best['val_f1']:>7.4f} {test}")
-    lines += [f"  {key} = {value:.3g}" if isinstance(value, float) else f"  {key} = {value}"
-              for key, value in best["params"].items()]
-    gain = best["val_f1"] - result.defaults["val_f1"]
-    lines.append(f"the best trial beats the defaults on validation by {gain:+.4f}" if gain > 0 else
-                 f"the defaults were not beaten on validation ({gain:+.4f}): keep them")
-    best_yaml = Path(result.folder) / "best.yaml"
-    lines.append(f"best config: {best_yaml} (nerflow run {best_yaml}, or nerflow tune ... --register-best)")
-    return lines
 
 
 def register_best(args: argparse.Namespace, result) -> int:
@@ -190,28 +167,8 @@ def cmd_curve(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=1, default=str))
         return 0
-    print("\n".join(curve_lines(result, args.baseline)))
+    print("\n".join(result.lines()))
     return 0
-
-
-def curve_lines(result, baseline: bool) -> list[str]:
-    """Per fraction: the examples, the test score's mean and spread over seeds (and the baseline's)."""
-    import statistics
-
-    lines = [f"{'fraction':>8} {'examples':>8} {'test F1':>7} {'spread':>6}" +
-             (f" {'TF-IDF':>7}" if baseline else "") + f" {'s/point':>7}"]
-    for fraction in sorted({r["fraction"] for r in result.rows}):
-        rows = [r for r in result.rows if r["fraction"] == fraction]
-        scores = [r["test_f1"] for r in rows]
-        seconds = [r["train_seconds"] for r in rows if r.get("train_seconds") is not None]
-        line = (f"{fraction:>8g} {round(statistics.mean(r['examples'] for r in rows)):>8} "
-                f"{statistics.mean(scores):>7.4f} {max(scores) - min(scores):>6.4f}")
-        if baseline:
-            line += f" {statistics.mean(r['baseline_test_f1'] for r in rows):>7.4f}"
-        lines.append(line + (f" {statistics.mean(seconds):>7.1f}" if seconds else f" {'-':>7}"))
-    lines.append(f"table {Path(result.folder) / 'curve.csv'}, plot {Path(result.folder) / 'curve.png'}; "
-                 f"MLflow run {result.parent_run_id}")
-    return lines
 
 
 def add_parsers(sub) -> None:
