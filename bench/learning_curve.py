@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def done(out: Path) -> set[tuple[float, int]]:
     if not out.exists():
         return set()
-    return {(r["fraction"], r["seed"]) for r in map(json.loads, out.read_text().splitlines()) if r.strip()}
+    return {(r["fraction"], r["seed"]) for r in (json.loads(line) for line in out.read_text().splitlines()
+                                                 if line.strip())}
 
 
 def run(args: argparse.Namespace) -> None:
