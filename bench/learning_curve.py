@@ -62,8 +62,8 @@ def table(out: Path) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     baseline = any(r.get("baseline_test_f1") is not None for r in rows)
     print("| fraction | examples | seeds | test F1 mean | spread | " + ("TF-IDF + LR | " if baseline else "") +
-          "min/point |")
-    print("|---|---|---|---|---|" + ("---|" if baseline else "") + "---|")
+          "train s | min/point |")
+    print("|---|---|---|---|---|" + ("---|" if baseline else "") + "---|---|")
     for fraction in sorted({r["fraction"] for r in rows}):
         group = [r for r in rows if r["fraction"] == fraction]
         scores = [r["test_f1"] for r in group]
@@ -71,7 +71,8 @@ def table(out: Path) -> None:
                 f"{statistics.mean(scores):.4f} | {min(scores):.4f}-{max(scores):.4f} | ")
         if baseline:
             line += f"{statistics.mean(r['baseline_test_f1'] for r in group):.4f} | "
-        print(line + f"{statistics.mean(r['wall_seconds'] for r in group) / 60:.1f} |")
+        train = statistics.mean(r["train_seconds"] or 0 for r in group)
+        print(line + f"{train:.0f} | {statistics.mean(r['wall_seconds'] for r in group) / 60:.1f} |")
 
 
 def main() -> int:
