@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> None:
     import optuna
 
     from nerflow.flows.prefect_server import prefect_api
-    from nerflow.flows.tune_flow import make_storage, tune
+    from nerflow.flows.study_storage import make_storage
+    from nerflow.flows.tune_flow import tune
 
     out = Path(args.out)
     overrides = [*args.overrides, f"cache_dir={OUT / 'cache'}"]

@@ -92,7 +92,7 @@ def tune_on_pool(args: argparse.Namespace, cfg, space) -> int:
     # the parent run before the runs: each finds it, none races another to create it
     studies.open_parent(tracking.configure(), cfg, study, f"tune {study}", "",
                         {**settings.as_params(), "tune.study": study, "tune.space": str(space.as_data())})
-    from nerflow.flows.tune_flow import make_storage
+    from nerflow.flows.study_storage import make_storage
 
     # the storage's schema and the study before any worker opens them: first openers would race to create both
     optuna.create_study(storage=make_storage(tuning.storage_url()), study_name=study, direction="maximize",
