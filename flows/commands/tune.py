@@ -32,25 +32,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.workers != 1:
         raise ConfigError("--workers goes with --pool (on one machine trials run one at a time)")
     from nerflow.flows import past_run
-    from nerflow.flows.console import quiet_prefect_failures
-    from nerflow.flows.prefect_server import prefect_api
 
     past_run.reap_dead_runs()   # a killed earlier attempt's MLflow runs: KILLED, not RUNNING
-    with prefect_api():
+
+    def study():
         from nerflow.flows.tune_flow import tune
 
-        quiet_prefect_failures()
-        state = tune(str(args.config), list(args.overrides), args.trials, str(args.space) if args.space else None,
-                     args.timeout, args.study, args.startup_trials, args.pruner_startup_trials, args.warmup_epochs,
-                     return_state=True)
-        if state.is_cancelled():
-            print(redact.text(f"{state.message}; run `{again}` to continue"), file=sys.stderr)
-            return EXIT_INTERRUPTED
-        result = state.result()
-    if args.json:
-        print(json.dumps(result.to_json(), indent=1, default=str))
-    else:
-        print("\n".join(result.lines()))
+        return tune(str(args.config), list(args.overrides), args.trials, str(args.space) if args.space else None,
+                    args.timeout, args.study, args.startup_trials, args.pruner_startup_trials, args.warmup_epochs,
+                    return_state=True)
+
+    result = run_flow(study, again)
+    if result is None:
+        return EXIT_INTERRUPTED
+    show(result, args.json)
     if args.register_best:
         return register_best(args, result)
     return 0
@@ -146,29 +141,42 @@ def cmd_curve(args: argparse.Namespace) -> int:
     if args.baseline and "baseline" not in task_types.get(cfg.task).entries:
         raise ConfigError(f"--baseline: the TF-IDF baseline is for texts, not {cfg.task}")
     from nerflow.flows import past_run
-    from nerflow.flows.console import quiet_prefect_failures
     from nerflow.flows.curve_flow import check_points
-    from nerflow.flows.prefect_server import prefect_api
 
     check_points(str(args.config), list(args.overrides), fractions, [cfg.seed + i for i in range(args.seeds)])
     past_run.reap_dead_runs()
     again = " ".join(["nerflow", "curve", *map(shlex.quote, [str(args.config), *args.overrides]),
                       "--fractions", args.fractions, "--seeds", str(args.seeds), *(["--baseline"] * args.baseline)])
-    with prefect_api():
+
+    def points():
         from nerflow.flows.curve_flow import curve
 
+        return curve(str(args.config), list(args.overrides), fractions, args.seeds, args.baseline, return_state=True)
+
+    result = run_flow(points, again)
+    if result is None:
+        return EXIT_INTERRUPTED
+    show(result, args.json)
+    return 0
+
+
+def run_flow(call, again: str):
+    """`call()` (a flow called with return_state=True) against the configured Prefect API or a temporary server:
+    its result, or None after an interrupt (the message and the command that continues printed)."""
+    from nerflow.flows.console import quiet_prefect_failures
+    from nerflow.flows.prefect_server import prefect_api
+
+    with prefect_api():
         quiet_prefect_failures()
-        state = curve(str(args.config), list(args.overrides), fractions, args.seeds, args.baseline,
-                      return_state=True)
+        state = call()
         if state.is_cancelled():
             print(redact.text(f"{state.message}; run `{again}` to continue"), file=sys.stderr)
-            return EXIT_INTERRUPTED
-        result = state.result()
-    if args.json:
-        print(json.dumps(result.to_json(), indent=1, default=str))
-        return 0
-    print("\n".join(result.lines()))
-    return 0
+            return None
+        return state.result()   # raises what the flow raised
+
+
+def show(result, as_json: bool) -> None:
+    print(json.dumps(result.to_json(), indent=1, default=str) if as_json else "\n".join(result.lines()))
 
 
 def add_parsers(sub) -> None:
