@@ -143,29 +143,21 @@ def test_a_bad_space_is_one_error_naming_the_file_and_line(tmp_path, tiny_corpus
         tuning.check_space(tuning.load_space(space_file, cfg), config, overrides, cfg)
 
 
-def test_a_study_killed_mid_trial_resumes_without_repeating_a_finished_trial(tmp_path, tiny_corpus,
-                                                                            corpus_model_dir, mlflow_store):
-    """kill -9 of the whole process group while a trial trains; the same command finishes the study: the finished
-    trials are not run again, the killed one is failed and retried from its checkpoints, nothing is left RUNNING
-    (neither the Optuna trial nor its MLflow run)."""
+def interrupted_study(tmp_path: Path, corpus: Path, model_dir: Path, study: str):
+    """(the `nerflow tune` arguments, the study's storage url, a predicate true (the trials) once trial 0 is complete
+    and trial 1 is training) for a 3-trial study whose trials train long enough to be stopped mid-trial."""
     import contextlib
-    import os
-    import signal
-
-    from .processes import nerflow_env, run, start, wait_for
+    import sqlite3
 
     cache = tmp_path / "cache"
-    config, overrides, space = tune_files(tmp_path, tiny_corpus, corpus_model_dir, cache, "tune-kill", {
+    config, overrides, space = tune_files(tmp_path, corpus, model_dir, cache, f"tune-{study}", {
         "train.lr": {"low": 1e-3, "high": 1e-2, "log": True}})
     overrides = [o if not o.startswith("train.epochs=") else "train.epochs=30" for o in overrides]
-    args = ["tune", str(config), *overrides, "--trials", "3", "--space", str(space), "--study", "killed"]
-    env = nerflow_env(mlflow_store)
-    storage = f"sqlite:///{tmp_path / 'tune' / 'optuna.db'}"
+    args = ["tune", str(config), *overrides, "--trials", "3", "--space", str(space), "--study", study]
+    db = tmp_path / "tune" / "optuna.db"
+    storage = f"sqlite:///{db}"
 
     def training_trial_1():
-        import sqlite3
-
-        db = tmp_path / "tune" / "optuna.db"
         if not db.exists():
             return None
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
@@ -175,12 +167,75 @@ def test_a_study_killed_mid_trial_resumes_without_repeating_a_finished_trial(tmp
         if not ready:
             return None
         try:
-            trials = optuna.load_study(study_name="killed", storage=storage).trials
+            trials = optuna.load_study(study_name=study, storage=storage).trials
         except KeyError:   # the study is not created yet
             return None
         states = [t.state.name for t in trials]
         training = any((cache / "train").glob("*.work/checkpoints/*"))
         return trials if states[:2] == ["COMPLETE", "RUNNING"] and training else None
+
+    return args, storage, training_trial_1
+
+
+def test_ctrl_c_mid_trial_stops_the_study_and_the_same_command_continues_the_trial(tmp_path, tiny_corpus,
+                                                                                   corpus_model_dir, mlflow_store):
+    """SIGINT to the process group (a terminal's Ctrl-C) while trial 1 trains: exit 130 within the interrupt bound,
+    the trial and its MLflow run marked interrupted (not RUNNING), the study's run KILLED, the trial's training
+    folder kept, the command that continues printed; the same command reruns that trial with the same values, its
+    training resumed from the kept checkpoint, and finishes the study without rerunning trial 0."""
+    import os
+    import re
+    import signal
+
+    from .processes import nerflow_env, run, start, wait_for
+    from .test_interrupt import INTERRUPT_BOUND_S
+
+    args, storage, training_trial_1 = interrupted_study(tmp_path, tiny_corpus, corpus_model_dir, "ctrl-c")
+    env = nerflow_env(mlflow_store)
+    proc, log = start(args, tmp_path, env)
+    before = wait_for(training_trial_1, 240, "trial 1 training", proc, log)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=INTERRUPT_BOUND_S) == 130, log.read_text()[-3000:]
+    output = log.read_text()
+    assert "run `nerflow tune " in output and "to continue" in output, output[-3000:]
+
+    trials = optuna.load_study(study_name="ctrl-c", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"] and trials[1].user_attrs.get("interrupted")
+    client = mlflow.MlflowClient()
+    (parent,) = client.search_runs([client.get_experiment_by_name("nerflow-test").experiment_id],
+                                   "tags.`nerflow.study` = 'ctrl-c'")
+    assert parent.info.status == "KILLED"
+    runs = {r.data.tags["nerflow.trial"]: r for r in children(parent.info.run_id)}
+    assert (runs["1"].info.status, runs["1"].data.tags["nerflow.trial.state"]) == ("KILLED", "interrupted")
+    assert list((tmp_path / "cache" / "train").glob("*.work/checkpoints/*"))   # kept: the retry continues from it
+
+    done = run(args, tmp_path, env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"resuming from checkpoint step [1-9]", done.stdout + done.stderr), done.stderr[-3000:]
+    trials = optuna.load_study(study_name="ctrl-c", storage=storage).trials
+    states = [t.state.name for t in trials]
+    assert "RUNNING" not in states and "WAITING" not in states
+    assert states.count("COMPLETE") + states.count("PRUNED") == 3
+    assert trials[0].datetime_complete == before[0].datetime_complete   # finished before the Ctrl-C: not rerun
+    again = [t for t in trials[2:] if t.params == trials[1].params]
+    assert len(again) == 1 and again[0].state.name == "COMPLETE"    # the interrupted values, run once more
+    labels = [r.data.tags["nerflow.trial"] for r in children(parent.info.run_id)]
+    assert labels.count("0") == 1 and labels.count("defaults") == 1
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def test_a_study_killed_mid_trial_resumes_without_repeating_a_finished_trial(tmp_path, tiny_corpus,
+                                                                            corpus_model_dir, mlflow_store):
+    """kill -9 of the whole process group while a trial trains; the same command finishes the study: the finished
+    trials are not run again, the killed one is failed and retried from its checkpoints, nothing is left RUNNING
+    (neither the Optuna trial nor its MLflow run)."""
+    import os
+    import signal
+
+    from .processes import nerflow_env, run, start, wait_for
+
+    args, storage, training_trial_1 = interrupted_study(tmp_path, tiny_corpus, corpus_model_dir, "killed")
+    env = nerflow_env(mlflow_store)
 
     proc, log = start(args, tmp_path, env)
     before = wait_for(training_trial_1, 240, "trial 1 training", proc, log)
