@@ -65,9 +65,16 @@ class Background:
                                          stdin=subprocess.DEVNULL, start_new_session=True)
 
     def stop(self, timeout: float = 30) -> int:
+        self.interrupt()
+        return self.wait_stopped(timeout)
+
+    def interrupt(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGINT)
+
+    def wait_stopped(self, timeout: float) -> int:
+        if self.proc.poll() is None:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -77,6 +84,15 @@ class Background:
         with contextlib.suppress(ProcessLookupError):   # flow-run children it may have left
             os.killpg(self.proc.pid, signal.SIGKILL)
         return self.proc.returncode
+
+    @staticmethod
+    def stop_all(processes: list[Background], timeout: float = 30) -> None:
+        """Stop several at once: one grace period for all of them, not one each after the other."""
+        for p in processes:
+            p.interrupt()
+        deadline = time.monotonic() + timeout
+        for p in processes:
+            p.wait_stopped(max(0.0, deadline - time.monotonic()))
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-6000:] if self.log.exists() else ""

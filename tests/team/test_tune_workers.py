@@ -31,8 +31,7 @@ def test_two_workers_share_one_study_and_no_trial_runs_twice(team, tmp_path):
                         "--pool", pool, "--workers", "2", "--json"], tmp_path, env, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr + "".join(w.tail() for w in workers)
     finally:
-        for w in workers:
-            w.stop()
+        Background.stop_all(workers)
     trials = optuna.load_study(study_name="shared", storage=storage).trials
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) >= TRIALS and not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
