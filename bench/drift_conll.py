@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "drift_conll")
     args = ap.parse_args(argv)
 
-    from nerflow import drift, drift_calibration, drift_profile, task_types
+    from nerflow import drift, drift_calibration, drift_profile, task_types, two_sample
     from nerflow.config import load_config
     from nerflow.flows.commands.predict import load_folder
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                "decide_seconds": round(seconds["decide"] / sum(c["n"] for k, c in counts.items()
                                                                 if "permutation" not in k), 3)}
         for name, c in counts.items():
-            lo, hi = drift.clopper_pearson(c["flagged"], c["n"])
+            lo, hi = two_sample.clopper_pearson(c["flagged"], c["n"])
             row[name] = {"flagged": c["flagged"], "batches": c["n"], "rate": round(c["flagged"] / c["n"], 4),
                          "ci95": [round(lo, 4), round(hi, 4)], "per_check": c["per_check"]}
         done["rows"][key] = row
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             sample = reference["embeddings"][np.random.default_rng(size).choice(len(reference["labels"]), 4 * size,
                                                                                  replace=False)]
             stats_of = {"mmd": lambda e: mmd(reference["embeddings"], e, about["bandwidth"]),
-                        "classifier": lambda e, sample=sample: drift.classifier_auc(sample, e, seed=0)}
+                        "classifier": lambda e, sample=sample: two_sample.classifier_auc(sample, e, seed=0)}
             nulls = {s: np.array([stats_of[s](holdout["embeddings"][[folds[calib][k] for k in rows]])
                                   for rows in null_rows]) for s in stats_of}
             rng = np.random.default_rng(size + judged)

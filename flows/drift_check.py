@@ -165,7 +165,7 @@ def run(model_uri: str, source: str, overrides: list[str], *, config: Path | Non
 def texts_to_label(decision, docs: list[dict], batch: dict, ref: dict, about: dict, n: int) -> list[dict]:
     """The JSON lines of the labelling batch (nerflow.labelling), with the embedding check's own kernel width."""
     from nerflow import labelling
-    from nerflow.drift import median_bandwidth
+    from nerflow.two_sample import median_bandwidth
 
     embedding = next((c for c in decision.checks if c.name == "embedding"), None)
     bandwidth = (embedding.detail.get("bandwidth") if embedding is not None else None) or about.get("bandwidth") \

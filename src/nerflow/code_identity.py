@@ -30,6 +30,9 @@ from pathlib import Path
 
 ROOT = "nerflow"
 MODULE_NAME = re.compile(r"^(nerflow(?:\.[A-Za-z_][A-Za-z0-9_]*)+)(?::[A-Za-z_][A-Za-z0-9_.]*)?$")
+# MLflow tag names that are also module names: the tag `nerflow.drift` (true/false on a drift check's run) is not
+# the module. Only the exact string is a tag; "nerflow.drift:assess" would still name the module.
+TAG_NAMES = frozenset({"nerflow.drift"})
 
 
 def package_roots() -> dict[str, Path]:
@@ -145,7 +148,8 @@ def _parse(name: str, path: Path, is_package: bool, index: SourceIndex) -> Modul
             for alias in node.names:
                 if module.startswith(ROOT):
                     add(f"{module}.{alias.name}")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in logger_names:
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in logger_names \
+                and node.value not in TAG_NAMES:
             match = MODULE_NAME.match(node.value)
             if match and index.owner(match.group(1)):
                 by_name.add(index.owner(match.group(1)))

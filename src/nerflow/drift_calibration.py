@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from nerflow.drift import NONE_LABEL, CheckResult, Decision, _label_counts, median_bandwidth
+from nerflow.drift import NONE_LABEL, CheckResult, Decision, _label_counts
+from nerflow.two_sample import median_bandwidth
 
 
 def holdout_batches(docs: Sequence[int], n: int, resamples: int, seed: int) -> list[np.ndarray]:

@@ -150,7 +150,7 @@ def write_reference(pairs: Sequence[tuple[str, str]], monitor, seed: int, folder
     import datetime
 
     from nerflow.config import ConfigError
-    from nerflow.drift import median_bandwidth
+    from nerflow.two_sample import median_bandwidth
 
     if not pairs:
         raise ConfigError(f"data: the validation split is empty: no reference for {kind.name} drift checks")

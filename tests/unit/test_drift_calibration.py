@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nerflow import drift, drift_calibration
+from nerflow import drift, drift_calibration, two_sample
 
 DIM = 8
 
@@ -59,7 +59,7 @@ def test_new_documents_of_the_same_source_are_rarely_flagged_where_permutation_t
     calibrated = sum(drift_calibration.decide(null, take(fresh, rows)).drift for rows in judged)
     permutation = sum(drift.assess(reference, take(fresh, rows), permutations=200, seed=k).drift
                       for k, rows in enumerate(judged[:20]))
-    low, high = drift.clopper_pearson(calibrated, len(judged))
+    low, high = two_sample.clopper_pearson(calibrated, len(judged))
     assert low <= 0.05, f"{calibrated}/{len(judged)} batches of new documents flagged"    # at or below alpha
     assert permutation >= 15, permutation     # texts of a few documents are not exchangeable with the reference's
 

@@ -12,8 +12,9 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import cdist
 
-from nerflow import drift
-from nerflow.drift import assess, classifier_test, clopper_pearson, counts_test, ks_test, median_bandwidth, mmd_test
+from nerflow import two_sample
+from nerflow.drift import assess
+from nerflow.two_sample import classifier_test, clopper_pearson, counts_test, ks_test, median_bandwidth, mmd_test
 
 LABELS = ["PER", "ORG", "LOC", "MISC", "EVENT"]
 LABEL_P = [0.4, 0.3, 0.15, 0.1, 0.05]
@@ -61,13 +62,13 @@ def test_vectorised_permutations_equal_the_definition():
     h, permutations, seed = 1.7, 7, 3
     z = np.vstack([reference, batch])
     k = np.exp(-cdist(z, z, "sqeuclidean") / (2 * h**2))            # float64, straight from the kernel's formula
-    weights = drift._permutation_weights(30, 20, permutations, seed)
+    weights = two_sample._permutation_weights(30, 20, permutations, seed)
     assert weights.shape == (50, permutations + 1)
     assert ((weights > 0).sum(axis=0) == 20).all()                   # every column is a split into 30 + 20 rows
     assert len({tuple(np.flatnonzero(column > 0)) for column in weights.T}) == permutations + 1
     assert (np.flatnonzero(weights[:, 0] > 0) == np.arange(30, 50)).all()   # column 0: the observed split
     naive = np.array([naive_mmd2(k, np.flatnonzero(column > 0), np.flatnonzero(column < 0)) for column in weights.T])
-    fast = drift._quadratic_forms(drift._rbf_kernel(z, h), weights)
+    fast = two_sample._quadratic_forms(two_sample._rbf_kernel(z, h), weights)
     np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-8)
     statistic, p = mmd_test(reference, batch, h, permutations=permutations, seed=seed)
     assert statistic == pytest.approx(naive[0], rel=1e-5)
