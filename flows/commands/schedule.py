@@ -26,7 +26,7 @@ ACTIONS = ("ls", "pause", "resume", "delete")
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     from nerflow.config import ConfigError
-    from nerflow.flows import deployments
+    from nerflow.flows import deployments, schedule_rows
 
     if args.config in ACTIONS:
         deployments.require_server()
@@ -53,7 +53,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     deployments.require_server()
     deployment_id, created = deployments.apply(name, str(config), args.overrides, workdir, cadence, args.pool,
                                                args.collision)
-    row = next(r for r in deployments.rows() if r["name"] == name and r["kind"] == "retrain")
+    row = next(r for r in schedule_rows.rows() if r["name"] == name and r["kind"] == "retrain")
     if args.json:
         print(json.dumps({**row, "created": created}, indent=1))
         return 0
@@ -83,7 +83,7 @@ def capture_folder() -> str:
 def schedule_monitor(args, cfg, name: str, config: str, workdir: str, cadence) -> int:
     """`--monitor INPUT`: the drift check on the cadence, and the retraining deployment its drift event starts."""
     from nerflow.config import ConfigError
-    from nerflow.flows import deployments, monitor_deployments
+    from nerflow.flows import deployments, monitor_deployments, schedule_rows
 
     if args.collision == "cancel_new":
         raise ConfigError("--collision cancel_new with --monitor: a retraining run its drift event starts while one "
@@ -102,7 +102,7 @@ def schedule_monitor(args, cfg, name: str, config: str, workdir: str, cadence) -
                                                                     workdir, cadence, args.pool)
     retrain_id, retrain_created = deployments.apply(name, config, args.overrides, workdir, None, args.pool,
                                                     "enqueue", on_drift_of=model_name)
-    rows = [r for r in deployments.rows() if r["name"] == name]
+    rows = [r for r in schedule_rows.rows() if r["name"] == name]
     if args.json:
         print(json.dumps({"monitor": {**next(r for r in rows if r["kind"] == "monitor"), "created": monitor_created},
                           "retrain": {**next(r for r in rows if r["kind"] == "retrain"),
@@ -158,10 +158,10 @@ def check_cadence(cadence) -> None:
 
 def schedule_action(action: str, names: list[str], as_json: bool) -> int:
     from nerflow.config import ConfigError
-    from nerflow.flows import deployments
+    from nerflow.flows import deployments, schedule_rows
 
     if action == "ls":
-        rows = with_error_lines(deployments.rows())
+        rows = with_error_lines(schedule_rows.rows())
         if as_json:
             print(json.dumps(rows, indent=1))
             return 0
