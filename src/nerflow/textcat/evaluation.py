@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nerflow import reliability
 from nerflow.textcat import errors, evaluate, selection
 from nerflow.textcat.config import TextcatEvaluateConfig as EvaluateConfig
 from nerflow.textcat.data import read_split
@@ -63,7 +64,7 @@ def write_artifacts(out: Path, split: str, docs, gold, probs, labels, multi, thr
     predicted = evaluate.predicted_labels(probs, labels, multi, thresholds)
     names, matrix = evaluate.confusion(gold, predicted, labels, multi_label=multi)
     evaluate.confusion_png(names, matrix, out / f"{split}_confusion.png")
-    evaluate.reliability_png(*evaluate.calibration(probs, gold, labels, multi), cfg.calibration_bins,
+    reliability.reliability_png(*evaluate.calibration(probs, gold, labels, multi), cfg.calibration_bins,
                              out / f"{split}_reliability.png")
     with (out / f"{split}_predictions.jsonl").open("w", encoding="utf-8") as f:
         for doc, pred, row in zip(docs, predicted, probs):

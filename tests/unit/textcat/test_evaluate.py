@@ -6,15 +6,14 @@ import json
 import numpy as np
 import pytest
 
+from nerflow.reliability import expected_calibration_error, reliability_png
 from nerflow.textcat.evaluate import (
     ClassScores,
     calibration,
     choose_thresholds,
     confusion,
     confusion_png,
-    expected_calibration_error,
     predicted_labels,
-    reliability_png,
     score,
     worst_examples,
 )
