@@ -26,6 +26,7 @@ from nerflow.flows.commands import (
     models,
     predict,
     run,
+    runners,
     schedule,
     train_node,
     tune,
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "141 output pipe closed (docs/cli.md)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (run, models, approval, cache, data, predict, explain, drift, schedule, train_node, tune):
+    for group in (run, models, approval, cache, data, predict, explain, drift, schedule, runners, train_node,
+                  tune):
         group.add_parsers(sub)
     return parser
 
