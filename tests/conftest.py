@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny local models (random-init BERT + a WordPiece tokenizer trained here) and the data path."""
+"""Shared fixtures: tiny local models (random-init BERT + a WordPiece tokenizer made here) and the data path."""
 from __future__ import annotations
 
 import os
@@ -18,15 +18,39 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NERFLOW_DATA", ROOT.parent / "shared" / "data"))
 
 
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]   # ids 0-4, as WordPiece training puts them
+
+
+def tiny_vocab(texts: list[str], vocab_size: int) -> dict[str, int] | None:
+    """A WordPiece vocabulary that keeps every word of `texts` whole (after BERT's pre-tokenization: punctuation
+    apart), plus every character alone and as a "##" continuation (for words it has not seen), in sorted order; None
+    when that is more than vocab_size tokens. Deterministic: the tokenizers library's trainer breaks ties between
+    equally frequent pairs in hash-map order, which differs between processes, so a trained vocabulary (its tokens
+    and their ids, and with them the random-init model) was a different tiny model in every test session, and a test
+    that needs its model to improve after epoch 1 passed in one session and failed in the next."""
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    split = BertPreTokenizer()
+    words = {piece for text in texts for piece, _ in split.pre_tokenize_str(text)}
+    chars = {c for w in words for c in w}
+    tokens = [*SPECIAL_TOKENS, *sorted(chars), *sorted(f"##{c}" for c in chars),
+              *sorted(w for w in words if len(w) > 1)]
+    return {t: i for i, t in enumerate(tokens)} if len(tokens) <= vocab_size else None
+
+
 def build_tiny_model(target: Path, texts: list[str], hidden: int = 32, layers: int = 2, vocab_size: int = 400,
                      max_positions: int = 128, **config) -> Path:
-    """Random-init BERT with a WordPiece tokenizer trained on `texts`, saved like a hub checkpoint; `config`: more
-    BertConfig settings (e.g. no dropout)."""
+    """Random-init BERT with a WordPiece tokenizer for `texts` (tiny_vocab when the words fit in vocab_size, else
+    trained on them), saved like a hub checkpoint; `config`: more BertConfig settings (e.g. no dropout)."""
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    wp = BertWordPieceTokenizer(lowercase=False)
-    wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, show_progress=False)
+    vocab = tiny_vocab(texts, vocab_size)
+    if vocab is not None:
+        wp = BertWordPieceTokenizer(vocab, lowercase=False)
+    else:
+        wp = BertWordPieceTokenizer(lowercase=False)
+        wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, show_progress=False)
     tokenizer = BertTokenizerFast(tokenizer_object=wp._tokenizer, model_max_length=max_positions,
                                   unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
                                   mask_token="[MASK]", do_lower_case=False)
