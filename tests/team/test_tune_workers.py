@@ -31,7 +31,7 @@ def test_two_workers_share_one_study_and_no_trial_runs_twice(team, tmp_path):
                         "--pool", pool, "--workers", "2", "--json"], tmp_path, env, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr + "".join(w.tail() for w in workers)
     finally:
-        Background.stop_all(workers)
+        Background.stop_all(workers, timeout=10)   # their runs have ended; a worker sometimes ignores SIGINT
     trials = optuna.load_study(study_name="shared", storage=storage).trials
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) >= TRIALS and not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
