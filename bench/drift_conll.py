@@ -47,6 +47,15 @@ def noisy(text: str, rng: random.Random, share: float = 0.05) -> str:
     return "".join(rng.choice("0123456789#@%&") if c.isalpha() and rng.random() < share else c for c in text)
 
 
+def cross_fit_folds(held_docs: list[str], seed: int) -> tuple[list[list[int]], dict[str, int]]:
+    """The hold-out's rows cut in two by document (one half calibrates while the other is judged), and each
+    document's number."""
+    doc_ids = sorted(set(held_docs))
+    fold_of = {doc: int(k) for doc, k in zip(doc_ids, np.random.default_rng(seed).permutation(len(doc_ids)) % 2)}
+    folds = [[r for r, d in enumerate(held_docs) if fold_of[d] == f] for f in (0, 1)]
+    return folds, {d: k for k, d in enumerate(doc_ids)}
+
+
 def tally(count: dict, decision) -> None:
     count["n"] += 1
     count["flagged"] += int(decision.drift)
@@ -123,11 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 save()
         shifts[name], _ = drift_profile.load(work, name)
 
-    rng = np.random.default_rng(cfg.seed)
-    doc_ids = sorted(set(held_docs))
-    fold_of = {doc: int(k) for doc, k in zip(doc_ids, rng.permutation(len(doc_ids)) % 2)}
-    folds = [[r for r, d in enumerate(held_docs) if fold_of[d] == f] for f in (0, 1)]
-    number = {d: k for k, d in enumerate(doc_ids)}
+    folds, number = cross_fit_folds(held_docs, cfg.seed)
     ref_numbers: dict[str, int] = {}
     ref_docs = [ref_numbers.setdefault(pairs[k][1], len(ref_numbers)) for k in ref_rows]
 
