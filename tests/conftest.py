@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,14 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# A shell starts a background job (`make test &`, nohup) with SIGINT ignored, and an ignored signal stays ignored in
+# every program the job starts: `prefect worker start`, which sets no handler of its own, then ignored the Ctrl-C the
+# team tests send it and was SIGKILLed after the grace period (30-60 s lost in full runs, none when run alone in a
+# terminal). A handled signal is reset at exec, so handling it here gives every process the tests start the Ctrl-C a
+# terminal would (tests/unit/test_interrupts.py).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Research-use data is read from ../shared (never copied into the repo); point NERFLOW_DATA elsewhere if needed.
