@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> None:
     from nerflow.flows.prefect_server import prefect_api
     from nerflow.flows.study_storage import make_storage
     from nerflow.flows.tune_flow import tune
+    from nerflow.tuning import SearchSettings
 
     out = Path(args.out)
     overrides = [*args.overrides, f"cache_dir={OUT / 'cache'}"]
@@ -68,7 +69,9 @@ def run(args: argparse.Namespace) -> None:
             if len(finished) >= args.trials:
                 break
             started = time.perf_counter()
-            result = tune(args.config, overrides, trials=len(finished) + 1, space=args.space, study=study_name)
+            # one trial per call, with the settings of an --trials study (a call for N trials would use N's)
+            result = tune(args.config, overrides, trials=len(finished) + 1, space=args.space, study=study_name,
+                          startup_trials=SearchSettings.for_study(args.trials, 0).startup_trials)
             seconds = round(time.perf_counter() - started, 1)
             study = optuna.load_study(study_name=study_name, storage=os.environ["NERFLOW_TUNE_STORAGE"])
             with out.open("a") as f:

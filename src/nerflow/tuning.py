@@ -220,9 +220,14 @@ class SearchSettings:
         return cls(trials, seed, startup, pruner_startup_trials, warmup_epochs)
 
     def sampler(self):
+        """TPE, its draws for each trial seeded by (seed, trial number): a continued study or a second worker does
+        not start the stream again and repeat the first trial's values (nerflow.trial_sampler)."""
         import optuna
 
-        return optuna.samplers.TPESampler(n_startup_trials=self.startup_trials, seed=self.seed, multivariate=True)
+        from nerflow.trial_sampler import TrialSeededSampler
+
+        return TrialSeededSampler(lambda seed: optuna.samplers.TPESampler(
+            n_startup_trials=self.startup_trials, seed=seed, multivariate=True), self.seed)
 
     def pruner(self):
         import optuna
@@ -232,12 +237,12 @@ class SearchSettings:
                                            n_warmup_steps=self.warmup_epochs, interval_steps=1)
 
     def describe(self) -> str:
-        return (f"sampler TPE (multivariate, seed {self.seed}, {self.startup_trials} random startup trials), "
-                f"pruner median (after {self.pruner_startup_trials} complete trials, from epoch "
-                f"{self.warmup_epochs} on)")
+        return (f"sampler TPE (multivariate, {self.startup_trials} random startup trials, each trial seeded by "
+                f"seed {self.seed} and its number), pruner median (after {self.pruner_startup_trials} complete "
+                f"trials, from epoch {self.warmup_epochs} on)")
 
     def as_params(self) -> dict[str, str]:
-        return {"tune.trials": str(self.trials), "tune.sampler": "TPESampler(multivariate=True)",
+        return {"tune.trials": str(self.trials), "tune.sampler": "TPESampler(multivariate=True), seeded per trial",
                 "tune.sampler_seed": str(self.seed), "tune.sampler_startup_trials": str(self.startup_trials),
                 "tune.pruner": "MedianPruner", "tune.pruner_startup_trials": str(self.pruner_startup_trials),
                 "tune.pruner_warmup_epochs": str(self.warmup_epochs), "tune.objective": f"maximize {OBJECTIVE}"}

@@ -49,9 +49,10 @@ def test_a_three_trial_study_completes_with_child_runs_plots_and_the_best_config
 
     config, overrides, space = tune_files(in_tmp, tiny_corpus, corpus_model_dir, cache_dir, "tune-three", {
         "train.lr": {"low": 1e-3, "high": 1e-2, "log": True}, "train.warmup_ratio": {"choices": [0.0, 0.1]}})
-    result = tune(str(config), overrides, trials=3, space=str(space))
+    # no pruning before 3 complete trials: every trial runs whole (the pruner's own test plants a bad rate)
+    result = tune(str(config), overrides, trials=3, space=str(space), pruner_startup_trials=3)
 
-    assert result.finished == 3 and result.counts.get("running") is None
+    assert result.finished == 3 and result.counts == {"complete": 3}
     study = optuna.load_study(study_name=result.study, storage=f"sqlite:///{in_tmp / 'tune' / 'optuna.db'}")
     assert len(study.trials) == 3
     runs = children(result.parent_run_id)
@@ -80,7 +81,8 @@ def test_a_three_trial_study_completes_with_child_runs_plots_and_the_best_config
     # (its training reused: the same keys)
     from nerflow.flows.cli import main
 
-    assert main(["tune", str(config), *overrides, "--trials", "3", "--space", str(space), "--register-best"]) == 0
+    assert main(["tune", str(config), *overrides, "--trials", "3", "--space", str(space), "--pruner-startup-trials",
+                 "3", "--register-best"]) == 0
     assert len(optuna.load_study(study_name=result.study, storage=study._storage).trials) == 3
     assert len(children(result.parent_run_id)) == 4
     client = mlflow.MlflowClient()

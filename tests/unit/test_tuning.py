@@ -68,7 +68,7 @@ def test_the_settings_are_stated_and_not_optunas_defaults():
     small = tuning.SearchSettings.for_study(6, seed=7)
     assert small.startup_trials == 2 and tuning.SearchSettings.for_study(60, 7).startup_trials == 10
     sampler, pruner = small.sampler(), small.pruner()
-    assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == 2
+    assert isinstance(sampler._inner, optuna.samplers.TPESampler) and sampler._inner._n_startup_trials == 2
     assert isinstance(pruner, optuna.pruners.MedianPruner) and pruner._n_startup_trials == 2
     assert "2 random startup trials" in small.describe() and small.as_params()["tune.pruner_warmup_epochs"] == "1"
 
@@ -114,3 +114,36 @@ def test_a_tuning_deployment_may_not_point_outside_its_working_directory(tmp_pat
         with pytest.raises(DeploymentRefused, match=message):
             check(**changes)
     assert Path(work).exists()
+
+
+def _ask_and_tell(study: optuna.Study) -> dict:
+    trial = study.ask()
+    params = {"lr": trial.suggest_float("lr", 1e-5, 1e-3, log=True), "freeze": trial.suggest_categorical(
+        "freeze", ["none", "embeddings", "1", "2"]), "epochs": trial.suggest_int("epochs", 2, 6)}
+    study.tell(trial, params["lr"] * 1000)
+    return params
+
+
+def _process(url: str, settings) -> optuna.Study:
+    """The study as one `nerflow tune` process (or worker) opens it: a sampler of its own."""
+    return optuna.create_study(storage=url, study_name="s", direction="maximize", sampler=settings.sampler(),
+                               load_if_exists=True)
+
+
+def test_a_continued_study_draws_new_values_and_the_same_ones_as_an_uninterrupted_study(tmp_path):
+    settings = tuning.SearchSettings.for_study(12, seed=42)       # 4 random startup trials
+    url = f"sqlite:///{tmp_path / 'continued.db'}"
+    # stopped after each trial and continued by the same command: a new process, a new sampler each time
+    continued = [_ask_and_tell(_process(url, settings)) for _ in range(3)]
+    assert len({tuple(p.values()) for p in continued}) == 3, continued   # no trial repeats another's values
+    whole = _process(f"sqlite:///{tmp_path / 'whole.db'}", settings)
+    assert [_ask_and_tell(whole) for _ in range(3)] == continued
+
+
+def test_two_workers_of_one_study_do_not_draw_the_same_values(tmp_path):
+    settings = tuning.SearchSettings.for_study(12, seed=42)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = _process(url, settings), _process(url, settings)
+    a, b = first.ask(), second.ask()                     # both workers start a trial before either ends
+    assert a.number != b.number
+    assert a.suggest_float("lr", 1e-5, 1e-3, log=True) != b.suggest_float("lr", 1e-5, 1e-3, log=True)
