@@ -58,6 +58,20 @@ def plan_batches(lengths: list[int], epochs: int, batch_tokens: int | None, batc
     return BatchPlan(budget, None, group_by_length)
 
 
+def shrunk_batch_note(plan: BatchPlan, batch_tokens: int | None, min_steps: int, lr: float | str) -> str | None:
+    """The line to log when `plan_batches` shrank the token budget for small data while `train.lr` is a fixed number:
+    the rate was chosen for the configured batch, and a rate right for 16 long texts per step can be too high for 2
+    (on 80 movie reviews, 2e-4 at 2 reviews per step left 2 of 3 seeds predicting one class; 1e-4 learned:
+    docs/benchmarks.md, "Movie reviews against TF-IDF"). `lr: auto` scales with the batch it gets; None otherwise."""
+    if lr == "auto" or not plan.tokens or not batch_tokens or plan.tokens >= batch_tokens:
+        return None
+    scaled = float(lr) * (plan.tokens / batch_tokens) ** (2 / 3)   # lr: auto's rule (nerflow.optim.default_lr)
+    return (f"small data: train.min_steps={min_steps} shrank the batches to {plan.tokens} tokens "
+            f"(train.batch_tokens={batch_tokens}) and train.lr={float(lr):g} stays as set; a rate chosen for the "
+            f"larger batch can be too high for this one (a model stuck predicting one class): consider "
+            f"train.lr={scaled:.2g} (scaled with the batch as lr: auto scales), or train.min_steps=0")
+
+
 def epoch_batches(lengths: list[int], plan: BatchPlan, seed: int, epoch: int) -> list[list[int]]:
     """Example indices per step of one epoch, a pure function of its arguments."""
     rng = random.Random(seed * 1_000_003 + epoch)

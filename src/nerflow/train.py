@@ -129,6 +129,8 @@ def fit(job: Trainable, cfg: TrainConfig, seed: int, out_dir: Path, on_metrics: 
         flush_metrics(s.metrics, ckpt_dir, on_metrics)   # points the checkpoint covers that a crash kept back
     s.metrics.clear()
     per_epoch = total_steps / max(cfg.epochs, 1)   # token batches may vary a little from epoch to epoch
+    if world.main and (said := batching.shrunk_batch_note(plan, cfg.batch_tokens, cfg.min_steps, cfg.lr)):
+        log.info(said)   # not a warning: tiny test fixtures do this on purpose, and a run may be right to
     log.info("training on %s x%d: %d examples, %s, %d steps (%s steps/epoch), lr %.2e, %s parameters frozen, "
              "%s trained (%s)", device, world.size, len(job.examples), plan.describe(), total_steps,
              f"{per_epoch:g}" if per_epoch.is_integer() else f"~{per_epoch:.1f}", lr,

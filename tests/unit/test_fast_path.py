@@ -41,6 +41,19 @@ def test_small_data_keeps_a_floor_of_steps():
     assert big.tokens == 1024   # enough data: the budget is as configured
 
 
+def test_a_fixed_rate_on_batches_shrunk_for_small_data_is_pointed_out():
+    # 80 reviews of 256 sub-tokens, 3 epochs, 100 steps at least: 614 tokens per step instead of 4,096
+    lengths = [256] * 80
+    plan = batching.plan_batches(lengths, epochs=3, batch_tokens=4096, batch_size=None, min_steps=100)
+    said = batching.shrunk_batch_note(plan, 4096, 100, 2e-4)
+    assert plan.tokens == 614 and said is not None
+    assert "shrank the batches to 614 tokens (train.batch_tokens=4096)" in said and "train.lr=0.0002" in said
+    assert "consider train.lr=5.6e-05" in said   # 2e-4 * (614 / 4096) ** (2/3)
+    assert batching.shrunk_batch_note(plan, 4096, 100, "auto") is None      # auto follows the batch
+    big = batching.plan_batches([256] * 2000, epochs=3, batch_tokens=4096, batch_size=None, min_steps=100)
+    assert batching.shrunk_batch_note(big, 4096, 100, 2e-4) is None           # nothing shrank
+
+
 def test_shards_partition_every_batch_and_the_plan_ignores_the_world_size():
     """The same steps whatever the number of processes: the plan has no world size; a rank whose share of a small
     batch is empty steps on a stand-in with loss weight 0 (nerflow.train)."""
