@@ -3,7 +3,7 @@ sublinear term frequency) and a logistic regression (one-vs-rest for multi-label
 training split (the same subset) and scored on the same test split by the same function as `evaluate`
 (nerflow.textcat.evaluate.score), so the two curves differ only in the model. Its regularisation C is chosen on the
 validation split, as the transformer's best epoch is: with scikit-learn's default (C = 1) the baseline scored 0.855
-test macro F1 on the 1,600 movie reviews where C chosen on validation (30) gives 0.880 (docs/benchmarks.md), and a
+test macro F1 on the 1,600 movie reviews where C chosen on validation (30) gives 0.870 (docs/benchmarks.md), and a
 curve against a weakened baseline would flatter the transformer."""
 from __future__ import annotations
 
