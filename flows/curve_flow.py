@@ -134,9 +134,12 @@ def curve(config: str, overrides: list[str] | None = None, fractions: list[float
                        "train_seconds": result.outputs["train"].summary.get("train_seconds"),
                        "trial_seconds": round(time.perf_counter() - started, 1), "mlflow_run": result.run_id}
                 if baseline:
-                    row["baseline_test_f1"] = task_types.entry(cfg.task, "baseline").tfidf_scores(
-                        Path(result.outputs["validate"].path), seed)["test/f1"]
-                    tracking.log_metrics(client, result.run_id, {"baseline/test_f1": row["baseline_test_f1"]})
+                    scores = task_types.entry(cfg.task, "baseline").tfidf_scores(
+                        Path(result.outputs["validate"].path), seed)
+                    row["baseline_test_f1"] = scores["test/f1"]
+                    tracking.log_metrics(client, result.run_id, {"baseline/test_f1": scores["test/f1"],
+                                                                 "baseline/val_f1": scores["val/f1"],
+                                                                 "baseline/C": scores["C"]})
                 tracking.log_metrics(client, result.run_id, {"curve/examples": row["examples"]})
                 rows.append(row)
                 log.info("point %s: %d examples, test F1 %.4f%s", label, row["examples"], row["test_f1"],

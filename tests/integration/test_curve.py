@@ -37,6 +37,13 @@ def test_a_text_curve_with_the_baseline_writes_the_table_and_the_plot(tmp_path, 
     assert {a.path for a in client.list_artifacts(result.parent_run_id, "curve")} == {"curve/curve.csv",
                                                                                      "curve/curve.png"}
     assert (Path(result.folder) / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    # each point's child run says which C the baseline chose on validation, and what it scored there
+    from nerflow.textcat.baseline import C_GRID
+
+    for r in rows:
+        logged = client.get_run(r["mlflow_run"]).data.metrics
+        assert logged["baseline/C"] in C_GRID and 0.0 <= logged["baseline/val_f1"] <= 1.0
+        assert logged["baseline/test_f1"] == pytest.approx(r["baseline_test_f1"])
     # the two seeds of a fraction train on different subsets
     from nerflow.flows.curve_flow import point_config
     from nerflow.plan import make_plan
