@@ -26,13 +26,23 @@ def rows_of(out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
 
 
+def recorded(trial, rows: list[dict]) -> bool:
+    """Whether --out holds `trial` already. By its values and state, not its number: a study restored into a fresh
+    storage numbers its trials anew (a failed trial is not restored), so a new trial's number can be an old row's."""
+    return any(r["trial"] != "defaults" and r.get("params") == trial.params and r.get("state") ==
+               trial.state.name.lower() for r in rows)
+
+
+def next_label(rows: list[dict]) -> str:
+    return str(max((int(r["trial"]) for r in rows if r["trial"] != "defaults"), default=-1) + 1)
+
+
 def restore(study, rows: list[dict]) -> None:
     """The trials of --out that the study (a fresh storage) lacks, added back as finished trials."""
     import optuna
 
-    have = {t.number for t in study.trials}
     for row in rows:
-        if row["trial"] == "defaults" or int(row["trial"]) in have:
+        if row["trial"] == "defaults" or any(recorded(t, [row]) for t in study.trials):
             continue
         dists = {k: optuna.distributions.json_to_distribution(v) for k, v in row["distributions"].items()}
         state = optuna.trial.TrialState[row["state"].upper()]
@@ -79,17 +89,19 @@ def run(args: argparse.Namespace) -> None:
                     d = result.defaults
                     f.write(json.dumps({"trial": "defaults", "val_f1": d["val_f1"], "test_f1": d["test_f1"],
                                         "mlflow_run": d["mlflow_run"], "overrides": args.overrides}) + "\n")
-                recorded = {r["trial"] for r in rows}
                 for t in study.trials:
-                    if t.state.name not in ("COMPLETE", "PRUNED") or str(t.number) in recorded:
+                    if t.state.name not in ("COMPLETE", "PRUNED") or recorded(t, rows):
                         continue
+                    rows.append({"trial": next_label(rows), "state": t.state.name.lower(), "params": t.params})
                     f.write(json.dumps({
-                        "trial": str(t.number), "state": t.state.name.lower(), "val_f1": t.value,
+                        "trial": rows[-1]["trial"], "state": t.state.name.lower(), "val_f1": t.value,
                         "test_f1": t.user_attrs.get("test_f1"), "params": t.params,
                         "distributions": {k: optuna.distributions.distribution_to_json(v)
                                           for k, v in t.distributions.items()},
                         "epochs": t.intermediate_values, "seconds": seconds,
                         "mlflow_run": t.user_attrs.get("mlflow_run")}) + "\n")
+            if len([r for r in rows_of(out) if r["trial"] != "defaults"]) == len(finished):
+                raise SystemExit(f"the study ran no new trial ({result.finished} finished): see its log")
             print(f"trial {len(finished)}: {seconds:.0f} s", flush=True)
 
 
