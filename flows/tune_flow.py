@@ -187,7 +187,7 @@ def objective(study, config: Path, overrides: list[str], space: tuning.Space, pa
             if score is None:
                 return
             trial.report(score, epoch)
-            if trial.should_prune():
+            if not tuning.still_warming_up(epoch, cfg.train) and trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch}: validation F1 {score:.4f} is below the median of the "
                                          "earlier trials at this epoch")
 

@@ -248,6 +248,14 @@ class SearchSettings:
                 "tune.pruner_warmup_epochs": str(self.warmup_epochs), "tune.objective": f"maximize {OBJECTIVE}"}
 
 
+def still_warming_up(epoch: int, train_cfg) -> bool:
+    """Whether a trial's learning-rate warmup (`train.warmup_ratio` of its `train.epochs`) still runs at the end of
+    `epoch`: the pruner does not judge it then. A study whose space holds the epochs or the warmup compares trials
+    whose schedules differ; in the CoNLL-2003 study a 6-epoch trial with 18% warmup was pruned on an epoch-1 score
+    taken before its rate had peaked (docs/benchmarks.md, "A 12-trial study")."""
+    return epoch < train_cfg.warmup_ratio * train_cfg.epochs
+
+
 def study_name(cfg: PipelineConfig, space: Space) -> str:
     """One study per (model name, base config, space): the same command continues it, a changed config or space
     starts another. The space's keys are left out of the config part (the trials set them)."""

@@ -147,3 +147,10 @@ def test_two_workers_of_one_study_do_not_draw_the_same_values(tmp_path):
     a, b = first.ask(), second.ask()                     # both workers start a trial before either ends
     assert a.number != b.number
     assert a.suggest_float("lr", 1e-5, 1e-3, log=True) != b.suggest_float("lr", 1e-5, 1e-3, log=True)
+
+
+def test_a_trial_is_not_judged_while_its_learning_rate_warms_up(cfg):
+    six = cfg.train.model_copy(update={"epochs": 6, "warmup_ratio": 0.18})    # warmup: 1.08 epochs
+    assert tuning.still_warming_up(1, six) and not tuning.still_warming_up(2, six)
+    three = cfg.train.model_copy(update={"epochs": 3, "warmup_ratio": 0.1})   # warmup ends inside epoch 1
+    assert not tuning.still_warming_up(1, three)
