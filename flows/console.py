@@ -76,6 +76,23 @@ def filter_known_warnings() -> None:
         py_warnings.addFilter(KnownWarningRecords())
 
 
+class OnnxQuantizerInfo(logging.Filter):
+    """onnxruntime's quantizer logs its progress with `logging.info(...)` on the root logger: ~37 lines per export
+    ("Quantization parameters for tensor ... not specified", "Ignore MatMul due to non constant B"), half of a
+    CoNLL `nerflow run`'s output. A filter on the root logger sees only records logged to the root logger itself
+    (not those our named loggers propagate), and this one drops only onnxruntime.quantization's below WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name != "root" or \
+            "onnxruntime/quantization" not in record.pathname.replace(os.sep, "/")
+
+
+def quiet_onnx_quantizer() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, OnnxQuantizerInfo) for f in root.filters):
+        root.addFilter(OnnxQuantizerInfo())
+
+
 def redact_logs() -> None:
     """Every log record this process makes has its secrets masked when it is made (nerflow.redact), before any
     handler sees it: the console, the run's log file, and Prefect's handler that sends the lines to its server
@@ -104,6 +121,7 @@ def quiet_libraries() -> None:
     # system metrics are best effort: with the tracking server gone their sampler warns "Failed to get mlflow run"
     # with the whole exception, a repeat of what the command reports once itself
     logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
+    quiet_onnx_quantizer()
     filter_known_warnings()
 
 

@@ -86,3 +86,36 @@ def test_served_runtime_reads_the_choice(tmp_path):
     (tmp_path / "runtime.json").write_text(json.dumps({"runtime": "onnx-int8", "file": "onnx/model-int8.onnx",
                                                        "reason": "r"}))
     assert served_runtime(tmp_path)["file"] == "onnx/model-int8.onnx"
+
+
+def test_the_quantizers_progress_lines_stay_off_the_terminal_and_its_warnings_do_not(tiny_model_dir, tmp_path,
+                                                                                     caplog):
+    import logging
+
+    import transformers
+
+    from nerflow.export import quantize_int8
+    from nerflow.flows.console import OnnxQuantizerInfo, quiet_onnx_quantizer
+
+    model = transformers.AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=5).eval()
+    fp32 = tmp_path / "model.onnx"
+    export_onnx(model, fp32, sequence_output=True)
+    caplog.set_level(logging.INFO)
+
+    def quantizer_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "onnxruntime/quantization" in r.pathname]
+
+    root = logging.getLogger()
+    try:
+        quantize_int8(fp32, tmp_path / "before.onnx")
+        assert len(quantizer_lines()) > 5          # the premise: without the filter they reach every handler
+        caplog.clear()
+        quiet_onnx_quantizer()
+        quantize_int8(fp32, tmp_path / "after.onnx")
+        assert quantizer_lines() == []
+        logging.getLogger("nerflow.export").info("ours")   # named loggers' lines and the root's warnings still pass
+        logging.warning("a warning on the root logger")
+        assert [r.getMessage() for r in caplog.records] == ["ours", "a warning on the root logger"]
+    finally:
+        for f in [f for f in root.filters if isinstance(f, OnnxQuantizerInfo)]:
+            root.removeFilter(f)
