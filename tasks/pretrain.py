@@ -41,6 +41,7 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
 def record(ctx: RunContext, step: StagePlan, upstream: dict, output: Pretrained) -> Pretrained:
     summary = output.summary
     tracking.log_metrics(tracking.configure(), ctx.run_id, {
-        f"pretrain/{k}": summary[k] for k in ("texts", "removed_exact", "removed_near", "steps", "tokens_seen",
-                                             "train_seconds", "tokens_per_s", "best_epoch") if k in summary})
+        f"pretrain/{k}": summary[k] for k in ("texts", "new_head_weights", "removed_exact", "removed_near", "steps",
+                                             "tokens_seen", "train_seconds", "tokens_per_s", "best_epoch")
+        if k in summary})
     return output

@@ -10,6 +10,7 @@ Masking follows transformers' DataCollatorForLanguageModeling (each non-special 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from nerflow.train import fit
 from nerflow.trainable import Trainable, TrainResult, save_pretrained
 
 IGNORE = -100
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,15 @@ def pretrain(model_path: str, tokenizer, texts: Sequence[str], settings: Pretrai
     return fit(mlm_trainable(model_path, tokenizer, texts, settings, cfg, seed), cfg, seed, out_dir, on_metrics)
 
 
+def new_head_weights(model_path: str) -> list[str]:
+    """The masked-LM head weights `model_path`'s checkpoint lacks, newly initialised when it is loaded for
+    pretraining. A sentence-embedding model ships its encoder alone: the offline all-MiniLM-L6-v2 has no `cls.*`."""
+    from transformers import AutoModelForMaskedLM
+
+    _, info = AutoModelForMaskedLM.from_pretrained(model_path, dtype=torch.float32, output_loading_info=True)
+    return sorted(info["missing_keys"])
+
+
 def validated_texts(validated: Path, split: str) -> list[str]:
     """The texts of a validated split (`<split>.jsonl`, the shape every task type writes): a document's `text`, or
     a sentence's `tokens` joined by spaces. An absent split has none."""
@@ -220,9 +231,17 @@ def pretrain_stage(model_path: str, validated: Path, settings: PretrainConfig, t
         source = "pretrain.text" if settings.text else "the training texts (pretrain.text unset)"
         raise ValueError(f"{source}: {len(texts)} texts, {clean.exact} exact and {clean.near} near duplicates of "
                          f"validation/test texts removed, {len(clean.texts)} left; pretraining needs at least 2")
+    new_head = new_head_weights(model_path)
+    if new_head:
+        # why it matters: the encoder's first updates come through a random head, and a short run learns too little
+        # of the head to teach the encoder anything (docs/benchmarks.md, "Task-adaptive pretraining")
+        log.warning("pretrain: %s has no masked-LM head (%d weights newly initialised: %s): pretraining learns one "
+                    "from scratch; watch pretrain/val_masked_token_prob, and compare the fine-tuned score with a "
+                    "run without pretraining", model_path, len(new_head), ", ".join(new_head))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     result = pretrain(model_path, tokenizer, clean.texts, settings, train, seed, out_dir, on_metrics)
-    return {"best_dir": str(result.best_dir), "texts": len(texts), "removed_exact": clean.exact,
+    return {"best_dir": str(result.best_dir), "texts": len(texts), "new_head_weights": len(new_head),
+            "removed_exact": clean.exact,
             "removed_near": clean.near, "decontaminate_seconds": decontaminate_seconds, "steps": result.steps,
             "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "lr": result.lr,
             "best_masked_token_prob": result.best_score, "tokens_seen": result.tokens_seen,

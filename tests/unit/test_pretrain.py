@@ -180,3 +180,31 @@ def test_too_few_texts_left_after_decontamination_is_one_clear_error(tiny_model_
                                          r"duplicates of validation/test texts removed, 0 left"):
         pretrain_stage(str(tiny_model_dir), validated, SETTINGS, LOOP, 3, tmp_path / "work")
     assert not (tmp_path / "work").exists()
+
+
+def test_a_base_model_without_a_masked_lm_head_is_said_and_counted(tiny_model_dir, tmp_path, caplog):
+    import json
+    import logging
+
+    from nerflow.pretrain import new_head_weights, pretrain_stage
+
+    validated = tmp_path / "validated"
+    validated.mkdir()
+    for split, texts in (("train", TINY_TEXTS), ("validation", HELD_OUT[:1]), ("test", HELD_OUT[1:2])):
+        (validated / f"{split}.jsonl").write_text("".join(json.dumps({"tokens": t.split(), "tags": []}) + "\n"
+                                                          for t in texts))
+    # the tiny model is saved as an encoder alone, as sentence-embedding models (the offline MiniLM) are
+    missing = new_head_weights(str(tiny_model_dir))
+    assert missing and all(name.startswith("cls.") for name in missing)
+    with caplog.at_level(logging.WARNING, logger="nerflow.pretrain"):
+        summary = pretrain_stage(str(tiny_model_dir), validated, SETTINGS.model_copy(update={"epochs": 1}), LOOP, 3,
+                                 tmp_path / "work")
+    assert summary["new_head_weights"] == len(missing)
+    assert [r.getMessage() for r in caplog.records if "no masked-LM head" in r.getMessage()] != []
+    # pretraining's own output carries the head it learnt: pretraining it again starts from that head, quietly
+    caplog.clear()
+    assert new_head_weights(summary["best_dir"]) == []
+    with caplog.at_level(logging.WARNING, logger="nerflow.pretrain"):
+        again = pretrain_stage(summary["best_dir"], validated, SETTINGS.model_copy(update={"epochs": 1}), LOOP, 3,
+                               tmp_path / "again")
+    assert again["new_head_weights"] == 0 and not [r for r in caplog.records if "masked-LM head" in r.getMessage()]
