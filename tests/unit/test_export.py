@@ -106,6 +106,10 @@ def test_the_quantizers_progress_lines_stay_off_the_terminal_and_its_warnings_do
         return [r.getMessage() for r in caplog.records if "onnxruntime/quantization" in r.pathname]
 
     root = logging.getLogger()
+    # a command run in-process by an earlier test (flows/console.py) may have installed the filter already
+    installed = [f for f in root.filters if isinstance(f, OnnxQuantizerInfo)]
+    for f in installed:
+        root.removeFilter(f)
     try:
         quantize_int8(fp32, tmp_path / "before.onnx")
         assert len(quantizer_lines()) > 5          # the premise: without the filter they reach every handler
@@ -119,3 +123,5 @@ def test_the_quantizers_progress_lines_stay_off_the_terminal_and_its_warnings_do
     finally:
         for f in [f for f in root.filters if isinstance(f, OnnxQuantizerInfo)]:
             root.removeFilter(f)
+        for f in installed:
+            root.addFilter(f)
