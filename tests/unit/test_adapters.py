@@ -15,7 +15,10 @@ from nerflow.optim import default_lr
 from tests.conftest import TINY_TEXTS
 from tests.unit.test_resume import CFG, LABELS, META, SEED, encode, tags_of
 
-LORA = CFG.model_copy(update={"adapter": "lora", "epochs": 2, "checkpoint_every": 0, "lr": 5e-3})
+# rank 2: the tiny model's layers are 32 wide, so rank 8 on every linear layer would be a quarter of the model; rank 2
+# keeps the adapters a small share of it, as rank 8 is of MiniLM's 384-wide layers
+LORA = CFG.model_copy(update={"adapter": "lora", "epochs": 2, "checkpoint_every": 0, "lr": 5e-3,
+                              "lora": CFG.lora.model_copy(update={"rank": 2})})
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,7 @@ def test_config_keys_and_auto_lr(tmp_path):
     cfg_file.write_text("experiment: demo\ndata:\n  train: t.txt\ntrain:\n  adapter: lora\n  lora:\n    rank: 4\n")
     cfg = load_config(cfg_file)
     assert (cfg.train.adapter, cfg.train.lora.rank, cfg.train.lora.alpha, cfg.train.lora.target_modules) == \
-        ("lora", 4, 16.0, ["query", "value"])
+        ("lora", 4, 16.0, "all-linear")
     with pytest.raises(ConfigError, match=r"train\.lora\.rnk"):
         load_config(cfg_file, ["train.lora.rnk=4"])
     with pytest.raises(ConfigError, match=r"train\.adapter"):
