@@ -4,12 +4,14 @@ CoNLL-2003 champion. Its reference is half of the validation documents and its h
 English prose (unlabeled_en, cut into sentences) and the held-out news with 5% of its letters replaced by digits and
 symbols. Every text is profiled once (embeddings, descriptors, predictions); each batch is a resample of those rows.
 
-The checks are calibrated on hold-out batches drawn by document (nerflow.drift_calibration), and the no-drift batches
-come from the hold-out too, so the hold-out is cut in two by document: one half calibrates, the other gives the
-no-drift and noisy batches, and then the other way round (cross-fitting: no batch is judged against a null built from
-its own documents). Also measured: the permutation tests of nerflow.drift on the same no-drift batches (what a test
-that assumes exchangeable texts does), MMD against a domain classifier's AUC as the embedding statistic at small
-batches, and the time to profile and check 1,000 texts.
+The checks are calibrated on hold-out batches drawn by document (nerflow.drift_calibration), and the no-drift
+batches come from the hold-out too, so the hold-out is cut in two by document: one half calibrates, the other gives
+the no-drift and noisy batches, and then the other way round (cross-fitting: no batch is judged against a null built
+from its own documents). Each size is decided twice on the same batches: with the hold-out alone calibrating, and
+with the training split's documents joining the descriptors' null (nerflow.drift_calibration's `pool`, what `nerflow
+drift` does since the reference holds `training`). Also measured: the permutation tests of nerflow.drift on the same
+no-drift batches (what a test that assumes exchangeable texts does), MMD against a domain classifier's AUC as the
+embedding statistic at small batches, and the time to profile and check 1,000 texts.
 
     python bench/drift_conll.py --model bench/out/serving_runtimes/sentence-seed42/served-onnx-int8 \
         --out bench/results/drift_conll-cpu-2026-12-05.json
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classifier-resamples", type=int, default=40,
                     help="hold-out batches of the classifier-vs-MMD comparison (half as many judged per kind)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "drift_conll")
+    ap.add_argument("--no-embedding-statistic", action="store_true",
+                    help="skip the MMD-vs-classifier rows (measured once, 2026-12-05; they do not use the pool)")
     args = ap.parse_args(argv)
 
     from nerflow import drift, drift_calibration, drift_profile, task_types, two_sample
@@ -108,6 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         done["reference_seconds"] = round(time.perf_counter() - started, 1)
     reference, about = drift_profile.load(work, "reference")
     holdout, _ = drift_profile.load(work, "holdout")
+    if drift_profile.load_training(work) is None:    # a work folder profiled before the reference held it
+        from transformers import AutoTokenizer
+
+        train_pairs = task_types.entry("token-classification", "reference").texts_of(
+            task_types.entry("token-classification", "validate").load_corpus(cfg.data)["train"])
+        drift_profile.save_training(train_pairs, m.max_training_texts, cfg.seed,
+                                    AutoTokenizer.from_pretrained(args.model), work)
+    pool = drift_profile.load_training(work)
+    done["training_texts"], done["training_documents"] = len(pool[1]), len(set(pool[1]))
     corpus = task_types.entry("token-classification", "validate").load_corpus(cfg.data)
     pairs = task_types.entry("token-classification", "reference").texts_of(corpus["validation"])
     ref_rows, held_rows = drift_profile.split_documents([d for _, d in pairs], m.reference_share, 10**6, cfg.seed)
@@ -139,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     def part(profile: dict, rows: list[int]) -> tuple[dict, list[int]]:
         return drift_profile.subset(profile, rows), [number[held_docs[r]] for r in rows]
 
-    for size in SIZES:
-        key = f"calibrated {size}"
+    for size, pooled in [(size, pooled) for size in SIZES for pooled in (False, True)]:
+        key = f"calibrated{', training descriptors' if pooled else ''} {size}"
         if key in done["rows"]:
             continue
         counts = {b: {"flagged": 0, "n": 0, "per_check": {}} for b in ("no-drift", "prose", "noisy-news",
@@ -152,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             null = drift_calibration.holdout_null(reference, calib_profile, calib_docs, size, m.alpha,
                                                   m.holdout_batches, seed=size + calib, bandwidth=about["bandwidth"],
-                                                  reference_docs=ref_docs)
+                                                  reference_docs=ref_docs, pool=pool if pooled else None)
             seconds["null"] += time.perf_counter() - started
             judged_docs = [number[held_docs[r]] for r in folds[judged]]
             draws = drift_calibration.holdout_batches(judged_docs, size, per_fold, seed=1000 + size + judged)
@@ -167,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                     decision = drift_calibration.decide(null, batch)
                     seconds["decide"] += time.perf_counter() - started
                     tally(counts[name], decision)
-                    if name == "no-drift" and r < args.permutation_resamples // 2:
+                    if name == "no-drift" and r < args.permutation_resamples // 2 and not pooled:
                         tally(counts["no-drift, permutation tests"],
                               drift.assess(reference, batch, alpha=m.alpha, permutations=m.permutations, seed=r,
                                            bandwidth=about["bandwidth"]))
@@ -175,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                "decide_seconds": round(seconds["decide"] / sum(c["n"] for k, c in counts.items()
                                                                 if "permutation" not in k), 3)}
         for name, c in counts.items():
+            if not c["n"]:
+                continue
             lo, hi = two_sample.clopper_pearson(c["flagged"], c["n"])
             row[name] = {"flagged": c["flagged"], "batches": c["n"], "rate": round(c["flagged"] / c["n"], 4),
                          "ci95": [round(lo, 4), round(hi, 4)], "per_check": c["per_check"]}
@@ -183,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(key, json.dumps(row), file=sys.stderr, flush=True)
 
     # the embedding statistic alone, calibrated the same way: MMD^2 against a domain classifier's cross-validated AUC
-    for size in (50, 200):
+    for size in () if args.no_embedding_statistic else (50, 200):
         key = f"embedding statistic {size}"
         if key in done["rows"]:
             continue

@@ -98,6 +98,7 @@ def reference(model_uri: str, config: Path | None, track: bool, client, version,
     if (stored / "holdout.npz").is_file():
         holdout, held = drift_profile.load(stored, "holdout")
         about["holdout"] = (holdout, held["text_documents"])
+    about["training"] = drift_profile.load_training(stored)     # None for a reference written before it existed
     return profile, about, warnings
 
 
@@ -142,7 +143,8 @@ def run(model_uri: str, source: str, overrides: list[str], *, config: Path | Non
             decision = drift_calibration.assess(ref, holdout, holdout_docs, batch, alpha=m.alpha,
                                                 resamples=m.holdout_batches, seed=cfg.seed,
                                                 bandwidth=about.get("bandwidth"),
-                                                reference_docs=about.get("text_documents"))
+                                                reference_docs=about.get("text_documents"),
+                                                pool=about.get("training"))
         else:                     # no hold-out (every validation document is in the reference): permutation tests
             decision = drift.assess(ref, batch, alpha=m.alpha, permutations=m.permutations, seed=cfg.seed,
                                     bandwidth=about.get("bandwidth"))

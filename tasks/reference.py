@@ -1,7 +1,8 @@
 """Reference stage (optional: `monitor.reference`, on in the shipped configs): the validation split profiled by the
 model as it will be served (nerflow.drift_profile: its encoder's pooled embeddings, input descriptors, the served
-runtime's predictions), split by document into `reference` and `holdout`. Logged on the run under
-`monitor/reference/`, where `nerflow drift` finds a version's reference (tasks/monitoring.py)."""
+runtime's predictions), split by document into `reference` and `holdout`, and the training split's input descriptors
+(`training`). Logged on the run under `monitor/reference/`, where `nerflow drift` finds a version's reference
+(tasks/monitoring.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,10 +22,12 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
     folder = Path(exported.served_dir if exported is not None else upstream["train"].model_dir)
     with served_model.quiet_loading():
         predict = entry.load_predictor(folder)
-        about = drift_profile.write_reference(entry.validation_texts(Path(upstream["validate"].path)),
-                                              ctx.cfg.monitor, ctx.cfg.seed, folder, predict, kind, out / PROFILES)
+        validated = Path(upstream["validate"].path)
+        about = drift_profile.write_reference(entry.split_texts(validated, "validation"), ctx.cfg.monitor,
+                                              ctx.cfg.seed, folder, predict, kind, out / PROFILES,
+                                              training=entry.split_texts(validated, "train"))
     write_fields(out, {"texts": about["texts"], "holdout": about["holdout_texts"], "documents": about["documents"],
-                       "bandwidth": about["bandwidth"]})
+                       "bandwidth": about["bandwidth"], "training": about["training_texts"]})
 
 
 def record(ctx: RunContext, step: StagePlan, upstream: dict, output: Referenced) -> Referenced:

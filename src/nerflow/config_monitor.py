@@ -4,7 +4,7 @@ docs/monitoring.md for the defaults and why). Only the optional `reference` stag
 the keys that choose the reference's texts); the check settings change no cached result."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 
 class MonitorConfig(BaseModel):
@@ -24,6 +24,9 @@ class MonitorConfig(BaseModel):
     # share of the validation split's documents that make the reference; the rest (the hold-out) calibrates the checks
     reference_share: float = Field(0.5, gt=0.0, lt=1.0)
     max_reference: PositiveInt = 2000       # texts in the reference, and in the hold-out, at most
+    # training texts (whole documents) whose input descriptors calibrate the descriptor checks beside the hold-out's
+    # (nerflow.drift_calibration; tokenizer only, ~1 s per 1,000 sentences); 0 = the hold-out alone
+    max_training_texts: NonNegativeInt = 20000
     min_texts: PositiveInt = 20             # a batch of fewer texts is refused: too few to decide anything
     batch_size: PositiveInt = 64            # texts per forward pass when a batch is profiled
     # texts of a drifted batch written out to label first (labelling/texts-to-label.jsonl on the check's run)

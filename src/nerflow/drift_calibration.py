@@ -15,6 +15,15 @@ stands for "no drift": documents of the same source as the training data, so top
 documents is part of the null, not an alarm; resampling the reference's documents too makes the null two
 independent samples of documents, as the batch and the reference are.
 
+The input descriptors depend only on the tokenizer, not on what the model learnt, so the version's training texts
+are as good a sample of the source as the hold-out for them, and there are many more of their documents: with a
+`pool` (the training texts' descriptors, `training` in the version's reference) the descriptor checks' hold-out
+batches are drawn from the hold-out's and the training split's documents together. A batch holding one unusual
+document (a page of football standings among news stories) is then judged against a null that has seen documents
+like it, where a few dozen hold-out documents may hold none (on CoNLL-2003 this took the descriptors' false alarms at
+200 texts from 18 of 200 batches to none: docs/benchmarks.md, "Drift"). The embedding and the predictions are not
+pooled: the model was fitted to its training texts, so they sit closer to it than new texts do.
+
 Statistics (each is a distance, larger = further from the reference): `embedding` MMD^2 with the reference's RBF
 kernel; each descriptor and the confidence the Kolmogorov-Smirnov D; the predicted labels the total variation distance
 between the label shares (a text without a label counts as "(none)"). Bonferroni over the k checks as in
@@ -98,16 +107,22 @@ def _constant(*values: np.ndarray) -> bool:
 
 def holdout_null(reference: dict, holdout: dict, holdout_docs: Sequence[int], n: int, alpha: float = 0.05,
                  resamples: int = 400, seed: int = 0, bandwidth: float | None = None,
-                 reference_docs: Sequence[int] | None = None) -> HoldoutNull:
+                 reference_docs: Sequence[int] | None = None,
+                 pool: tuple[dict[str, np.ndarray], Sequence[int]] | None = None) -> HoldoutNull:
     """Every check's statistic on `resamples` hold-out batches of `n` texts drawn by document (`holdout_batches`).
     With `reference_docs` (the reference's document numbers) each is compared with a bootstrap of the reference's
     documents too, not the reference itself: two independent samples of documents from the source, so the null holds
     how far any two sets of documents are apart, not only how the hold-out's few documents vary around this
     reference (which, measured on CoNLL-2003, under-states how far new documents fall: docs/benchmarks.md, "Drift").
+    With `pool` ((descriptors, document numbers) of the training texts) the descriptor checks draw their hold-out
+    batches from the hold-out's and the pool's documents together (module docstring).
     A descriptor with one value in every reference and hold-out text (no unknown sub-word in a vocabulary that has
     none) cannot move and is left out of the checks."""
     both = sorted(set(reference["descriptors"]) & set(holdout["descriptors"]))
-    constant = [name for name in both if _constant(reference["descriptors"][name], holdout["descriptors"][name])]
+    if pool is not None:
+        both = [name for name in both if name in pool[0]]
+    described = _pooled(holdout, holdout_docs, pool)
+    constant = [name for name in both if _constant(reference["descriptors"][name], described[0][name])]
     shared = [name for name in both if name not in constant]
     k = 1 + len(shared) + 2     # embedding, descriptors, labels, confidence
     per_check = alpha / k
@@ -127,10 +142,13 @@ def holdout_null(reference: dict, holdout: dict, holdout_docs: Sequence[int], n:
         np.add.at(weights[:, j], n_ref + rows, 1.0 / n)
     null = {"embedding": np.sum(weights * (kernel @ weights), axis=0)}
     del kernel, weights
+    pooled, pooled_docs = described
+    described_draws = draws if pool is None else holdout_batches(pooled_docs, n, resamples, seed + 2)
     for name in shared:
         ref = np.asarray(reference["descriptors"][name], dtype=np.float64)
-        hold = np.asarray(holdout["descriptors"][name], dtype=np.float64)
-        null[f"descriptor:{name}"] = np.array([_ks(_finite(ref[r]), hold[rows]) for r, rows in zip(refs, draws)])
+        hold = pooled[name]
+        null[f"descriptor:{name}"] = np.array([_ks(_finite(ref[r]), hold[rows])
+                                               for r, rows in zip(refs, described_draws)])
     null["prediction:labels"] = np.array([_tvd(_label_counts([reference["labels"][i] for i in r]),
                                                _label_counts([holdout["labels"][i] for i in rows]))
                                           for r, rows in zip(refs, draws)])
@@ -140,7 +158,23 @@ def holdout_null(reference: dict, holdout: dict, holdout_docs: Sequence[int], n:
                                               for r, rows in zip(refs, draws)])
     return HoldoutNull(n, alpha, per_check, resamples, h, reference, ref_mean, shared, null,
                        {"n_reference": n_ref, "n_holdout": len(holdout["labels"]), "holdout_batches": resamples,
-                        "reference_resampled": reference_docs is not None}, constant)
+                        "reference_resampled": reference_docs is not None,
+                        "descriptor_pool_texts": 0 if pool is None else len(pool[1]),
+                        "descriptor_pool_documents": 0 if pool is None else len(set(pool[1]))}, constant)
+
+
+def _pooled(holdout: dict, holdout_docs: Sequence[int], pool: tuple[dict[str, np.ndarray], Sequence[int]] | None,
+            ) -> tuple[dict[str, np.ndarray], list[int]]:
+    """(descriptor -> values, document numbers) of the hold-out followed by the pool's texts, the pool's documents
+    numbered after the hold-out's so that no two documents share a number."""
+    docs = [int(d) for d in holdout_docs]
+    values = {k: np.asarray(v, dtype=np.float64) for k, v in holdout["descriptors"].items()}
+    if pool is None:
+        return values, docs
+    descriptors, pool_docs = pool
+    offset = max(docs, default=-1) + 1
+    return ({k: np.concatenate([v, np.asarray(descriptors[k], dtype=np.float64)]) for k, v in values.items()
+             if k in descriptors}, docs + [offset + int(d) for d in pool_docs])
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
@@ -191,18 +225,21 @@ def decide(null: HoldoutNull, batch: dict) -> Decision:
                                   null.per_check, False,
                                   {**sizes, "reason": "skipped: fewer than 2 confidence values"}))
     k = 1 + len(null.descriptors) + 2
+    pooled = (f" (the descriptors' batches drawn from the training split's documents too: "
+              f"{null.sizes['descriptor_pool_texts']} texts)") if null.sizes.get("descriptor_pool_texts") else ""
     rule = (f"drift when any of the {k} checks is further from the reference than hold-out batches of {n} texts "
-            f"drawn by document: p < {null.alpha:g}/{k} = {null.per_check:.4g} against {null.resamples} of them "
-            f"(Bonferroni, family-wise alpha {null.alpha:g})")
+            f"drawn by document{pooled}: p < {null.alpha:g}/{k} = {null.per_check:.4g} against {null.resamples} of "
+            f"them (Bonferroni, family-wise alpha {null.alpha:g})")
     return Decision(any(c.drift for c in checks), rule, null.alpha, checks)
 
 
 def assess(reference: dict, holdout: dict, holdout_docs: Sequence[int], batch: dict, alpha: float = 0.05,
            resamples: int = 400, seed: int = 0, bandwidth: float | None = None,
-           reference_docs: Sequence[int] | None = None) -> Decision:
+           reference_docs: Sequence[int] | None = None,
+           pool: tuple[dict[str, np.ndarray], Sequence[int]] | None = None) -> Decision:
     """`decide` with hold-out batches of the batch's own size."""
     return decide(holdout_null(reference, holdout, holdout_docs, len(batch["labels"]), alpha, resamples, seed,
-                               bandwidth, reference_docs), batch)
+                               bandwidth, reference_docs, pool), batch)
 
 
 def _check(name: str, kind: str, statistic_name: str, observed: float, null: np.ndarray, level: float,

@@ -13,7 +13,9 @@ A profile holds, per text:
 - `confidence`: how sure those predictions are (nerflow.task_types `answer_labels`): NaN for a text without one.
 
 Saved as `<name>.npz` (arrays) + `<name>.json` (labels and what the profile is; the hold-out's also numbers each
-text's document, no name), the form a version's reference takes in MLflow (`monitor/reference/`).
+text's document, no name), the form a version's reference takes in MLflow (`monitor/reference/`). Beside them,
+`training.npz` + `training.json`: the descriptors alone of (at most `monitor.max_training_texts` of) the training
+split's texts, by document, which the descriptor checks calibrate on with the hold-out (nerflow.drift_calibration).
 """
 from __future__ import annotations
 
@@ -142,11 +144,43 @@ def split_documents(doc_ids: Sequence[str], share: float, max_texts: int, seed: 
     return reference, held_out
 
 
+TRAINING = "training"
+
+
+def save_training(pairs: Sequence[tuple[str, str]], max_texts: int, seed: int, tokenizer, out: Path) -> int:
+    """The descriptors of at most `max_texts` training texts (whole documents, shuffled with `seed`) as
+    `training.npz` + `training.json` (each text's document number) in `out`; how many texts."""
+    if not pairs or max_texts < 1:
+        return 0
+    texts, docs = zip(*pairs)
+    rows, _ = split_documents(docs, 1.0, max_texts, seed)
+    number = {doc: k for k, doc in enumerate(dict.fromkeys(docs[r] for r in rows))}
+    described = describe([texts[r] for r in rows], tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / f"{TRAINING}.npz", **{f"descriptor_{k}": v for k, v in described.items()})
+    (out / f"{TRAINING}.json").write_text(json.dumps({"part": TRAINING, "source": "training split", "texts": len(rows),
+                                                      "text_documents": [number[docs[r]] for r in rows]}) + "\n")
+    return len(rows)
+
+
+def load_training(folder: Path) -> tuple[dict[str, np.ndarray], list[int]] | None:
+    """(descriptors, document numbers) saved by `save_training`; None for a reference without them (written
+    before they existed, or with `monitor.max_training_texts: 0`)."""
+    if not (folder / f"{TRAINING}.npz").is_file():
+        return None
+    about = json.loads((folder / f"{TRAINING}.json").read_text())
+    with np.load(folder / f"{TRAINING}.npz") as arrays:
+        described = {k.removeprefix("descriptor_"): arrays[k] for k in arrays.files}
+    return described, about["text_documents"]
+
+
 def write_reference(pairs: Sequence[tuple[str, str]], monitor, seed: int, folder: Path,
                     predict: Callable[[list[str]], list], kind, out: Path,
-                    on_batch: Callable[[int], None] | None = None) -> dict:
+                    on_batch: Callable[[int], None] | None = None,
+                    training: Sequence[tuple[str, str]] = ()) -> dict:
     """Profile the validation texts `pairs` ((text, document) each) into `out`: `reference` and `holdout`, split by
-    document with `seed` (`monitor`: the config's `monitor` section). What it is (the dict saved beside them)."""
+    document with `seed` (`monitor`: the config's `monitor` section), and the descriptors of the `training` texts
+    (`save_training`). What it is (the dict saved beside them)."""
     import datetime
 
     from nerflow.config import ConfigError
@@ -168,7 +202,11 @@ def write_reference(pairs: Sequence[tuple[str, str]], monitor, seed: int, folder
     if held_rows:
         save(profile_texts([texts[k] for k in held_rows], folder, predict, kind, monitor.batch_size, on_batch), out,
              "holdout", {**about, "part": "holdout", "text_documents": [number[docs[r]] for r in held_rows]})
-    return {**about, "texts": len(ref_rows)}
+    from transformers import AutoTokenizer
+
+    training_texts = save_training(training, monitor.max_training_texts, seed, AutoTokenizer.from_pretrained(folder),
+                                   out) if training else 0
+    return {**about, "texts": len(ref_rows), "training_texts": training_texts}
 
 
 def reference_from_config(cfg, folder: Path, predict: Callable[[list[str]], list], kind, out: Path,
@@ -178,5 +216,6 @@ def reference_from_config(cfg, folder: Path, predict: Callable[[list[str]], list
     from nerflow import task_types
 
     corpus = task_types.entry(cfg.task, "validate").load_corpus(cfg.data)
-    pairs = task_types.entry(cfg.task, "reference").texts_of(corpus.get("validation") or [])
-    return write_reference(pairs, cfg.monitor, cfg.seed, folder, predict, kind, out, on_batch)
+    texts_of = task_types.entry(cfg.task, "reference").texts_of
+    return write_reference(texts_of(corpus.get("validation") or []), cfg.monitor, cfg.seed, folder, predict, kind,
+                           out, on_batch, texts_of(corpus.get("train") or []))

@@ -188,7 +188,8 @@ PIPELINE = Graph((
           about="ONNX fp32 and int8, each scored and timed; the served runtime chosen on validation F1"),
     # on in the shipped configs (monitor.reference); off, `nerflow drift` computes it at a version's first check
     Stage("reference", consumes=("validate", "train", "export"),
-          reads=("monitor.reference_share", "monitor.max_reference", "seed"), output=Referenced,
+          reads=("monitor.reference_share", "monitor.max_reference", "monitor.max_training_texts", "seed"),
+          output=Referenced,
           when="monitor.reference",
           about="the drift reference: the validation split profiled by the model as it will be served"),
 ))

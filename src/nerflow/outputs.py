@@ -148,10 +148,11 @@ class Referenced(StageOutput):
     holdout: int = 0           # in the hold-out (the rest of the validation documents)
     documents: int = 0
     bandwidth: float = 0.0     # the embedding test's kernel bandwidth, from the reference
+    training: int = 0          # training texts whose input descriptors calibrate with the hold-out
 
     def summary_lines(self, kind) -> list[str]:
-        return [f"drift reference: {self.texts} validation {kind.unit} ({self.holdout} held out), "
-                "logged with the version for `nerflow drift`"]
+        return [f"drift reference: {self.texts} validation {kind.unit} ({self.holdout} held out; descriptors of "
+                f"{self.training} training {kind.unit}), logged with the version for `nerflow drift`"]
 
 
 def runtime_table(served: str, unit: str, rows: dict[str, dict[str, float]]) -> list[str]:

@@ -20,7 +20,7 @@ code (nerflow.code_identity follows the entry of the stage it hashes). What each
   `load_scorer(folder) -> Scorer` (a verified model folder, loaded with nerflow's code), `gate_tables`, `hits`,
   `gold_count`
 - predict: `load_predictor(folder) -> texts -> answers` for a model folder nerflow trained
-- reference: `texts_of(split items) -> [(text, document)]`, `validation_texts(validated)` (the canonical split) and
+- reference: `texts_of(split items) -> [(text, document)]`, `split_texts(validated, split)` (a canonical split) and
   `load_predictor` (the drift reference profiles the served model's answers: nerflow.drift_profile)
 - explain: `load_explainer(folder) -> (text, steps) -> [nerflow.explain.Explanation]`, one per predicted entity or
   label (`nerflow explain`; the task's target and window are defined in its module)

@@ -62,6 +62,9 @@ def test_ner_no_drift_on_texts_drawn_like_the_reference_drift_on_shifted_ones(ca
     assert code in (0, EXIT_DRIFT), err
     assert code == 0, [(c["name"], c["statistic"], c["p_value"]) for c in calm_report["checks"]]
     assert calm_report["drift"] is False and "Bonferroni" in calm_report["rule"]
+    # calibrated on the hold-out, the descriptors on the training split's 20 sentences (4 documents) too
+    assert "drawn by document (the descriptors' batches drawn from the training split's documents too: 20 texts)" \
+        in calm_report["rule"], calm_report["rule"]
     names = {c["name"] for c in calm_report["checks"]}
     assert {"embedding", "descriptor:unknown_share", "descriptor:split_share", "descriptor:non_letter_share",
             "prediction:labels", "prediction:confidence"} <= names
@@ -99,7 +102,7 @@ def test_the_reference_is_computed_once_from_the_versions_config_and_kept_on_its
     code, first, err = run_drift(capsys, *args)
     assert code == 0 and "no reference profile yet" in err
     kept = {Path(f.path).name for f in client.list_artifacts(version.run_id, REFERENCE_DIR)}
-    assert {"reference.npz", "reference.json"} <= kept
+    assert {"reference.npz", "reference.json", "training.npz", "training.json"} <= kept
     code, second, err = run_drift(capsys, *args)
     assert code == 0 and "no reference profile yet" not in err
     assert second["checks"] == first["checks"]          # the same reference, downloaded: the same statistics
@@ -187,7 +190,10 @@ def test_the_reference_stage_logs_the_reference_at_registration_and_drift_uses_i
     version = client.get_model_version("tiny-ner-referenced", str(result["register"].version))
     assert version.run_id == result.run_id
     kept = {Path(f.path).name for f in client.list_artifacts(result.run_id, REFERENCE_DIR)}
-    assert {"reference.npz", "reference.json"} <= kept
+    assert {"reference.npz", "reference.json", "training.npz", "training.json"} <= kept
+    # the training split's input descriptors, every training sentence (fewer than monitor.max_training_texts)
+    train_lines = (Path(result["validate"].path) / "train.jsonl").read_text().splitlines()
+    assert result["reference"].training == len(train_lines) > 0
     texts = write_texts(tmp_path / "texts.jsonl", ["John Smith visited Berlin ."] * 6)
     code, report, err = run_drift(capsys, f"models:/tiny-ner-referenced/{version.version}", "monitor.min_texts=5",
                                   "--input", str(texts), "--json")

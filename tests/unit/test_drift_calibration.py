@@ -95,3 +95,52 @@ def test_the_null_is_for_one_batch_size():
     assert null.resamples == 200                     # raised: 2 / (0.05 / 5)
     with pytest.raises(ValueError, match="calibrate for its size"):
         drift_calibration.decide(null, take(holdout, range(31)))
+
+
+def concat(a: tuple[dict, list[int]], b: tuple[dict, list[int]]) -> tuple[dict, list[int]]:
+    """Two profiles as one, b's documents numbered after a's."""
+    (pa, da), (pb, db) = a, b
+    return ({"embeddings": np.vstack([pa["embeddings"], pb["embeddings"]]),
+             "descriptors": {k: np.concatenate([v, pb["descriptors"][k]]) for k, v in pa["descriptors"].items()},
+             "labels": pa["labels"] + pb["labels"], "confidence": np.concatenate([pa["confidence"], pb["confidence"]])},
+            da + [max(da) + 1 + d for d in db])
+
+
+def tables(rng: np.random.Generator, n_docs: int, rows: int = 24) -> tuple[dict, list[int]]:
+    """Documents of `rows` 3-word rows each (a page of football standings among news stories)."""
+    n = n_docs * rows
+    topics = np.repeat(rng.normal(0.0, 1.0, (n_docs, DIM)), rows, axis=0)
+    return {"embeddings": (topics + rng.normal(0.0, 0.7, (n, DIM))).astype(np.float32),
+            "descriptors": {"words": np.full(n, 3.0), "share": rng.beta(2, 5, n)},
+            "labels": [["PER"] if x > 0 else [] for x in rng.normal(0.0, 1.0, n)],
+            "confidence": np.clip(rng.normal(0.9, 0.05, n), 0, 1)}, [k // rows for k in range(n)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_training_documents_calibrate_the_descriptors_beside_a_small_hold_out(seed):
+    """The source has a few long documents of short rows (3% of the training split's documents) and the hold-out's
+    40 documents happen to hold none: a batch with one such document (half its texts, as CoNLL-2003's standings page
+    is 40% of a 200-text batch) is flagged against the hold-out alone, not once the training split's documents join
+    the descriptors' null; a batch whose every text is 3x longer still is."""
+    rng = np.random.default_rng(seed)
+    reference, reference_docs = documents(rng, 150)
+    holdout, holdout_docs = documents(rng, 40)
+    pool, pool_docs = concat(documents(rng, 570), tables(rng, 20, rows=30))
+    news, news_docs = documents(rng, 12)
+    assert len(news_docs) >= 60
+    fresh, _ = concat((news, news_docs), tables(rng, 1, rows=30))
+    batch = take(fresh, [*range(30), *range(len(news_docs), len(news_docs) + 30)])    # 30 news texts, 30 rows
+    alone = drift_calibration.holdout_null(reference, holdout, holdout_docs, 60, seed=1, reference_docs=reference_docs)
+    pooled = drift_calibration.holdout_null(reference, holdout, holdout_docs, 60, seed=1,
+                                            reference_docs=reference_docs, pool=(pool["descriptors"], pool_docs))
+    flagged = lambda null, b: {c.name for c in drift_calibration.decide(null, b).checks if c.drift}  # noqa: E731
+    assert "descriptor:words" in flagged(alone, batch)
+    assert "descriptor:words" not in flagged(pooled, batch)
+    assert pooled.sizes["descriptor_pool_texts"] == len(pool_docs)
+    assert "training split" in drift_calibration.decide(pooled, batch).rule
+    longer = take(news, np.arange(60))
+    longer["descriptors"]["words"] = longer["descriptors"]["words"] * 3.0
+    assert "descriptor:words" in flagged(pooled, longer)
+    # the embedding and the predictions are calibrated on the hold-out alone: the pool changes none of their nulls
+    for name in ("embedding", "prediction:labels", "prediction:confidence"):
+        assert np.array_equal(alone.null[name], pooled.null[name])

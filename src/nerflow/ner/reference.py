@@ -13,6 +13,8 @@ def texts_of(sentences: list[Sentence]) -> list[tuple[str, str]]:
     return [(" ".join(s.tokens), f"{s.source.rpartition(':')[0]}#{s.doc}") for s in sentences]
 
 
-def validation_texts(validated: Path) -> list[tuple[str, str]]:
-    """The validate stage's canonical validation split, as `texts_of`."""
-    return texts_of(read_split(Path(validated) / "validation.jsonl"))
+def split_texts(validated: Path, split: str) -> list[tuple[str, str]]:
+    """The validate stage's canonical `split` (validation: the reference and hold-out; train: the descriptors'
+    calibration pool), as `texts_of`; empty when the split has no file."""
+    path = Path(validated) / f"{split}.jsonl"
+    return texts_of(read_split(path)) if path.is_file() else []
