@@ -8,6 +8,8 @@ same null as nerflow.drift_calibration.holdout_null (a bootstrap of the referenc
 batches drawn by document), so its per-descriptor alarm counts are those of drift_conll.py's rows. For each
 descriptor and batch size it writes how many no-drift and noisy-news batches the descriptor flags, and the documents
 most over-represented in the flagged no-drift batches (flagged batches holding the document / batches holding it).
+With `--training`, the null batches are drawn from the hold-out half's and the training split's documents together,
+as `nerflow drift` does since the reference holds the training split's descriptors (holdout_null's `pool`).
 
     python bench/drift_false_alarms.py --out bench/results/drift_false_alarms-cpu-2026-12-05.json
 """
@@ -20,6 +22,7 @@ import json
 import math
 import random
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cache", type=Path, default=ROOT / "bench" / "out" / "cache")
+    ap.add_argument("--training", action="store_true",
+                    help="calibrate on the training split's documents too (nerflow.drift_calibration's pool)")
     args = ap.parse_args(argv)
 
     from transformers import AutoTokenizer
@@ -58,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
                "noisy-news": drift_profile.describe([noisy(t, random.Random(k)) for k, t in enumerate(held_texts)],
                                                     tokenizer)}
     folds, number = cross_fit_folds(held_docs, cfg.seed)
+    pool = None
+    if args.training:
+        train_pairs = task_types.entry("token-classification", "reference").texts_of(corpus["train"])
+        work = Path(tempfile.mkdtemp(prefix="drift-training-"))
+        drift_profile.save_training(train_pairs, m.max_training_texts, cfg.seed, tokenizer, work)
+        pool = drift_profile.load_training(work)
     ref_numbers: dict[str, int] = {}
     ref_docs = [ref_numbers.setdefault(pairs[k][1], len(ref_numbers)) for k in ref_rows]
     # as holdout_null: a descriptor with one value everywhere is left out, and k counts the embedding and the two
@@ -72,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return drift_calibration._ks(ref[~np.isnan(ref)], values)
 
     result = {"model_free": "descriptors only (the tokenizer of model.name_or_path)", "per_check_alpha": per_check,
+              "calibration": "hold-out + training split" if pool is not None else "hold-out",
+              "training_texts": len(pool[1]) if pool is not None else 0,
               "holdout_batches": resamples, "rows": {}}
     for size in SIZES:
         flagged = {b: Counter() for b in holdout}
@@ -79,10 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         holding: Counter = Counter()
         for calib, judged in ((0, 1), (1, 0)):
             calib_docs = [number[held_docs[r]] for r in folds[calib]]
-            draws = drift_calibration.holdout_batches(calib_docs, size, resamples, size + calib)
+            # the pooled values and documents exactly as holdout_null builds them (its seeds too)
+            values, docs_of = drift_calibration._pooled({"descriptors": {n: holdout["no-drift"][n][folds[calib]]
+                                                                         for n in names}}, calib_docs, pool)
+            draws = drift_calibration.holdout_batches(docs_of, size, resamples,
+                                                      size + calib + (2 if pool is not None else 0))
             refs = drift_calibration.holdout_batches(ref_docs, len(ref_rows), resamples, size + calib + 1)
-            null = {n: np.array([ks(reference[n][r], holdout["no-drift"][n][folds[calib]][rows])
-                                 for r, rows in zip(refs, draws)]) for n in names}
+            null = {n: np.array([ks(reference[n][r], values[n][rows]) for r, rows in zip(refs, draws)])
+                    for n in names}
             judged_docs = [number[held_docs[r]] for r in folds[judged]]
             for rows in drift_calibration.holdout_batches(judged_docs, size, JUDGED // 2, seed=1000 + size + judged):
                 picked = [folds[judged][k] for k in rows]
