@@ -1,6 +1,7 @@
-"""PyTorch fp32 vs ONNX fp32 vs ONNX int8 for one trained model, in one session, one job at a time (issue 25):
-validation and test F1 through the evaluate stage's code, size, batch predict words (or texts) per second after model
-load, and `mlflow models serve` latency and requests/s at 1 and 8 clients (bench/serve_bench.py), with a no-op pyfunc
+"""PyTorch fp32 vs ONNX fp32 vs ONNX int8 (and PyTorch bf16 on a CPU with bf16 instructions) for one trained model,
+in one session, one job at a time (issue 25): validation and test F1 through the evaluate stage's code, size, batch
+predict words (or texts) per second after model load, and `mlflow models serve` latency and requests/s at 1 and 8
+clients (bench/serve_bench.py), with a no-op pyfunc
 served the same way as the server's floor.
 
     python bench/serving_runtimes.py --run-dir bench/out/conll_context/sentence-seed42/nerflow-run \
@@ -26,6 +27,7 @@ from types import SimpleNamespace
 
 BENCH = Path(__file__).resolve().parent
 RUNTIMES = ("torch", "onnx", "onnx-int8")
+ONNX_RUNTIMES = ("onnx", "onnx-int8")
 
 
 def newest(cache: Path, stage: str) -> Path:
@@ -42,7 +44,9 @@ def variant(served: Path, export_dir: Path, runtime: str, dst: Path) -> Path:
     if dst.exists():
         return dst
     shutil.copytree(served, dst, ignore=shutil.ignore_patterns("onnx", "runtime.json"))
-    if runtime != "torch":
+    if runtime == "torch-bf16":
+        (dst / "runtime.json").write_text(json.dumps({"runtime": runtime, "file": "", "reason": "benchmark variant"}))
+    elif runtime != "torch":
         (dst / "onnx").mkdir()
         shutil.copy2(export_dir / ONNX_FILES[runtime], dst / ONNX_FILES[runtime])
         (dst / "runtime.json").write_text(json.dumps({"runtime": runtime, "file": ONNX_FILES[runtime],
@@ -84,7 +88,7 @@ def log_models(store: Path, folders: dict[str, Path], task: str) -> dict[str, st
     with mlflow.start_run() as run:
         for name, folder in folders.items():
             uris[name] = log_servable_model(run.info.run_id, str(folder), task,
-                                            () if name == "torch" else ("onnxruntime==1.31.1",)).model_uri
+                                            ("onnxruntime==1.31.1",) if name in ONNX_RUNTIMES else ()).model_uri
         uris["no-op"] = mlflow.pyfunc.log_model(name="noop", python_model=Empty(), input_example=["x"]).model_uri
     return uris
 
@@ -100,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     from nerflow import task_types
     from nerflow.config import EvaluateConfig
     from nerflow.config_export import ExportConfig
+    from nerflow.runtimes import native_bf16
+
+    runtimes = (*RUNTIMES, "torch-bf16") if native_bf16() else RUNTIMES
 
     cache = args.run_dir / "cache"
     model_dir, validated, tokenized = newest(cache, "train") / "model", newest(cache, "validate"), \
@@ -119,26 +126,27 @@ def main(argv: list[str] | None = None) -> int:
     if "export" not in done:   # F1s, sizes, in-process throughput and latency: the export stage's own measurement
         shutil.rmtree(export_dir, ignore_errors=True)
         export_dir.mkdir()
-        cfg = SimpleNamespace(export=ExportConfig(enabled=True, latency_requests=args.latency_requests),
+        cfg = SimpleNamespace(export=ExportConfig(enabled=True, latency_requests=args.latency_requests,
+                                                  bf16=native_bf16()),
                               evaluate=EvaluateConfig())
         started = time.perf_counter()
         summary = task_types.entry(task, "export").export_model(model_dir, validated, tokenized, cfg, export_dir)
         done["export"] = {**summary, "stage_seconds": round(time.perf_counter() - started, 1)}
         save()
         print(json.dumps(done["export"], indent=1), file=sys.stderr)
-    folders = {rt: variant(export_dir / "served", export_dir, rt, work / f"served-{rt}") for rt in RUNTIMES}
+    folders = {rt: variant(export_dir / "served", export_dir, rt, work / f"served-{rt}") for rt in runtimes}
     split = "test"
     lines = [json.loads(line) for line in (validated / f"{split}.jsonl").read_text().splitlines()]
     docs = [{"text": " ".join(d["tokens"]) if "tokens" in d else d["text"]} for d in lines]
     units = sum(len(d["tokens"]) for d in lines) if "tokens" in lines[0] else len(lines)
-    for rt in RUNTIMES:
+    for rt in runtimes:
         key = f"batch {rt}"
         if key not in done["rows"]:
             row = batch_predict(folders[rt], docs, kind)
             done["rows"][key] = {**row, "units": units, "per_s": round(units / row["predict_s"], 1)}
             save()
             print(key, done["rows"][key], file=sys.stderr)
-    uris = log_models(work, folders, task) if any(f"serve {n}" not in done["rows"] for n in (*RUNTIMES, "no-op")) \
+    uris = log_models(work, folders, task) if any(f"serve {n}" not in done["rows"] for n in (*runtimes, "no-op")) \
         else {}
     for name, uri in uris.items():
         key = f"serve {name}"

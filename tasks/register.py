@@ -247,7 +247,7 @@ def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None
                      ADAPTER_BYTES_TAG: str(trained.summary.get("adapter_bytes", ""))}
         description = redact.text(f"{cfg.task} fine-tuned from {cfg.model.name_or_path} on {data} (data "
                                   f"{validated.data_hash[:12]}) by MLflow run {ctx.run_id}; registered by {creator}")
-        onnx = (ONNX_REQUIREMENT,) if exported is not None and exported.runtime != "torch" else ()
+        onnx = (ONNX_REQUIREMENT,) if exported is not None and exported.runtime.startswith("onnx") else ()
         version, new, by = create_version(client, undo, name, ctx.run_id, served, tags, description, cfg.task,
                                           cfg.promote.alias, onnx), True, ctx.run_id
         # a version with all its tags, no alias, no stage output: the next run finds it by its key (above)

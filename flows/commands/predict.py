@@ -156,9 +156,9 @@ def add_parsers(sub) -> None:
     pred.add_argument("--flow", action="store_true",
                       help="run as the Prefect flow nerflow-predict, tracked in the MLflow experiment nerflow-predict")
     pred.add_argument("--json", action="store_true", help="the closing summary as one JSON object")
-    pred.add_argument("--runtime", choices=("torch", "onnx"),
-                      help="force a runtime: torch (the fp32 weights) or onnx (the ONNX model the export stage "
-                           "chose); default: the one the model is served with")
+    pred.add_argument("--runtime", choices=("torch", "torch-bf16", "onnx"),
+                      help="force a runtime: torch (the fp32 weights), torch-bf16 (the weights in bf16) or onnx "
+                           "(the ONNX model the export stage chose); default: the one the model is served with")
     pred.add_argument("--trust", action="store_true",
                       help="load a model whose files nothing vouches for (a version registered before nerflow stored "
                            "model hashes, a runs:/ model) or that has pickled weights")

@@ -14,4 +14,8 @@ class ExportConfig(BaseModel):
     # the one served; beyond it the next runtime is tried (int8 -> ONNX fp32 -> PyTorch)
     max_f1_drop: NonNegativeFloat = 0.5
     quantize: bool = True           # try dynamic int8 (false: ONNX fp32 or PyTorch only)
+    # try PyTorch in bf16 where the CPU has bf16 matrix instructions (AMX, AVX-512 BF16); served when within
+    # max_f1_drop and its batch throughput beats int8's as measured by the stage. For batch scoring: on a Xeon with
+    # AMX it ran CoNLL-2003 batches 3x faster than fp32, single sentences no faster (docs/benchmarks.md, "Serving fast")
+    bf16: bool = False
     latency_requests: PositiveInt = 50   # single-text requests timed per runtime (validation texts, in order)

@@ -1,5 +1,6 @@
-"""Which runtime answers with a model folder: PyTorch on the fp32 weights, or ONNX Runtime on the ONNX model the
-export stage chose (nerflow.export): fp32, or dynamically quantized to int8.
+"""Which runtime answers with a model folder: PyTorch on the fp32 weights, PyTorch in bf16 (the same weights cast
+at load, on a CPU that computes bf16 natively), or ONNX Runtime on the ONNX model the export stage chose
+(nerflow.export): fp32, or dynamically quantized to int8.
 
 A served folder the export stage wrote holds the Hugging Face weights as always, plus `runtime.json` and the chosen
 ONNX file under `onnx/`; a folder without `runtime.json` (every model before the export stage, a run with
@@ -10,6 +11,7 @@ scoring are the same code whatever runs the forward pass.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,11 +21,25 @@ import torch
 
 from nerflow.config import ConfigError
 
+log = logging.getLogger("nerflow.runtimes")
+
 RUNTIME_FILE = "runtime.json"      # in a served folder: {"runtime", "file", "reason"}
-TORCH, ONNX, ONNX_INT8 = "torch", "onnx", "onnx-int8"
-RUNTIMES = (TORCH, ONNX, ONNX_INT8)
-CHOICES = (TORCH, ONNX)            # what `--runtime` may force: the weights, or the served ONNX file
+TORCH, TORCH_BF16, ONNX, ONNX_INT8 = "torch", "torch-bf16", "onnx", "onnx-int8"
+RUNTIMES = (TORCH, TORCH_BF16, ONNX, ONNX_INT8)
+CHOICES = (TORCH, TORCH_BF16, ONNX)   # what `--runtime` may force: the weights (fp32, bf16), or the served ONNX file
 INPUTS = ("input_ids", "attention_mask")
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")   # /proc/cpuinfo flags of CPUs with bf16 matrix instructions
+
+
+def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX or AVX-512 BF16: Intel Xeon since Sapphire Rapids,
+    AMD since Zen 4). Elsewhere PyTorch emulates bf16 and it is slower than fp32, so the export stage does not try it
+    and a folder served in bf16 runs fp32 there. Linux only (False where /proc/cpuinfo is absent)."""
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        return False
+    return any(flag in flags for flag in BF16_FLAGS)
 
 
 def served_runtime(folder: Path | str) -> dict:
@@ -80,15 +96,21 @@ class OnnxModel:
 
 
 def load_model(folder: Path | str, auto_class, device: str, runtime: str | None = None):
-    """The model that answers for `folder`: the runtime it is served with, or `runtime` (torch | onnx) when forced.
-    `auto_class` is the transformers class of the task (AutoModelForTokenClassification, ...)."""
+    """The model that answers for `folder`: the runtime it is served with, or `runtime` (torch | torch-bf16 | onnx)
+    when forced. `auto_class` is the transformers class of the task (AutoModelForTokenClassification, ...). A folder
+    served in bf16 runs fp32 on a CPU without native bf16 (said once in the log); forced, bf16 runs anyway."""
     folder = Path(folder)
     chosen = served_runtime(folder)
     if runtime is not None and runtime not in CHOICES:
         raise ConfigError(f"--runtime: unknown runtime {runtime!r} (one of {', '.join(CHOICES)})")
-    wanted = runtime or (TORCH if chosen["runtime"] == TORCH else ONNX)
-    if wanted == TORCH:
-        return auto_class.from_pretrained(folder).to(device)
+    wanted = runtime or (chosen["runtime"] if chosen["runtime"] in (TORCH, TORCH_BF16) else ONNX)
+    if wanted == TORCH_BF16 and runtime is None and device == "cpu" and not native_bf16():
+        log.warning("%s is served in bf16, which this CPU has no instructions for: running the fp32 weights", folder)
+        wanted = TORCH
+    if wanted in (TORCH, TORCH_BF16):
+        model = auto_class.from_pretrained(folder).to(device)
+        # logits come back in bf16: every predictor reads them through .float()
+        return model.to(torch.bfloat16) if wanted == TORCH_BF16 else model
     if chosen["runtime"] == TORCH or not chosen.get("file"):
         raise ConfigError(f"{folder}: no ONNX model to run ({chosen['reason']}); use --runtime torch")
     labels = json.loads((folder / "config.json").read_text()).get("id2label") or {}

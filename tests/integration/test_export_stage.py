@@ -184,6 +184,51 @@ def test_predict_runtime_onnx_on_a_version_without_one_is_one_error(pipeline_res
 
 
 @pytest.fixture(scope="module")
+def bf16_exported(pipeline_result, tiny_corpus, corpus_model_dir, tmp_path_factory):
+    """The template's training exported with `export.bf16` and no int8: PyTorch in bf16 is measured and, within the
+    drop, served. The CPU check is set to yes for the run, so that bf16 is measured on any CPU (emulated bf16 is
+    slower, not different); serving on a CPU without bf16 instructions runs fp32 and gives the same answers here."""
+    from nerflow.flows.pipeline import pipeline
+
+    template, _ = pipeline_result
+    cache = tmp_path_factory.mktemp("bf16") / "cache"
+    shutil.copytree(template.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    cfg = tiny_config(tmp_path_factory.mktemp("bf16-cfg"), tiny_corpus, corpus_model_dir, cache,
+                      "export.enabled=true", "export.bf16=true", "export.quantize=false", "export.latency_requests=5",
+                      "registry.model_name=tiny-ner-bf16")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("nerflow.export.native_bf16", lambda: True)
+        return cfg, pipeline(cfg)
+
+
+def test_bf16_is_measured_served_within_the_drop_and_answers_like_fp32(bf16_exported, capsys):
+    cfg, result = bf16_exported
+    assert result.stages["train"] and not result.stages["export"]
+    out = result["export"]
+    rows = out.rows
+    assert set(rows) == {"torch", "torch-bf16", "onnx"}
+    assert rows["torch-bf16"]["mb"] == rows["torch"]["mb"]          # the same weights, cast when loaded
+    assert abs(rows["torch-bf16"]["test_f1"] - rows["torch"]["test_f1"]) <= 0.02   # bf16 rounding: a tag or two
+    drop = (rows["torch"]["val_f1"] - rows["torch-bf16"]["val_f1"]) * 100
+    assert out.runtime == ("torch-bf16" if drop <= 0.5 else "onnx")
+    metrics = MlflowClient().get_run(result.run_id).data.metrics
+    assert {"export/torch_bf16_val_f1", "export/torch_bf16_words_per_s"} <= set(metrics)
+    served = Path(out.served_dir)
+    assert json.loads((served / "runtime.json").read_text())["runtime"] == out.runtime
+    uri = f"models:/{cfg.registry.model_name}/{result['register'].version}"
+    requirements = Path(mlflow.artifacts.download_artifacts(f"{uri}/requirements.txt")).read_text().split()
+    assert drop <= 0.5 and out.runtime == "torch-bf16"   # the tiny model's validation F1 is the same in bf16
+    assert not (served / "onnx").exists()                # nothing of ONNX travels with it
+    assert not any(r.startswith("onnxruntime") for r in requirements)
+    served_answers = answers(capsys, uri)
+    assert answers(capsys, uri, "--runtime", "torch-bf16") == served_answers
+    pyfunc = mlflow.pyfunc.load_model(uri).predict(TEXTS)
+    assert [[(e["type"], e["start"], e["end"], round(e["score"], 2)) for e in t] for t in pyfunc] == served_answers
+    fp32 = answers(capsys, uri, "--runtime", "torch")
+    assert [[e[:3] for e in t] for t in served_answers] == [[e[:3] for e in t] for t in fp32]   # the same entities
+
+
+@pytest.fixture(scope="module")
 def textcat_exported(textcat_run, textcat_reviews, textcat_model_dir, tmp_path_factory):
     from nerflow.flows.pipeline import pipeline
 

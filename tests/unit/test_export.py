@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
+from nerflow import runtimes
 from nerflow.config import ConfigError
 from nerflow.export import choose, export_onnx, latency_ms, metrics
-from nerflow.runtimes import OnnxModel, load_model, served_runtime, threads
+from nerflow.runtimes import OnnxModel, load_model, native_bf16, served_runtime, threads
 
 
 def rows(torch_f1: float, onnx_f1: float, int8_f1: float | None) -> dict:
@@ -125,3 +126,68 @@ def test_the_quantizers_progress_lines_stay_off_the_terminal_and_its_warnings_do
             root.removeFilter(f)
         for f in installed:
             root.addFilter(f)
+
+
+def speeds(bf16: tuple[float, float] | None, int8: tuple[float, float] | None) -> dict:
+    """Rows with (validation F1, words per second) for bf16 and int8; PyTorch and ONNX fp32 at 0.9000, 100/s."""
+    out = {"torch": {"val_f1": 0.9, "words_per_s": 100.0}, "onnx": {"val_f1": 0.9, "words_per_s": 110.0}}
+    for name, row in (("torch-bf16", bf16), ("onnx-int8", int8)):
+        if row is not None:
+            out[name] = {"val_f1": row[0], "words_per_s": row[1]}
+    return out
+
+
+def test_bf16_and_int8_both_within_the_drop_the_faster_as_measured_is_served():
+    runtime, reason = choose(speeds((0.8990, 300.0), (0.8980, 160.0)), 0.5)
+    assert runtime == "torch-bf16"
+    assert reason == ("onnx-int8 not served: 160 per second against torch-bf16's 300; torch-bf16: validation F1 "
+                      "0.8990 vs PyTorch fp32 0.9000 (-0.10 points; allowed -0.5)")
+    runtime, reason = choose(speeds((0.8990, 300.0), (0.8980, 400.0)), 0.5)
+    assert runtime == "onnx-int8" and reason.startswith("torch-bf16 not served: 300 per second against onnx-int8's 400")
+    # one beyond the drop: the other, whatever its speed
+    runtime, reason = choose(speeds((0.8900, 900.0), (0.8980, 160.0)), 0.5)
+    assert runtime == "onnx-int8" and reason.startswith("torch-bf16 not served: validation F1 0.8900 is 1.00 points")
+    assert choose(speeds((0.8990, 90.0), (0.8900, 160.0)), 0.5)[0] == "torch-bf16"
+    assert choose(speeds((0.8990, 90.0), None), 0.5)[0] == "torch-bf16"      # export.quantize: false
+    assert choose(speeds((0.8800, 900.0), (0.8800, 900.0)), 0.5)[0] == "onnx"   # both lost it: ONNX fp32
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_bf16 amx_tile\n")
+    assert native_bf16(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert native_bf16(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")   # no bf16 instructions
+    assert not native_bf16(cpuinfo)
+    assert not native_bf16(tmp_path / "absent")                                    # not Linux
+
+
+def test_a_folder_served_in_bf16_runs_bf16_where_the_cpu_has_it_and_fp32_elsewhere(tmp_path, tiny_model_dir,
+                                                                                   monkeypatch, caplog):
+    import shutil
+
+    from transformers import AutoModelForTokenClassification
+
+    folder = tmp_path / "served"
+    shutil.copytree(tiny_model_dir, folder)     # the tokenizer; then a head saved with it, so that loads agree
+    AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=3).save_pretrained(folder)
+    (folder / "runtime.json").write_text(json.dumps({"runtime": "torch-bf16", "file": "", "reason": "r"}))
+
+    def dtype(model) -> torch.dtype:
+        return next(model.parameters()).dtype
+
+    monkeypatch.setattr(runtimes, "native_bf16", lambda: True)
+    model = load_model(folder, AutoModelForTokenClassification, "cpu")
+    assert dtype(model) == torch.bfloat16
+    ids = torch.tensor([[2, 7, 9, 3]])
+    with torch.no_grad():
+        bf16 = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float()
+        fp32 = load_model(folder, AutoModelForTokenClassification, "cpu", runtime="torch")(
+            input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    assert torch.allclose(bf16, fp32, atol=0.05)     # bf16 keeps ~3 significant digits
+    monkeypatch.setattr(runtimes, "native_bf16", lambda: False)
+    assert dtype(load_model(folder, AutoModelForTokenClassification, "cpu")) == torch.float32
+    assert "no instructions for: running the fp32 weights" in caplog.text
+    # forced, bf16 runs anyway (emulated: slower, the same answers)
+    assert dtype(load_model(folder, AutoModelForTokenClassification, "cpu", runtime="torch-bf16")) == torch.bfloat16
