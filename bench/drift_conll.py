@@ -1,8 +1,9 @@
 """How often `nerflow drift` cries wolf, and how often it catches real shifts (issue 26), with the offline MiniLM
 CoNLL-2003 champion. Its reference is half of the validation documents and its hold-out the other half
-(nerflow.drift_profile.reference_from_config, the product's own path); two shifts are built from ../shared/data:
-English prose (unlabeled_en, cut into sentences) and the held-out news with 5% of its letters replaced by digits and
-symbols. Every text is profiled once (embeddings, descriptors, predictions); each batch is a resample of those rows.
+(nerflow.drift_profile.reference_from_config, the product's own path); three shifts are built from ../shared/data:
+English prose (unlabeled_en, cut into sentences), the held-out news with 5% of its letters replaced by digits and
+symbols, and (since 2026-12-05, late) sentences of the movie reviews: another domain, film criticism. Every text is
+profiled once (embeddings, descriptors, predictions); each batch is a resample of those rows.
 
 The checks are calibrated on hold-out batches drawn by document (nerflow.drift_calibration), and the no-drift
 batches come from the hold-out too, so the hold-out is cut in two by document: one half calibrates, the other gives
@@ -43,6 +44,14 @@ def prose_sentences(path: Path, limit: int, seed: int) -> list[str]:
             if line.strip() and not line.startswith("[")]
     sentences = [s for line in text for s in re.split(r"(?<=[.!?])\s+(?=[A-Z\"'])", line) if len(s.split()) >= 3]
     return random.Random(seed).sample(sentences, min(limit, len(sentences)))
+
+
+def review_sentences(folder: Path, limit: int, seed: int) -> list[str]:
+    """Sentences of the Pang & Lee movie reviews (one per line, lower-cased and tokenized as distributed; an uncased
+    model reads them as it reads cased text), a seeded sample."""
+    lines = [line.strip() for path in sorted(folder.glob("*/*.txt"))
+             for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    return random.Random(seed).sample([s for s in lines if len(s.split()) >= 3], limit)
 
 
 def noisy(text: str, rng: random.Random, share: float = 0.05) -> str:
@@ -133,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     shifts = {}
     for name, texts in (("prose", lambda: prose_sentences(args.data_dir / "unlabeled_en" / "combined_pd_ccby.txt",
                                                           3000, 1)),
-                        ("noisy-news", lambda: [noisy(t, random.Random(k)) for k, t in enumerate(held_texts)])):
+                        ("noisy-news", lambda: [noisy(t, random.Random(k)) for k, t in enumerate(held_texts)]),
+                        ("movie-reviews", lambda: review_sentences(args.data_dir / "movie_reviews", 3000, 1))):
         if not (work / f"{name}.npz").is_file():
             batch = texts()
             started = time.perf_counter()
@@ -157,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if key in done["rows"]:
             continue
         counts = {b: {"flagged": 0, "n": 0, "per_check": {}} for b in ("no-drift", "prose", "noisy-news",
-                                                                        "no-drift, permutation tests")}
+                                                                        "movie-reviews", "no-drift, permutation tests")}
         seconds = {"null": 0.0, "decide": 0.0}
         per_fold = args.resamples // 2
         for calib, judged in ((0, 1), (1, 0)):
@@ -170,12 +180,15 @@ def main(argv: list[str] | None = None) -> int:
             judged_docs = [number[held_docs[r]] for r in folds[judged]]
             draws = drift_calibration.holdout_batches(judged_docs, size, per_fold, seed=1000 + size + judged)
             rng = np.random.default_rng(size + judged)
+            reviews_rng = np.random.default_rng(10_000 + size + judged)   # its own: the other batches stay as they were
             for r, rows in enumerate(draws):
                 picked = [folds[judged][k] for k in rows]
                 prose_rows = rng.choice(len(shifts["prose"]["labels"]), size=size, replace=False)
+                review_rows = reviews_rng.choice(len(shifts["movie-reviews"]["labels"]), size=size, replace=False)
                 for name, batch in (("no-drift", drift_profile.subset(holdout, picked)),
                                     ("prose", drift_profile.subset(shifts["prose"], prose_rows)),
-                                    ("noisy-news", drift_profile.subset(shifts["noisy-news"], picked))):
+                                    ("noisy-news", drift_profile.subset(shifts["noisy-news"], picked)),
+                                    ("movie-reviews", drift_profile.subset(shifts["movie-reviews"], review_rows))):
                     started = time.perf_counter()
                     decision = drift_calibration.decide(null, batch)
                     seconds["decide"] += time.perf_counter() - started

@@ -21,7 +21,8 @@ UNLABELLED=../shared/data/unlabeled_en/combined_pd_ccby.txt
 #    document + pretraining; seed 42 done 2026-12-05)
 "$PY" bench/conll_context.py "${CONLL[@]}" --contexts document --seeds 42 7 -- pretrain.enabled=true pretrain.epochs=1
 # 3. LoRA against full fine-tuning on the best configuration of 1-2: document context since 2026-12-05 (both seeds chose
-#    it on validation F1), with all-linear, LoRA's default since 2026-12-05 (seed 42 done 2026-12-05: within 1.0 point)
+#    it on validation F1), with all-linear, LoRA's default since 2026-12-05 (both seeds done 2026-12-05: means within
+#    1.0 point, seed 7 1.07 below on validation)
 "$PY" bench/conll_context.py "${CONLL[@]}" --contexts document --seeds 42 7 -- train.adapter=lora \
     train.lora.target_modules=all-linear
 # 4. movie reviews: today's default, + task-adaptive pretraining, + the unlabelled English prose
