@@ -23,7 +23,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
-from nerflow import tuning
+from nerflow import faults, tuning
 from nerflow.config import load_config
 from nerflow.flows.study_storage import finished, finished_states, make_storage, repair
 from nerflow.progress import TrainingInterrupted
@@ -187,6 +187,9 @@ def objective(study, config: Path, overrides: list[str], space: tuning.Space, pa
             if score is None:
                 return
             trial.report(score, epoch)
+            # the epoch's checkpoint is on disk and its score in the study, the trial still RUNNING: after a kill the
+            # next `nerflow tune` fails it (its process is gone) and runs its values again from that checkpoint
+            faults.point("tune.epoch-reported", str(trial.number))
             if not tuning.still_warming_up(epoch, cfg.train) and trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch}: validation F1 {score:.4f} is below the median of the "
                                          "earlier trials at this epoch")

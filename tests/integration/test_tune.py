@@ -9,6 +9,7 @@ import optuna
 import pytest
 import yaml
 
+from nerflow import faults
 from nerflow.config import ConfigError
 
 from .corpus import tiny_config
@@ -179,6 +180,11 @@ def interrupted_study(tmp_path: Path, corpus: Path, model_dir: Path, study: str)
     return args, storage, training_trial_1
 
 
+def at_fault_point(log: Path, verb: str, trials_then):
+    """A predicate: the trials (`trials_then()`), once the command says it is held at `tune.epoch-reported`."""
+    return lambda: f"{verb} at tune.epoch-reported" in log.read_text() and trials_then()
+
+
 def test_ctrl_c_mid_trial_stops_the_study_and_the_same_command_continues_the_trial(tmp_path, tiny_corpus,
                                                                                    corpus_model_dir, mlflow_store):
     """SIGINT to the process group (a terminal's Ctrl-C) while trial 1 trains: exit 130 within the interrupt bound,
@@ -194,8 +200,10 @@ def test_ctrl_c_mid_trial_stops_the_study_and_the_same_command_continues_the_tri
 
     args, storage, training_trial_1 = interrupted_study(tmp_path, tiny_corpus, corpus_model_dir, "ctrl-c")
     env = nerflow_env(mlflow_store)
-    proc, log = start(args, tmp_path, env)
-    before = wait_for(training_trial_1, 240, "trial 1 training", proc, log)
+    # trial 1 waits after reporting its first epoch until the signal comes: a tiny trial trains in about a second,
+    # too fast for a poll to be sure of catching it mid-way
+    proc, log = start(args, tmp_path, {**env, faults.ENV: "tune.epoch-reported/1:pause"})
+    before = wait_for(at_fault_point(log, "pausing", training_trial_1), 240, "trial 1 training", proc, log)
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=INTERRUPT_BOUND_S) == 130, log.read_text()[-3000:]
     output = log.read_text()
@@ -239,8 +247,8 @@ def test_a_study_killed_mid_trial_resumes_without_repeating_a_finished_trial(tmp
     args, storage, training_trial_1 = interrupted_study(tmp_path, tiny_corpus, corpus_model_dir, "killed")
     env = nerflow_env(mlflow_store)
 
-    proc, log = start(args, tmp_path, env)
-    before = wait_for(training_trial_1, 240, "trial 1 training", proc, log)
+    proc, log = start(args, tmp_path, {**env, faults.ENV: "tune.epoch-reported/1:hang"})   # held mid-trial
+    before = wait_for(at_fault_point(log, "hanging", training_trial_1), 240, "trial 1 training", proc, log)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = run(args, tmp_path, env, timeout=300)

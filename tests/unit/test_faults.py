@@ -43,6 +43,25 @@ def test_error_mode_raises_an_oserror_naming_the_point(monkeypatch):
     assert isinstance(raised.value, OSError)
 
 
+def test_pause_mode_waits_for_a_signal_then_hands_it_to_the_handler_in_place():
+    """`:pause` holds the process at the point until SIGINT, then the handler that was installed before the point
+    receives it and the program goes on (a training loop's stop request: the signal is neither lost nor fatal)."""
+    program = """
+import signal, sys
+from nerflow import faults
+signal.signal(signal.SIGINT, lambda signum, frame: print("handled", signal.Signals(signum).name, flush=True))
+faults.point("a.b")
+print("went on", flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={"PATH": "/usr/bin:/bin", faults.ENV: "a.b:pause"})
+    said = proc.stderr.readline()   # blocks until the point is reached: no timing involved
+    assert "pausing at a.b" in said and proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out.split("\n")[:2]) == (0, ["handled SIGINT", "went on"]), err
+
+
 def test_every_point_in_the_code_is_killed_at_by_a_test():
     """A new point that no crash test names is a crash nobody checked."""
     points = faults.points_in_source()
