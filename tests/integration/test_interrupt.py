@@ -18,6 +18,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from nerflow import faults
 from nerflow.config import resolved_dict
 
 from .corpus import LONG, SHORT, tiny_config, write_conll
@@ -51,18 +52,23 @@ def checkpoints(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "cache" / "train").glob("*.work/checkpoints/step-*"))
 
 
-def run_until_training(tmp_path: Path, corpus_model_dir: Path, mlflow_store: str, prefect_home: Path, name: str):
-    """`nerflow run` of a fresh config in its own process group, returned once training is under way:
-    (config path, environment, process, log path, the temporary server it started)."""
+def run_until_training(tmp_path: Path, corpus_model_dir: Path, mlflow_store: str, prefect_home: Path, name: str,
+                       hold: str):
+    """`nerflow run` of a fresh config in its own process group, returned once training is under way, held just
+    after its first checkpoint by the fault switch (`hold`: `pause` until a signal, or `hang`), so the signal the test
+    sends finds it training however fast the machine: (config path, environment without the switch, process, log
+    path, the temporary server it started)."""
     cfg = write_config(tmp_path, corpus_model_dir, name)
     env = nerflow_env(mlflow_store, prefect_home)
-    proc, log = start(["run", str(cfg)], tmp_path, env)
-    return cfg, env, proc, log, started_training(tmp_path, prefect_home, proc, log)
+    proc, log = start(["run", str(cfg)], tmp_path, {**env, faults.ENV: f"checkpoint.renamed:{hold}"})
+    verb = {"pause": "pausing", "hang": "hanging"}[hold]
+    return cfg, env, proc, log, started_training(tmp_path, prefect_home, proc, log, f"{verb} at checkpoint.renamed")
 
 
-def started_training(tmp_path: Path, prefect_home: Path, proc, log: Path) -> dict:
-    """Waits for a first checkpoint (training is under way); returns the temporary server the command started."""
-    wait_for(lambda: checkpoints(tmp_path), 180, "a first checkpoint", proc, log)
+def started_training(tmp_path: Path, prefect_home: Path, proc, log: Path, held: str) -> dict:
+    """Waits for a first checkpoint and the line saying the command is held there; returns the temporary server the
+    command started."""
+    wait_for(lambda: checkpoints(tmp_path) and held in log.read_text(), 180, "a first checkpoint", proc, log)
     (server,) = wait_for(lambda: temporary_servers(prefect_home), 10, "the temporary server's record", proc, log)
     assert listening(server["port"]) and server["owner"] == proc.pid
     return server
@@ -77,7 +83,7 @@ def only_run(experiment: str):
 def test_ctrl_c_during_training_stops_cleanly_and_the_same_command_resumes(tmp_path, corpus_model_dir, mlflow_store,
                                                                            prefect_home):
     cfg, env, proc, log, server = run_until_training(tmp_path, corpus_model_dir, mlflow_store, prefect_home,
-                                                     "interrupt-sigint")
+                                                     "interrupt-sigint", hold="pause")
 
     os.killpg(proc.pid, signal.SIGINT)                 # Ctrl-C: the whole foreground group
     signalled = time.monotonic()
@@ -115,7 +121,7 @@ def test_ctrl_c_during_training_stops_cleanly_and_the_same_command_resumes(tmp_p
 def test_kill_9_leaves_no_server_and_the_next_command_shows_the_run_killed(tmp_path, corpus_model_dir, mlflow_store,
                                                                            prefect_home):
     cfg, env, proc, log, server = run_until_training(tmp_path, corpus_model_dir, mlflow_store, prefect_home,
-                                                     "interrupt-sigkill")
+                                                     "interrupt-sigkill", hold="hang")
 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
