@@ -5,9 +5,10 @@ The switch's grammar: `NAME[/WHERE][@N][:error]`. `/WHERE` narrows a point that 
 them (`cache.output-written/register`: the register stage's output, not the first stage's); `@N` waits for the
 N-th time the point is reached (a checkpoint saved twice); `:error` raises `InjectedFault` (an OSError) instead of
 killing, for tests of what a failing write undoes; `:hang` says so on stderr and blocks for good, for tests of what
-a hung step (a scorer that never returns) must not hold; `:pause` says so on stderr and waits for a SIGINT or
-SIGTERM, then hands it to the process's own handler and goes on, for tests that signal a process at an exact place
-(Ctrl-C while a trial's epoch is being reported) instead of at whatever moment a poll happens to see.
+a hung step (a scorer that never returns) must not hold; `:pause` says so on stderr and waits for a signal: a
+SIGINT or SIGTERM is then handed to the process's own handler, a SIGUSR1 only lets it go on. For tests that act on a
+process at an exact place (Ctrl-C while a trial's epoch is being reported, a server killed mid-training) instead of at
+whatever moment a poll happens to see.
 
 Off unless the variable is set: one dictionary lookup per point. Each point sits between two writes that a crash
 could separate, with a comment saying what the state is when it fires and who repairs it. `points_in_source()` lists
@@ -58,19 +59,20 @@ def point(name: str, where: str = "") -> None:
 
 def _pause_until_signalled(name: str) -> None:
     """Main thread only (where Python runs signal handlers)."""
-    stoppers = (signal.SIGINT, signal.SIGTERM)
+    stoppers = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
     previous = {s: signal.getsignal(s) for s in stoppers}
     arrived: list[int] = []
     for s in stoppers:   # before the line is printed: a signal sent on seeing it cannot be lost
         signal.signal(s, lambda signum, frame: arrived.append(signum))
     try:
-        print(f"{ENV}: pausing at {name} until SIGINT or SIGTERM", file=sys.stderr, flush=True)
+        print(f"{ENV}: pausing at {name} until SIGINT, SIGTERM or SIGUSR1 (go on)", file=sys.stderr, flush=True)
         while not arrived:
             time.sleep(0.05)   # a signal ends the sleep at once when it reaches this thread
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-    signal.raise_signal(arrived[0])   # to the handler in place here (a training loop's stop request)
+    if arrived[0] != signal.SIGUSR1:
+        signal.raise_signal(arrived[0])   # to the handler in place here (a training loop's stop request)
 
 
 def points_in_source(*roots: Path) -> set[str]:

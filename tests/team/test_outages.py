@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 
+from nerflow import faults
 from nerflow.config import resolved_dict
 from nerflow.flows.errors import EXIT_OK, EXIT_UNAVAILABLE
 from nerflow.flows.prefect_server import free_port
@@ -162,13 +163,17 @@ def test_mlflow_server_down_when_a_run_starts(team, env, tmp_path, model_dir):
 def test_mlflow_server_killed_mid_training_then_the_same_command_continues(team, env, tmp_path, model_dir):
     name = unique("outage-killed")
     cfg = write_config(tmp_path, model_dir, name)
-    proc, log = start(["run", str(cfg)], tmp_path, env)
+    # held at its first checkpoint until the server is dead (SIGUSR1 lets it go on): training is under way then,
+    # however fast the machine trains
+    proc, log = start(["run", str(cfg)], tmp_path, {**env, faults.ENV: "checkpoint.renamed:pause"})
     try:
-        wait_for(lambda: checkpoints(tmp_path), 300, "a first training checkpoint", proc, log)
+        wait_for(lambda: checkpoints(tmp_path) and "pausing at checkpoint.renamed" in log.read_text(), 300,
+                 "a first training checkpoint", proc, log)
         (before,) = pipeline_runs(team, name)   # the run opened before validate; training is under way
         assert before["info"]["status"] == "RUNNING"
         with stopped_mlflow(team, kill=True):
             killed = time.monotonic()
+            os.kill(proc.pid, signal.SIGUSR1)
             try:
                 proc.wait(timeout=KILLED_MID_RUN_BOUND_S * 3)
             except subprocess.TimeoutExpired:

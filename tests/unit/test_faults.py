@@ -62,6 +62,22 @@ print("went on", flush=True)
     assert (proc.returncode, out.split("\n")[:2]) == (0, ["handled SIGINT", "went on"]), err
 
 
+def test_pause_mode_goes_on_at_sigusr1_without_a_signal_to_handle():
+    program = """
+import signal
+from nerflow import faults
+signal.signal(signal.SIGINT, lambda signum, frame: print("handled", flush=True))
+faults.point("a.b")
+print("went on", flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={"PATH": "/usr/bin:/bin", faults.ENV: "a.b:pause"})
+    assert "pausing at a.b" in proc.stderr.readline() and proc.poll() is None
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (0, "went on\n"), err
+
+
 def test_every_point_in_the_code_is_killed_at_by_a_test():
     """A new point that no crash test names is a crash nobody checked."""
     points = faults.points_in_source()
