@@ -128,3 +128,18 @@ def inference_batches(lengths: list[int], batch_tokens: int | None, batch_size: 
         return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
     return [part[b:b + batch_size] for part in by_tokens(order, lengths, batch_tokens)
             for b in range(0, len(part), batch_size)]
+
+
+# Padded positions per forward pass when predicting (`nerflow predict`, the served model, the gate's scorer). A CPU
+# is fastest per position at a few thousand: measured on a 2-core Xeon with AMX (MiniLM, docs/benchmarks.md "Serving
+# fast"), bf16 ran windows of 256 at 162 windows/s in passes of 2,048 positions and 108 in passes of 16,384, and
+# short sentences fastest at 4,096 (1,712 a second against 1,083 at 8,192; fp32 370 against 348): the activations of
+# a smaller pass stay in the caches. A GPU needs large passes to be busy.
+CPU_PREDICT_TOKENS = 4096
+GPU_PREDICT_TOKENS = 16384
+PREDICT_MAX_SEQUENCES = 256   # a pass of very short sequences still stops here
+
+
+def predict_batch_tokens(device: str) -> int:
+    """The padded positions per forward pass at prediction on `device` ("cpu", "cuda", "cuda:1", ...)."""
+    return CPU_PREDICT_TOKENS if device.split(":")[0] == "cpu" else GPU_PREDICT_TOKENS

@@ -16,7 +16,7 @@ class ExportConfig(BaseModel):
     quantize: bool = True           # try dynamic int8 (false: ONNX fp32 or PyTorch only)
     # try PyTorch in bf16 where the CPU has bf16 matrix instructions (AMX, AVX-512 BF16); served when within
     # max_f1_drop and its batch throughput beats int8's as measured by the stage. On a Xeon with AMX: CoNLL-2003
-    # batches 2.3x fp32's speed but single sentences no faster; whole movie reviews 2.9-3.1x, 0.40x the latency
+    # batches 2.7x fp32's speed but single sentences no faster; whole movie reviews 3.6x, 0.40x the latency
     # (docs/benchmarks.md, "Serving fast"); configs/movie_reviews.yaml turns it on
     bf16: bool = False
     latency_requests: PositiveInt = 50   # single-text requests timed per runtime (validation texts, in order)

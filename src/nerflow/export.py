@@ -6,7 +6,7 @@ The choice: int8 when its validation F1 is within `export.max_f1_drop` points of
 the same rule, else PyTorch; the reason is recorded (`runtime.json`, the version's tags). With `export.bf16` on a
 CPU with bf16 matrix instructions (nerflow.runtimes.native_bf16) PyTorch in bf16 is measured too, and when it and
 int8 are both within the limit the faster of the two as measured here is served (on a CPU with AMX, bf16 ran
-CoNLL-2003 `predict` batches 2.3x faster than fp32 where int8 ran them 1.8x, and whole movie reviews 2.9-3.1x;
+CoNLL-2003 `predict` batches 2.7x faster than fp32 where int8 ran them 1.7x, and whole movie reviews 3.6x;
 docs/benchmarks.md). Validation decides, so
 test F1 stays an unbiased report of the choice. Dynamic quantization stores weights as int8 and quantizes
 activations per batch at run time, which needs no calibration data; static quantization of BERT-like models is

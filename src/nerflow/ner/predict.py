@@ -21,7 +21,13 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from nerflow.batching import inference_batches, pad_multiple, padded
+from nerflow.batching import (
+    PREDICT_MAX_SEQUENCES,
+    inference_batches,
+    pad_multiple,
+    padded,
+    predict_batch_tokens,
+)
 from nerflow.ner.schemes import entity_spans, invalid_iob2_positions
 from nerflow.ner.tokenization import Window, encode_sentences, encoder_for, merge_windows
 from nerflow.runtimes import load_model
@@ -149,11 +155,12 @@ class Predictor:
                                                "context": self.context, "context_tokens": self.context_tokens})
         return encode_sentences(encoder, sentences, docs)
 
-    def predict_words(self, sentences: list[list[str]], batch_size: int = 64, docs: list[int] | None = None
+    def predict_words(self, sentences: list[list[str]], docs: list[int] | None = None
                       ) -> tuple[list[list[str]], list[list[float]]]:
         windows = self.windows(sentences, docs)
         return predict_windows(self.model, windows, [len(s) for s in sentences], dict(enumerate(self.labels)),
-                               self.tokenizer.pad_token_id or 0, batch_size, self.device)
+                               self.tokenizer.pad_token_id or 0, PREDICT_MAX_SEQUENCES, self.device,
+                               batch_tokens=predict_batch_tokens(self.device))
 
     multi_label: ClassVar[bool] = False   # one IOB2 tag per token (nerflow.scoring.Scorer)
 

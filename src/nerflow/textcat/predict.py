@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nerflow.batching import inference_batches, pad_multiple, padded
+from nerflow.batching import (
+    PREDICT_MAX_SEQUENCES,
+    inference_batches,
+    pad_multiple,
+    padded,
+    predict_batch_tokens,
+)
 from nerflow.runtimes import load_model
 from nerflow.textcat.config import TextcatTokenizeConfig as TokenizeConfig
 from nerflow.textcat.tokenization import Encoder, Segment
@@ -123,7 +129,7 @@ class Classifier:
         encoder = Encoder(self.tokenizer, tokenize_settings(self.meta))
         segments = [s for i, ids in enumerate(encoder.token_ids(texts)) for s in encoder.encode(i, ids, [])]
         logits = predict_logits(self.model, segments, len(texts), self.meta["pool"], self.tokenizer.pad_token_id or 0,
-                                device=self.device, batch_tokens=16384)
+                                PREDICT_MAX_SEQUENCES, self.device, batch_tokens=predict_batch_tokens(self.device))
         return to_probabilities(logits, self.meta["multi_label"])
 
     def predict_text(self, texts: list[str]) -> list[dict]:
