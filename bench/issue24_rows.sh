@@ -33,7 +33,9 @@ UNLABELLED=../shared/data/unlabeled_en/combined_pd_ccby.txt
 # 5. then the chosen movie-review default at seed 7 (add its overrides): bench/movie_reviews.py ... seed=7
 #    (today's default at seed 7 done 2026-12-05: test accuracy 0.865; rerun it if section 4 chooses another)
 # 6. learning rates that transfer (part 5): is `lr: auto` near the best rate for short texts, long windowed reviews
-#    and LoRA? Half and twice the rate it picks (short texts: 3.03e-4 on multi-label CoNLL sentences; LoRA: 10x)
+#    and LoRA? Half and twice the rate it picks (short texts: 3.03e-4 on multi-label CoNLL sentences, done
+#    2026-12-04: auto was the best of the three on validation; LoRA: 10x, 3.03e-3 at sentence context; movie reviews:
+#    auto gives ~1.6e-4 for ~16 windows a step, the config sets 2e-4)
 "$PY" bench/multilabel_conll.py --data-dir ../shared/data/conll2003 --seeds 42 \
     --out bench/results/multilabel_conll-cpu-2026-12-04.jsonl --systems nerflow:train.lr=1.5e-4 nerflow:train.lr=6e-4
 "$PY" bench/conll_context.py "${CONLL[@]}" --contexts sentence --seeds 42 -- train.adapter=lora train.lr=1e-3
