@@ -44,7 +44,9 @@ class Encoder:
         self.stride = min(cfg.stride, self.budget // 2)
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        # whole texts, cut into windows afterwards: the tokenizer's warning that a text is longer than the model reads
+        # does not apply (verbose=False), and would fill a served model's log with one line per long review
+        return self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
 
     def spans(self, n: int) -> list[tuple[int, int]]:
         """[start, end) of each window over n sub-tokens (one window for short texts)."""

@@ -181,3 +181,25 @@ def test_multi_label_segments_carry_every_label_id(word_tokenizer):
                                      ["a", "b", "c"])
     assert lengths == [3, 15]
     assert [(s.doc, s.labels) for s in segments] == [(0, [1, 2]), (1, []), (1, [])]
+
+
+def test_a_text_longer_than_the_model_reads_is_windowed_without_the_tokenizers_warning(capfd):
+    """Windows are how a long text is read, so transformers' "Token indices sequence length is longer than the
+    specified maximum sequence length" warning is wrong here; it landed in served models' logs for long reviews."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    wp = BertWordPieceTokenizer({token: i for i, token in enumerate(vocab)}, lowercase=False)
+    tokenizer = BertTokenizerFast(tokenizer_object=wp._tokenizer, model_max_length=16, unk_token="[UNK]",
+                                  sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()   # what a served model's process has: nothing quietens transformers there
+    try:
+        capfd.readouterr()
+        segments = segments_of(tokenizer, words(40), max_length=12, stride=4, long_documents="windows")
+        said = capfd.readouterr().err
+    finally:
+        hf_logging.set_verbosity(level)
+    assert len(segments) > 3 and "sequence length is longer" not in said, said
