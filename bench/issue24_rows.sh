@@ -38,5 +38,7 @@ UNLABELLED=../shared/data/unlabeled_en/combined_pd_ccby.txt
 #    auto gives ~1.6e-4 for ~16 windows a step, the config sets 2e-4)
 "$PY" bench/multilabel_conll.py --data-dir ../shared/data/conll2003 --seeds 42 \
     --out bench/results/multilabel_conll-cpu-2026-12-04.jsonl --systems nerflow:train.lr=1.5e-4 nerflow:train.lr=6e-4
+#    (LoRA rows done 2026-12-06: auto, 3.03e-3, the best of 1e-3 / auto / 6e-3 on validation)
 "$PY" bench/conll_context.py "${CONLL[@]}" --contexts sentence --seeds 42 -- train.adapter=lora train.lr=1e-3
+"$PY" bench/conll_context.py "${CONLL[@]}" --contexts sentence --seeds 42 -- train.adapter=lora train.lr=6e-3
 "$PY" bench/movie_reviews.py "${MOVIES[@]}" --strategies windows -- train.lr=auto
