@@ -86,3 +86,37 @@ def test_viterbi_equals_brute_force_over_valid_sequences(seed):
 def test_unknown_decoder_is_an_error_not_a_silent_argmax():
     with pytest.raises(ValueError, match="decode must be 'viterbi' or 'argmax'"):
         predict_windows(None, [], [], {0: "O"}, 0, decode="beam")
+
+
+def decode_one_by_one(p: np.ndarray, allowed: np.ndarray) -> list[int]:
+    """The textbook Viterbi, one sentence and one word at a time: what the batched decoder replaced."""
+    if len(p) == 0:
+        return []
+    penalty = np.where(allowed, 0.0, -np.inf)
+    logp = np.log(np.clip(p, 1e-12, None))
+    score = logp[0] + penalty[-1]
+    backpointers = []
+    for t in range(1, len(logp)):
+        candidates = score[:, None] + penalty[:-1]
+        backpointers.append(candidates.argmax(0))
+        score = candidates.max(0) + logp[t]
+    path = [int(score.argmax())]
+    for back in reversed(backpointers):
+        path.append(int(back[path[-1]]))
+    return path[::-1]
+
+
+@pytest.mark.parametrize("cells", [1 << 18, 7])
+def test_batched_viterbi_gives_every_sentence_the_path_it_gets_alone(monkeypatch, cells):
+    # sentences of mixed lengths (empty ones, a long one) decoded together, in one group or cut into many small ones,
+    # each get exactly the path of the one-sentence decoder; ties too (rows of equal probabilities)
+    import nerflow.ner.predict as predict
+
+    monkeypatch.setattr(predict, "VITERBI_CELLS", cells)
+    rng = np.random.default_rng(0)
+    lengths = [0, 1, 3, 0, 40, 2, 17, 1, 5, 9, 9, 0, 120, 4]
+    sentences = [rng.dirichlet(np.full(len(LABELS), 0.3), size=n) for n in lengths]
+    sentences.append(np.full((6, len(LABELS)), 1 / len(LABELS)))
+    got = predict.decode_iob2_batch(sentences, ALLOWED)
+    assert got == [decode_one_by_one(p, ALLOWED) for p in sentences]
+    assert [len(path) for path in got] == [*lengths, 6]

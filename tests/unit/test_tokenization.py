@@ -123,3 +123,24 @@ def test_tokenize_corpus_roundtrips_windows_through_arrow(tiny_tokenizer, tmp_pa
 def test_max_length_without_room_for_words_is_an_error(tiny_tokenizer):
     with pytest.raises(ValueError, match="max_length"):
         Encoder(tiny_tokenizer, max_length=3, stride=0)
+
+
+def test_sentences_tokenized_together_get_the_pieces_each_gets_alone(tiny_tokenizer):
+    # one tokenizer call for many sentences (prediction's host work) must not change a word's sub-tokens: empty
+    # sentences, a word the tokenizer maps to nothing (a lone control character: one [UNK] position), a word longer
+    # than the budget (clipped)
+    enc = Encoder(tiny_tokenizer, max_length=8, stride=2)
+    sentences = [LONG[:5], [], ["\x07"], LONG, ["Northwind" * 6], [], LONG[7:9]]
+
+    def alone(words):
+        out = tiny_tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+        pieces = [[] for _ in words]
+        for token_id, w in zip(out["input_ids"], out.word_ids()):
+            if w is not None:
+                pieces[w].append(token_id)
+        return [p[: enc.budget] if p else [tiny_tokenizer.unk_token_id] for p in pieces]
+
+    got = enc.word_pieces_batch(sentences)
+    assert got == [alone(words) for words in sentences]
+    assert got[1] == got[5] == [] and got[2] == [[tiny_tokenizer.unk_token_id]]
+    assert len(got[4][0]) == enc.budget
