@@ -14,7 +14,8 @@ drift` does since the reference holds `training`). Also measured: the permutatio
 no-drift batches (what a test that assumes exchangeable texts does), MMD against a domain classifier's AUC as the
 embedding statistic at small batches, and the time to profile and check 1,000 texts.
 
-    python bench/drift_conll.py --model bench/out/serving_runtimes/sentence-seed42/served-onnx-int8 \
+    python bench/drift_conll.py \
+        --model bench/out/serving_runtimes/serving_runtimes-conll-cpu-2026-12-04/served-onnx-int8 \
         --out bench/results/drift_conll-cpu-2026-12-05.json
 
 Rows are written to `--out` as each completes and skipped when already there.

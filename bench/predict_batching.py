@@ -4,7 +4,7 @@
 `bench/serving_runtimes.py` wrote. One process, the two settings alternated per runtime, two rounds (the second in
 reverse order); each measurement is written to `--out` as it completes and skipped when already there.
 
-    python bench/predict_batching.py --served bench/out/serving_runtimes/out \
+    python bench/predict_batching.py --served bench/out/serving_runtimes/serving_runtimes-movies-cpu-2026-12-05 \
         --run-dir ../w-bench/bench/out/movie-reviews --out bench/results/predict_batching-movies-cpu-2026-12-06.json
 """
 from __future__ import annotations

@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         newest(cache, "tokenize")
     task = json.loads((model_dir / "nerflow.json").read_text()).get("task", "token-classification")
     kind = task_types.get(task)
-    work = args.work / args.run_dir.parent.name
+    # one work folder per results file (its rows resume together); named after the run folder's parent until
+    # 2026-12-06, which gave two models whose run folders share a parent name ("out") one folder
+    work = args.work / args.out.stem
     work.mkdir(parents=True, exist_ok=True)
     done = json.loads(args.out.read_text()) if args.out.is_file() else {
         "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
