@@ -20,7 +20,7 @@ from prefect import flow
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed
 
-from nerflow import redact
+from nerflow import faults, redact
 from nerflow.flows import errors
 from nerflow.flows.errors import MLFLOW_HTTP_BOUNDS
 
@@ -57,6 +57,9 @@ def _retrain_if_changed(config: str, overrides: list[str] | None, workdir: str |
     cfg = load_config(config, list(overrides or []))   # the path as given: the errors name it so
     with stat_cache.trusting_unchanged(cfg.cache_dir):   # unchanged files keep their hash; the pipeline rehashes
         plan = make_plan(cfg)
+    # planned, nothing written: a kill here crashes this flow run and the next one plans again (also where a test
+    # holds a running retraining while a second drift event queues another behind it)
+    faults.point("scheduled.planned")
     client = tracking.configure()
     done = registered.find_registered(client, cfg, plan)
     if done is not None:

@@ -65,7 +65,9 @@ def _pause_until_signalled(name: str) -> None:
     for s in stoppers:   # before the line is printed: a signal sent on seeing it cannot be lost
         signal.signal(s, lambda signum, frame: arrived.append(signum))
     try:
-        print(f"{ENV}: pausing at {name} until SIGINT, SIGTERM or SIGUSR1 (go on)", file=sys.stderr, flush=True)
+        # the pid: a process that a server started (a flow run of `nerflow serve`) is found by its line
+        print(f"{ENV}: pausing at {name} (pid {os.getpid()}) until SIGINT, SIGTERM or SIGUSR1 (go on)",
+              file=sys.stderr, flush=True)
         while not arrived:
             time.sleep(0.05)   # a signal ends the sleep at once when it reaches this thread
     finally:
