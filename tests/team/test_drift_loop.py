@@ -2,7 +2,9 @@
 retraining deployment with a trigger; `nerflow serve` runs both. A check that finds drift emits
 `nerflow.drift.detected` once per episode, Prefect's automation starts the retraining deployment with its own
 parameters, and the retraining run ends with "drift detected, no new labelled data" and the texts to label when the
-labelled data is unchanged, or registers a new version the gate decides on when it changed. Both task types."""
+labelled data is unchanged, or registers a new version the gate decides on when it changed. Both task types. A drift
+event while a retraining runs queues the next retraining behind it (ENQUEUE), checked at the end of the textcat
+loop."""
 from __future__ import annotations
 
 import datetime
@@ -143,6 +145,83 @@ def drift_then_retrain(api: str, mlflow_uri: str, name: str, model: str, server:
     return check, ended(api, retrain["id"], server, TRAIN_S)
 
 
+def paused_pids(log: Path) -> list[int]:
+    """The flow-run processes `nerflow serve` started that said they are paused at `scheduled.planned`, in order."""
+    return [int(m) for m in re.findall(r"pausing at scheduled\.planned \(pid (\d+)\)", log.read_text())]
+
+
+def send_drift_event(api: str, model: str) -> None:
+    """`nerflow.drift.detected` for `model`, with the resource a monitoring check gives it (flows/monitor_flow.py)."""
+    import asyncio
+
+    from prefect.events import Event
+    from prefect.events.clients import PrefectEventsClient
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from nerflow.flows.monitor_flow import resource_id
+
+    async def send() -> None:
+        async with PrefectEventsClient(api_url=api) as client:
+            await client.emit(Event(event=EVENT, resource={"prefect.resource.id": resource_id(model)}))
+
+    with temporary_settings(updates={PREFECT_API_URL: api,
+                                     PREFECT_API_AUTH_STRING: os.environ["PREFECT_API_AUTH_STRING"]}):
+        asyncio.run(send())
+
+
+def when(iso: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def state_names(api: str, run_id: str) -> list[str]:
+    r = httpx.get(f"{api}/flow_run_states/", auth=PREFECT_AUTH, params={"flow_run_id": run_id})
+    return [s["name"] for s in sorted(r.raise_for_status().json(), key=lambda s: s["timestamp"])]
+
+
+def queued_behind_a_running_retraining(api: str, name: str, model: str, root: Path, env: dict,
+                                       retrain_id: str) -> None:
+    """The retraining deployment queues (ENQUEUE) a run that a drift event starts while another still runs: it waits
+    for the slot and runs afterwards; neither is cancelled, and they never overlap. `nerflow serve` runs with the
+    fault point `scheduled.planned` set to pause, so every retraining run plans, then waits for SIGUSR1: the second
+    event surely arrives while the first runs. The deployment has drift runs behind it already (`loop`)."""
+    known = {r["id"] for r in runs_of(api, retrain_id)}
+
+    def started() -> list[dict]:
+        """The runs drift events started since (not the runs the deployment's yearly schedule has waiting)."""
+        return sorted((r for r in runs_of(api, retrain_id) if r["id"] not in known and
+                       (r.get("created_by") or {}).get("type") == "AUTOMATION"), key=lambda r: r["created"])
+
+    log = root / "serve-queue.log"
+    server = Background([*NERFLOW, "serve", name], root, {**env, "NERFLOW_FAULT_POINT": "scheduled.planned:pause"},
+                        log)
+    try:
+        # the automation reads only the event's name and resource; `loop` sent its events through drift checks
+        send_drift_event(api, model)
+        first = wait_for(lambda: started()[:1], TRIGGER_S, "a drift event to start a retraining run", server)[0]
+        first_pid = wait_for(lambda: paused_pids(log)[:1], TRAIN_S, "the retraining run to pause", server)[0]
+        assert flow_run(api, first["id"])["state"]["type"] == "RUNNING"
+
+        send_drift_event(api, model)   # while the first still runs
+        second = wait_for(lambda: started()[1:], TRIGGER_S, "the second drift event to start a retraining run",
+                          server)[0]
+        queued = wait_for(lambda: (r := flow_run(api, second["id"]))["state"]["name"] == "AwaitingConcurrencySlot"
+                          and r, TRIGGER_S, "the second retraining run to wait for the slot", server)
+        assert queued["state"]["type"] == "SCHEDULED" and paused_pids(log) == [first_pid]
+        assert flow_run(api, first["id"])["state"]["type"] == "RUNNING"
+
+        os.kill(first_pid, signal.SIGUSR1)   # the first run goes on: it ends, and the queued one gets the slot
+        done_first = ended(api, first["id"], server, TRAIN_S)
+        assert done_first["state"]["message"].startswith(f"drift detected, no new labelled data: {model} version 1")
+        second_pid = wait_for(lambda: paused_pids(log)[1:], TRAIN_S, "the queued run to start", server)[0]
+        os.kill(second_pid, signal.SIGUSR1)
+        done_second = ended(api, second["id"], server, TRAIN_S)
+        assert done_second["state"]["message"].startswith("drift detected, no new labelled data")
+        assert "AwaitingConcurrencySlot" in state_names(api, second["id"])
+        assert when(done_second["start_time"]) >= when(done_first["end_time"])
+    finally:
+        server.stop()
+
+
 def loop(tmp_path: Path, team, team_env, project, name: str, model: str, changed_data) -> None:
     api, mlflow_uri = team.prefect_api_url, team.mlflow_uri
     cfg, calm, shifted = project(tmp_path, model)
@@ -205,6 +284,8 @@ def loop(tmp_path: Path, team, team_env, project, name: str, model: str, changed
             refused = nerflow(["schedule", cfg.name, "--cron", YEARLY, "--name", name, "--collision",
                                "cancel_new"], tmp_path, env)
             assert refused.returncode == 2 and "--collision cancel_new: the drift event of" in refused.stderr
+            server.stop()
+            queued_behind_a_running_retraining(api, name, model, tmp_path, env, retrain_deployment["id"])
             return
 
         # no drift ends the episode; new labelled data, drift again: a new event, version 2 and a gate decision
@@ -235,86 +316,6 @@ def test_ner_drift_event_starts_retraining_which_names_texts_to_label_then_regis
     loop(tmp_path, team, team_env, ner_project, "ner-drift", "drift-loop-ner", more_ner_labels)
 
 
-def test_textcat_drift_event_starts_retraining_which_names_texts_to_label(team, team_env, tmp_path):
+def test_textcat_drift_event_starts_retraining_which_names_texts_to_label_and_another_event_queues_a_run(
+        team, team_env, tmp_path):
     loop(tmp_path, team, team_env, textcat_project, "textcat-drift", "drift-loop-textcat", None)
-
-
-def paused_pids(log: Path) -> list[int]:
-    """The flow-run processes `nerflow serve` started that said they are paused at `scheduled.planned`, in order."""
-    return [int(m) for m in re.findall(r"pausing at scheduled\.planned \(pid (\d+)\)", log.read_text())]
-
-
-def send_drift_event(api: str, model: str) -> None:
-    """`nerflow.drift.detected` for `model`, with the resource a monitoring check gives it (flows/monitor_flow.py)."""
-    import asyncio
-
-    from prefect.events import Event
-    from prefect.events.clients import PrefectEventsClient
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
-
-    from nerflow.flows.monitor_flow import resource_id
-
-    async def send() -> None:
-        async with PrefectEventsClient(api_url=api) as client:
-            await client.emit(Event(event=EVENT, resource={"prefect.resource.id": resource_id(model)}))
-
-    with temporary_settings(updates={PREFECT_API_URL: api,
-                                     PREFECT_API_AUTH_STRING: os.environ["PREFECT_API_AUTH_STRING"]}):
-        asyncio.run(send())
-
-
-def when(iso: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00"))
-
-
-def state_names(api: str, run_id: str) -> list[str]:
-    r = httpx.get(f"{api}/flow_run_states/", auth=PREFECT_AUTH, params={"flow_run_id": run_id})
-    return [s["name"] for s in sorted(r.raise_for_status().json(), key=lambda s: s["timestamp"])]
-
-
-def test_a_drift_event_during_a_retraining_run_queues_the_next_retraining_behind_it(team, team_env, tmp_path):
-    # The retraining deployment queues (ENQUEUE) a run that a drift event starts while one still runs: it waits for
-    # the slot and runs afterwards; neither is cancelled, and they never overlap. The first run is held at a named
-    # point (it plans, then pauses until SIGUSR1) so that the second event surely arrives while it runs.
-    api = team.prefect_api_url
-    model, name = "drift-queue-textcat", "textcat-queue"
-    cfg, _, shifted = textcat_project(tmp_path, model)
-    env = process_env(team_env, tmp_path)
-    first = nerflow(["run", cfg.name], tmp_path, env, timeout=TRAIN_S)
-    assert first.returncode == 0, first.stderr
-    set_input(tmp_path / "captured", shifted)
-    made = nerflow(["schedule", cfg.name, "--monitor", "captured", "--cron", YEARLY, "--name", name], tmp_path, env)
-    assert made.returncode == 0, made.stderr
-    retrain_id = deployment_of(api, "nerflow-scheduled", name)["id"]
-    log = tmp_path / "serve.log"
-    server = Background([*NERFLOW, "serve", name], tmp_path, {**env, "NERFLOW_FAULT_POINT": "scheduled.planned:pause"},
-                        log)
-    try:
-        assert ended(api, start_check(api, name), server)["state"]["message"].startswith("drift detected: event")
-        first_run = wait_for(lambda: (runs := runs_of(api, retrain_id)) and runs[0], TRIGGER_S,
-                             "the first drift event to start a retraining run", server)
-        first_pid = wait_for(lambda: paused_pids(log)[:1], TRAIN_S, "the retraining run to pause", server)[0]
-        assert flow_run(api, first_run["id"])["state"]["type"] == "RUNNING"
-
-        # a second drift event while the first retraining still runs (the automation reads only its name and
-        # resource; the loop tests above send theirs through checks, the episode logic included)
-        send_drift_event(api, model)
-        second = wait_for(lambda: len(runs := runs_of(api, retrain_id)) == 2 and runs[1], TRIGGER_S,
-                          "the second drift event to start a retraining run", server)
-        queued = wait_for(lambda: (r := flow_run(api, second["id"]))["state"]["name"] == "AwaitingConcurrencySlot"
-                          and r, TRIGGER_S, "the second retraining run to wait for the slot", server)
-        assert queued["state"]["type"] == "SCHEDULED" and paused_pids(log) == [first_pid]
-        assert flow_run(api, first_run["id"])["state"]["type"] == "RUNNING"
-
-        os.kill(first_pid, signal.SIGUSR1)   # the first run goes on: it ends, and the queued one gets the slot
-        done_first = ended(api, first_run["id"], server, TRAIN_S)
-        assert done_first["state"]["message"].startswith(f"drift detected, no new labelled data: {model} version 1")
-        second_pid = wait_for(lambda: paused_pids(log)[1:], TRAIN_S, "the queued run to start", server)[0]
-        os.kill(second_pid, signal.SIGUSR1)
-        done_second = ended(api, second["id"], server, TRAIN_S)
-        assert done_second["state"]["message"].startswith("drift detected, no new labelled data")
-        assert "AwaitingConcurrencySlot" in state_names(api, second["id"])
-        assert when(done_second["start_time"]) >= when(done_first["end_time"])
-    finally:
-        server.stop()
-        nerflow(["schedule", "delete", name], tmp_path, env)
