@@ -36,7 +36,7 @@ debian-deps:
 # Lint first (seconds), then the suite; --durations names the slowest tests (test time is a budget).
 test: install debian-deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q --durations=30
+	$(VENV)/bin/pytest -q -n 2 --dist loadgroup --durations=30
 
 # PostgreSQL + MLflow + Prefect (UI on) on 127.0.0.1, free ports; `source $(TEAM_DIR)/team.env` points a shell at them.
 # A second team-up starts the servers again on what $(TEAM_DIR) keeps (same models, history, accounts, passwords).

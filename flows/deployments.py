@@ -78,9 +78,14 @@ def apply(name: str, config: str, overrides: list[str], workdir: str, cadence: C
     from nerflow.config import ConfigError
     from nerflow.flows import monitor_deployments
     from nerflow.flows.scheduled import scheduled_pipeline
+    from nerflow.prefect_tasks.global_locks import global_lock, limit_name
 
     parameters = {"config": config, "overrides": list(overrides), "workdir": workdir}
-    with get_client(sync_client=True) as client:
+    # one `nerflow schedule NAME` at a time on the server: Prefect's create is an upsert that deletes the schedules
+    # of the deployment it updates, so two creators of a new name would each think they created it, and the first
+    # one's cadence would be silently replaced; in turns, the second finds the first's deployment and updates it
+    with global_lock(limit_name("schedule", name), what=f"schedule {name}, which another command is changing"), \
+            get_client(sync_client=True) as client:
         existing = find(client, name)
         drift_of = on_drift_of or (monitor_deployments.drift_model(client, existing.id) if existing else None)
         if drift_of and collision == "cancel_new":
@@ -130,9 +135,10 @@ def replace_schedule(client, deployment_id, cadence: Cadence) -> None:
 
 
 def create_schedule(client, deployment_id, cadence: Cadence) -> bool:
-    """Create the deployment's one schedule, under the slug SCHEDULE_SLUG; False when it exists already. Prefect
-    keeps a schedule's slug unique within its deployment, so of two `nerflow schedule NAME` that both found no
-    schedule, one creates it and the other is refused (409) and updates it: one schedule, not two firing twice."""
+    """Create the deployment's one schedule, under the slug SCHEDULE_SLUG; False when it exists already. `apply`
+    runs one at a time per name (a lock on the server), and Prefect keeps a schedule's slug unique within its
+    deployment, so a schedule another client added meanwhile is refused (409) and updated: one schedule, never two
+    firing twice."""
     from prefect.exceptions import PrefectHTTPStatusError
 
     try:

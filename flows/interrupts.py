@@ -7,6 +7,9 @@
   the Prefect flow run Cancelled, and the command exits with 130.
 - Any signal after that exits at once (os._exit): the temporary Prefect server dies with the process
   (nerflow.flows.prefect_server), and the next nerflow command marks the MLflow run KILLED.
+
+A flow-run process that `nerflow serve` or a worker started is in their process group, so a Ctrl-C on their
+terminal reaches it too: see `ignored_after_the_body`.
 """
 from __future__ import annotations
 
@@ -30,6 +33,21 @@ def _handle(signum, frame) -> None:
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def ignored_after_the_body() -> Iterator[None]:
+    """Around the body of a flow that deployments run. In a flow-run process a runner or worker started (`python -m
+    prefect.engine`: PREFECT__FLOW_RUN_ID is set), SIGINT is ignored from the moment the body ends: the terminal's
+    Ctrl-C for `nerflow serve` (or a worker) reaches the whole process group, and once the body has ended there is
+    nothing left to stop, only Prefect reporting the final state and the interpreter exiting, where a SIGINT printed
+    a KeyboardInterrupt traceback from an exit handler onto serve's terminal. While the body runs, SIGINT stops it as
+    before; SIGTERM, which serve and workers send to cancel a run, still ends the process at any time."""
+    try:
+        yield
+    finally:
+        if os.environ.get("PREFECT__FLOW_RUN_ID") and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ import os
 from prefect import flow
 from prefect.states import Completed
 
+from nerflow.flows import interrupts
 from nerflow.flows.errors import MLFLOW_HTTP_BOUNDS
 
 FLOW_NAME = "nerflow-monitor"
@@ -42,18 +43,19 @@ def monitor_drift(model: str, input: str, overrides: list[str] | None = None, wo
     """Check the texts of `input` (a file, or a folder such as a capture folder) against the reference of `model`
     (models:/NAME@ALIAS or models:/NAME/VERSION); emit `nerflow.drift.detected` when drift starts. `overrides`:
     monitor.* settings; `workdir`: the checkout relative paths are read from."""
-    from nerflow.flows.console import quiet_libraries, quiet_prefect_failures
-    from nerflow.flows.scheduled import report_failure
+    with interrupts.ignored_after_the_body():   # serve's Ctrl-C after the run ended: no traceback
+        from nerflow.flows.console import quiet_libraries, quiet_prefect_failures
+        from nerflow.flows.scheduled import report_failure
 
-    quiet_libraries()
-    quiet_prefect_failures()
-    for key, value in MLFLOW_HTTP_BOUNDS.items():
-        os.environ.setdefault(key, value)
-    try:
-        return _check_and_signal(model, input, list(overrides or []), workdir)
-    except Exception as e:
-        report_failure(e)
-        raise
+        quiet_libraries()
+        quiet_prefect_failures()
+        for key, value in MLFLOW_HTTP_BOUNDS.items():
+            os.environ.setdefault(key, value)
+        try:
+            return _check_and_signal(model, input, list(overrides or []), workdir)
+        except Exception as e:
+            report_failure(e)
+            raise
 
 
 def _check_and_signal(model: str, source: str, overrides: list[str], workdir: str | None):

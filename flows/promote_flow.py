@@ -24,6 +24,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from nerflow.flows import interrupts
 from nerflow.prefect_tasks.promote_handover import DEFAULT_DEPLOYMENT, FLOW_NAME
 
 log = logging.getLogger("nerflow.promote")
@@ -45,29 +46,30 @@ def check_request(model_name: str, version: str, alias: str) -> None:
 @flow(name=FLOW_NAME, log_prints=False)
 def promote_accepted(model_name: str, version: str, alias: str = "champion") -> str:
     """Move `alias` of `model_name` to `version`, which a gate run in auto mode accepted and handed over."""
-    from nerflow.deploy_guard import workdir_roots
-    from nerflow.flows.console import quiet_libraries
-    from nerflow.flows.deploy_checks import check_deployment
-    from nerflow.prefect_tasks import approval, champion, tracking
-    from nerflow.promotion import Refused
+    with interrupts.ignored_after_the_body():   # serve's Ctrl-C after the run ended: no traceback
+        from nerflow.deploy_guard import workdir_roots
+        from nerflow.flows.console import quiet_libraries
+        from nerflow.flows.deploy_checks import check_deployment
+        from nerflow.prefect_tasks import approval, champion, tracking
+        from nerflow.promotion import Refused
 
-    quiet_libraries()
-    check_request(model_name, str(version), alias)
-    check_deployment(workdir_roots(os.environ, Path.cwd()))
-    client = tracking.configure()
-    if champion.alias_version(client, model_name, alias) == str(version):
-        said = f"{model_name} version {version} is @{alias} already: nothing to do"
+        quiet_libraries()
+        check_request(model_name, str(version), alias)
+        check_deployment(workdir_roots(os.environ, Path.cwd()))
+        client = tracking.configure()
+        if champion.alias_version(client, model_name, alias) == str(version):
+            said = f"{model_name} version {version} is @{alias} already: nothing to do"
+            log.info(said)
+            return said
+        try:
+            entry = approval.promote_handed_over(client, model_name, str(version), alias, champion.actor_name())
+        except Refused as e:
+            log.error("%s", e)
+            raise
+        said = (f"@{alias} of {model_name} moved from version {entry.from_version or '-'} to {entry.to_version} by "
+                f"{entry.actor} (the gate's decision: {entry.reason})")
         log.info(said)
         return said
-    try:
-        entry = approval.promote_handed_over(client, model_name, str(version), alias, champion.actor_name())
-    except Refused as e:
-        log.error("%s", e)
-        raise
-    said = (f"@{alias} of {model_name} moved from version {entry.from_version or '-'} to {entry.to_version} by "
-            f"{entry.actor} (the gate's decision: {entry.reason})")
-    log.info(said)
-    return said
 
 
 def apply_deployment(pool: str, name: str = DEFAULT_DEPLOYMENT) -> str:

@@ -29,6 +29,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Cancelled, Completed, Failed
 from pydantic import Field
 
+from nerflow.flows import interrupts
 from nerflow.flows.errors import MLFLOW_HTTP_BOUNDS
 from nerflow.graph import PIPELINE
 
@@ -91,54 +92,55 @@ def rerun_pipeline(run_id: str, from_stage: Stage | None = None, force_register:
             promote); empty: the first stage whose output is missing
         force_register: register a new version even if the weights equal an existing version's
     """
-    from nerflow.config import ConfigError
-    from nerflow.flows import past_run
-    from nerflow.flows.console import quiet_libraries, quiet_prefect_failures
-    from nerflow.flows.deploy_checks import check_flow_run
+    with interrupts.ignored_after_the_body():   # serve's Ctrl-C after the run ended: no traceback
+        from nerflow.config import ConfigError
+        from nerflow.flows import past_run
+        from nerflow.flows.console import quiet_libraries, quiet_prefect_failures
+        from nerflow.flows.deploy_checks import check_flow_run
 
-    quiet_libraries()
-    quiet_prefect_failures()   # a failed rerun: one line on the terminal (report_failure), not Prefect's tracebacks
-    for key, value in MLFLOW_HTTP_BOUNDS.items():   # an unreachable MLflow server fails the run in seconds
-        os.environ.setdefault(key, value)
-    logger = get_run_logger()
-    from_stage = from_stage or None   # a cleared form field
-    try:
-        check_flow_run()   # its pull steps and job variables: editable by anyone on the Prefect server
-        past = past_run.load(run_id, from_stage)
-    except ConfigError as e:
-        from nerflow.flows.scheduled import report_failure
+        quiet_libraries()
+        quiet_prefect_failures()   # a failed rerun: one line on the terminal (report_failure), not Prefect's tracebacks
+        for key, value in MLFLOW_HTTP_BOUNDS.items():   # an unreachable MLflow server fails the run in seconds
+            os.environ.setdefault(key, value)
+        logger = get_run_logger()
+        from_stage = from_stage or None   # a cleared form field
+        try:
+            check_flow_run()   # its pull steps and job variables: editable by anyone on the Prefect server
+            past = past_run.load(run_id, from_stage)
+        except ConfigError as e:
+            from nerflow.flows.scheduled import report_failure
 
-        report_failure(e)   # the terminal's one line (Prefect's end-of-run line is not shown there)
-        return Failed(message=f"rerun refused: {e}")
-    here = socket.gethostname()
-    where, me = _route(past, here)
-    if where.hand_over_to:
-        moved = _hand_over(me, where.hand_over_to, past.run_id, from_stage, force_register)
-        return Completed(message=f"handed over to host {past.host}: flow run {moved.name} ({moved.id}) on work "
-                                 f"queue {where.hand_over_to} of pool {me.work_pool_name} continues MLflow run "
-                                 f"{past.run_id}")
-    from nerflow.plan import describe, make_plan
+            report_failure(e)   # the terminal's one line (Prefect's end-of-run line is not shown there)
+            return Failed(message=f"rerun refused: {e}")
+        here = socket.gethostname()
+        where, me = _route(past, here)
+        if where.hand_over_to:
+            moved = _hand_over(me, where.hand_over_to, past.run_id, from_stage, force_register)
+            return Completed(message=f"handed over to host {past.host}: flow run {moved.name} ({moved.id}) on work "
+                                     f"queue {where.hand_over_to} of pool {me.work_pool_name} continues MLflow run "
+                                     f"{past.run_id}")
+        from nerflow.plan import describe, make_plan
 
-    plan = make_plan(past.cfg, from_stage)
-    recompute = [s for s in plan.graph.names if not plan.stages[s].complete]
-    logger.log(logging.INFO if not past.host or past.host == here else logging.WARNING, "%s", where.why)
-    logger.info("continuing MLflow run %s (%s) from %s on %s; recomputing here: %s\n%s", past.run_id, past.status,
-                from_stage or "the first stage not done", here, ", ".join(recompute) or "nothing",
-                "\n".join(describe(plan, past.cfg.cache_dir)))
-    from nerflow.flows.pipeline import pipeline  # torch from here on
-    from nerflow.flows.scheduled import finished, report_failure
+        plan = make_plan(past.cfg, from_stage)
+        recompute = [s for s in plan.graph.names if not plan.stages[s].complete]
+        logger.log(logging.INFO if not past.host or past.host == here else logging.WARNING, "%s", where.why)
+        logger.info("continuing MLflow run %s (%s) from %s on %s; recomputing here: %s\n%s", past.run_id, past.status,
+                    from_stage or "the first stage not done", here, ", ".join(recompute) or "nothing",
+                    "\n".join(describe(plan, past.cfg.cache_dir)))
+        from nerflow.flows.pipeline import pipeline  # torch from here on
+        from nerflow.flows.scheduled import finished, report_failure
 
-    state = pipeline(past.cfg, force_from=from_stage, force_register=force_register, continue_run_id=past.run_id,
-                     return_state=True)
-    if state.is_cancelled():
-        return Cancelled(message=f"{state.message}; run this deployment again to continue")
-    try:
-        result = state.result()   # raises what the pipeline raised: this flow run fails with it
-    except Exception as e:
-        report_failure(e)
-        raise
-    return Completed(message=f"rerun on {here} from {from_stage or 'the first stage not done'} (recomputed: "
-                             f"{', '.join(recompute) or 'nothing'}): {finished(result)}")
+        state = pipeline(past.cfg, force_from=from_stage, force_register=force_register, continue_run_id=past.run_id,
+                         return_state=True)
+        if state.is_cancelled():
+            return Cancelled(message=f"{state.message}; run this deployment again to continue")
+        try:
+            result = state.result()   # raises what the pipeline raised: this flow run fails with it
+        except Exception as e:
+            report_failure(e)
+            raise
+        return Completed(message=f"rerun on {here} from {from_stage or 'the first stage not done'} (recomputed: "
+                                 f"{', '.join(recompute) or 'nothing'}): {finished(result)}")
 
 
 def _route(past, here: str):

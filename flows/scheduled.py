@@ -21,7 +21,7 @@ from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed
 
 from nerflow import faults, redact
-from nerflow.flows import errors
+from nerflow.flows import errors, interrupts
 from nerflow.flows.errors import MLFLOW_HTTP_BOUNDS
 
 ERROR_LABEL = "nerflow.error"   # a failed run's one error line, for `nerflow schedule ls`
@@ -32,17 +32,18 @@ def scheduled_pipeline(config: str, overrides: list[str] | None = None, workdir:
     """Retrain `config` (with `overrides`, key=value) when its data, settings or code changed since the version
     registered for them; `workdir`: the project checkout relative paths are read from (default: where the worker
     or `nerflow serve` runs)."""
-    from nerflow.flows.console import quiet_libraries, quiet_prefect_failures
+    with interrupts.ignored_after_the_body():   # serve's Ctrl-C after the run ended: no traceback
+        from nerflow.flows.console import quiet_libraries, quiet_prefect_failures
 
-    quiet_libraries()
-    quiet_prefect_failures()   # the terminal gets one line per failed run (report_failure), not Prefect's tracebacks
-    for key, value in MLFLOW_HTTP_BOUNDS.items():   # an unreachable MLflow server fails the run in seconds
-        os.environ.setdefault(key, value)
-    try:
-        return _retrain_if_changed(config, overrides, workdir)
-    except Exception as e:
-        report_failure(e)
-        raise   # the flow run fails with it: Prefect's state message and the UI's logs keep the exception
+        quiet_libraries()
+        quiet_prefect_failures()   # one line per failed run on the terminal (report_failure), no tracebacks
+        for key, value in MLFLOW_HTTP_BOUNDS.items():   # an unreachable MLflow server fails the run in seconds
+            os.environ.setdefault(key, value)
+        try:
+            return _retrain_if_changed(config, overrides, workdir)
+        except Exception as e:
+            report_failure(e)
+            raise   # the flow run fails with it: Prefect's state message and the UI's logs keep the exception
 
 
 def _retrain_if_changed(config: str, overrides: list[str] | None, workdir: str | None):

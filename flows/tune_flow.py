@@ -25,6 +25,7 @@ from prefect.states import Cancelled
 
 from nerflow import faults, tuning
 from nerflow.config import load_config
+from nerflow.flows import interrupts
 from nerflow.flows.study_storage import finished, finished_states, make_storage, repair
 from nerflow.progress import TrainingInterrupted
 
@@ -79,58 +80,59 @@ def tune(config: str, overrides: list[str] | None = None, trials: int = 20, spac
     can run it on a work pool's workers (flows/tune_deployments.py): then they are checked first
     (nerflow.tune_guard) and relative paths read from `workdir`. The storage is this process's
     (NERFLOW_TUNE_STORAGE, else ./tune/optuna.db), never a parameter."""
-    import os
+    with interrupts.ignored_after_the_body():   # serve's Ctrl-C after the run ended: no traceback
+        import os
 
-    import optuna
-    from prefect.runtime import deployment
+        import optuna
+        from prefect.runtime import deployment
 
-    if deployment.get_id():   # anyone on the Prefect server can edit these: checked before any file is read
-        from nerflow.flows.deploy_checks import check_tune_run
+        if deployment.get_id():   # anyone on the Prefect server can edit these: checked before any file is read
+            from nerflow.flows.deploy_checks import check_tune_run
 
-        checked = check_tune_run(config, overrides, workdir, space, study, {
-            "trials": trials, "timeout": timeout, "startup_trials": startup_trials,
-            "pruner_startup_trials": pruner_startup_trials, "warmup_epochs": warmup_epochs})
-        os.chdir(checked.workdir)
-    overrides = list(overrides or [])
-    cfg = load_config(config, overrides)
-    search = tuning.load_space(Path(space) if space else None, cfg)
-    tuning.check_space(search, Path(config), overrides, cfg)
-    settings = tuning.SearchSettings.for_study(trials, cfg.seed, startup_trials, pruner_startup_trials,
-                                               warmup_epochs)
-    name = study or tuning.study_name(cfg, search)
-    url = tuning.storage_url()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)   # nerflow says what a trial did, once
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    the_study = optuna.create_study(storage=make_storage(url), study_name=name, direction="maximize",
-                                    sampler=settings.sampler(), pruner=settings.pruner(), load_if_exists=True)
-    from nerflow.prefect_tasks import studies, tracking
+            checked = check_tune_run(config, overrides, workdir, space, study, {
+                "trials": trials, "timeout": timeout, "startup_trials": startup_trials,
+                "pruner_startup_trials": pruner_startup_trials, "warmup_epochs": warmup_epochs})
+            os.chdir(checked.workdir)
+        overrides = list(overrides or [])
+        cfg = load_config(config, overrides)
+        search = tuning.load_space(Path(space) if space else None, cfg)
+        tuning.check_space(search, Path(config), overrides, cfg)
+        settings = tuning.SearchSettings.for_study(trials, cfg.seed, startup_trials, pruner_startup_trials,
+                                                   warmup_epochs)
+        name = study or tuning.study_name(cfg, search)
+        url = tuning.storage_url()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)   # nerflow says what a trial did, once
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        the_study = optuna.create_study(storage=make_storage(url), study_name=name, direction="maximize",
+                                        sampler=settings.sampler(), pruner=settings.pruner(), load_if_exists=True)
+        from nerflow.prefect_tasks import studies, tracking
 
-    client = tracking.configure()
-    flow_run_id = str(flow_run.get_id() or "")
-    parent = studies.open_parent(client, cfg, name, f"tune {name}", flow_run_id,
-                                 {**settings.as_params(), "tune.study": name, "tune.storage": _safe(url),
-                                  "tune.space": str(search.as_data())})
-    log.info("study %s (%s): %s", name, _safe(url), settings.describe())
-    try:
-        repair(the_study)
-        defaults = defaults_of(the_study, cfg, parent, flow_run_id)
-        remaining = trials - finished(the_study)
-        if remaining > 0:
-            the_study.optimize(objective(the_study, Path(config), overrides, search, parent, flow_run_id),
-                               n_trials=remaining, timeout=timeout, catch=(),
-                               callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished_states())])
-    except (KeyboardInterrupt, TrainingInterrupted) as e:
-        studies.close_parent(client, parent, "KILLED", f"interrupted: {e}")
-        return Cancelled(message=f"interrupted ({str(e).split('; train again')[0] or 'SIGINT'}): the study "
-                                 f"{name} keeps its {finished(the_study)} finished trials")
-    except BaseException as e:
-        studies.close_parent(client, parent, "FAILED", f"{type(e).__name__}: {e}")
-        raise
-    result = summarize(the_study, url, parent, Path(config), overrides, search, defaults, trials, cfg)
-    studies.close_parent(client, parent, "FINISHED" if result.finished >= trials else "KILLED",
-                         "" if result.finished >= trials else f"stopped after {result.finished} of {trials} trials "
-                                                              "(timeout): the same command continues the study")
-    return result
+        client = tracking.configure()
+        flow_run_id = str(flow_run.get_id() or "")
+        parent = studies.open_parent(client, cfg, name, f"tune {name}", flow_run_id,
+                                     {**settings.as_params(), "tune.study": name, "tune.storage": _safe(url),
+                                      "tune.space": str(search.as_data())})
+        log.info("study %s (%s): %s", name, _safe(url), settings.describe())
+        try:
+            repair(the_study)
+            defaults = defaults_of(the_study, cfg, parent, flow_run_id)
+            remaining = trials - finished(the_study)
+            if remaining > 0:
+                the_study.optimize(objective(the_study, Path(config), overrides, search, parent, flow_run_id),
+                                   n_trials=remaining, timeout=timeout, catch=(),
+                                   callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished_states())])
+        except (KeyboardInterrupt, TrainingInterrupted) as e:
+            studies.close_parent(client, parent, "KILLED", f"interrupted: {e}")
+            return Cancelled(message=f"interrupted ({str(e).split('; train again')[0] or 'SIGINT'}): the study "
+                                     f"{name} keeps its {finished(the_study)} finished trials")
+        except BaseException as e:
+            studies.close_parent(client, parent, "FAILED", f"{type(e).__name__}: {e}")
+            raise
+        result = summarize(the_study, url, parent, Path(config), overrides, search, defaults, trials, cfg)
+        studies.close_parent(client, parent, "FINISHED" if result.finished >= trials else "KILLED",
+                             "" if result.finished >= trials else f"stopped after {result.finished} of {trials} trials "
+                                                                  "(timeout): the same command continues the study")
+        return result
 
 
 def defaults_of(study, cfg, parent: str, flow_run_id: str) -> dict:

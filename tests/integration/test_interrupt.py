@@ -140,3 +140,54 @@ def test_kill_9_leaves_no_server_and_the_next_command_shows_the_run_killed(tmp_p
     wait_for(lambda: not process_alive(server["pid"]), 10, "the orphaned server to stop")
     assert not listening(server["port"])
     assert temporary_servers(prefect_home) == []
+
+
+# Each flow that deployments run, called in-process with parameters it refuses, so that its body ends at once
+FLOW_RUN_SCRIPT = r'''
+import os, signal, sys, time, uuid
+os.environ["PREFECT__FLOW_RUN_ID"] = str(uuid.uuid4())   # what a runner or worker gives a flow-run process
+from nerflow.flows.monitor_flow import monitor_drift
+from nerflow.flows.promote_flow import promote_accepted
+from nerflow.flows.rerun import rerun_pipeline
+from nerflow.flows.scheduled import scheduled_pipeline
+from nerflow.flows.tune_flow import tune
+
+calls = {"scheduled": lambda: scheduled_pipeline("missing.yaml"), "rerun": lambda: rerun_pipeline("no-such-run"),
+         "monitor": lambda: monitor_drift("models:/no-such-model@champion", "missing.txt"),
+         "promote": lambda: promote_accepted("bad name!", "1"), "tune": lambda: tune("missing.yaml")}
+for name, call in calls.items():
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:                      # while the body may still run, Ctrl-C interrupts, as before
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+        print(f"{name}: SIGINT before the body was not raised", flush=True)
+    except KeyboardInterrupt:
+        pass
+    try:
+        call()
+    except Exception:
+        pass                  # refused: the body ended
+    os.kill(os.getpid(), signal.SIGINT)   # serve's Ctrl-C reaching the process group as the run ends
+    time.sleep(0.2)
+    print(f"{name}: SIGINT after the body ignored", flush=True)
+import atexit
+atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))   # and at the interpreter's exit (the seen case)
+'''
+
+
+def test_a_ctrl_c_reaching_a_flow_run_process_after_its_body_ended_prints_no_traceback(tmp_path, mlflow_store):
+    """`nerflow serve` and workers start flow-run processes in their own process group, so the Ctrl-C that stops
+    serve reaches a run that has just ended too; it printed a KeyboardInterrupt traceback from an exit handler into
+    serve's output (seen in tests/team/test_schedules.py). Every flow a deployment runs now ignores SIGINT from the
+    end of its body on, in such a process only; before the end, SIGINT still interrupts."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FLOW_RUN_SCRIPT], cwd=tmp_path, env=nerflow_env(mlflow_store),
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    for name in ("scheduled", "rerun", "monitor", "promote", "tune"):
+        assert f"{name}: SIGINT after the body ignored" in done.stdout, output[-4000:]
+    assert "before the body was not raised" not in done.stdout, output[-4000:]
+    assert "KeyboardInterrupt" not in output and "Traceback" not in output, output[-4000:]
