@@ -9,7 +9,9 @@ served the same way as the server's floor.
 
 `--run-dir` is a finished benchmark run's folder (its `cache/` holds the validate, tokenize and train outputs): the
 export is the export stage's own library function (nerflow.<task>.export.export_model) on that trained model, so
-no retraining is needed. Each measured row is written to `--out` as it completes and skipped when already there.
+no retraining is needed. A run with the distill stage (`distill.enabled`) adds its student's int8 ONNX as the row
+`onnx-int8-distilled`, measured the same way. Each measured row is written to `--out` as it completes and skipped
+when already there.
 """
 from __future__ import annotations
 
@@ -27,7 +29,6 @@ from types import SimpleNamespace
 
 BENCH = Path(__file__).resolve().parent
 RUNTIMES = ("torch", "onnx", "onnx-int8")
-ONNX_RUNTIMES = ("onnx", "onnx-int8")
 
 
 def newest(cache: Path, stage: str) -> Path:
@@ -88,7 +89,7 @@ def log_models(store: Path, folders: dict[str, Path], task: str) -> dict[str, st
     with mlflow.start_run() as run:
         for name, folder in folders.items():
             uris[name] = log_servable_model(run.info.run_id, str(folder), task,
-                                            ("onnxruntime==1.31.1",) if name in ONNX_RUNTIMES else ()).model_uri
+                                            ("onnxruntime==1.31.1",) if name.startswith("onnx") else ()).model_uri
         uris["no-op"] = mlflow.pyfunc.log_model(name="noop", python_model=Empty(), input_example=["x"]).model_uri
     return uris
 
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.run_dir / "cache"
     model_dir, validated, tokenized = newest(cache, "train") / "model", newest(cache, "validate"), \
         newest(cache, "tokenize")
+    student = newest(cache, "distill") / "model" if (cache / "distill" / ".generations").is_dir() else None
+    runtimes = (*runtimes, "onnx-int8-distilled") if student else runtimes
     task = json.loads((model_dir / "nerflow.json").read_text()).get("task", "token-classification")
     kind = task_types.get(task)
     # one work folder per results file (its rows resume together); named after the run folder's parent until
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   bf16=native_bf16()),
                               evaluate=EvaluateConfig())
         started = time.perf_counter()
-        summary = task_types.entry(task, "export").export_model(model_dir, validated, tokenized, cfg, export_dir)
+        summary = task_types.entry(task, "export").export_model(model_dir, validated, tokenized, cfg, export_dir,
+                                                                student)
         done["export"] = {**summary, "stage_seconds": round(time.perf_counter() - started, 1)}
         save()
         print(json.dumps(done["export"], indent=1), file=sys.stderr)

@@ -16,8 +16,9 @@ from nerflow.prefect_tasks.stage import RunContext
 
 def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None:
     entry = task_types.entry(ctx.cfg.task, "export")
+    student = Path(upstream["distill"].model_dir) if "distill" in upstream else None   # distill.enabled
     summary = entry.export_model(Path(upstream["train"].model_dir), Path(upstream["validate"].path),
-                                 Path(upstream["tokenize"].path), ctx.cfg, out)
+                                 Path(upstream["tokenize"].path), ctx.cfg, out, student)
     (out / "export.md").write_text("\n".join([*runtime_table(summary["runtime"], summary["unit"], summary["rows"]),
                                               "", f"served: {summary['runtime']}: {summary['reason']}", ""]))
     write_fields(out, {k: summary[k] for k in ("runtime", "reason", "unit", "max_f1_drop", "rows")})

@@ -14,24 +14,16 @@ from nerflow.prefect_tasks import tracking
 from nerflow.prefect_tasks.stage import RunContext
 
 
-def renamed(values: dict[str, float]) -> dict[str, float]:
-    """`train/loss` -> `pretrain/loss`, `val/loss` -> `pretrain/val_loss`: the loop's names, kept apart from
-    fine-tuning's in the same run."""
-    out = {}
-    for name, value in values.items():
-        group, _, rest = name.partition("/")
-        out[f"pretrain/{rest}" if group == "train" else f"pretrain/{group}_{rest}"] = value
-    return out
-
-
 def compute(ctx: RunContext, step: StagePlan, upstream: dict, out: Path) -> None:
     from nerflow.pretrain import pretrain_stage
 
     client, cfg = tracking.configure(), ctx.cfg
     work = Path(cfg.cache_dir) / "pretrain" / f"{step.key}.work"   # checkpoints live here, across attempts
+    def on_metrics(step_: int, values: dict[str, float], ms: int) -> None:
+        tracking.log_metrics(client, ctx.run_id, tracking.regrouped(values, "pretrain"), step_, ms)
+
     summary = pretrain_stage(ctx.plan.model_path, Path(upstream["validate"].path), cfg.pretrain, cfg.train, cfg.seed,
-                             work, lambda step_, values, ms: tracking.log_metrics(client, ctx.run_id,
-                                                                                 renamed(values), step_, ms))
+                             work, on_metrics)
     shutil.copytree(summary.pop("best_dir"), out / "model")
     (out / "pretrain.json").write_text(json.dumps(summary, indent=1))
     write_fields(out, {"summary": summary})

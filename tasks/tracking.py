@@ -243,6 +243,16 @@ def log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], ste
         client.log_batch(run_id, metrics=metrics[i:i + 500])
 
 
+def regrouped(values: dict[str, float], group: str) -> dict[str, float]:
+    """The training loop's metric names moved under a stage's own group, kept apart from fine-tuning's in the same
+    run: `train/loss` -> `<group>/loss`, `val/loss` -> `<group>/val_loss` (pretrain, distill)."""
+    out = {}
+    for name, value in values.items():
+        prefix, _, rest = name.partition("/")
+        out[f"{group}/{rest}" if prefix == "train" else f"{group}/{prefix}_{rest}"] = value
+    return out
+
+
 def log_tags(client: MlflowClient, run_id: str, tags: dict[str, str | None]) -> None:
     """Set these tags; a None or empty value is left out: nerflow writes no empty tags (readers take a missing tag
     as none; `clear_tags` removes one). Secrets in them are masked (nerflow.redact): an error's text included."""

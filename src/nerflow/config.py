@@ -20,8 +20,10 @@ from pydantic import (
     NonNegativeInt,
     PositiveInt,
     ValidationError,
+    model_validator,
 )
 
+from nerflow.config_distill import DistillConfig
 from nerflow.config_errors import describe, key_lines
 from nerflow.config_export import ExportConfig
 from nerflow.config_marks import IDENTITY, REPORTING, NotInKey  # noqa: F401 - read from here by other modules
@@ -128,10 +130,19 @@ class PipelineConfig(_Section):
     pretrain: PretrainConfig = PretrainConfig()   # optional stage (nerflow.pretrain)
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    distill: DistillConfig = DistillConfig()      # optional stage (nerflow.distill)
     export: ExportConfig = ExportConfig()         # optional stage (nerflow.export)
     registry: RegistryConfig = RegistryConfig()
     promote: PromoteConfig = PromoteConfig()
     monitor: MonitorConfig = MonitorConfig()      # `nerflow drift`; optional stage (the drift reference)
+
+    @model_validator(mode="after")
+    def _distill_is_served_through_export(self):
+        # the export stage is what measures the student and may serve it: without it the stage would never run
+        if self.distill.enabled and not self.export.enabled:
+            raise ValueError("distill.enabled=true needs export.enabled=true: the export stage measures the student "
+                             "and serves it when it qualifies")
+        return self
 
 
 CACHE_DIR_ENV = "NERFLOW_CACHE_DIR"   # the default cache_dir when the config does not set one

@@ -32,11 +32,23 @@ from typing import Any, Protocol
 import torch
 
 from nerflow.outputs import SERVED_DIR
-from nerflow.runtimes import INPUTS, ONNX, ONNX_INT8, RUNTIME_FILE, TORCH, TORCH_BF16, OnnxModel, native_bf16
+from nerflow.runtimes import (
+    DISTILLED_INT8,
+    INPUTS,
+    ONNX,
+    ONNX_INT8,
+    RUNTIME_FILE,
+    TORCH,
+    TORCH_BF16,
+    OnnxModel,
+    native_bf16,
+)
 
 log = logging.getLogger("nerflow.export")
 
-ONNX_FILES = {ONNX: "onnx/model.onnx", ONNX_INT8: "onnx/model-int8.onnx"}
+ONNX_FILES = {ONNX: "onnx/model.onnx", ONNX_INT8: "onnx/model-int8.onnx",
+              DISTILLED_INT8: "onnx/model-int8-distilled.onnx"}
+STUDENT_FP32 = "onnx/model-distilled.onnx"   # the student before quantization (not served)
 EXPORT_FILE = "export.json"
 OPSET = 17              # what torch's TorchScript exporter and onnxruntime 1.31's quantizer both handle
 
@@ -116,11 +128,13 @@ def _speed(row: dict) -> float:
 
 def choose(rows: dict[str, dict], max_f1_drop: float) -> tuple[str, str]:
     """(runtime, reason): the first of bf16 / int8 (the faster of the two as measured, when both qualify), ONNX fp32
-    whose validation F1 is within `max_f1_drop` points of PyTorch fp32's. `rows` holds `val_f1` (and the measured
-    `<unit>_per_s`) per runtime measured (one not tried, or whose export failed, is absent)."""
+    whose validation F1 is within `max_f1_drop` points of PyTorch fp32's. A distilled student (int8) comes before
+    them when it is within the limit too and faster than each of them and than PyTorch fp32, as measured: a smaller
+    model only earns its place by speed. `rows` holds `val_f1` (and the measured `<unit>_per_s`) per runtime
+    measured (one not tried, or whose export failed, is absent)."""
     base = rows[TORCH]["val_f1"]
     said, within = [], []
-    for runtime in (TORCH_BF16, ONNX_INT8, ONNX):
+    for runtime in (DISTILLED_INT8, TORCH_BF16, ONNX_INT8, ONNX):
         if runtime not in rows:
             continue
         drop = (base - rows[runtime]["val_f1"]) * 100
@@ -129,6 +143,15 @@ def choose(rows: dict[str, dict], max_f1_drop: float) -> tuple[str, str]:
         else:
             said.append(f"{runtime} not served: validation F1 {rows[runtime]['val_f1']:.4f} is {drop:.2f} points "
                         f"below PyTorch fp32's {base:.4f} (export.max_f1_drop {max_f1_drop:g})")
+    if within and within[0][0] == DISTILLED_INT8:
+        student, rivals = within[0], [TORCH] + [r for r, _ in within[1:]]
+        fastest = max(rivals, key=lambda r: _speed(rows[r]))
+        if _speed(rows[DISTILLED_INT8]) > _speed(rows[fastest]):
+            within = [student]
+        else:
+            said.append(f"{DISTILLED_INT8} not served: {_speed(rows[DISTILLED_INT8]):,.0f} per second against "
+                        f"{fastest}'s {_speed(rows[fastest]):,.0f}")
+            within = within[1:]
     if not within:
         return TORCH, "; ".join(said) or "no ONNX model to compare"
     if [r for r, _ in within[:2]] == [TORCH_BF16, ONNX_INT8]:
@@ -152,9 +175,24 @@ def link_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=link)
 
 
-def export_runtimes(model_dir: Path, task: ExportTask, cfg, out: Path) -> dict:
+def export_student(student_dir: Path, task: ExportTask, out: Path) -> OnnxModel | None:
+    """The distill stage's student as int8 ONNX (exported and quantized as the fine-tuned model is), or None when
+    that fails (said in the log: the other runtimes are measured anyway)."""
+    try:
+        student = task.auto_class.from_pretrained(student_dir).eval()
+        export_onnx(student, out / STUDENT_FP32, sequence_output=task.unit == "words")
+        quantize_int8(out / STUDENT_FP32, out / ONNX_FILES[DISTILLED_INT8])
+        return OnnxModel(out / ONNX_FILES[DISTILLED_INT8], student.config.num_labels)
+    except Exception as e:  # noqa: BLE001 - the fine-tuned model is still served by one of the others
+        log.warning("export: the distilled student was not exported (%s: %s)", type(e).__name__,
+                    str(e).splitlines()[0] if str(e) else "")
+        return None
+
+
+def export_runtimes(model_dir: Path, task: ExportTask, cfg, out: Path, student_dir: Path | None = None) -> dict:
     """Export, quantize, measure every runtime, choose one; write `out/onnx/`, `out/export.json` and the served
-    folder `out/served/` (the weights, `runtime.json` and the chosen ONNX file). Returns export.json's content."""
+    folder `out/served/` (the weights, `runtime.json` and the chosen ONNX file). `student_dir`: the distill
+    stage's student, measured as `onnx-int8-distilled`. Returns export.json's content."""
     torch_model = task.auto_class.from_pretrained(model_dir).eval()
     models: dict[str, tuple[Any, list[Path]]] = {TORCH: (torch_model, sorted(Path(model_dir).glob("*.safetensors")))}
     failed = ""
@@ -175,6 +213,8 @@ def export_runtimes(model_dir: Path, task: ExportTask, cfg, out: Path) -> dict:
                               models[TORCH][1])
     elif cfg.bf16:
         log.info("export: torch-bf16 not tried: this CPU has no bf16 matrix instructions")
+    if student_dir is not None and (student := export_student(Path(student_dir), task, out)) is not None:
+        models[DISTILLED_INT8] = (student, [out / ONNX_FILES[DISTILLED_INT8]])
     rows = {}
     for runtime, (model, files) in models.items():
         log.info("export: scoring and timing %s", runtime)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nerflow.outputs import (
+    Distilled,
     Evaluated,
     Exported,
     Pretrained,
@@ -96,10 +97,28 @@ class Graph:
         its params, the flattened config (`logged_on`)."""
         names: list[str] = []
         for stage in self.stages:
-            names += [s.name for s in self.optional if s.name in stage.consumes and s.name not in names
-                      and is_on(s.when)]
+            for extra in self._before(stage, [s for s in self.optional if is_on(s.when)]):
+                if extra.name not in names:
+                    names.append(extra.name)
             names.append(stage.name)
         return tuple(names)
+
+    def _before(self, stage: Stage, on: list[Stage]) -> list[Stage]:
+        """The optional stages of `on` that run before `stage`: those it consumes, each after the ones it consumes
+        itself (export reads distill's student; reference reads export's served folder)."""
+        out: list[Stage] = []
+
+        def place(extra: Stage) -> None:
+            for dep in on:
+                if dep.name in extra.consumes and dep not in out:
+                    place(dep)
+            if extra not in out:
+                out.append(extra)
+
+        for extra in on:
+            if extra.name in stage.consumes:
+                place(extra)
+        return out
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -132,9 +151,8 @@ class Graph:
         off = {s.name for s in self.optional} - {s.name for s in on}
         stages: list[Stage] = []
         for stage in self.stages:
-            for extra in on:
-                if extra.name in stage.consumes and extra.name not in {s.name for s in stages}:
-                    # an optional stage may consume another one (reference reads export's served folder)
+            for extra in self._before(stage, on):
+                if extra.name not in {s.name for s in stages}:
                     stages.append(replace(extra, consumes=tuple(c for c in extra.consumes if c not in off)))
             stages.append(replace(stage, consumes=tuple(c for c in stage.consumes if c not in off)))
         placed = {s.name for s in stages}
@@ -182,8 +200,13 @@ PIPELINE = Graph((
     Stage("pretrain", consumes=("validate",), reads=("pretrain", "seed", "train.precision", "train.num_threads"),
           inputs=("model", "pretrain_text"), output=Pretrained, compute="nerflow.pretrain:pretrain_stage",
           when="pretrain.enabled", about="continued masked-LM pretraining of the base model on unlabelled text"),
+    # off by default (distill.enabled): a student with fewer layers, trained by the task's own training code
+    # (hence `compute="train"`) from the fine-tuned model; export offers its int8 ONNX as one more runtime
+    Stage("distill", consumes=("validate", "tokenize", "train"), reads=("distill", "train", "seed"),
+          output=Distilled, compute="train", when="distill.enabled",
+          about="a student with fewer encoder layers, distilled from the fine-tuned model (faster to serve)"),
     # on in the shipped configs (export.enabled); off, register serves the PyTorch weights with the keys of before
-    Stage("export", consumes=("validate", "tokenize", "train", "evaluate"), reads=("export", "evaluate"),
+    Stage("export", consumes=("validate", "tokenize", "train", "evaluate", "distill"), reads=("export", "evaluate"),
           output=Exported, when="export.enabled",
           about="ONNX fp32 and int8, each scored and timed; the served runtime chosen on validation F1"),
     # on in the shipped configs (monitor.reference); off, `nerflow drift` computes it at a version's first check

@@ -49,9 +49,16 @@ def devices_per_node(devices: int | str) -> int:
 
 
 def run_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=None):
-    """Train `job` in this process (or as one rank of a torchrun group)."""
+    """Train `job` in this process (or as one rank of a torchrun group): the task type's fine-tuning, or the
+    "module:function" a job names as its `entry` (the distill stage's student: nerflow.distill). Named, not
+    imported here, so that fine-tuning's code identity does not hold the student's code."""
+    import importlib
+
     from nerflow import task_types
 
+    if "entry" in job:
+        module, _, function = job["entry"].partition(":")
+        return getattr(importlib.import_module(module), function)(job, on_metrics, should_stop)
     return task_types.entry(job["task"], "train").train_job(job, on_metrics, should_stop)
 
 

@@ -112,12 +112,32 @@ class Evaluated(StageOutput):
         return lines
 
 
+@dataclass(frozen=True)
+class Distilled(StageOutput):
+    """The distill stage's student (nerflow.distill): a Hugging Face model folder with fewer encoder layers."""
+
+    model_dir: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)   # layers kept, validation score, steps, time
+
+    @classmethod
+    def load(cls, stage: str, key: str, entry: Path, reused: bool = True) -> StageOutput:
+        out = super().load(stage, key, entry, reused)
+        return dataclasses.replace(out, model_dir=str(Path(entry) / "model"))
+
+    def summary_lines(self, kind) -> list[str]:
+        s = self.summary
+        return [f"distilled:  {s.get('layers', '?')} of {s.get('teacher_layers', '?')} layers (kept "
+                f"{s.get('kept', [])}), validation score {s.get('best_score', 0):.4f} against the "
+                f"fine-tuned model's {s.get('teacher_score', 0):.4f}, epoch {s.get('best_epoch', 0)}"]
+
+
 SERVED_DIR = "served"   # an export entry's folder registration logs: the weights, runtime.json, the chosen ONNX file
 
 
 @dataclass(frozen=True)
 class Exported(StageOutput):
-    runtime: str = ""          # what serves the version: torch | onnx | onnx-int8 (nerflow.runtimes)
+    runtime: str = ""          # what serves the version: torch | torch-bf16 | onnx | onnx-int8 |
+    #                            onnx-int8-distilled (nerflow.runtimes)
     reason: str = ""           # why, in words (the validation F1 comparison)
     unit: str = ""             # what throughput counts: words (NER) or texts
     max_f1_drop: float = 0.0

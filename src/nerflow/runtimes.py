@@ -1,6 +1,7 @@
 """Which runtime answers with a model folder: PyTorch on the fp32 weights, PyTorch in bf16 (the same weights cast
 at load, on a CPU that computes bf16 natively), or ONNX Runtime on the ONNX model the export stage chose
-(nerflow.export): fp32, or dynamically quantized to int8.
+(nerflow.export): fp32, or dynamically quantized to int8, or the int8 ONNX of a student distilled from the
+fine-tuned model (fewer encoder layers: nerflow.distill).
 
 A served folder the export stage wrote holds the Hugging Face weights as always, plus `runtime.json` and the chosen
 ONNX file under `onnx/`; a folder without `runtime.json` (every model before the export stage, a run with
@@ -25,7 +26,8 @@ log = logging.getLogger("nerflow.runtimes")
 
 RUNTIME_FILE = "runtime.json"      # in a served folder: {"runtime", "file", "reason"}
 TORCH, TORCH_BF16, ONNX, ONNX_INT8 = "torch", "torch-bf16", "onnx", "onnx-int8"
-RUNTIMES = (TORCH, TORCH_BF16, ONNX, ONNX_INT8)
+DISTILLED_INT8 = "onnx-int8-distilled"   # the distill stage's student (fewer layers), int8 (nerflow.distill)
+RUNTIMES = (TORCH, TORCH_BF16, ONNX, ONNX_INT8, DISTILLED_INT8)
 CHOICES = (TORCH, TORCH_BF16, ONNX)   # what `--runtime` may force: the weights (fp32, bf16), or the served ONNX file
 INPUTS = ("input_ids", "attention_mask")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")   # /proc/cpuinfo flags of CPUs with bf16 matrix instructions

@@ -3,7 +3,7 @@ package) changes the code identity of exactly the stages that execute it, and th
 stage downstream of them. "Execute" is measured, not taken from the analyser under test: each stage of both task
 types runs once in a fresh process (tests/integration/stage_probe.py) and records the nerflow modules it imported;
 so do the optional stages, each in a config that turns it on: `pretrain` (token classification), `export` and
-`reference` (both task types)."""
+`reference` (both task types), `distill` with the `export` stage that consumes it (token classification)."""
 from __future__ import annotations
 
 import json
@@ -56,6 +56,15 @@ def exporting(cfg):
     return cfg.model_copy(update={"export": cfg.export.model_copy(update={"enabled": True, "latency_requests": 3})})
 
 
+def distilling(cfg):
+    return exporting(cfg).model_copy(update={"distill": cfg.distill.model_copy(update={
+        "enabled": True, "layers": 1, "epochs": 1})})
+
+
+# a job's stages (default: the optional stage its name starts with); distill's consumer, export, changes with it
+JOB_STAGES = {"distill-ner": ("distill", "export")}
+
+
 def referencing(cfg):
     return cfg.model_copy(update={"monitor": cfg.monitor.model_copy(update={"reference": True})})
 
@@ -66,7 +75,7 @@ def optional_configs(pipeline_result, textcat_run, pretrain_cfg) -> dict[str, tu
     ner, textcat = pipeline_result[0], textcat_run[0]
     return {"pretrain": (pretrain_cfg, ner.task), "export-ner": (exporting(ner), ner.task),
             "export-textcat": (exporting(textcat), textcat.task), "reference-ner": (referencing(ner), ner.task),
-            "reference-textcat": (referencing(textcat), textcat.task)}
+            "reference-textcat": (referencing(textcat), textcat.task), "distill-ner": (distilling(ner), ner.task)}
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +86,13 @@ def executed(pipeline_result, textcat_run, optional_configs, tmp_path_factory) -
     jobs = []
     ner_cfg = pipeline_result[0]
     for name, cfg, stages in (("ner", ner_cfg, PIPELINE.names), ("textcat", textcat_run[0], PIPELINE.names),
-                              *((job, cfg, (job.partition("-")[0],)) for job, (cfg, _) in optional_configs.items())):
+                              *((job, cfg, JOB_STAGES.get(job, (job.partition("-")[0],)))
+                                for job, (cfg, _) in optional_configs.items())):
         cache_copy = jobs_dir / f"{name}-cache"
         shutil.copytree(cfg.cache_dir, cache_copy, symlinks=True, ignore=shutil.ignore_patterns("locks"))
         # a stage after `train` needs the template's trained model: its training settings are kept
-        context = probe_context(cfg, cache_copy, name, one_epoch=not name.startswith(("export", "reference")))
+        after_train = name.startswith(("export", "reference", "distill"))
+        context = probe_context(cfg, cache_copy, name, one_epoch=not after_train)
         (jobs_dir / f"{name}.pkl").write_bytes(pickle.dumps(context))
         jobs.append({"name": name, "context": f"{name}.pkl", "stages": list(stages),
                      "task": name if name in optional_configs else cfg.task})
@@ -100,13 +111,15 @@ def library_modules(root: Path) -> dict[str, Path]:
 
 def test_the_probe_measured_every_stage_of_both_task_types(executed):
     assert set(executed) == {"token-classification", "text-classification", "pretrain", "export-ner",
-                             "export-textcat", "reference-ner", "reference-textcat"}
+                             "export-textcat", "reference-ner", "reference-textcat", "distill-ner"}
     main = {task: stages for task, stages in executed.items() if task.endswith("classification")}
     for stages in main.values():
         assert set(stages) == set(PIPELINE.names)
     assert all("nerflow.prefect_tasks.stage" in modules for stages in executed.values() for modules in stages.values())
     assert "nerflow.pretrain" in executed["pretrain"]["pretrain"]
     assert "nerflow.pretrain" not in executed["token-classification"]["train"]
+    assert {"nerflow.distill", "nerflow.ner.training"} <= executed["distill-ner"]["distill"]
+    assert "nerflow.distill" not in executed["token-classification"]["train"]
     assert "nerflow.ner.export" in executed["export-ner"]["export"] and "nerflow.export" in executed["export-ner"][
         "export"] and "nerflow.textcat.export" in executed["export-textcat"]["export"]
     assert not any("nerflow.export" in modules for stages in main.values() for modules in stages.values())
@@ -134,6 +147,8 @@ def test_editing_any_module_changes_exactly_the_keys_of_the_stages_that_run_it(e
            **{job: {**executed[task], **executed[job]} for job, (_, task) in optional_configs.items()}}
     graphs = {task: PIPELINE.active(cfg) for task, cfg in configs.items()}
     assert graphs["pretrain"].names == ("validate", "tokenize", "pretrain", "train", "evaluate", "register", "promote")
+    assert graphs["distill-ner"].names == ("validate", "tokenize", "train", "evaluate", "distill", "export", "register",
+                                           "promote")
     assert graphs["export-textcat"].names == ("validate", "tokenize", "train", "evaluate", "export", "register",
                                               "promote")
     inputs = {id(cfg): planning.input_identities(cfg) for cfg in configs.values()}   # the data and model: no code

@@ -275,3 +275,21 @@ def test_explain_uses_the_fp32_weights_of_a_version_served_by_onnx(exported, cap
     assert cli.main(["explain", f"models:/{NAME}/{result['register'].version}", TEXTS[0], "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines and all(line["attributions"] for line in lines)
+
+
+def test_a_distilled_student_that_lost_f1_is_not_served_and_the_version_says_why(planted, tmp_path_factory):
+    """The planted model's student keeps one of its layers, outliers and all: int8 destroys it as it destroys the
+    fine-tuned model's, so the student is refused on validation F1 whatever its speed, and the version says why."""
+    from nerflow.flows.pipeline import pipeline
+
+    cfg, _ = planted
+    student = cfg.model_copy(update={
+        "distill": cfg.distill.model_copy(update={"enabled": True, "layers": 1, "epochs": 2}),
+        "registry": cfg.registry.model_copy(update={"model_name": f"{PLANTED}-distilled"})})
+    result = pipeline(student)
+    assert result.stages["train"] and not result.stages["distill"] and not result.stages["export"]
+    rows = result["export"].rows
+    assert rows["torch"]["val_f1"] - rows["onnx-int8-distilled"]["val_f1"] > 0.005
+    assert result["export"].runtime == "onnx"
+    reason = MlflowClient().get_model_version(f"{PLANTED}-distilled", "1").tags["nerflow.runtime_reason"]
+    assert reason.startswith("onnx-int8-distilled not served: validation F1") and "onnx-int8 not served" in reason

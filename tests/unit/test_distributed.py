@@ -166,3 +166,24 @@ def test_lora_two_processes_reach_the_same_model_as_one(inputs, tmp_path):
     assert any("lora_B" in k for k in theirs)
     assert all(torch.allclose(mine[k].float(), theirs[k].float(), atol=1e-4) for k in theirs)
     assert abs(r2["best_score"] - r1["best_score"]) <= F1_TOLERANCE
+
+
+def test_a_distilled_student_two_processes_reach_the_same_model_as_one(inputs, one_process, tmp_path):
+    """The distill stage's job (nerflow.distill) under DDP: each rank runs the teacher on its share of the batch,
+    and the student steps as in one process."""
+    from nerflow.config_distill import DistillConfig
+
+    teacher, _ = one_process
+    settings = DistillConfig(enabled=True, layers=1, epochs=1, lr=5e-3).model_dump(mode="json")
+
+    def student(out: Path, **train) -> dict:
+        return {**job(inputs, out, **train), "model_path": str(teacher / "best"), "distill": settings,
+                "entry": "nerflow.distill:distill_job"}
+
+    r1 = launch.train(student(tmp_path / "one"))
+    r2 = launch.train(student(tmp_path / "two", devices=2))
+    assert r2["world_size"] == 2 and r2["steps"] == r1["steps"] > 0
+    mine, theirs = weights(tmp_path / "two"), weights(tmp_path / "one")
+    assert not any(".layer.1." in k for k in theirs) and any(".layer.0." in k for k in theirs)   # one layer kept
+    assert all(torch.allclose(mine[k].float(), theirs[k].float(), atol=1e-4) for k in theirs)
+    assert abs(r2["best_score"] - r1["best_score"]) <= F1_TOLERANCE

@@ -191,3 +191,25 @@ def test_a_folder_served_in_bf16_runs_bf16_where_the_cpu_has_it_and_fp32_elsewhe
     assert "no instructions for: running the fp32 weights" in caplog.text
     # forced, bf16 runs anyway (emulated: slower, the same answers)
     assert dtype(load_model(folder, AutoModelForTokenClassification, "cpu", runtime="torch-bf16")) == torch.bfloat16
+
+
+def test_a_distilled_student_is_served_only_within_the_drop_and_faster_than_every_other_runtime():
+    def with_student(f1: float, speed: float, int8: tuple[float, float] = (0.8980, 160.0)) -> dict:
+        return {**speeds(None, int8), "onnx-int8-distilled": {"val_f1": f1, "words_per_s": speed}}
+
+    runtime, reason = choose(with_student(0.8960, 320.0), 0.5)
+    assert runtime == "onnx-int8-distilled"
+    assert reason == "onnx-int8-distilled: validation F1 0.8960 vs PyTorch fp32 0.9000 (-0.40 points; allowed -0.5)"
+    # beyond the drop: refused with the numbers, and the fine-tuned model's own runtimes decide as before
+    runtime, reason = choose(with_student(0.8900, 900.0), 0.5)
+    assert runtime == "onnx-int8"
+    assert reason.startswith("onnx-int8-distilled not served: validation F1 0.8900 is 1.00 points below PyTorch "
+                             "fp32's 0.9000 (export.max_f1_drop 0.5); onnx-int8: validation F1 0.8980")
+    # within it but no faster than int8 of the full model: a smaller model earns its place by speed only
+    runtime, reason = choose(with_student(0.8990, 150.0), 0.5)
+    assert runtime == "onnx-int8"
+    assert reason.startswith("onnx-int8-distilled not served: 150 per second against onnx-int8's 160; onnx-int8:")
+    # int8 of the full model refused: the student still has to beat ONNX fp32 and PyTorch
+    assert choose(with_student(0.8990, 150.0, int8=(0.8000, 900.0)), 0.5)[0] == "onnx-int8-distilled"
+    runtime, reason = choose(with_student(0.8990, 105.0, int8=(0.8000, 900.0)), 0.5)
+    assert runtime == "onnx" and "onnx-int8-distilled not served: 105 per second against onnx's 110" in reason

@@ -54,8 +54,8 @@ def test_on_train_starts_from_pretraining_and_its_key_follows_it(project):  # no
 def test_listings_and_rerun_choices_place_the_optional_stage_where_it_runs():
     from nerflow.graph import logged_on
 
-    assert PIPELINE.all_names == ("validate", "tokenize", "pretrain", "train", "evaluate", "export", "reference",
-                                  "register", "promote")
+    assert PIPELINE.all_names == ("validate", "tokenize", "pretrain", "train", "evaluate", "distill", "export",
+                                  "reference", "register", "promote")
     assert PIPELINE.run_names(logged_on({"pretrain.enabled": "False"})) == PIPELINE.names
     assert PIPELINE.run_names(logged_on({})) == PIPELINE.names          # a run logged before the stage existed
     assert PIPELINE.run_names(logged_on({"pretrain.enabled": "True"})) == ("validate", "tokenize", "pretrain",
@@ -65,5 +65,9 @@ def test_listings_and_rerun_choices_place_the_optional_stage_where_it_runs():
     assert PIPELINE.run_names(logged_on({"monitor.reference": "True"})) == ("validate", "tokenize", "train",
                                                                            "evaluate", "reference", "register",
                                                                            "promote")
+    # distill is consumed by export alone: it runs before export, and only with it (the config requires both)
+    assert PIPELINE.run_names(logged_on({"distill.enabled": "True", "export.enabled": "True"})) == (
+        "validate", "tokenize", "train", "evaluate", "distill", "export", "register", "promote")
     assert PIPELINE.run_names(logged_on({"pretrain.enabled": "True", "export.enabled": "True",
-                                         "monitor.reference": "True"})) == PIPELINE.all_names
+                                         "monitor.reference": "True", "distill.enabled": "True"})) == \
+        PIPELINE.all_names

@@ -39,6 +39,8 @@ class NerExport:
         return [" ".join(s.tokens) for s in self.splits["validation"][:n]]
 
 
-def export_model(model_dir: Path, validated: Path, windows: Path, cfg, out: Path) -> dict:
-    """`cfg`: the run's config (its `export` and `evaluate` sections)."""
-    return export_runtimes(Path(model_dir), NerExport(model_dir, validated, windows, cfg.evaluate), cfg.export, out)
+def export_model(model_dir: Path, validated: Path, windows: Path, cfg, out: Path,
+                 student_dir: Path | None = None) -> dict:
+    """`cfg`: the run's config (its `export` and `evaluate` sections); `student_dir`: the distill stage's student."""
+    return export_runtimes(Path(model_dir), NerExport(model_dir, validated, windows, cfg.evaluate), cfg.export, out,
+                           student_dir)

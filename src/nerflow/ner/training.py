@@ -61,9 +61,9 @@ def train(model_path: str, tokenizer, labels: list[str], train_windows: list[Win
     return fit(job, cfg, seed, out_dir, on_metrics)
 
 
-def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=None) -> TrainResult:
-    """A job of `nerflow.launch`: the validated splits, the windows and the settings, read from where the
-    pipeline left them."""
+def job_trainable(job: dict) -> tuple[Trainable, TrainConfig]:
+    """A job of `nerflow.launch` as the loop's inputs: the validated splits, the windows and the settings, read
+    from where the pipeline left them (the distill stage runs the same job as its student's, nerflow.distill)."""
     from transformers import AutoTokenizer
 
     cfg = TrainConfig.model_validate(job["train"])
@@ -71,8 +71,13 @@ def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=
     labels = json.loads((validated / "labels.json").read_text())
     val_gold = [s.tags for s in read_split(validated / "validation.jsonl")]
     tokenizer = AutoTokenizer.from_pretrained(job["model_path"], revision=job["meta"].get("base_model_revision"))
-    trained = trainable(job["model_path"], tokenizer, labels, load_windows(windows / "train"),
-                        load_windows(windows / "validation"), val_gold, cfg, job["meta"])
+    return trainable(job["model_path"], tokenizer, labels, load_windows(windows / "train"),
+                     load_windows(windows / "validation"), val_gold, cfg, job["meta"]), cfg
+
+
+def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=None) -> TrainResult:
+    """A job of `nerflow.launch`: fine-tune as `job_trainable` reads it."""
+    trained, cfg = job_trainable(job)
     return fit(trained, cfg, job["seed"], Path(job["out_dir"]), on_metrics, should_stop)
 
 

@@ -44,7 +44,8 @@ class TextcatExport:
         return [d.text for d in self.splits["validation"][:n]]
 
 
-def export_model(model_dir: Path, validated: Path, segments: Path, cfg, out: Path) -> dict:
-    """`cfg`: the run's config (its `export` and `evaluate` sections)."""
+def export_model(model_dir: Path, validated: Path, segments: Path, cfg, out: Path,
+                 student_dir: Path | None = None) -> dict:
+    """`cfg`: the run's config (its `export` and `evaluate` sections); `student_dir`: the distill stage's student."""
     return export_runtimes(Path(model_dir), TextcatExport(model_dir, validated, segments, cfg.evaluate), cfg.export,
-                           out)
+                           out, student_dir)

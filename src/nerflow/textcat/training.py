@@ -132,9 +132,9 @@ def train(model_path: str, tokenizer, labels: list[str], train_segments: list[Se
     return fit(job, cfg, seed, out_dir, on_metrics, should_stop)
 
 
-def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=None) -> TrainResult:
-    """A job of `nerflow.launch`: the validated splits, the segments and the settings, read from where the
-    pipeline left them."""
+def job_trainable(job: dict) -> tuple[Trainable, TrainConfig]:
+    """A job of `nerflow.launch` as the loop's inputs: the validated splits, the segments and the settings, read
+    from where the pipeline left them (the distill stage runs the same job as its student's, nerflow.distill)."""
     from transformers import AutoTokenizer
 
     cfg, tokenize = TrainConfig.model_validate(job["train"]), TokenizeConfig.model_validate(job["tokenize"])
@@ -142,10 +142,16 @@ def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=
     labels = json.loads((validated / "labels.json").read_text())
     val_gold = [d.labels for d in read_split(validated / "validation.jsonl")]
     tokenizer = AutoTokenizer.from_pretrained(job["model_path"], revision=job["meta"].get("base_model_revision"))
-    return train(job["model_path"], tokenizer, labels,
-                 load_segments(segments / "train"), load_segments(segments / "validation"), val_gold,
-                 job["multi_label"], cfg, tokenize, job["seed"], Path(job["out_dir"]), job["meta"], on_metrics,
-                 should_stop)
+    return trainable(job["model_path"], tokenizer, labels, load_segments(segments / "train"),
+                     load_segments(segments / "validation"), val_gold, job["multi_label"], cfg, tokenize,
+                     job["meta"]), cfg
+
+
+def train_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=None) -> TrainResult:
+    """A job of `nerflow.launch`: fine-tune as `job_trainable` reads it; a multi-label model is saved with the
+    per-label thresholds chosen on validation for its weights."""
+    trained, cfg = job_trainable(job)
+    return fit(trained, cfg, job["seed"], Path(job["out_dir"]), on_metrics, should_stop)
 
 
 def job_fields(cfg) -> dict:

@@ -1,0 +1,24 @@
+"""The `distill` section: a smaller student trained from the fine-tuned model (knowledge distillation,
+nerflow.distill) and offered to the export stage as one more runtime, served only when its validation F1 is within
+`export.max_f1_drop` of the fine-tuned model's. Off by default; off, the stage is absent from the plan and no other
+stage's key changes."""
+from __future__ import annotations
+
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from nerflow.config_marks import Section
+
+
+class DistillConfig(Section):
+    enabled: bool = False
+    # encoder layers the student keeps of the fine-tuned model's (evenly spread, first and last kept: 0, 2, 5 of 6);
+    # its weights start as those layers'. On a 2-core CPU an int8 MiniLM runs ~2.9x PyTorch fp32's CoNLL-2003 words/s
+    # with 4 layers, ~3.3x with 3, against ~1.9x with all 6 (docs/benchmarks.md, "What 3x on CoNLL-2003 would take")
+    layers: PositiveInt = 3
+    epochs: PositiveInt = 6
+    lr: PositiveFloat = 3e-4
+    # the loss: alpha x the task's own loss on the gold labels + (1 - alpha) x T^2 x KL(teacher || student) at
+    # temperature T on the same scored positions (Hinton et al. 2015); T^2 keeps the soft term's gradients the
+    # size of the hard term's
+    temperature: PositiveFloat = 2.0
+    alpha: float = Field(0.5, ge=0.0, le=1.0)

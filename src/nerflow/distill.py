@@ -1,0 +1,139 @@
+"""Knowledge distillation (Hinton et al. 2015) of the fine-tuned model into a student with fewer encoder layers, for
+serving faster on CPUs (the `distill` stage; the export stage serves the student's int8 ONNX only when its
+validation F1 is within `export.max_f1_drop` of the fine-tuned model's, nerflow.export).
+
+The student starts as the fine-tuned model with `distill.layers` of its encoder layers kept, evenly spread with the
+first and the last (layer-dropping initialisation, as DistilBERT and Sajjad et al. 2023 take layers of the
+teacher), its embeddings and task head kept. It trains with the loop of `nerflow.train.fit` and the task's own
+`Trainable` (its windows, batches, validation score, best epoch, checkpoints, mid-epoch resume, DDP), on the
+training split, against the gold labels and the teacher's answers at once:
+
+    loss = alpha * task loss(student, gold) + (1 - alpha) * T^2 * KL(teacher_T || student_T)
+
+over the positions the task scores (NER's labelled first sub-tokens, a text's pooled logits); softmax at temperature
+T for one label per position, one Bernoulli per label for multi-label texts. The teacher runs in eval mode without
+gradients, on the batch the student sees. docs/benchmarks.md ("What 3x on CoNLL-2003 would take") has the
+measurements behind the defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from nerflow.checkpoints import MetricsCallback
+from nerflow.config_distill import DistillConfig
+from nerflow.config_train import TrainConfig
+from nerflow.train import fit
+from nerflow.trainable import Trainable, TrainResult
+
+log = logging.getLogger(__name__)
+IGNORE = -100          # positions no loss reads (torch's cross-entropy default; NER's sub-tokens after the first)
+
+
+def kept_layers(n: int, of: int) -> list[int]:
+    """`n` of `of` layer indices, evenly spread, the first and the last kept (3 of 6: 0, 2, 5; 4 of 6: 0, 2, 3, 5)."""
+    if not 1 <= n <= of:
+        raise ValueError(f"config key 'distill.layers': {n} layers asked of a model with {of}")
+    return [round(i * (of - 1) / (n - 1)) for i in range(n)] if n > 1 else [of - 1]
+
+
+def encoder_layers(model) -> torch.nn.ModuleList:
+    """The encoder's stack of layers of a transformers model (BERT, RoBERTa, DeBERTa, ELECTRA: `encoder.layer`;
+    DistilBERT: `transformer.layer`)."""
+    base = model.base_model
+    for holder in ("encoder", "transformer"):
+        layers = getattr(getattr(base, holder, None), "layer", None)
+        if isinstance(layers, torch.nn.ModuleList):
+            return layers
+    raise ValueError(f"distill: cannot find the encoder layers of a {type(base).__name__} "
+                     f"(model_type {model.config.model_type!r}); set distill.enabled: false")
+
+
+def cut_layers(model, n: int):
+    """`model` with `n` of its encoder layers (`kept_layers`), in place; its config says so, so that the saved
+    student loads as what it is."""
+    layers = encoder_layers(model)
+    kept = kept_layers(n, len(layers))
+    holder = model.base_model.encoder if hasattr(model.base_model, "encoder") else model.base_model.transformer
+    holder.layer = torch.nn.ModuleList(layers[i] for i in kept)
+    model.config.num_hidden_layers = n   # DistilBERT's config maps the name to n_layers
+    return model
+
+
+def distillation_loss_sum(task_loss_sum: Callable, n_labels: int, temperature: float, alpha: float) -> Callable:
+    """The loss over a batch from the student's and the teacher's logits side by side (`distilled_forward`), summed
+    like the task's own (the loop divides by the global batch's targets)."""
+    def loss_sum(logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+        student, teacher = logits[..., :n_labels], logits[..., n_labels:]
+        hard = task_loss_sum(student, gold)
+        s, t = student / temperature, teacher / temperature
+        if gold.is_floating_point():   # multi-label: KL of one Bernoulli per label, averaged over labels as the
+            p = torch.sigmoid(t)       # task's loss is
+            soft = (F.binary_cross_entropy_with_logits(s, p, reduction="none")
+                    - F.binary_cross_entropy_with_logits(t, p, reduction="none")).mean(-1).sum()
+        else:
+            scored = gold != IGNORE
+            soft = F.kl_div(F.log_softmax(s[scored], -1), F.log_softmax(t[scored], -1), log_target=True,
+                            reduction="sum")
+        return alpha * hard + (1 - alpha) * temperature ** 2 * soft
+    return loss_sum
+
+
+def distilled_forward(base_forward: Callable | None, load_teacher: Callable[[], torch.nn.Module]) -> Callable:
+    """In training: the student's logits and the teacher's (computed without gradients), concatenated on the label
+    axis; in evaluation the student's alone. The teacher is loaded once, on the device of the first batch."""
+    forward = base_forward or (lambda model, batch: model(**batch).logits)
+    held: dict[str, torch.nn.Module] = {}
+
+    def distilled(model, batch: dict) -> torch.Tensor:
+        logits = forward(model, dict(batch))   # a copy: a task's forward may pop keys (textcat's `owner`)
+        if not model.training:
+            return logits
+        if "teacher" not in held:
+            held["teacher"] = load_teacher().to(logits.device).eval().requires_grad_(False)
+        with torch.no_grad():
+            taught = forward(held["teacher"], dict(batch))
+        return torch.cat([logits, taught.to(logits.dtype)], -1)
+    return distilled
+
+
+def student_trainable(task: Trainable, n_labels: int, settings: DistillConfig, teacher_layers: int) -> Trainable:
+    """The task's Trainable (loading the fine-tuned model) turned into the student's: the same examples, batches,
+    validation and saving; the model cut to `settings.layers`; the distillation loss; checkpoints of another
+    student refused."""
+    return dataclasses.replace(
+        task, load_model=lambda: cut_layers(task.load_model(), settings.layers),
+        forward=distilled_forward(task.forward, task.load_model),
+        loss_sum=distillation_loss_sum(task.loss_sum, n_labels, settings.temperature, settings.alpha),
+        identity={**task.identity, "distill": {"layers": kept_layers(settings.layers, teacher_layers),
+                                               "temperature": settings.temperature, "alpha": settings.alpha}})
+
+
+def loop_settings(settings: DistillConfig, train: TrainConfig) -> TrainConfig:
+    """The loop's settings for the student: the distill section's run length and rate; the train section's
+    batches, device, precision, processes, early stopping and reporting; nothing frozen, no adapters (the
+    student is a plain model cut from the merged teacher)."""
+    return train.model_copy(update={"epochs": settings.epochs, "lr": settings.lr, "freeze": "none",
+                                    "adapter": "none"})
+
+
+def distill_job(job: dict, on_metrics: MetricsCallback | None = None, should_stop=None) -> TrainResult:
+    """A job of `nerflow.launch` with a `distill` field (the stage's settings): the task's training job, with the
+    fine-tuned model as `model_path`, run as the student's."""
+    from transformers import AutoConfig
+
+    from nerflow import task_types
+
+    settings = DistillConfig.model_validate(job["distill"])
+    teacher = AutoConfig.from_pretrained(job["model_path"])
+    if settings.layers >= teacher.num_hidden_layers:
+        raise ValueError(f"config key 'distill.layers': {settings.layers}, but the fine-tuned model has "
+                         f"{teacher.num_hidden_layers} layers: a student needs fewer")
+    task, cfg = task_types.entry(job["task"], "train").job_trainable(job)
+    student = student_trainable(task, teacher.num_labels, settings, teacher.num_hidden_layers)
+    return fit(student, loop_settings(settings, cfg), job["seed"], Path(job["out_dir"]), on_metrics, should_stop)
