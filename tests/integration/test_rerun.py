@@ -428,8 +428,8 @@ def test_a_rerun_id_matching_no_run_or_several_is_bad_input(mlflow_store, capsys
 
 @pytest.mark.parametrize("run_id, from_stage, said", [
     ("0123456789abcdef0123456789abcdef", "evalute", "no stage 'evalute' (did you mean 'evaluate'?): the stages are "
-                                                    "validate, tokenize, pretrain, train, evaluate, export, reference, "
-                                                    "register, promote"),
+                                                    "validate, tokenize, pretrain, train, evaluate, distill, export, "
+                                                    "reference, register, promote"),
     ("0123456789abcdef0123456789abcdef", "evaluate", "no pipeline run with MLflow run id or Prefect flow-run id "
                                                      "'0123456789abcdef0123456789abcdef'"),
     ("'; drop", None, "is not an MLflow run id or a Prefect flow-run id"),

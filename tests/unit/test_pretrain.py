@@ -140,7 +140,7 @@ def test_the_stage_removes_held_out_text_and_its_model_is_a_starting_point(tiny_
 
     from transformers import AutoModelForTokenClassification
 
-    from nerflow.prefect_tasks.pretrain import renamed
+    from nerflow.prefect_tasks.tracking import regrouped
     from nerflow.pretrain import pretrain_stage
 
     validated = tmp_path / "validated"
@@ -161,7 +161,8 @@ def test_the_stage_removes_held_out_text_and_its_model_is_a_starting_point(tiny_
     assert summary["steps"] > 0 and summary["tokens_seen"] == settings.epochs * sum(len(p.input_ids) for p in pieces)
     model = AutoModelForTokenClassification.from_pretrained(summary["best_dir"], num_labels=3)
     assert model.config.num_labels == 3
-    assert renamed({"train/loss": 1.0, "val/loss": 2.0}) == {"pretrain/loss": 1.0, "pretrain/val_loss": 2.0}
+    assert regrouped({"train/loss": 1.0, "val/loss": 2.0}, "pretrain") == {"pretrain/loss": 1.0,
+                                                                          "pretrain/val_loss": 2.0}
 
 
 def test_too_few_texts_left_after_decontamination_is_one_clear_error(tiny_model_dir, tmp_path):
