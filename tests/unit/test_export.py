@@ -213,3 +213,23 @@ def test_a_distilled_student_is_served_only_within_the_drop_and_faster_than_ever
     assert choose(with_student(0.8990, 150.0, int8=(0.8000, 900.0)), 0.5)[0] == "onnx-int8-distilled"
     runtime, reason = choose(with_student(0.8990, 105.0, int8=(0.8000, 900.0)), 0.5)
     assert runtime == "onnx" and "onnx-int8-distilled not served: 105 per second against onnx's 110" in reason
+
+
+def test_a_large_batch_is_split_across_one_thread_sessions_with_the_same_answers(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=5).eval()
+    path = tmp_path / "onnx" / "model.onnx"
+    export_onnx(model, path, sequence_output=True)
+    one, two = OnnxModel(path, 5, n_threads=1), OnnxModel(path, 5, n_threads=2)
+    torch.manual_seed(0)
+    ids = torch.randint(5, model.config.vocab_size, (21, 13))
+    mask = torch.ones_like(ids)
+    mask[3, 5:] = mask[20, 2:] = 0
+    small = two(input_ids=ids[:15], attention_mask=mask[:15]).logits     # under 8 rows per thread: not split
+    assert two.parts == [] and torch.allclose(small, one(input_ids=ids[:15], attention_mask=mask[:15]).logits,
+                                              atol=1e-5)
+    split = two(input_ids=ids, attention_mask=mask).logits               # 21 rows: 11 + 10
+    assert len(two.parts) == 2 and all(s.get_session_options().intra_op_num_threads == 1 for s in two.parts)
+    assert split.shape == (21, 13, 5)
+    assert torch.allclose(split, one(input_ids=ids, attention_mask=mask).logits, atol=1e-5)
