@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -84,6 +85,7 @@ class OnnxModel:
         self.session = self._session(self.n_threads)
         self.parts: list = []           # the one-thread sessions, made at the first batch large enough to split
         self.pool = None
+        self.making = threading.Lock()  # a served model answers requests on several threads: make them once
         self.config = SimpleNamespace(num_labels=num_labels)
 
     def _session(self, n_threads: int):
@@ -116,9 +118,10 @@ class OnnxModel:
     def _split(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         from concurrent.futures import ThreadPoolExecutor
 
-        if not self.parts:
-            self.parts = [self._session(1) for _ in range(self.n_threads)]
-            self.pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="onnx")
+        with self.making:
+            if not self.parts:
+                self.pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="onnx")
+                self.parts = [self._session(1) for _ in range(self.n_threads)]
         shares = np.array_split(np.arange(len(feed["input_ids"])), self.n_threads)
 
         def run(session, rows) -> np.ndarray:
