@@ -82,20 +82,27 @@ class OnnxModel:
     def __init__(self, path: Path | str, num_labels: int, n_threads: int | None = None):
         self.path = Path(path)
         self.n_threads = n_threads or threads()
-        self.session = self._session(self.n_threads)
+        # Sessions are made from the file's bytes, read once here: a loaded model must not need its file again,
+        # since its caller may delete it (the gate scores versions downloaded to a temporary folder, then removes
+        # it), and the split sessions are made later. The bytes are kept only until then. (nerflow's exporter
+        # writes one self-contained file: no external data to find next to it.)
+        model = self.path.read_bytes()
+        self.session = self._session(self.n_threads, model)
+        self.model_bytes: bytes | None = model if self.n_threads > 1 else None
         self.parts: list = []           # the one-thread sessions, made at the first batch large enough to split
         self.pool = None
         self.making = threading.Lock()  # a served model answers requests on several threads: make them once
         self.config = SimpleNamespace(num_labels=num_labels)
 
-    def _session(self, n_threads: int):
+    @staticmethod
+    def _session(n_threads: int, model: bytes):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = n_threads
         options.inter_op_num_threads = 1          # one graph at a time: its operators use the cores
         options.log_severity_level = 3            # warnings about unused initializers are noise to a user
-        return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
     def eval(self) -> OnnxModel:
         return self
@@ -121,7 +128,8 @@ class OnnxModel:
         with self.making:
             if not self.parts:
                 self.pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="onnx")
-                self.parts = [self._session(1) for _ in range(self.n_threads)]
+                self.parts = [self._session(1, self.model_bytes) for _ in range(self.n_threads)]
+                self.model_bytes = None
         shares = np.array_split(np.arange(len(feed["input_ids"])), self.n_threads)
 
         def run(session, rows) -> np.ndarray:

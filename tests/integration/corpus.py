@@ -1,6 +1,7 @@
 """The tiny NER corpus the integration tests overfit, and the config that runs it through the real flow."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from nerflow.config import load_config
@@ -33,6 +34,14 @@ UNSEEN = [[("Maria", "B-PER"), ("Lopez", "I-PER"), ("visited", "O"), ("Paris", "
 def write_conll(path: Path, sentences) -> Path:
     path.write_text("-DOCSTART- O\n\n" + "".join("".join(f"{w} {t}\n" for w, t in s) + "\n" for s in sentences))
     return path
+
+
+def copy_cache(cache_dir: Path, to: Path) -> Path:
+    """A copy of a run's stage cache, its generations' symlinks kept as links, without its `locks` folder: those
+    files belong to the processes that ran the template (and one may be taking them while this copies), not to any
+    stage's result, so the copy starts with none, as a new cache does."""
+    shutil.copytree(cache_dir, to, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    return to
 
 
 def tiny_config(tmp_path: Path, corpus: Path, model_dir: Path, cache_dir: Path, *extra: str):

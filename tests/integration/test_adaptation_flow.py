@@ -5,7 +5,6 @@ The run logs pretraining's curve, keeps the adapter as its own artifact while th
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from mlflow import MlflowClient
 
 from nerflow.flows import cli
 
-from .corpus import tiny_config
+from .corpus import copy_cache, tiny_config
 
 NAME = "tiny-ner-adapted"
 
@@ -24,7 +23,7 @@ def adapted(pipeline_result, tiny_corpus, corpus_model_dir, tmp_path_factory):
 
     template, _ = pipeline_result
     cache = tmp_path_factory.mktemp("adapted") / "cache"
-    shutil.copytree(template.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    copy_cache(template.cache_dir, cache)
     folder = tmp_path_factory.mktemp("adapted-cfg")
     unlabelled = folder / "unlabelled.txt"   # the domain's prose: the corpus's words, other sentences
     unlabelled.write_text("".join(f"{who} met {whom} of {org} in {where} on Monday .\n"

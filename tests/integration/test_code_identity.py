@@ -19,6 +19,8 @@ from nerflow import code_identity
 from nerflow.graph import PIPELINE
 from nerflow.plan import make_plan
 
+from .corpus import copy_cache
+
 PROBE = Path(__file__).with_name("stage_probe.py")
 
 
@@ -89,7 +91,7 @@ def executed(pipeline_result, textcat_run, optional_configs, tmp_path_factory) -
                               *((job, cfg, JOB_STAGES.get(job, (job.partition("-")[0],)))
                                 for job, (cfg, _) in optional_configs.items())):
         cache_copy = jobs_dir / f"{name}-cache"
-        shutil.copytree(cfg.cache_dir, cache_copy, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+        copy_cache(cfg.cache_dir, cache_copy)
         # a stage after `train` needs the template's trained model: its training settings are kept
         after_train = name.startswith(("export", "reference", "distill"))
         context = probe_context(cfg, cache_copy, name, one_epoch=not after_train)

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .corpus import copy_cache
+
 DRIVER = Path(__file__).with_name("crash_driver.py")
 # (operation, the points it passes, in order)
 MOVES = {
@@ -84,7 +86,7 @@ def test_a_kill_between_the_writes_of_registration_leaves_one_tagged_version_aft
     for point in REGISTER_POINTS:
         name = f"crash-register-{point.split('.')[-1].replace('/', '-')}"
         cache_copy = tmp_path / name
-        shutil.copytree(template.cache_dir, cache_copy, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+        copy_cache(template.cache_dir, cache_copy)
         shutil.rmtree(cache_copy / "register")   # this copy has everything but a registered version
         cfg = template.model_copy(update={
             "cache_dir": cache_copy, "registry": template.registry.model_copy(update={"model_name": name})})

@@ -5,7 +5,6 @@ others), its curve and summary in the run. The template's training is reused: th
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from nerflow.export import choose
 from nerflow.flows import cli
 from nerflow.plan import make_plan
 
-from .corpus import tiny_config
+from .corpus import copy_cache, tiny_config
 
 NAME = "tiny-ner-distilled"
 
@@ -26,7 +25,7 @@ def distilled(pipeline_result, tiny_corpus, corpus_model_dir, tmp_path_factory):
 
     template, _ = pipeline_result
     cache = tmp_path_factory.mktemp("distilled") / "cache"
-    shutil.copytree(template.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    copy_cache(template.cache_dir, cache)
     cfg = tiny_config(tmp_path_factory.mktemp("distilled-cfg"), tiny_corpus, corpus_model_dir, cache,
                       "distill.enabled=true", "distill.layers=1", "distill.epochs=4", "distill.lr=0.003",
                       "export.enabled=true", "export.latency_requests=5", f"registry.model_name={NAME}")
@@ -99,7 +98,7 @@ def test_a_text_classifier_distills_with_pooled_windows(textcat_run, textcat_rev
 
     template, _ = textcat_run
     cache = tmp_path_factory.mktemp("textcat-distilled") / "cache"
-    shutil.copytree(template.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    copy_cache(template.cache_dir, cache)
     cfg = textcat_config(tmp_path_factory.mktemp("textcat-distilled-cfg"), textcat_reviews, textcat_model_dir, cache,
                          "tokenize.window_training=pooled", "train.epochs=2", "distill.enabled=true",
                          "distill.layers=1", "distill.epochs=2", "distill.lr=0.003", "export.enabled=true",

@@ -15,7 +15,7 @@ from nerflow.flows import cli
 from nerflow.flows.errors import EXIT_BAD_INPUT, EXIT_DRIFT
 from nerflow.prefect_tasks.monitoring import EXPERIMENT, REFERENCE_DIR
 
-from .corpus import write_conll
+from .corpus import copy_cache, write_conll
 from .drift_corpus import noisy, sentence, write_ner_documents, write_texts
 from .textcat_corpus import review, write_reviews
 
@@ -171,7 +171,6 @@ def test_the_reference_stage_logs_the_reference_at_registration_and_drift_uses_i
                                                                                   corpus_model_dir):
     """`monitor.reference: true` (the shipped configs): the reference is a stage of the run, before registration,
     logged on the version's run; the version's first `nerflow drift` downloads it instead of computing one."""
-    import shutil
 
     from nerflow.flows.pipeline import pipeline
 
@@ -179,7 +178,7 @@ def test_the_reference_stage_logs_the_reference_at_registration_and_drift_uses_i
 
     template, _ = pipeline_result
     cache = tmp_path / "cache"
-    shutil.copytree(template.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    copy_cache(template.cache_dir, cache)
     cfg = tiny_config(tmp_path, tiny_corpus, corpus_model_dir, cache, "monitor.reference=true",
                       "registry.model_name=tiny-ner-referenced")
     result = pipeline(cfg)

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from nerflow.flows import cli
 
-from .corpus import tiny_config
+from .corpus import copy_cache, tiny_config
 
 NAME, PLANTED = "tiny-ner-exported", "tiny-ner-int8-hostile"
 TEXTS = ["Maria Lopez visited Paris .", "Anna Schmidt works for Initech in Berlin ."]
@@ -30,7 +30,7 @@ def exported(pipeline_result, tiny_corpus, corpus_model_dir, tmp_path_factory):
 
     template, _ = pipeline_result
     cache = tmp_path_factory.mktemp("exported") / "cache"
-    shutil.copytree(template.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    copy_cache(template.cache_dir, cache)
     cfg = tiny_config(tmp_path_factory.mktemp("exported-cfg"), tiny_corpus, corpus_model_dir, cache,
                       "export.enabled=true", "export.latency_requests=5", f"registry.model_name={NAME}")
     return cfg, pipeline(cfg)
@@ -192,7 +192,7 @@ def bf16_exported(pipeline_result, tiny_corpus, corpus_model_dir, tmp_path_facto
 
     template, _ = pipeline_result
     cache = tmp_path_factory.mktemp("bf16") / "cache"
-    shutil.copytree(template.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    copy_cache(template.cache_dir, cache)
     cfg = tiny_config(tmp_path_factory.mktemp("bf16-cfg"), tiny_corpus, corpus_model_dir, cache,
                       "export.enabled=true", "export.bf16=true", "export.quantize=false", "export.latency_requests=5",
                       "registry.model_name=tiny-ner-bf16")
@@ -236,7 +236,7 @@ def textcat_exported(textcat_run, textcat_reviews, textcat_model_dir, tmp_path_f
 
     template, _ = textcat_run
     cache = tmp_path_factory.mktemp("textcat-exported") / "cache"
-    shutil.copytree(template.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    copy_cache(template.cache_dir, cache)
     cfg = textcat_config(tmp_path_factory.mktemp("textcat-exported-cfg"), textcat_reviews, textcat_model_dir, cache,
                          "export.enabled=true", "export.latency_requests=5", "registry.model_name=tiny-textcat-onnx")
     return cfg, pipeline(cfg)

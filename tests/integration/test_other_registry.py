@@ -5,7 +5,6 @@ exists. Pointed at that store, `nerflow run` registers there, and the gate decid
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from nerflow.flows import cli
 from nerflow.plan import make_plan
 from nerflow.prefect_tasks import register, tracking
 from nerflow.prefect_tasks.register import KEY_TAG, WEIGHTS_TAG
+
+from .corpus import copy_cache
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def copied(pipeline_result, tmp_path) -> Iterator:
     """The template's config on a copy of its stage cache: every stage complete, registered on the session store."""
     cfg, _ = pipeline_result
     folder = tmp_path / "cache"
-    shutil.copytree(cfg.cache_dir, folder, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    copy_cache(cfg.cache_dir, folder)
     yield cfg.model_copy(update={"cache_dir": folder})
 
 

@@ -13,7 +13,7 @@ from nerflow.ner.evaluate import score
 from nerflow.ner.tokenization import Encoder
 from nerflow.prefect_tasks import tracking
 
-from .corpus import LONG
+from .corpus import LONG, copy_cache
 
 METRICS_DOC = Path(__file__).parents[2] / "docs" / "metrics.md"
 
@@ -115,14 +115,13 @@ def test_second_run_reuses_every_stage_and_registers_nothing_new(pipeline_result
 def test_a_toy_stage_runs_through_the_flow_with_no_other_change(pipeline_result, tmp_path):
     """The flow body is the graph: a test-only graph with one more stage (tests/unit/toy_stage.py) runs it after the
     stages it consumes, here on a copy of the template's cache, so every pipeline stage is reused."""
-    import shutil
 
     from nerflow.flows.commands.run import format_summary
     from nerflow.flows.pipeline import pipeline
 
     cfg, first = pipeline_result
     cache = tmp_path / "cache"
-    shutil.copytree(cfg.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    copy_cache(cfg.cache_dir, cache)
     result = pipeline(cfg.model_copy(update={"cache_dir": cache}), graph="tests.unit.toy_stage:GRAPH")
     assert result.stages == {"validate": True, "tokenize": True, "train": True, "evaluate": True, "register": True,
                              "promote": True, "count": False}

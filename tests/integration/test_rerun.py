@@ -7,7 +7,6 @@ import functools
 import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -23,7 +22,7 @@ from nerflow.flows import cli
 from nerflow.graph import PIPELINE
 from nerflow.ner.validate import ValidationFailed
 
-from .corpus import tiny_config
+from .corpus import copy_cache, tiny_config
 
 STAGES = PIPELINE.names
 EXPERIMENT = "nerflow-rerun"
@@ -256,7 +255,7 @@ def finished(reference, tmp_path_factory, tiny_corpus, corpus_model_dir):
 
     ref_cfg, _ = reference
     cache = tmp_path_factory.mktemp("finished-cache") / "cache"
-    shutil.copytree(ref_cfg.cache_dir, cache, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    copy_cache(ref_cfg.cache_dir, cache)
     cfg = rerun_config(tmp_path_factory.mktemp("finished"), tiny_corpus, corpus_model_dir, cache, "rerun-cli-ner")
     return cfg, pipeline(cfg)
 

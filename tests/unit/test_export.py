@@ -233,3 +233,22 @@ def test_a_large_batch_is_split_across_one_thread_sessions_with_the_same_answers
     assert len(two.parts) == 2 and all(s.get_session_options().intra_op_num_threads == 1 for s in two.parts)
     assert split.shape == (21, 13, 5)
     assert torch.allclose(split, one(input_ids=ids, attention_mask=mask).logits, atol=1e-5)
+
+
+def test_a_loaded_model_splits_a_batch_after_its_file_is_gone(tiny_model_dir, tmp_path):
+    """The gate loads each version from a temporary download, removes it, then scores: the split sessions, made at
+    the first large batch, must not need the file (they were once made from its path: NoSuchFile in the gate)."""
+    import shutil
+
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=5).eval()
+    path = tmp_path / "download" / "model.onnx"
+    export_onnx(model, path, sequence_output=True)
+    one, two = OnnxModel(path, 5, n_threads=1), OnnxModel(path, 5, n_threads=2)
+    shutil.rmtree(tmp_path / "download")
+    ids = torch.randint(5, model.config.vocab_size, (16, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    split = two(input_ids=ids, attention_mask=mask).logits
+    assert len(two.parts) == 2 and two.model_bytes is None   # split, and the bytes let go once the parts exist
+    assert torch.allclose(split, one(input_ids=ids, attention_mask=mask).logits, atol=1e-5)
