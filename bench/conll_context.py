@@ -2,7 +2,9 @@
 
 Each row is one `bench/conll2003_nerflow.py` run (the documented command, cold cache, its own work folder under
 `--work`) with `seed=<seed> tokenize.context=<context>` and any extra overrides. A row is appended to `--out` (JSON
-lines) as soon as it is done, and a row already there is skipped, so a run cut short continues where it stopped.
+lines) as soon as it is done, and a row already there is skipped. A row cut short (a session's end) continues where
+it stopped: its run is continued with `nerflow rerun` (conll2003_nerflow.py --resume: finished stages reused,
+training from its last checkpoint) and the row records its `attempts`.
 
     python bench/conll_context.py                                  # all four rows (hours on 2 cores)
     python bench/conll_context.py --contexts document --seeds 42   # one row
@@ -46,12 +48,13 @@ def main() -> None:
             if name in done_rows(args.out):
                 print(f"skip (done): {name}")
                 continue
-            # a row's own folder (the run inside is cold: conll2003_nerflow.py clears it), so rows keep their runs
+            # a row's own folder, so rows keep their runs (cold unless an unfinished run is there to continue)
             slug = "-".join([context, f"seed{seed}", *args.overrides])
             result = args.work / re.sub(r"[^A-Za-z0-9_.=-]+", "_", slug) / "result.json"
             result.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([sys.executable, str(BENCH / "conll2003_nerflow.py"), "--data-dir", str(args.data_dir),
-                            "--out", str(result), f"seed={seed}", f"tokenize.context={context}", *args.overrides],
+                            "--out", str(result), "--resume", f"seed={seed}", f"tokenize.context={context}",
+                            *args.overrides],
                            check=True)
             row = {"row": name, "context": context, "seed": seed, **json.loads(result.read_text())}
             with args.out.open("a") as f:
