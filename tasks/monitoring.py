@@ -73,13 +73,15 @@ def resolved_config(client: MlflowClient, run_id: str, overrides: list[str]):
 
     from nerflow.config import load_config
 
-    tmp = tempfile.mkdtemp(prefix="nerflow-config-")
-    try:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config/resolved.yaml", dst_path=tmp)
-    except MlflowException as e:
-        raise ConfigError(f"run {run_id} logged no config/resolved.yaml ({e.message.splitlines()[0]}): its "
-                          "reference cannot be computed; give the config it was trained with: --config FILE") from None
-    return load_config(path, overrides, resolved=True)
+    with tempfile.TemporaryDirectory(prefix="nerflow-config-") as tmp:   # read, then removed: checks run hourly
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config/resolved.yaml",
+                                                       dst_path=tmp)
+        except MlflowException as e:
+            raise ConfigError(f"run {run_id} logged no config/resolved.yaml ({e.message.splitlines()[0]}): its "
+                              "reference cannot be computed; give the config it was trained with: --config FILE"
+                              ) from None
+        return load_config(path, overrides, resolved=True)
 
 
 def keep_reference(client: MlflowClient, run_id: str, folder: Path) -> str | None:

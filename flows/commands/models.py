@@ -118,30 +118,33 @@ def history(client, name: str, alias: str, as_json: bool) -> int:
           r["reason"] + STATE_NOTES.get(r["state"], "")] for r in rs], right={"#"}))
 
 
+@contextlib.contextmanager
 def test_data(client, name: str, version: str, config: Path | None, overrides: list[str]):
     """(config, test split path, gold labels, data passed validation, data hash) from CONFIG or the version's own
-    config, read and checked by the config's task type."""
+    config, read and checked by the config's task type. The split (a copy of the test data) and the downloaded
+    config live in one temporary folder, removed when the block ends: a scheduled or scripted `promote` leaves
+    no copies of the data behind."""
     import mlflow
 
     from nerflow import data_identity, task_types
     from nerflow.config import load_config
 
-    resolved = config is None   # the version's own resolved config, logged by the nerflow that trained it
-    if config is None:
-        run_id = client.get_model_version(name, version).run_id
-        tmp = tempfile.mkdtemp(prefix="nerflow-config-")
-        config = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config/resolved.yaml",
-                                                          dst_path=tmp))
-    cfg = load_config(config, overrides, resolved=resolved)
-    validate = task_types.entry(cfg.task, "validate")
-    corpus = validate.load_corpus(cfg.data)   # an unreadable file is bad input here (DataError), as in `run`
-    report = validate.validate_corpus(corpus, cfg.data)
-    folder = Path(tempfile.mkdtemp(prefix="nerflow-test-"))
-    validate.write_validated({"test": corpus["test"]}, cfg.data, folder)
-    split = folder / "test.jsonl"
-    promote = task_types.entry(cfg.task, "promote")
-    return cfg, split, promote.gold(promote.examples(split)), report.passed, \
-        data_identity.identity_digest(data_identity.identity(cfg.data))
+    with tempfile.TemporaryDirectory(prefix="nerflow-gate-") as tmp:
+        resolved = config is None   # the version's own resolved config, logged by the nerflow that trained it
+        if config is None:
+            run_id = client.get_model_version(name, version).run_id
+            config = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config/resolved.yaml",
+                                                              dst_path=tmp))
+        cfg = load_config(config, overrides, resolved=resolved)
+        validate = task_types.entry(cfg.task, "validate")
+        corpus = validate.load_corpus(cfg.data)   # an unreadable file is bad input here (DataError), as in `run`
+        report = validate.validate_corpus(corpus, cfg.data)
+        folder = Path(tmp)   # the downloaded config sits in its config/ subfolder
+        validate.write_validated({"test": corpus["test"]}, cfg.data, folder)
+        split = folder / "test.jsonl"
+        promote = task_types.entry(cfg.task, "promote")
+        yield cfg, split, promote.gold(promote.examples(split)), report.passed, \
+            data_identity.identity_digest(data_identity.identity(cfg.data))
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -161,8 +164,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
                                           f"{entry.from_version or '-'} to {version} by {actor}: {args.reason}")
     # the gate refuses a version of another task type too; asked here first, before the test data is read
     champion.check_alias_task(client, args.name, args.alias, champion.task_of(found))
-    cfg, split, gold, passed, data_hash = test_data(client, args.name, version, args.config, args.overrides)
-    with _decision_not_logged():
+    with test_data(client, args.name, version, args.config, args.overrides) as (cfg, split, gold, passed,
+                                                                                 data_hash), \
+            _decision_not_logged():
         decision = champion.gate(client, args.name, version, args.alias, rules_of(cfg), split, gold, passed,
                                  auto=True, actor=actor, evidence={"test_data_hash": data_hash, "mlflow_run_id": None,
                                                                    "prefect_flow_run_id": None}, task=cfg.task,
@@ -209,8 +213,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     (v1, v2), task = [str(f.version) for f in found], champion.task_of(found[0])
     champion.check_version(client, args.name, v2, task)   # two versions of one task type
     kind, scorer = task_types.get(task), task_types.entry(task, "promote")
-    _, split, gold, _, _ = test_data(client, args.name, v1, args.config, args.overrides)
-    scored = gate_scoring.score_versions(args.name, [v1, v2], split, task, args.trust)
+    with test_data(client, args.name, v1, args.config, args.overrides) as (_, split, gold, _, _):
+        scored = gate_scoring.score_versions(args.name, [v1, v2], split, task, args.trust)
     tables = {v: scorer.gate_tables(gold, scored, (v, None))[0] for v in (v1, v2)}
     hits = {v: scorer.hits(gold, scored[v]) for v in (v1, v2)}
     types = sorted(set(tables[v1]["per_type"]) | set(tables[v2]["per_type"]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -92,8 +93,11 @@ def test_ner_no_drift_on_texts_drawn_like_the_reference_drift_on_shifted_ones(ca
 
 
 def test_the_reference_is_computed_once_from_the_versions_config_and_kept_on_its_run(capsys, tmp_path,
-                                                                                     pipeline_result):
+                                                                                     pipeline_result, monkeypatch):
     client = MlflowClient()
+    scratch = tmp_path / "scratch"   # the command's temporary folders: the downloaded config must not stay there
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     version = client.get_model_version("tiny-ner", "1")
     texts = write_texts(tmp_path / "texts.jsonl", ["John Smith visited Berlin .", "Globex hired Anna Schmidt .",
                                                    "Nobody said anything ."] * 3)
@@ -101,6 +105,7 @@ def test_the_reference_is_computed_once_from_the_versions_config_and_kept_on_its
     args = ("models:/tiny-ner/1", "monitor.min_texts=5", "--input", str(texts), "--json")
     code, first, err = run_drift(capsys, *args)
     assert code == 0 and "no reference profile yet" in err
+    assert not [p for p in scratch.rglob("resolved.yaml")]
     kept = {Path(f.path).name for f in client.list_artifacts(version.run_id, REFERENCE_DIR)}
     assert {"reference.npz", "reference.json", "training.npz", "training.json"} <= kept
     code, second, err = run_drift(capsys, *args)

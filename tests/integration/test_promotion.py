@@ -7,6 +7,7 @@ import logging
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(tmp_path,
 
 
 def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, corpus_model_dir, cache_dir,
-                                                        mlflow_store, capsys, caplog):
+                                                        mlflow_store, capsys, caplog, monkeypatch):
     name = "gate-b"
     pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *WEAK)
     held = pipeline(tmp_path, tiny_corpus, corpus_model_dir, cache_dir, name, *STRONG, "promote.auto=false")
@@ -124,12 +125,18 @@ def test_auto_off_manual_gate_forced_move_and_rollbacks(tmp_path, tiny_corpus, c
     capsys.readouterr()
     caplog.set_level(logging.INFO, logger="nerflow.promote")          # as the CLI's own logging shows it
     caplog.clear()   # the pipelines' promote stages logged their decisions: only the command's own lines count
+    scratch = tmp_path / "scratch"   # the commands' temporary folders: what the gate read must not stay behind
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     assert cli.main(["promote", name, "2", "--actor", "bob"]) == 0      # by hand, through the same gate
     assert str(champion_of(name)) == "2"
     assert_terminal_decision(capsys.readouterr(), caplog, "accepted", reason_of(name, "2"))
     assert cli.main(["promote", name, "1", "--actor", "carol"]) == EXIT_REFUSED     # the gate says no
     assert str(champion_of(name)) == "2"
     assert_terminal_decision(capsys.readouterr(), caplog, "rejected", reason_of(name, "1"))
+    left = [p.relative_to(scratch) for p in scratch.rglob("*") if p.name in ("test.jsonl", "resolved.yaml")]
+    assert not left, f"a copy of the test split or the version's config left behind: {left}"
+    monkeypatch.undo()
     assert cli.main(["promote", name, "1", "--force"]) == EXIT_BAD_INPUT           # no reason given
     assert cli.main(["promote", name, "9"]) == EXIT_BAD_INPUT                      # no such version
     assert cli.main(["promote", "no-such-model", "1"]) == EXIT_BAD_INPUT
