@@ -15,8 +15,9 @@ import hashlib, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from tests.conftest import TINY_TEXTS, build_tiny_model
-d = build_tiny_model(Path(tempfile.mkdtemp()), TINY_TEXTS * 20)
-print(*(hashlib.sha256((d / f).read_bytes()).hexdigest() for f in ("tokenizer.json", "model.safetensors")))
+with tempfile.TemporaryDirectory() as tmp:
+    d = build_tiny_model(Path(tmp), TINY_TEXTS * 20)
+    print(*(hashlib.sha256((d / f).read_bytes()).hexdigest() for f in ("tokenizer.json", "model.safetensors")))
 """
 
 
