@@ -11,7 +11,9 @@ served the same way as the server's floor.
 export is the export stage's own library function (nerflow.<task>.export.export_model) on that trained model, so
 no retraining is needed. A run with the distill stage (`distill.enabled`) adds its student's int8 ONNX as the row
 `onnx-int8-distilled`, measured the same way. Each measured row is written to `--out` as it completes and skipped
-when already there.
+when already there. At the end the table of docs/benchmarks.md ("Serving fast") is printed, with the issue's
+targets for the runtime the export stage chose, against PyTorch fp32 of the same run (`--table`: only that, from
+`--out`).
 """
 from __future__ import annotations
 
@@ -101,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=BENCH / "out" / "serving_runtimes")
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--latency-requests", type=int, default=50)
+    ap.add_argument("--table", action="store_true", help="print the table of --out and measure nothing")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return 0
     from nerflow import task_types
     from nerflow.config import EvaluateConfig
     from nerflow.config_export import ExportConfig
@@ -168,7 +174,46 @@ def main(argv: list[str] | None = None) -> int:
             for lv in result["levels"]]}
         save()
         print(key, done["rows"][key], file=sys.stderr)
+    print(table(done))
     return 0
+
+
+def table(done: dict) -> str:
+    """The runtimes side by side (markdown) and the issue's three targets for the served one against PyTorch fp32:
+    >= 3x batch units/s, served p50 at one client <= half, test F1 drop <= 0.5 points."""
+    stage, rows, unit = done["export"]["rows"], done["rows"], done["export"].get("unit", "words")
+
+    def served(name: str, clients: int) -> dict:
+        return next((lv for lv in rows.get(f"serve {name}", {}).get("levels", []) if lv["clients"] == clients), {})
+
+    def cells(name: str) -> list[str]:
+        one, eight = served(name, 1), served(name, 8)
+        latency = [f"{lv.get('p50_ms', '-')} / {lv.get('p99_ms', '-')} ms" if lv else "-" for lv in (one, eight)]
+        rates = [f"{lv['requests_per_s']:.1f}" if lv else "-" for lv in (one, eight)]
+        if name == "no-op":
+            return ["-", "-", "-", "-", latency[0], rates[0], latency[1], rates[1]]
+        batch = rows.get(f"batch {name}", {}).get("per_s")
+        return [f"{stage[name]['val_f1']:.4f}", f"{stage[name]['test_f1']:.4f}", f"{stage[name]['mb']:.1f}",
+                f"{batch:,.0f}" if batch else "-", latency[0], rates[0], latency[1], rates[1]]
+
+    chosen = done["export"]["runtime"]
+    head = ["runtime", "val F1", "test F1", "MB", f"batch {unit}/s", "served p50 / p99, 1 client", "req/s, 1 client",
+            "p50 / p99, 8 clients", "req/s, 8 clients"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in (*stage, "no-op"):
+        label = f"**{name} (served)**" if name == chosen else name
+        lines.append("| " + " | ".join([label, *cells(name)]) + " |")
+    base, best = rows.get("batch torch", {}).get("per_s"), rows.get(f"batch {chosen}", {}).get("per_s")
+    p50 = {n: served(n, 1).get("p50_ms") for n in ("torch", chosen)}
+    drop = 100 * (stage["torch"]["test_f1"] - stage[chosen]["test_f1"])
+    lines += ["", f"served: {chosen} ({done['export']['reason']})",
+              f"- batch {unit}/s: {best / base:.2f}x PyTorch fp32's (target >= 3x: "
+              f"{'met' if best >= 3 * base else 'missed'})" if base and best else f"- batch {unit}/s: not measured",
+              f"- served p50 at one client: {p50[chosen] / p50['torch']:.2f}x PyTorch fp32's (target <= 0.5x: "
+              f"{'met' if p50[chosen] <= 0.5 * p50['torch'] else 'missed'})" if all(p50.values())
+              else "- served p50: not measured",
+              f"- test F1 drop: {drop:+.2f} points (target <= 0.5: {'met' if drop <= 0.5 else 'missed'})"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
