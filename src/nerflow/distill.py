@@ -12,14 +12,17 @@ training split, against the gold labels and the teacher's answers at once:
 
 over the positions the task scores (NER's labelled first sub-tokens, a text's pooled logits); softmax at temperature
 T for one label per position, one Bernoulli per label for multi-label texts. The teacher runs in eval mode without
-gradients, on the batch the student sees. docs/benchmarks.md ("What 3x on CoNLL-2003 would take") has the
-measurements behind the defaults.
+gradients, so its answer for a training example is the same in every epoch: it is computed once per process, for
+every example, at the first training step (`TeacherAnswers`; a third of a step's work on a CPU was the teacher's
+forward pass), and looked up by the example's index after that. docs/benchmarks.md ("What 3x on CoNLL-2003 would
+take") has the measurements behind the defaults.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -33,6 +36,10 @@ from nerflow.trainable import Trainable, TrainResult
 
 log = logging.getLogger(__name__)
 IGNORE = -100          # positions no loss reads (torch's cross-entropy default; NER's sub-tokens after the first)
+EXAMPLE_IDS = "example_ids"   # the batch's key for its examples' indices (taken out before the model sees it)
+# Above this many bytes of teacher logits (NER: every position of every training window x labels, fp32) the teacher
+# answers each batch as it comes instead: CoNLL-2003 with document context needs ~65 MB.
+CACHE_BYTES = 2 * 1024 ** 3
 
 
 def kept_layers(n: int, of: int) -> list[int]:
@@ -84,31 +91,115 @@ def distillation_loss_sum(task_loss_sum: Callable, n_labels: int, temperature: f
     return loss_sum
 
 
-def distilled_forward(base_forward: Callable | None, load_teacher: Callable[[], torch.nn.Module]) -> Callable:
-    """In training: the student's logits and the teacher's (computed without gradients), concatenated on the label
-    axis; in evaluation the student's alone. The teacher is loaded once, on the device of the first batch."""
+@dataclasses.dataclass(frozen=True)
+class Indexed:
+    """A training example with its index in the task's examples: the key of the teacher's answer for it."""
+
+    index: int
+    example: object
+
+
+class IndexedExamples(Sequence):
+    """The task's examples, each fetched with its index (one fetch of the task's sequence per item, as before)."""
+
+    def __init__(self, examples: Sequence):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Indexed:
+        return Indexed(i, self.examples[i])
+
+
+def indexed_collate(collate: Callable) -> Callable:
+    """The task's collate over `Indexed` examples: its batch, plus the examples' indices under EXAMPLE_IDS."""
+    def collate_indexed(rows: list[Indexed], **kwargs) -> dict[str, torch.Tensor]:
+        batch = collate([r.example for r in rows], **kwargs)
+        batch[EXAMPLE_IDS] = torch.tensor([r.index for r in rows])
+        return batch
+    return collate_indexed
+
+
+class TeacherAnswers:
+    """The teacher's logits for every training example (`examples`, `lengths`: the task's), computed in one pass
+    over them, length-sorted, at the first training step (on that step's device, under its autocast), kept on the
+    CPU: per example its row (a text) or its positions (a window's tokens), fp32. `teacher(ids, like)` gives a
+    batch's answers shaped like the student's logits `like` (padding positions zero: no loss reads them)."""
+
+    def __init__(self, examples: Sequence, lengths: list[int], collate: Callable, forward: Callable):
+        self.examples, self.lengths, self.collate, self.forward = examples, lengths, collate, forward
+        self.answers: list[torch.Tensor] | None = None
+
+    def compute(self, teacher: torch.nn.Module, device: torch.device) -> None:
+        from nerflow.batching import PREDICT_MAX_SEQUENCES, inference_batches, predict_batch_tokens
+
+        started = time.perf_counter()
+        # iterated, not indexed: the examples are read once each, as a training epoch reads them
+        examples, answers = list(self.examples), [None] * len(self.lengths)
+        for ids in inference_batches(self.lengths, predict_batch_tokens(str(device)), PREDICT_MAX_SEQUENCES):
+            batch = self.collate([examples[i] for i in ids])
+            batch.pop("labels", None)
+            with torch.no_grad():
+                logits = self.forward(teacher, {k: v.to(device) for k, v in batch.items()}).float().cpu()
+            for row, i in enumerate(ids):
+                answers[i] = logits[row, :self.lengths[i]].clone() if logits.dim() == 3 else logits[row].clone()
+        self.answers = answers
+        log.info("distill: the teacher's answers for %d training examples, computed once in %.1f s",
+                 len(answers), time.perf_counter() - started)
+
+    def __call__(self, ids: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(like.shape, dtype=like.dtype)
+        for row, i in enumerate(ids.tolist()):
+            answer = self.answers[i]
+            out[row, :answer.shape[0]] = answer
+        return out.to(like.device, non_blocking=True)
+
+
+def distilled_forward(base_forward: Callable | None, load_teacher: Callable[[], torch.nn.Module],
+                      answers: TeacherAnswers | None = None) -> Callable:
+    """In training: the student's logits and the teacher's (without gradients), concatenated on the label axis; in
+    evaluation the student's alone. The teacher is loaded once, on the device of the first batch. With `answers`,
+    the teacher answers every training example there, once, and each batch's answers are looked up by the indices
+    under EXAMPLE_IDS; without, it answers each batch as it comes."""
     forward = base_forward or (lambda model, batch: model(**batch).logits)
     held: dict[str, torch.nn.Module] = {}
 
     def distilled(model, batch: dict) -> torch.Tensor:
-        logits = forward(model, dict(batch))   # a copy: a task's forward may pop keys (textcat's `owner`)
+        batch = dict(batch)   # a copy: a task's forward may pop keys (textcat's `owner`)
+        ids = batch.pop(EXAMPLE_IDS, None)
+        logits = forward(model, dict(batch))
         if not model.training:
             return logits
         if "teacher" not in held:
             held["teacher"] = load_teacher().to(logits.device).eval().requires_grad_(False)
-        with torch.no_grad():
-            taught = forward(held["teacher"], dict(batch))
+            if answers is not None and ids is not None:
+                answers.compute(held["teacher"], logits.device)
+        if answers is not None and ids is not None:
+            taught = answers(ids, logits)
+        else:
+            with torch.no_grad():
+                taught = forward(held["teacher"], batch)
         return torch.cat([logits, taught.to(logits.dtype)], -1)
     return distilled
 
 
 def student_trainable(task: Trainable, n_labels: int, settings: DistillConfig, teacher_layers: int) -> Trainable:
     """The task's Trainable (loading the fine-tuned model) turned into the student's: the same examples, batches,
-    validation and saving; the model cut to `settings.layers`; the distillation loss; checkpoints of another
-    student refused."""
+    validation and saving; the model cut to `settings.layers`; the distillation loss; the teacher's answers
+    computed once (unless they would take more than CACHE_BYTES); checkpoints of another student refused."""
+    per_example = n_labels * 4   # fp32 logits: a text's row, or one row per position of a window
+    cached = sum(task.lengths) * per_example <= CACHE_BYTES
+    if not cached:
+        log.info("distill: the teacher's answers would take %.1f GB: it answers each batch instead",
+                 sum(task.lengths) * per_example / 1e9)
+    answers = TeacherAnswers(task.examples, task.lengths, task.collate, task.forward or
+                             (lambda model, batch: model(**batch).logits)) if cached else None
     return dataclasses.replace(
         task, load_model=lambda: cut_layers(task.load_model(), settings.layers),
-        forward=distilled_forward(task.forward, task.load_model),
+        examples=IndexedExamples(task.examples) if cached else task.examples,
+        collate=indexed_collate(task.collate) if cached else task.collate,
+        forward=distilled_forward(task.forward, task.load_model, answers),
         loss_sum=distillation_loss_sum(task.loss_sum, n_labels, settings.temperature, settings.alpha),
         identity={**task.identity, "distill": {"layers": kept_layers(settings.layers, teacher_layers),
                                                "temperature": settings.temperature, "alpha": settings.alpha}})

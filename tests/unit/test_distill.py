@@ -26,6 +26,7 @@ from nerflow.distill import (
 from nerflow.ner.tokenization import Encoder
 from nerflow.ner.training import token_loss_sum, train, trainable
 from nerflow.train import fit
+from nerflow.trainable import Trainable
 from tests.conftest import TINY_TEXTS, build_tiny_model
 from tests.unit.test_resume import CrashingWindows, final_weights, tags_of
 
@@ -217,3 +218,69 @@ def test_a_student_as_large_as_its_teacher_is_refused(teacher, tmp_path):
                      "distill": SETTINGS.model_copy(update={"layers": 4}).model_dump(), "train": CFG.model_dump(),
                      "validated": str(Path(teacher["dir"])), "tokenized": "", "meta": META, "seed": 7,
                      "out_dir": str(tmp_path)})
+
+
+def counting_teacher(job_: Trainable, seen: list) -> Trainable:
+    """`job_` whose teacher counts the sequences it is asked about. Its load_model loads both (the student is
+    its model cut to fewer layers, which its config then says): only the 4-layer model counts."""
+    def count(module, args, kwargs, out):
+        if module.config.num_hidden_layers == 4:
+            seen.append(kwargs["input_ids"].shape[0])
+
+    def load_teacher():
+        model = job_.load_model()
+        model.register_forward_hook(count, with_kwargs=True)
+        return model
+    return dataclasses.replace(job_, load_model=load_teacher)
+
+
+def test_the_teacher_answers_each_training_example_once_and_the_student_trains_as_with_an_answer_per_batch(
+        teacher, tmp_path, monkeypatch):
+    """The teacher is in eval mode: its answer for an example does not change between epochs, so it is computed
+    once per example (not once per batch of each of the 3 epochs), and the student trained on those answers is the
+    one trained on answers computed batch by batch (to float precision: the teacher's passes pad differently)."""
+    from transformers import AutoModelForTokenClassification
+
+    from nerflow import distill
+
+    cfg = loop_settings(SETTINGS, CFG).model_copy(update={"checkpoint_every": 0})
+    seen: dict[str, list] = {"once": [], "per batch": []}
+    results = {}
+    for mode in ("once", "per batch"):
+        if mode == "per batch":
+            monkeypatch.setattr(distill, "CACHE_BYTES", 0)
+        student = student_trainable(counting_teacher(job(teacher), seen[mode]), 3, SETTINGS, 4)
+        results[mode] = fit(student, cfg, 7, tmp_path / mode)
+    examples = len(teacher["train"])
+    assert sum(seen["once"]) == examples, seen["once"]
+    assert sum(seen["per batch"]) == SETTINGS.epochs * examples     # every batch of every epoch, as before
+    once, per_batch = results["once"], results["per batch"]
+    assert once.steps == per_batch.steps and once.best_epoch == per_batch.best_epoch
+    for a, b in zip(once.history, per_batch.history):
+        assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], abs=1e-4) for k in a if k != "seconds"), \
+            (a, b)
+    mine = AutoModelForTokenClassification.from_pretrained(tmp_path / "once" / "best").state_dict()
+    theirs = AutoModelForTokenClassification.from_pretrained(tmp_path / "per batch" / "best").state_dict()
+    diffs = {k: float((mine[k] - theirs[k]).abs().max()) for k in theirs}
+    assert max(diffs.values()) < 1e-4, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
+
+
+def test_the_cached_answers_are_the_teachers_at_every_scored_position(teacher):
+    """Looked up for a training batch, the answers are what the teacher says on that batch, at every position the
+    loss reads (NER: each window's labelled first sub-tokens)."""
+    from transformers import AutoModelForTokenClassification
+
+    from nerflow.distill import EXAMPLE_IDS, IndexedExamples, TeacherAnswers, indexed_collate
+
+    task = job(teacher)
+    model = AutoModelForTokenClassification.from_pretrained(teacher["dir"]).eval()
+    answers = TeacherAnswers(task.examples, task.lengths, task.collate, lambda m, b: m(**b).logits)
+    answers.compute(model, torch.device("cpu"))
+    rows = [IndexedExamples(task.examples)[i] for i in (5, 0, 17, 3)]
+    batch = indexed_collate(task.collate)(rows)
+    ids, gold = batch.pop(EXAMPLE_IDS), batch.pop("labels")
+    with torch.no_grad():
+        direct = model(**batch).logits
+    looked_up = answers(ids, direct)
+    scored = gold != IGNORE
+    assert scored.sum() > 10 and torch.allclose(looked_up[scored], direct[scored], atol=1e-5)
