@@ -284,3 +284,21 @@ def test_the_cached_answers_are_the_teachers_at_every_scored_position(teacher):
     looked_up = answers(ids, direct)
     scored = gold != IGNORE
     assert scored.sum() > 10 and torch.allclose(looked_up[scored], direct[scored], atol=1e-5)
+
+
+def test_the_students_rate_is_the_loops_auto_rule_for_the_student(teacher, tmp_path):
+    """`distill.lr: auto` (the default): train.lr's rule for the student's own size, run length and batch, not one
+    fixed rate (3e-4 suited ~42 sentences per step and was 3x too high at document context's ~8 windows)."""
+    from nerflow import batching, optim
+
+    settings = DistillConfig(enabled=True, layers=2, epochs=3)
+    assert settings.lr == "auto" and loop_settings(settings, CFG).lr == "auto"
+    student = student_trainable(job(teacher), 3, settings, 4)
+    cfg = loop_settings(settings, CFG).model_copy(update={"checkpoint_every": 0})
+    result = fit(student, cfg, 7, tmp_path)
+    n_params = sum(p.numel() for p in student.load_model().parameters())
+    plan = batching.plan_batches(student.lengths, 3, cfg.batch_tokens, cfg.batch_size, cfg.min_steps)
+    seen = len(student.lengths) * 3
+    expected = optim.default_lr(n_params, seen, seen / batching.total_steps(student.lengths, plan, 7, 3))
+    assert result.lr == pytest.approx(expected) and n_params < sum(
+        p.numel() for p in job(teacher).load_model().parameters())
