@@ -13,7 +13,8 @@ no retraining is needed. A run with the distill stage (`distill.enabled`) adds i
 `onnx-int8-distilled`, measured the same way. Each measured row is written to `--out` as it completes and skipped
 when already there. At the end the table of docs/benchmarks.md ("Serving fast") is printed, with the issue's
 targets for the runtime the export stage chose, against PyTorch fp32 of the same run (`--table`: only that, from
-`--out`).
+`--out`). `--batch-rounds N` then measures the batch rows N more times, alternated, to show how far the batch ratio
+moves between runs (kept in `--out` too; an existing `--out` gets only the rounds it lacks).
 """
 from __future__ import annotations
 
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=BENCH / "out" / "serving_runtimes")
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--latency-requests", type=int, default=50)
+    ap.add_argument("--batch-rounds", type=int, default=0,
+                    help="then N more rounds of the batch rows alone, alternated (every other round reversed), each "
+                         "written as it completes: how far the batch ratio moves between runs")
     ap.add_argument("--table", action="store_true", help="print the table of --out and measure nothing")
     args = ap.parse_args(argv)
     if args.table:
@@ -174,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
             for lv in result["levels"]]}
         save()
         print(key, done["rows"][key], file=sys.stderr)
+    rounds = done.setdefault("batch_rounds", {})
+    for n in range(len(rounds.get("torch", [])), args.batch_rounds):
+        for rt in (runtimes if n % 2 == 0 else runtimes[::-1]):
+            rounds.setdefault(rt, []).append(round(units / batch_predict(folders[rt], docs, kind)["predict_s"], 1))
+        save()
+        print(f"batch round {n + 1}", {rt: per_s[-1] for rt, per_s in rounds.items()}, file=sys.stderr)
     print(table(done))
     return 0
 
@@ -213,6 +223,11 @@ def table(done: dict) -> str:
               f"{'met' if p50[chosen] <= 0.5 * p50['torch'] else 'missed'})" if all(p50.values())
               else "- served p50: not measured",
               f"- test F1 drop: {drop:+.2f} points (target <= 0.5: {'met' if drop <= 0.5 else 'missed'})"]
+    rounds = done.get("batch_rounds", {})
+    if rounds.get("torch"):
+        lines += ["", f"batch {unit}/s in {len(rounds['torch'])} more alternated rounds (vs PyTorch fp32, per round):"]
+        lines += [f"- {rt}: " + ", ".join(f"{v:,.0f}" for v in per_s) + " (" + ", ".join(
+            f"{v / b:.2f}x" for v, b in zip(per_s, rounds["torch"])) + ")" for rt, per_s in rounds.items()]
     return "\n".join(lines)
 
 
