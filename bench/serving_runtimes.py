@@ -14,7 +14,10 @@ no retraining is needed. A run with the distill stage (`distill.enabled`) adds i
 when already there. At the end the table of docs/benchmarks.md ("Serving fast") is printed, with the issue's
 targets for the runtime the export stage chose, against PyTorch fp32 of the same run (`--table`: only that, from
 `--out`). `--batch-rounds N` then measures the batch rows N more times, alternated, to show how far the batch ratio
-moves between runs (kept in `--out` too; an existing `--out` gets only the rounds it lacks).
+moves between runs (kept in `--out` too; an existing `--out` gets only the rounds it lacks). `--batch-first N`
+measures, before anything else, N alternated rounds of the batch rows of PyTorch fp32 and the distilled student's
+int8 alone (the student exported by the export stage's own function): the throughput ratio a few minutes after the
+distill stage ends, where the whole benchmark takes ~15.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from types import SimpleNamespace
 
 BENCH = Path(__file__).resolve().parent
 RUNTIMES = ("torch", "onnx", "onnx-int8")
+DISTILLED = "onnx-int8-distilled"
 
 
 def newest(cache: Path, stage: str) -> Path:
@@ -72,6 +76,25 @@ def batch_predict(folder: Path, docs: list[dict], kind) -> dict:
     return {"load_s": round(load_s, 2), "predict_s": round(stats["seconds"], 2)}
 
 
+def student_folders(quick: Path, model_dir: Path, student: Path, validated: Path, tokenized: Path,
+                    task: str) -> dict[str, Path]:
+    """PyTorch fp32 and the student's int8 as served folders, without the export block's scoring: the student
+    exported and quantized by the export stage's own function (nerflow.export.export_student)."""
+    from nerflow import task_types
+    from nerflow.config import EvaluateConfig
+    from nerflow.export import ONNX_FILES, export_student, link_tree
+
+    if not (quick / ONNX_FILES[DISTILLED]).is_file():
+        shutil.rmtree(quick, ignore_errors=True)
+        quick.mkdir(parents=True)
+        link_tree(model_dir, quick / "served")
+        module = task_types.entry(task, "export")   # NerExport or TextcatExport: the task's export measures
+        exporter = next(v for k, v in vars(module).items() if k.endswith("Export") and isinstance(v, type))
+        if export_student(student, exporter(model_dir, validated, tokenized, EvaluateConfig()), quick) is None:
+            raise SystemExit(f"{student}: the student could not be exported (the log says why)")
+    return {rt: variant(quick / "served", quick, rt, quick / f"served-{rt}") for rt in ("torch", DISTILLED)}
+
+
 class NoOp:
     """The server's floor: a pyfunc that answers an empty list per text, no model."""
 
@@ -107,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-rounds", type=int, default=0,
                     help="then N more rounds of the batch rows alone, alternated (every other round reversed), each "
                          "written as it completes: how far the batch ratio moves between runs")
+    ap.add_argument("--batch-first", type=int, default=0,
+                    help="first N alternated rounds of the batch rows of PyTorch fp32 and the distilled student's "
+                         "int8 alone, before the export block (a run with the distill stage only)")
     ap.add_argument("--table", action="store_true", help="print the table of --out and measure nothing")
     args = ap.parse_args(argv)
     if args.table:
@@ -123,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir, validated, tokenized = newest(cache, "train") / "model", newest(cache, "validate"), \
         newest(cache, "tokenize")
     student = newest(cache, "distill") / "model" if (cache / "distill" / ".generations").is_dir() else None
-    runtimes = (*runtimes, "onnx-int8-distilled") if student else runtimes
+    runtimes = (*runtimes, DISTILLED) if student else runtimes
     task = json.loads((model_dir / "nerflow.json").read_text()).get("task", "token-classification")
     kind = task_types.get(task)
     # one work folder per results file (its rows resume together); named after the run folder's parent until
@@ -137,6 +163,20 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         args.out.write_text(json.dumps(done, indent=1) + "\n")
 
+    lines = [json.loads(line) for line in (validated / "test.jsonl").read_text().splitlines()]
+    docs = [{"text": " ".join(d["tokens"]) if "tokens" in d else d["text"]} for d in lines]
+    units = sum(len(d["tokens"]) for d in lines) if "tokens" in lines[0] else len(lines)
+    if args.batch_first and not student:
+        raise SystemExit(f"--batch-first: {args.run_dir} has no distill stage output")
+    if args.batch_first:
+        first = done.setdefault("batch_first", {})
+        folders = student_folders(work / "batch-first", model_dir, student, validated, tokenized, task)
+        for n in range(len(first.get("torch", [])), args.batch_first):
+            for rt in (folders if n % 2 == 0 else list(folders)[::-1]):
+                first.setdefault(rt, []).append(round(units / batch_predict(folders[rt], docs, kind)["predict_s"], 1))
+            save()
+            print(f"batch first, round {n + 1}", {rt: per_s[-1] for rt, per_s in first.items()},
+                  f"{first[DISTILLED][-1] / first['torch'][-1]:.2f}x", file=sys.stderr)
     export_dir = work / "export"
     if "export" not in done:   # F1s, sizes, in-process throughput and latency: the export stage's own measurement
         shutil.rmtree(export_dir, ignore_errors=True)
@@ -151,10 +191,6 @@ def main(argv: list[str] | None = None) -> int:
         save()
         print(json.dumps(done["export"], indent=1), file=sys.stderr)
     folders = {rt: variant(export_dir / "served", export_dir, rt, work / f"served-{rt}") for rt in runtimes}
-    split = "test"
-    lines = [json.loads(line) for line in (validated / f"{split}.jsonl").read_text().splitlines()]
-    docs = [{"text": " ".join(d["tokens"]) if "tokens" in d else d["text"]} for d in lines]
-    units = sum(len(d["tokens"]) for d in lines) if "tokens" in lines[0] else len(lines)
     for rt in runtimes:
         key = f"batch {rt}"
         if key not in done["rows"]:
@@ -191,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
 def table(done: dict) -> str:
     """The runtimes side by side (markdown) and the issue's three targets for the served one against PyTorch fp32:
     >= 3x batch units/s, served p50 at one client <= half, test F1 drop <= 0.5 points."""
+    if "export" not in done:      # only the batch rows measured first, so far
+        return "\n".join(batch_rounds(done, "words" if done["task"] == "token-classification" else "texts"))
     stage, rows, unit = done["export"]["rows"], done["rows"], done["export"].get("unit", "words")
 
     def served(name: str, clients: int) -> dict:
@@ -223,12 +261,20 @@ def table(done: dict) -> str:
               f"{'met' if p50[chosen] <= 0.5 * p50['torch'] else 'missed'})" if all(p50.values())
               else "- served p50: not measured",
               f"- test F1 drop: {drop:+.2f} points (target <= 0.5: {'met' if drop <= 0.5 else 'missed'})"]
-    rounds = done.get("batch_rounds", {})
-    if rounds.get("torch"):
-        lines += ["", f"batch {unit}/s in {len(rounds['torch'])} more alternated rounds (vs PyTorch fp32, per round):"]
-        lines += [f"- {rt}: " + ", ".join(f"{v:,.0f}" for v in per_s) + " (" + ", ".join(
-            f"{v / b:.2f}x" for v, b in zip(per_s, rounds["torch"])) + ")" for rt, per_s in rounds.items()]
-    return "\n".join(lines)
+    return "\n".join(lines + batch_rounds(done, unit))
+
+
+def batch_rounds(done: dict, unit: str) -> list[str]:
+    """The batch rows measured apart (`--batch-first`, `--batch-rounds`), per round against PyTorch fp32."""
+    lines = []
+    for key, said in (("batch_first", "before the export block"), ("batch_rounds", "more")):
+        rounds = done.get(key, {})
+        if rounds.get("torch"):
+            lines += ["", f"batch {unit}/s, {len(rounds['torch'])} alternated rounds {said} (vs PyTorch fp32, per "
+                          "round):"]
+            lines += [f"- {rt}: " + ", ".join(f"{v:,.0f}" for v in per_s) + " (" + ", ".join(
+                f"{v / b:.2f}x" for v, b in zip(per_s, rounds["torch"])) + ")" for rt, per_s in rounds.items()]
+    return lines
 
 
 if __name__ == "__main__":
