@@ -1,10 +1,11 @@
 """CoNLL-2003 with the offline MiniLM: sentence context against document context (`tokenize.context`), seeds 42 and 7.
 
 Each row is one `bench/conll2003_nerflow.py` run (the documented command, cold cache, its own work folder under
-`--work`) with `seed=<seed> tokenize.context=<context>` and any extra overrides. A row is appended to `--out` (JSON
-lines) as soon as it is done, and a row already there is skipped. A row cut short (a session's end) continues where
-it stopped: its run is continued with `nerflow rerun` (conll2003_nerflow.py --resume: finished stages reused,
-training from its last checkpoint) and the row records its `attempts`.
+`--work`) with `seed=<seed> tokenize.context=<context> distill.enabled=false` (the rows compare fine-tuned models;
+`distill.enabled=true` among the extra overrides adds the config's student) and any extra overrides. A row is
+appended to `--out` (JSON lines) as soon as it is done, and a row already there is skipped. A row cut short (a
+session's end) continues where it stopped: its run is continued with `nerflow rerun` (conll2003_nerflow.py --resume:
+finished stages reused, training from its last checkpoint) and the row records its `attempts`.
 
     python bench/conll_context.py                                  # all four rows (hours on 2 cores)
     python bench/conll_context.py --contexts document --seeds 42   # one row
@@ -54,7 +55,8 @@ def main() -> None:
             result.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([sys.executable, str(BENCH / "conll2003_nerflow.py"), "--data-dir", str(args.data_dir),
                             "--out", str(result), "--resume", f"seed={seed}", f"tokenize.context={context}",
-                            *args.overrides],
+                            # the rows compare fine-tuned models: no student unless asked (distill.enabled=true)
+                            "distill.enabled=false", *args.overrides],
                            check=True)
             row = {"row": name, "context": context, "seed": seed, **json.loads(result.read_text())}
             with args.out.open("a") as f:

@@ -15,9 +15,10 @@ when already there. At the end the table of docs/benchmarks.md ("Serving fast") 
 targets for the runtime the export stage chose, against PyTorch fp32 of the same run (`--table`: only that, from
 `--out`). `--batch-rounds N` then measures the batch rows N more times, alternated, to show how far the batch ratio
 moves between runs (kept in `--out` too; an existing `--out` gets only the rounds it lacks). `--batch-first N`
-measures, before anything else, N alternated rounds of the batch rows of PyTorch fp32 and the distilled student's
-int8 alone (the student exported by the export stage's own function): the throughput ratio a few minutes after the
-distill stage ends, where the whole benchmark takes ~15.
+measures, before anything else, N alternated rounds of the batch rows of PyTorch fp32, ONNX int8 and the distilled
+student's int8 alone (exported by the export stage's own functions): the throughput ratio a few minutes after the
+distill stage ends, where the whole benchmark takes ~15; with `--student DIR` (the distill stage's `best/` while it
+still trains) only those rounds.
 """
 from __future__ import annotations
 
@@ -78,11 +79,11 @@ def batch_predict(folder: Path, docs: list[dict], kind) -> dict:
 
 def student_folders(quick: Path, model_dir: Path, student: Path, validated: Path, tokenized: Path,
                     task: str) -> dict[str, Path]:
-    """PyTorch fp32 and the student's int8 as served folders, without the export block's scoring: the student
-    exported and quantized by the export stage's own function (nerflow.export.export_student)."""
+    """PyTorch fp32, the fine-tuned model's int8 and the student's int8 as served folders, without the export
+    block's scoring: exported and quantized by the export stage's own functions."""
     from nerflow import task_types
     from nerflow.config import EvaluateConfig
-    from nerflow.export import ONNX_FILES, export_student, link_tree
+    from nerflow.export import ONNX, ONNX_FILES, ONNX_INT8, export_onnx, export_student, link_tree, quantize_int8
 
     if not (quick / ONNX_FILES[DISTILLED]).is_file():
         shutil.rmtree(quick, ignore_errors=True)
@@ -90,9 +91,13 @@ def student_folders(quick: Path, model_dir: Path, student: Path, validated: Path
         link_tree(model_dir, quick / "served")
         module = task_types.entry(task, "export")   # NerExport or TextcatExport: the task's export measures
         exporter = next(v for k, v in vars(module).items() if k.endswith("Export") and isinstance(v, type))
-        if export_student(student, exporter(model_dir, validated, tokenized, EvaluateConfig()), quick) is None:
+        measures = exporter(model_dir, validated, tokenized, EvaluateConfig())
+        export_onnx(measures.auto_class.from_pretrained(model_dir).eval(), quick / ONNX_FILES[ONNX],
+                    sequence_output=measures.unit == "words")
+        quantize_int8(quick / ONNX_FILES[ONNX], quick / ONNX_FILES[ONNX_INT8])
+        if export_student(student, measures, quick) is None:
             raise SystemExit(f"{student}: the student could not be exported (the log says why)")
-    return {rt: variant(quick / "served", quick, rt, quick / f"served-{rt}") for rt in ("torch", DISTILLED)}
+    return {rt: variant(quick / "served", quick, rt, quick / f"served-{rt}") for rt in ("torch", ONNX_INT8, DISTILLED)}
 
 
 class NoOp:
@@ -131,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="then N more rounds of the batch rows alone, alternated (every other round reversed), each "
                          "written as it completes: how far the batch ratio moves between runs")
     ap.add_argument("--batch-first", type=int, default=0,
-                    help="first N alternated rounds of the batch rows of PyTorch fp32 and the distilled student's "
-                         "int8 alone, before the export block (a run with the distill stage only)")
+                    help="first N alternated rounds of the batch rows of PyTorch fp32, ONNX int8 and the distilled "
+                         "student's int8 alone, before the export block (a run with a student only)")
+    ap.add_argument("--student", type=Path,
+                    help="with --batch-first and nothing else: this student folder (the distill stage's `best/` of a "
+                         "run still training: throughput does not depend on the weights, F1 does)")
     ap.add_argument("--table", action="store_true", help="print the table of --out and measure nothing")
     args = ap.parse_args(argv)
     if args.table:
@@ -149,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     model_dir, validated, tokenized = newest(cache, "train") / "model", newest(cache, "validate"), \
         newest(cache, "tokenize")
     student = newest(cache, "distill") / "model" if (cache / "distill" / ".generations").is_dir() else None
+    if args.student and not args.batch_first:
+        raise SystemExit("--student: only with --batch-first (a student still training has no F1 to report)")
+    student = args.student or student
     runtimes = (*runtimes, DISTILLED) if student else runtimes
     task = json.loads((model_dir / "nerflow.json").read_text()).get("task", "token-classification")
     kind = task_types.get(task)
@@ -159,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     done = json.loads(args.out.read_text()) if args.out.is_file() else {
         "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "model": str(model_dir), "task": task, "rows": {}}
+
+    if student:
+        done.setdefault("student", str(student))
 
     def save() -> None:
         args.out.write_text(json.dumps(done, indent=1) + "\n")
@@ -177,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             save()
             print(f"batch first, round {n + 1}", {rt: per_s[-1] for rt, per_s in first.items()},
                   f"{first[DISTILLED][-1] / first['torch'][-1]:.2f}x", file=sys.stderr)
+    if args.student:
+        print(table(done))
+        return 0
     export_dir = work / "export"
     if "export" not in done:   # F1s, sizes, in-process throughput and latency: the export stage's own measurement
         shutil.rmtree(export_dir, ignore_errors=True)
