@@ -18,7 +18,7 @@ moves between runs (kept in `--out` too; an existing `--out` gets only the round
 measures, before anything else, N alternated rounds of the batch rows of PyTorch fp32, ONNX int8 and the distilled
 student's int8 alone (exported by the export stage's own functions): the throughput ratio a few minutes after the
 distill stage ends, where the whole benchmark takes ~15; with `--student DIR` (the distill stage's `best/` while it
-still trains) only those rounds.
+still trains) those rounds, then the served rows of the same three folders and the no-op: speed only, no F1.
 """
 from __future__ import annotations
 
@@ -100,6 +100,27 @@ def student_folders(quick: Path, model_dir: Path, student: Path, validated: Path
     return {rt: variant(quick / "served", quick, rt, quick / f"served-{rt}") for rt in ("torch", ONNX_INT8, DISTILLED)}
 
 
+def serve_all(work: Path, folders: dict[str, Path], task: str, done: dict, save, requests: int) -> None:
+    """`mlflow models serve` of each folder and of the no-op pyfunc, bench/serve_bench.py at 1 and 8 clients; each row
+    saved as it completes, rows already in `done` skipped."""
+    names = (*folders, "no-op")
+    uris = log_models(work, folders, task) if any(f"serve {n}" not in done["rows"] for n in names) else {}
+    for name, uri in uris.items():
+        key = f"serve {name}"
+        if key in done["rows"]:
+            continue
+        out = work / f"serve-{name}.json"
+        subprocess.run([sys.executable, str(BENCH / "serve_bench.py"), uri, "--requests", str(requests),
+                        "--concurrency", "1", "8", "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}",
+                        "--output", str(out)], check=True)
+        result = json.loads(out.read_text())
+        done["rows"][key] = {"ready_s": result.get("ready_s"), "levels": [
+            {k: lv[k] for k in ("clients", "requests_per_s", "p50_ms", "p99_ms", "failed") if k in lv}
+            for lv in result["levels"]]}
+        save()
+        print(key, done["rows"][key], file=sys.stderr)
+
+
 class NoOp:
     """The server's floor: a pyfunc that answers an empty list per text, no model."""
 
@@ -139,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="first N alternated rounds of the batch rows of PyTorch fp32, ONNX int8 and the distilled "
                          "student's int8 alone, before the export block (a run with a student only)")
     ap.add_argument("--student", type=Path,
-                    help="with --batch-first and nothing else: this student folder (the distill stage's `best/` of a "
-                         "run still training: throughput does not depend on the weights, F1 does)")
+                    help="with --batch-first: this student folder (the distill stage's `best/` of a run still "
+                         "training: speed does not depend on the weights, F1 does), then those folders served")
     ap.add_argument("--table", action="store_true", help="print the table of --out and measure nothing")
     args = ap.parse_args(argv)
     if args.table:
@@ -191,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             save()
             print(f"batch first, round {n + 1}", {rt: per_s[-1] for rt, per_s in first.items()},
                   f"{first[DISTILLED][-1] / first['torch'][-1]:.2f}x", file=sys.stderr)
-    if args.student:
+    if args.student:     # a student still training: its speed only (batch rows above, served rows here), no F1
+        serve_all(work / "batch-first", folders, task, done, save, args.requests)
         print(table(done))
         return 0
     export_dir = work / "export"
@@ -215,22 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             done["rows"][key] = {**row, "units": units, "per_s": round(units / row["predict_s"], 1)}
             save()
             print(key, done["rows"][key], file=sys.stderr)
-    uris = log_models(work, folders, task) if any(f"serve {n}" not in done["rows"] for n in (*runtimes, "no-op")) \
-        else {}
-    for name, uri in uris.items():
-        key = f"serve {name}"
-        if key in done["rows"]:
-            continue
-        out = work / f"serve-{name}.json"
-        subprocess.run([sys.executable, str(BENCH / "serve_bench.py"), uri, "--requests", str(args.requests),
-                        "--concurrency", "1", "8", "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}",
-                        "--output", str(out)], check=True)
-        result = json.loads(out.read_text())
-        done["rows"][key] = {"ready_s": result.get("ready_s"), "levels": [
-            {k: lv[k] for k in ("clients", "requests_per_s", "p50_ms", "p99_ms", "failed") if k in lv}
-            for lv in result["levels"]]}
-        save()
-        print(key, done["rows"][key], file=sys.stderr)
+    serve_all(work, folders, task, done, save, args.requests)
     rounds = done.setdefault("batch_rounds", {})
     for n in range(len(rounds.get("torch", [])), args.batch_rounds):
         for rt in (runtimes if n % 2 == 0 else runtimes[::-1]):
@@ -244,8 +251,18 @@ def main(argv: list[str] | None = None) -> int:
 def table(done: dict) -> str:
     """The runtimes side by side (markdown) and the issue's three targets for the served one against PyTorch fp32:
     >= 3x batch units/s, served p50 at one client <= half, test F1 drop <= 0.5 points."""
-    if "export" not in done:      # only the batch rows measured first, so far
-        return "\n".join(batch_rounds(done, "words" if done["task"] == "token-classification" else "texts"))
+    if "export" not in done:      # --student, or the batch rows measured first so far: speed only
+        served = {k.removeprefix("serve "): {lv["clients"]: lv for lv in v["levels"]} for k, v in done["rows"].items()
+                  if k.startswith("serve ")}
+        lines = []
+        for name, levels in served.items():
+            said = ", ".join(f"{c} client(s) {lv['p50_ms']} / {lv['p99_ms']} ms ({lv['requests_per_s']:.1f} req/s)"
+                             for c, lv in sorted(levels.items()))
+            if "torch" in served and name not in ("torch", "no-op"):
+                said += f"; p50 at 1 client {levels[1]['p50_ms'] / served['torch'][1]['p50_ms']:.2f}x PyTorch fp32's"
+            lines.append(f"- served {name}: p50 / p99 {said}")
+        return "\n".join(batch_rounds(done, "words" if done["task"] == "token-classification" else "texts") +
+                         ([""] + lines if lines else []))
     stage, rows, unit = done["export"]["rows"], done["rows"], done["export"].get("unit", "words")
 
     def served(name: str, clients: int) -> dict:
