@@ -14,13 +14,16 @@ over the positions the task scores (NER's labelled first sub-tokens, a text's po
 T for one label per position, one Bernoulli per label for multi-label texts. The teacher runs in eval mode without
 gradients, so its answer for a training example is the same in every epoch: it is computed once per process, for
 every example, at the first training step (`TeacherAnswers`; a third of a step's work on a CPU was the teacher's
-forward pass), and looked up by the example's index after that. docs/benchmarks.md ("What 3x on CoNLL-2003 would
+forward pass), and looked up by the example's index after that. They are also written to the stage's work folder,
+beside the checkpoints, so an attempt that resumes there reads them instead of asking the teacher again (5 minutes
+of a CoNLL-2003 resume on 2 cores). docs/benchmarks.md ("What 3x on CoNLL-2003 would
 take") has the measurements behind the defaults.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +43,7 @@ EXAMPLE_IDS = "example_ids"   # the batch's key for its examples' indices (taken
 # Above this many bytes of teacher logits (NER: every position of every training window x labels, fp32) the teacher
 # answers each batch as it comes instead: CoNLL-2003 with document context needs ~65 MB.
 CACHE_BYTES = 2 * 1024 ** 3
+ANSWERS_FILE = "teacher-answers.pt"   # in the stage's work folder, beside checkpoints/: read by a resumed attempt
 
 
 def kept_layers(n: int, of: int) -> list[int]:
@@ -125,13 +129,52 @@ class TeacherAnswers:
     """The teacher's logits for every training example (`examples`, `lengths`: the task's), computed in one pass
     over them, length-sorted, at the first training step (on that step's device, under its autocast), kept on the
     CPU: per example its row (a text) or its positions (a window's tokens), fp32. `teacher(ids, like)` gives a
-    batch's answers shaped like the student's logits `like` (padding positions zero: no loss reads them)."""
+    batch's answers shaped like the student's logits `like` (padding positions zero: no loss reads them).
 
-    def __init__(self, examples: Sequence, lengths: list[int], collate: Callable, forward: Callable):
+    With `file` (in the stage's work folder, whose key fixes the teacher and the examples), the answers are read
+    from it when an earlier attempt wrote them for these examples' lengths, else computed and written there
+    (whole or not at all: a temporary file renamed; by the first process of a data-parallel run only)."""
+
+    def __init__(self, examples: Sequence, lengths: list[int], collate: Callable, forward: Callable,
+                 file: Path | None = None):
         self.examples, self.lengths, self.collate, self.forward = examples, lengths, collate, forward
+        self.file = file
         self.answers: list[torch.Tensor] | None = None
 
     def compute(self, teacher: torch.nn.Module, device: torch.device) -> None:
+        if self._read():
+            return
+        self._compute(teacher, device)
+        self._write()
+
+    def _read(self) -> bool:
+        if self.file is None or not self.file.exists():
+            return False
+        started = time.perf_counter()
+        try:
+            saved = torch.load(self.file, weights_only=True)
+            answers, lengths = saved["answers"], saved["lengths"]
+        except Exception as e:  # noqa: BLE001 - unreadable: computed again, as if it were not there
+            log.warning("distill: %s is unreadable (%s): the teacher answers again", self.file, e)
+            return False
+        if lengths != list(self.lengths):
+            log.warning("distill: %s holds answers for other examples: the teacher answers again", self.file)
+            return False
+        self.answers = answers
+        log.info("distill: the teacher's answers for %d training examples read from %s (an earlier attempt's) "
+                 "in %.1f s", len(answers), self.file, time.perf_counter() - started)
+        return True
+
+    def _write(self) -> None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if self.file is None or (distributed and torch.distributed.get_rank() != 0):
+            return
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
+        torch.save({"lengths": list(self.lengths), "answers": self.answers}, tmp)
+        os.replace(tmp, self.file)
+
+    def _compute(self, teacher: torch.nn.Module, device: torch.device) -> None:
         from nerflow.batching import PREDICT_MAX_SEQUENCES, inference_batches, predict_batch_tokens
 
         started = time.perf_counter()
@@ -184,17 +227,19 @@ def distilled_forward(base_forward: Callable | None, load_teacher: Callable[[], 
     return distilled
 
 
-def student_trainable(task: Trainable, n_labels: int, settings: DistillConfig, teacher_layers: int) -> Trainable:
+def student_trainable(task: Trainable, n_labels: int, settings: DistillConfig, teacher_layers: int,
+                      answers_file: Path | None = None) -> Trainable:
     """The task's Trainable (loading the fine-tuned model) turned into the student's: the same examples, batches,
     validation and saving; the model cut to `settings.layers`; the distillation loss; the teacher's answers
-    computed once (unless they would take more than CACHE_BYTES); checkpoints of another student refused."""
+    computed once (unless they would take more than CACHE_BYTES), and kept in `answers_file` for a resumed attempt;
+    checkpoints of another student refused."""
     per_example = n_labels * 4   # fp32 logits: a text's row, or one row per position of a window
     cached = sum(task.lengths) * per_example <= CACHE_BYTES
     if not cached:
         log.info("distill: the teacher's answers would take %.1f GB: it answers each batch instead",
                  sum(task.lengths) * per_example / 1e9)
     answers = TeacherAnswers(task.examples, task.lengths, task.collate, task.forward or
-                             (lambda model, batch: model(**batch).logits)) if cached else None
+                             (lambda model, batch: model(**batch).logits), answers_file) if cached else None
     return dataclasses.replace(
         task, load_model=lambda: cut_layers(task.load_model(), settings.layers),
         examples=IndexedExamples(task.examples) if cached else task.examples,
@@ -226,5 +271,7 @@ def distill_job(job: dict, on_metrics: MetricsCallback | None = None, should_sto
         raise ValueError(f"config key 'distill.layers': {settings.layers}, but the fine-tuned model has "
                          f"{teacher.num_hidden_layers} layers: a student needs fewer")
     task, cfg = task_types.entry(job["task"], "train").job_trainable(job)
-    student = student_trainable(task, teacher.num_labels, settings, teacher.num_hidden_layers)
-    return fit(student, loop_settings(settings, cfg), job["seed"], Path(job["out_dir"]), on_metrics, should_stop)
+    out_dir = Path(job["out_dir"])
+    student = student_trainable(task, teacher.num_labels, settings, teacher.num_hidden_layers,
+                                out_dir / ANSWERS_FILE)
+    return fit(student, loop_settings(settings, cfg), job["seed"], out_dir, on_metrics, should_stop)

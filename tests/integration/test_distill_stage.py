@@ -43,6 +43,8 @@ def test_the_student_is_trained_from_the_fine_tuned_model_and_measured_as_a_runt
     assert AutoConfig.from_pretrained(result["train"].model_dir).num_hidden_layers == 2
     meta = json.loads((student / "nerflow.json").read_text())
     assert meta["distilled_from"] == result["train"].key and meta["distill_layers"] == 1
+    # its work folder (checkpoints, the teacher's answers for a resumed attempt) goes when the stage is done
+    assert not list((Path(cfg.cache_dir) / "distill").glob("*.work"))
     summary = result["distill"].summary
     assert (summary["layers"], summary["teacher_layers"], summary["kept"]) == (1, 2, [1])
     client = MlflowClient()

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from nerflow.config import TrainConfig
 from nerflow.config_distill import DistillConfig
 from nerflow.distill import (
+    ANSWERS_FILE,
     IGNORE,
     cut_layers,
     distillation_loss_sum,
@@ -263,6 +264,31 @@ def test_the_teacher_answers_each_training_example_once_and_the_student_trains_a
     theirs = AutoModelForTokenClassification.from_pretrained(tmp_path / "per batch" / "best").state_dict()
     diffs = {k: float((mine[k] - theirs[k]).abs().max()) for k in theirs}
     assert max(diffs.values()) < 1e-4, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
+
+
+def test_a_resumed_distillation_reads_the_teachers_answers_its_first_attempt_wrote(teacher, tmp_path, caplog):
+    """The first attempt writes the teacher's answers to the work folder; the attempt that resumes after a crash
+    reads them there (the teacher is asked about each example once across both attempts) and ends where the
+    uninterrupted run does. A file for other examples is not used."""
+    cfg = loop_settings(SETTINGS, CFG)
+    reference = fit(student_trainable(job(teacher), 3, SETTINGS, 4), cfg, 7, tmp_path / "ref")
+    work, seen = tmp_path / "resumed", []
+    crashing = counting_teacher(job(teacher, CrashingWindows(teacher["train"], steps_ok=8)), seen)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(student_trainable(crashing, 3, SETTINGS, 4, work / ANSWERS_FILE), cfg, 7, work)
+    examples = len(teacher["train"])
+    assert sum(seen) == examples and (work / ANSWERS_FILE).exists()
+    resumed = fit(student_trainable(counting_teacher(job(teacher), seen), 3, SETTINGS, 4, work / ANSWERS_FILE),
+                  cfg, 7, work)
+    assert sum(seen) == examples, "the resumed attempt asked the teacher again"
+    assert (resumed.steps, resumed.history) == (reference.steps, reference.history)
+    mine, theirs = final_weights(work), final_weights(tmp_path / "ref")
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs), "final weights differ from the uninterrupted run"
+
+    fewer = job(teacher, teacher["train"][:-1])   # other examples: the saved answers are not theirs
+    student = student_trainable(counting_teacher(fewer, seen), 3, SETTINGS, 4, work / ANSWERS_FILE)
+    fit(student, cfg.model_copy(update={"checkpoint_every": 0}), 7, tmp_path / "fewer")
+    assert sum(seen) == 2 * examples - 1 and "holds answers for other examples" in caplog.text
 
 
 def test_the_cached_answers_are_the_teachers_at_every_scored_position(teacher):
